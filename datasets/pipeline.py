@@ -1,0 +1,186 @@
+"""Input pipelines: one object that serves shuffled, augmented training epochs and eval batches.
+
+Images leave the pipeline as float32 pixels in [0, 255]; the network
+standardizes them itself (see `nets.layers.Standardize`).
+
+Small images (≤ 64 px) are decoded once into memory (the "cache of decoded
+images"), and every epoch is a seeded permutation of them with batch-level
+augmentation. Larger images stream from their records with per-image decode.
+Both are a pure function of (seed, epoch), which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from datasets import augment
+from datasets.sampling import stratified_indices
+from datasets.sources import DataError, ImageSource, SplitRecords
+from datasets.stats import channel_stats
+
+SMALL_IMAGE_MAX = 64
+LARGE_IMAGE_DEFAULT = 224
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    rate: float = 1.0
+    sample_seed: int = 0
+    image_size: int | None = None
+    cache_dir: str | None = None
+
+
+def _epoch_seed(seed: int, epoch: int) -> np.ndarray:
+    return np.array([seed, epoch], dtype=np.int64)
+
+
+def _resize_if_needed(image: tf.Tensor, size: int) -> tf.Tensor:
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+    resized = tf.cond(
+        same,
+        lambda: image,
+        lambda: tf.cast(
+            tf.clip_by_value(
+                tf.round(tf.image.resize(tf.cast(image, tf.float32), [size, size], antialias=True)), 0, 255
+            ),
+            tf.uint8,
+        ),
+    )
+    return tf.ensure_shape(resized, [size, size, 3])
+
+
+def _select(records: tf.data.Dataset, indices: np.ndarray, total: int) -> tf.data.Dataset:
+    if indices.size == total:
+        return records
+    keep = np.zeros(total, dtype=bool)
+    keep[indices] = True
+    keep = tf.constant(keep)
+    return records.enumerate().filter(lambda i, _: tf.gather(keep, i)).map(lambda _, record: record)
+
+
+def _peek_size(split: SplitRecords) -> int:
+    for payload, _ in split.records.take(1):
+        return int(max(split.decode(payload).shape[:2]))
+    raise DataError("the train split is empty")
+
+
+class ImagePipeline:
+    """Training epochs and evaluation batches for one data set at one sampling rate."""
+
+    def __init__(self, source: ImageSource, config: DataConfig):
+        self.source = source
+        self.config = config
+        train = source.split("train")
+        size = config.image_size or source.native_size or _peek_size(train)
+        if not config.image_size and size > SMALL_IMAGE_MAX:
+            size = LARGE_IMAGE_DEFAULT
+        self.image_size = int(size)
+        self.small = self.image_size <= SMALL_IMAGE_MAX
+
+        labels = np.fromiter(train.records.map(lambda _, y: y).as_numpy_iterator(), np.int32, count=train.size)
+        self.train_indices = stratified_indices(labels, config.rate, config.sample_seed)
+        self.train_labels = labels[self.train_indices]
+        missing = sorted(set(range(source.num_classes)) - set(np.unique(labels).tolist()))
+        if missing:
+            raise DataError(f"the train split of {source.name} has no images of classes {missing[:10]}")
+        self.mean, self.std = channel_stats(source, config.cache_dir)
+        self._train_records = _select(train.records, self.train_indices, train.size)
+        self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self.small:
+            self._memory["train"] = self._decode_all(self._train_records, train)
+
+    # -- facts ------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.source.class_names
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_indices.size)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        steps = self.num_train // batch_size
+        if steps == 0:
+            raise DataError(
+                f"--batch_size {batch_size} exceeds the {self.num_train} training images at --rate {self.config.rate}"
+            )
+        return steps
+
+    # -- datasets ---------------------------------------------------------
+    def _decode_all(self, records: tf.data.Dataset, split: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
+        size = self.image_size
+        decoded = records.map(lambda p, y: (_resize_if_needed(split.decode(p), size), y), num_parallel_calls=_AUTOTUNE)
+        images, labels = [], []
+        for x, y in decoded.batch(2048).as_numpy_iterator():
+            images.append(x)
+            labels.append(y)
+        return np.concatenate(images), np.concatenate(labels)
+
+    def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Epoch `epoch` of training batches: a deterministic function of (seed, epoch)."""
+        epoch_seed = _epoch_seed(seed, epoch)
+        if self.small:
+            images, labels = self._memory["train"]
+            order = np.random.default_rng(epoch_seed.tolist()).permutation(labels.size)
+            ds = tf.data.Dataset.from_tensor_slices((images[order], labels[order]))
+            ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+
+            def augment_batch(index, batch):
+                x, y = batch
+                seed_pair = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+                return tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32), y
+
+            return ds.map(augment_batch, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
+
+        decode, size = self.source.split("train").decode, self.image_size
+
+        def augment_one(index, record):
+            payload, label = record
+            pair = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+            return augment.random_resized_crop(decode(payload), size, pair), label
+
+        ds = self._train_records.shuffle(
+            min(self.num_train, 10_000), seed=int(np.random.default_rng(epoch_seed.tolist()).integers(2**31))
+        )
+        ds = ds.enumerate().map(augment_one, num_parallel_calls=_AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
+
+    def eval_dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
+        records = self.source.split(split)
+        if self.small:
+            if split not in self._memory:
+                self._memory[split] = self._decode_all(records.records, records)
+            images, labels = self._memory[split]
+            ds = tf.data.Dataset.from_tensor_slices((images, labels))
+            return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(_AUTOTUNE)
+        size = self.image_size
+        ds = records.records.map(
+            lambda p, y: (augment.resize_center_crop(records.decode(p), size), y), num_parallel_calls=_AUTOTUNE
+        )
+        return ds.batch(batch_size).prefetch(_AUTOTUNE)
+
+
+def build_pipeline(config: DataConfig) -> ImagePipeline:
+    from datasets.sources import load_source
+
+    if not 0.0 < config.rate <= 1.0:
+        raise DataError(f"--rate must be in (0, 1], got {config.rate}")
+    if config.image_size is not None and config.image_size < 8:
+        raise DataError(f"--image_size must be at least 8, got {config.image_size}")
+    return ImagePipeline(load_source(config.dataset, config.data_dir, config.download), config)

@@ -1,0 +1,263 @@
+"""Readers that turn a data-set name and folder into labelled image records.
+
+Every source yields the same thing, a `SplitRecords`: a deterministic
+`tf.data.Dataset` of `(payload, label)` pairs plus a `decode` function from
+payload to a uint8 H×W×3 image. Payloads are cheap (encoded bytes, file paths
+or small arrays), so labels can be read for stratified sampling without
+decoding a single image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+
+BUILTIN_DIGITS = "digits"
+TFRECORD = "tfrecord"
+FOLDER = "folder"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+_TFRECORD_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/class/label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+class DataError(ValueError):
+    """Bad data-set input, raised before any training starts."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRecords:
+    records: tf.data.Dataset  # (payload, int32 label), in a fixed order
+    decode: Callable[[tf.Tensor], tf.Tensor]  # payload -> uint8 [H, W, 3]
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    name: str
+    class_names: tuple[str, ...]
+    splits: dict[str, SplitRecords]
+    fingerprint: str  # identifies the exact data, for caching statistics
+    native_size: int | None = None  # square side of every image, when known
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> SplitRecords:
+        if name not in self.splits:
+            raise DataError(f"data set {self.name!r} has no split {name!r}; available: {sorted(self.splits)}")
+        return self.splits[name]
+
+
+def decode_image_bytes(encoded: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def _decode_file(path: tf.Tensor) -> tf.Tensor:
+    return decode_image_bytes(tf.io.read_file(path))
+
+
+def _files_fingerprint(paths: list[str]) -> str:
+    digest = hashlib.sha1()
+    for path in sorted(paths):
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{int(stat.st_mtime)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{where}: labels span [{labels.min()}, {labels.max()}] but there are {num_classes} classes; "
+            "labels must be 0-based indices into the class list"
+        )
+
+
+def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageSource:
+    """scikit-learn's bundled 8×8 digits (1,797 images), upscaled to 32×32 RGB.
+
+    Why: a real image data set that needs no download, so the demo and the
+    tests run on a fresh offline machine. The split is a fixed stratified
+    80/20 one.
+    """
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    images = (bunch.images / 16.0 * 255.0).astype(np.float32)[..., None]
+    images = tf.image.resize(images, [32, 32], method="bilinear").numpy()
+    images = np.repeat(np.clip(np.round(images), 0, 255).astype(np.uint8), 3, axis=-1)
+    labels = bunch.target.astype(np.int32)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed
+    )
+
+    def split(idx: np.ndarray) -> SplitRecords:
+        idx = np.sort(idx)
+        records = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
+        return SplitRecords(records, lambda image: image, len(idx))
+
+    return ImageSource(
+        name=BUILTIN_DIGITS,
+        class_names=tuple(str(d) for d in range(10)),
+        splits={"train": split(train_idx), "test": split(test_idx)},
+        fingerprint="sklearn-digits-32px-v1",
+        native_size=32,
+    )
+
+
+def _require_dir(data_dir: str | None, dataset: str) -> str:
+    if not data_dir:
+        raise DataError(f"--data_dir is required for --dataset={dataset}")
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir!r} does not exist or is not a directory")
+    return data_dir
+
+
+def load_tfrecord_dir(data_dir: str) -> ImageSource:
+    """TFRecords of `tf.train.Example` in the common image-classification schema.
+
+    Files are `<split>-*.tfrecord*` (or `<split>.tfrecord*`); class names come
+    from `classes.txt` (line i = label i) when present.
+    """
+    data_dir = _require_dir(data_dir, TFRECORD)
+    splits, all_files = {}, []
+    for split in ("train", "validation", "test"):
+        files = sorted(
+            set(
+                tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord*"))
+                + tf.io.gfile.glob(os.path.join(data_dir, f"{split}.tfrecord*"))
+            )
+        )
+        if not files:
+            continue
+        all_files += files
+
+        def parse(serialized):
+            example = tf.io.parse_single_example(serialized, _TFRECORD_FEATURES)
+            return example["image/encoded"], tf.cast(example["image/class/label"], tf.int32)
+
+        records = tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        splits[split] = records
+    if "train" not in splits:
+        raise DataError(f"--data_dir {data_dir!r} holds no train-*.tfrecord files (expected <split>-*.tfrecord)")
+
+    labels = {name: np.fromiter(ds.map(lambda _, y: y).as_numpy_iterator(), np.int32) for name, ds in splits.items()}
+    classes_file = os.path.join(data_dir, "classes.txt")
+    if os.path.exists(classes_file):
+        with open(classes_file) as f:
+            class_names = tuple(line.strip() for line in f if line.strip())
+    else:
+        class_names = tuple(f"class_{i}" for i in range(int(labels["train"].max()) + 1))
+    for name, split_labels in labels.items():
+        _check_labels(split_labels, len(class_names), f"{data_dir}/{name}-*.tfrecord vs {classes_file}")
+        if split_labels.size == 0:
+            raise DataError(f"--data_dir {data_dir!r}: the {name} split has no records")
+    fingerprint = _files_fingerprint(all_files + ([classes_file] if os.path.exists(classes_file) else []))
+    return ImageSource(
+        name=f"{TFRECORD}:{os.path.abspath(data_dir)}",
+        class_names=class_names,
+        splits={n: SplitRecords(ds, decode_image_bytes, int(labels[n].size)) for n, ds in splits.items()},
+        fingerprint=fingerprint,
+    )
+
+
+def load_image_folder(data_dir: str) -> ImageSource:
+    """A folder laid out as `<split>/<class>/<image>`; classes are the sorted train sub-folders."""
+    data_dir = _require_dir(data_dir, FOLDER)
+    train_dir = os.path.join(data_dir, "train")
+    if not os.path.isdir(train_dir):
+        raise DataError(f"--data_dir {data_dir!r} has no train/ folder (expected <split>/<class>/<image>)")
+    class_names = tuple(sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d))))
+    if not class_names:
+        raise DataError(f"{train_dir!r} has no class sub-folders (expected train/<class>/<image>)")
+    index = {name: i for i, name in enumerate(class_names)}
+    splits, all_files = {}, []
+    for split in sorted(os.listdir(data_dir)):
+        split_dir = os.path.join(data_dir, split)
+        if not os.path.isdir(split_dir):
+            continue
+        paths, labels = [], []
+        for class_name in sorted(os.listdir(split_dir)):
+            class_dir = os.path.join(split_dir, class_name)
+            if not os.path.isdir(class_dir):
+                continue
+            if class_name not in index:
+                raise DataError(
+                    f"{class_dir!r}: class {class_name!r} is not among the train classes {list(class_names)}"
+                )
+            for file in sorted(os.listdir(class_dir)):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(class_dir, file))
+                    labels.append(index[class_name])
+        if not paths:
+            raise DataError(f"{split_dir!r} holds no images with extensions {IMAGE_EXTENSIONS}")
+        all_files += paths
+        records = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
+        splits[split] = SplitRecords(records, _decode_file, len(paths))
+    return ImageSource(
+        name=f"{FOLDER}:{os.path.abspath(data_dir)}",
+        class_names=class_names,
+        splits=splits,
+        fingerprint=_files_fingerprint(all_files),
+    )
+
+
+def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageSource:
+    """A TensorFlow Datasets image-classification set with `image` and `label` features.
+
+    Uses already-prepared data under `data_dir` when present (offline use);
+    downloads and prepares only when `download` is set.
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises several types for unknown names
+        raise DataError(f"--dataset={name!r} is not a known data set ({error.__class__.__name__}: {error})") from None
+    if not builder.is_prepared():
+        if not download:
+            raise DataError(
+                f"--dataset={name!r} is not prepared under --data_dir={builder.data_dir!r}; "
+                "pass --download on a machine with internet, or point --data_dir at prepared tfds data"
+            )
+        builder.download_and_prepare()
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise DataError(f"--dataset={name!r} lacks 'image' and 'label' features; it is not an image classification set")
+    splits = {}
+    for split, info in builder.info.splits.items():
+        ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+        records = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)))
+        splits[split] = SplitRecords(records, decode_image_bytes, int(info.num_examples))
+    shape = features["image"].shape
+    native = shape[0] if shape[0] is not None and shape[0] == shape[1] else None
+    return ImageSource(
+        name=name,
+        class_names=tuple(features["label"].names),
+        splits=splits,
+        fingerprint=f"tfds-{name}-{builder.info.version}",
+        native_size=native,
+    )
+
+
+def load_source(dataset: str, data_dir: str | None = None, download: bool = False) -> ImageSource:
+    """`digits`, `tfrecord` or `folder` (with --data_dir), else a tfds name (optionally `tfds:<name>`)."""
+    if dataset == BUILTIN_DIGITS:
+        return load_digits()
+    if dataset == TFRECORD:
+        return load_tfrecord_dir(data_dir)
+    if dataset == FOLDER:
+        return load_image_folder(data_dir)
+    if data_dir is not None and not os.path.isdir(data_dir) and not download:
+        raise DataError(f"--data_dir {data_dir!r} does not exist or is not a directory")
+    return load_tfds(dataset.removeprefix("tfds:"), data_dir, download)

@@ -1,0 +1,49 @@
+"""Per-channel mean/std of a training split, computed once and cached on disk.
+
+Why the full training split (not the `--rate` subset): every sampling rate and
+every method then sees identically normalized inputs. The original code used
+hard-coded CIFAR-100 statistics in B,G,R order; we compute ours in RGB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from datasets.sources import ImageSource
+from iep.engine.files import write_json_atomic
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("IEP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "iep"))
+
+
+def compute_channel_stats(source: ImageSource, split: str = "train") -> tuple[list[float], list[float]]:
+    records = source.split(split)
+
+    def moments(payload, _label):
+        pixels = tf.reshape(tf.cast(records.decode(payload), tf.float64), [-1, 3])
+        return tf.reduce_sum(pixels, 0), tf.reduce_sum(tf.square(pixels), 0), tf.cast(tf.shape(pixels)[0], tf.float64)
+
+    zeros = tf.zeros([3], tf.float64)
+    total, total_sq, count = records.records.map(moments, num_parallel_calls=tf.data.AUTOTUNE).reduce(
+        (zeros, zeros, tf.constant(0.0, tf.float64)), lambda acc, m: (acc[0] + m[0], acc[1] + m[1], acc[2] + m[2])
+    )
+    mean = total.numpy() / count.numpy()
+    std = np.sqrt(np.maximum(total_sq.numpy() / count.numpy() - mean**2, 1e-12))
+    return mean.tolist(), std.tolist()
+
+
+def channel_stats(source: ImageSource, cache_dir: str | None = None) -> tuple[list[float], list[float]]:
+    """Cached `compute_channel_stats` of the train split, keyed by the source's fingerprint."""
+    path = os.path.join(cache_dir or default_cache_dir(), "stats", f"{source.fingerprint}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            cached = json.load(f)
+        return cached["mean"], cached["std"]
+    mean, std = compute_channel_stats(source)
+    write_json_atomic(path, {"source": source.name, "mean": mean, "std": std})
+    return mean, std

@@ -1,0 +1,78 @@
+"""Epoch checkpoints through `tf.train.CheckpointManager`.
+
+TensorFlow writes the checkpoint files first and swaps the `checkpoint`
+index file in by rename, so an interrupted save leaves the previous
+checkpoint as the latest. The dropout RNG states are saved explicitly: Keras
+does not put `SeedGenerator` states in a model checkpoint, and without them
+a resumed run would draw different dropout masks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import keras
+import tensorflow as tf
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+
+def rng_states(model: keras.Model) -> list[keras.Variable]:
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+class EpochCheckpoints:
+    def __init__(
+        self,
+        run_dir: str,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        extra: Mapping[str, object] | None = None,
+        max_to_keep: int = 3,
+    ):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_completed")
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, epoch=self.epoch, rng=rng_states(model), **dict(extra or {})
+        )
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            os.path.join(run_dir, CHECKPOINT_SUBDIR),
+            max_to_keep=max_to_keep,
+            checkpoint_name="epoch",
+        )
+
+    def restore_latest(self) -> int:
+        """Restores the newest checkpoint if any; returns the number of completed epochs."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def save(self, epochs_completed: int) -> str:
+        self.epoch.assign(epochs_completed)
+        return self.manager.save(checkpoint_number=epochs_completed)
+
+
+def restore_model_weights(model: keras.Model, path: str) -> None:
+    """Restores only the model part of one of our checkpoints (a prefix, or a run dir's latest).
+
+    Raises ValueError naming `path` when it is unreadable or does not match the model.
+    """
+    prefix = path
+    if os.path.isdir(path):
+        directory = path if tf.train.latest_checkpoint(path) else os.path.join(path, CHECKPOINT_SUBDIR)
+        prefix = tf.train.latest_checkpoint(directory)
+        if prefix is None:
+            raise ValueError(f"{path!r} holds no checkpoint (looked in {directory!r})")
+    try:
+        tf.train.load_checkpoint(prefix)
+    except Exception as error:
+        raise ValueError(f"{path!r} is not a readable checkpoint: {error.__class__.__name__}") from None
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        detail = str(error).splitlines()[0][:300]
+        raise ValueError(f"checkpoint {prefix!r} does not match the {model.name!r} network: {detail}") from None

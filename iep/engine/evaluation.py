@@ -1,0 +1,99 @@
+"""Classification metrics from logits: top-k, per-class accuracy, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+def collect_logits(predict, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """Runs `predict` (images -> logits) over (images, labels) batches; returns stacked logits, labels."""
+    logits, labels = [], []
+    for images, batch_labels in batches:
+        logits.append(np.asarray(predict(images), np.float32))
+        labels.append(np.asarray(batch_labels))
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:
+    num_classes = logits.shape[1]
+    if len(class_names) != num_classes:
+        raise ValueError(f"the model predicts {num_classes} classes but the data set has {len(class_names)}")
+    ranked = np.argsort(-logits, axis=1)
+    top1 = ranked[:, 0]
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(confusion, (labels, top1), 1)
+    support = confusion.sum(axis=1)
+    per_class = np.divide(np.diag(confusion), support, out=np.zeros(num_classes), where=support > 0)
+    report = {
+        "examples": int(labels.size),
+        "top1": float(np.mean(top1 == labels)),
+        "per_class_accuracy": {name: float(acc) for name, acc in zip(class_names, per_class, strict=True)},
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+    }
+    if num_classes >= 5:
+        report["top5"] = float(np.mean(np.any(ranked[:, :5] == labels[:, None], axis=1)))
+    return report
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == labels)) if labels.size else 0.0
+
+
+def _saved_model_predictor(path: str):
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:
+        raise ValueError(f"--saved_model {path!r} is not a readable SavedModel ({error.__class__.__name__})") from None
+    serve = loaded.signatures["serving_default"]
+    size = int(serve.structured_input_signature[1]["images"].shape[1])
+    return (lambda images: serve(images=images)["logits"]), size
+
+
+def evaluate(
+    *,
+    run_dir: str | None = None,
+    checkpoint: str | None = None,
+    saved_model: str | None = None,
+    arch: str | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    split: str = "test",
+    batch_size: int = 500,
+    cache_dir: str | None = None,
+) -> dict:
+    """Evaluates a run's newest checkpoint, a checkpoint prefix, or an exported SavedModel."""
+    import tensorflow as tf
+
+    from datasets import DataConfig, build_pipeline
+    from iep.engine.checkpointing import restore_model_weights
+    from iep.engine.runs import load_run_config
+    from nets import build_network
+
+    if not (run_dir or checkpoint or saved_model):
+        raise ValueError("give --run_dir, --checkpoint or --saved_model")
+    run_config = load_run_config(run_dir) if run_dir and not saved_model else {}
+    if not (saved_model or run_config or arch):
+        raise ValueError("--arch is required with a --checkpoint outside a run directory")
+    dataset = dataset or run_config.get("dataset")
+    if not dataset:
+        raise ValueError("--dataset is required (no run directory to take it from)")
+    if data_dir is None and dataset == run_config.get("dataset"):
+        data_dir = run_config.get("data_dir")
+    predict, image_size = None, (run_config.get("input_shape") or [None])[0]
+    if saved_model:
+        predict, image_size = _saved_model_predictor(saved_model)
+    data = build_pipeline(DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir))
+    if predict is None:
+        network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
+        restore_model_weights(network.model, checkpoint or run_dir)
+        predict = tf.function(lambda images: network.classifier(images, training=False))
+    logits, labels = collect_logits(predict, data.eval_dataset(split, batch_size))
+    report = classification_report(logits, labels, data.class_names)
+    report.update({"split": split, "dataset": dataset, "model": saved_model or checkpoint or run_dir})
+    return report

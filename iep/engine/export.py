@@ -1,0 +1,39 @@
+"""SavedModel export of a trained classifier that serves without this project installed.
+
+Signature `serving_default` (also callable as `.serve`):
+  input  `images`: float32 [batch, H, W, 3], RGB pixels in [0, 255]
+         (the network standardizes internally with the training statistics);
+  output `logits`: float32 [batch, classes] and `probabilities` (softmax).
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import tensorflow as tf
+
+EXPORT_SUBDIR = "export"
+
+
+def export_classifier(classifier: keras.Model, export_dir: str, class_names: tuple[str, ...] = ()) -> str:
+    height, width, channels = (int(d) for d in classifier.inputs[0].shape[1:])
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
+    def serve(images):
+        logits = tf.cast(classifier(images, training=False), tf.float32)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
+
+    archive.add_endpoint("serve", serve)
+    if class_names:
+        archive.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
+    tmp_dir = export_dir.rstrip("/") + ".tmp"
+    if tf.io.gfile.exists(tmp_dir):
+        tf.io.gfile.rmtree(tmp_dir)
+    archive.write_out(tmp_dir, verbose=False)
+    if tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rmtree(export_dir)
+    os.replace(tmp_dir, export_dir)
+    return export_dir

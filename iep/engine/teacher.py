@@ -1,0 +1,39 @@
+"""Loading a trained classifier (ours) as a frozen teacher, with clear errors for a mismatch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from iep.engine.checkpointing import restore_model_weights
+from iep.engine.runs import CONFIG_FILE, load_run_config
+from nets import TappedNetwork, build_network
+
+
+def load_teacher(path: str, arch: str | None, num_classes: int, input_shape: Sequence[int]) -> TappedNetwork:
+    """A teacher from a run directory or checkpoint prefix of ours.
+
+    A run directory carries its architecture and statistics in config.json;
+    `arch` (--teacher_arch) must then agree. A bare checkpoint needs `arch`.
+    """
+    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+        raise ValueError(f"--teacher {path!r} does not exist")
+    mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
+        saved = load_run_config(path)
+        if arch and arch != saved["arch"]:
+            raise ValueError(f"--teacher_arch={arch!r} but the teacher run {path!r} trained {saved['arch']!r}")
+        arch, mean, std = saved["arch"], saved["mean"], saved["std"]
+        if saved["num_classes"] != num_classes:
+            raise ValueError(
+                f"--teacher {path!r} has {saved['num_classes']} classes but the data set has {num_classes}"
+            )
+    elif not arch:
+        raise ValueError(f"--teacher_arch is required when --teacher {path!r} is not a run directory of ours")
+    teacher = build_network(arch, num_classes, input_shape, mean, std, dropout=0.0, name="teacher")
+    try:
+        restore_model_weights(teacher.model, path)
+    except ValueError as error:
+        raise ValueError(f"--teacher {path!r} with --teacher_arch={arch!r}: {error}") from None
+    teacher.model.trainable = False
+    return teacher

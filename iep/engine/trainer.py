@@ -1,0 +1,263 @@
+"""The one custom training loop: `tf.function` steps, TensorBoard, checkpoints, resume, export.
+
+Everything a KD method changes goes through `Distiller` (see distiller.py);
+this file knows nothing about any method.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from datasets import ImagePipeline
+from iep.engine.checkpointing import EpochCheckpoints
+from iep.engine.distiller import Distiller
+from iep.engine.evaluation import collect_logits, top1_accuracy
+from iep.engine.export import EXPORT_SUBDIR, export_classifier
+from iep.engine.files import read_json, write_json_atomic
+from nets import TappedNetwork
+from op_utils import build_schedule, decayed_variables, l2_penalty
+
+METRICS_FILE = "metrics.json"
+TENSORBOARD_SUBDIR = "tensorboard"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or Inf; raised instead of training on garbage."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.1
+    lr_schedule: str = "step"
+    lr_decay_points: Sequence[float] = (0.3, 0.6, 0.8)
+    lr_decay_factor: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    eval_split: str = "test"
+    eval_batch_size: int = 500
+    log_every: int = 50
+    keep_checkpoints: int = 3
+    jit_compile: bool = False
+    progress: bool = True
+    export: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.weight_decay < 0:
+            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+
+
+class _RunningMeans:
+    """Sums and counts kept in variables so the step never syncs with Python."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        self.sums = {n: tf.Variable(0.0, trainable=False, dtype=tf.float64) for n in self.names}
+        self.count = tf.Variable(0.0, trainable=False, dtype=tf.float64)
+
+    def add(self, values: dict[str, tf.Tensor]) -> None:
+        for name in self.names:
+            self.sums[name].assign_add(tf.cast(values[name], tf.float64))
+        self.count.assign_add(1.0)
+
+    def read_and_reset(self) -> dict[str, float]:
+        count = max(float(self.count.numpy()), 1.0)
+        means = {n: float(v.numpy()) / count for n, v in self.sums.items()}
+        for v in self.sums.values():
+            v.assign(0.0)
+        self.count.assign(0.0)
+        return means
+
+
+class Trainer:
+    """Trains `student` on `data`, optionally with a `Distiller`, inside `run_dir`."""
+
+    def __init__(
+        self,
+        student: TappedNetwork,
+        data: ImagePipeline,
+        config: TrainConfig,
+        run_dir: str,
+        distiller: Distiller | None = None,
+    ):
+        config.validate()
+        self.student, self.data, self.config, self.run_dir = student, data, config, run_dir
+        self.distiller = distiller or Distiller()
+        self.steps_per_epoch = data.steps_per_epoch(config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.schedule = build_schedule(
+            config.lr_schedule, config.lr, self.total_steps, config.lr_decay_points, config.lr_decay_factor
+        )
+        self.optimizer = keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
+        self.variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
+        self.optimizer.build(self.variables)
+        self._decayed = decayed_variables(student.model.trainable_variables)
+        self.loss_names = ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train") + tuple(
+            f"loss/{n}" for n in self.distiller.loss_names
+        )
+        self._interval = _RunningMeans(self.loss_names)
+        self._epoch_means = _RunningMeans(self.loss_names)
+        self.checkpoints = EpochCheckpoints(
+            run_dir, student.model, self.optimizer, self.distiller.checkpointables(), config.keep_checkpoints
+        )
+        self._epoch_var = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+        self._predict = tf.function(
+            lambda x: student.model(x, training=False)["logits"], jit_compile=config.jit_compile
+        )
+
+    # -- the step -----------------------------------------------------------
+    def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
+        with tf.GradientTape(persistent=bool(self.distiller.loss_names)) as tape:
+            outputs = self.student.model(images, training=True)
+            logits = tf.cast(outputs["logits"], tf.float32)
+            cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            decay = l2_penalty(self._decayed, self.config.weight_decay)
+            terms = self.distiller.losses(images, labels, outputs, self._epoch_var)
+            distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
+            task = tf.debugging.check_numerics(cross_entropy + decay, "task loss")
+            distill = tf.debugging.check_numerics(distill, "distillation loss")
+        grads = self.distiller.gradients(tape, task, distill, self.variables, self._epoch_var)
+        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
+        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+        values = {
+            "loss/total": task + distill,
+            "loss/cross_entropy": cross_entropy,
+            "loss/weight_decay": decay,
+            "accuracy/train": correct,
+        }
+        values.update({f"loss/{k}": v for k, v in terms.items()})
+        self._interval.add(values)
+        self._epoch_means.add(values)
+
+    # -- evaluation -----------------------------------------------------------
+    def evaluate(self, split: str | None = None) -> float:
+        batches = self.data.eval_dataset(split or self.config.eval_split, self.config.eval_batch_size)
+        return top1_accuracy(*collect_logits(self._predict, batches))
+
+    # -- the loop -------------------------------------------------------------
+    def _current_lr(self) -> float:
+        lr = self.schedule(self.optimizer.iterations) if callable(self.schedule) else self.schedule
+        return float(np.asarray(lr))
+
+    def _load_history(self, epochs_completed: int) -> list[dict]:
+        path = os.path.join(self.run_dir, METRICS_FILE)
+        if not os.path.exists(path):
+            return []
+        return [h for h in read_json(path).get("history", []) if h["epoch"] <= epochs_completed]
+
+    def _write_metrics(self, history: list[dict], finished: bool) -> dict:
+        accuracies = [h["eval_accuracy"] for h in history]
+        best = int(np.argmax(accuracies)) if accuracies else None
+        summary = {
+            "arch": self.student.arch,
+            "distill": self.distiller.name,
+            "epochs_completed": history[-1]["epoch"] if history else 0,
+            "epochs": self.config.epochs,
+            "finished": finished,
+            "eval_split": self.config.eval_split,
+            "last_accuracy": accuracies[-1] if accuracies else None,
+            "best_accuracy": accuracies[best] if best is not None else None,
+            "best_epoch": history[best]["epoch"] if best is not None else None,
+            "train_images": self.data.num_train,
+            "history": history,
+        }
+        write_json_atomic(os.path.join(self.run_dir, METRICS_FILE), summary)
+        return summary
+
+    def fit(self, resume: bool = True) -> dict:
+        """Runs the remaining epochs; returns the metrics summary (also in metrics.json)."""
+        os.makedirs(self.run_dir, exist_ok=True)
+        start_epoch = self.checkpoints.restore_latest() if resume else 0
+        history = self._load_history(start_epoch)
+        if start_epoch:
+            print(f"Resuming {self.run_dir} after epoch {start_epoch} (step {int(self.optimizer.iterations.numpy())}).")
+        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
+        cfg = self.config
+        for epoch in range(start_epoch, cfg.epochs):
+            self._epoch_var.assign(float(epoch))
+            progress = keras.utils.Progbar(
+                self.steps_per_epoch,
+                verbose=1 if cfg.progress else 0,
+                stateful_metrics=self.loss_names,
+                unit_name="step",
+            )
+            if cfg.progress:
+                print(f"Epoch {epoch + 1}/{cfg.epochs}")
+            started = interval_started = time.perf_counter()
+            interval_images = 0
+            for step, (images, labels) in enumerate(self.data.train_dataset(epoch, cfg.batch_size, cfg.seed), start=1):
+                try:
+                    self._train_step(images, labels)
+                except tf.errors.InvalidArgumentError as error:
+                    if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
+                        raise TrainingDiverged(
+                            f"training diverged at epoch {epoch + 1}, step {step}: a loss became NaN/Inf "
+                            f"({str(error).splitlines()[0][:200]}). The last good checkpoint is after epoch "
+                            f"{epoch} in {self.run_dir}; lower --lr or check the data."
+                        ) from None
+                    raise
+                interval_images += int(images.shape[0])
+                if step % cfg.log_every == 0 or step == self.steps_per_epoch:
+                    now = time.perf_counter()
+                    means = self._interval.read_and_reset()
+                    global_step = int(self.optimizer.iterations.numpy())
+                    with writer.as_default(step=global_step):
+                        for name, value in means.items():
+                            tf.summary.scalar(name, value)
+                        tf.summary.scalar("learning_rate", self._current_lr())
+                        tf.summary.scalar(
+                            "throughput/images_per_second", interval_images / max(now - interval_started, 1e-9)
+                        )
+                    interval_started, interval_images = now, 0
+                    progress.update(step, [(k, v) for k, v in means.items() if k in ("loss/total", "accuracy/train")])
+                elif cfg.progress:
+                    progress.update(step)
+            seconds = time.perf_counter() - started
+            epoch_means = self._epoch_means.read_and_reset()
+            eval_accuracy = self.evaluate()
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": epoch_means["loss/total"],
+                "train_accuracy": epoch_means["accuracy/train"],
+                "eval_accuracy": eval_accuracy,
+                "learning_rate": self._current_lr(),
+                "seconds": seconds,
+                "images_per_second": self.steps_per_epoch * cfg.batch_size / max(seconds, 1e-9),
+                **{k: v for k, v in epoch_means.items() if k.startswith("loss/")},
+            }
+            history.append(record)
+            with writer.as_default(step=epoch + 1):
+                tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)
+                tf.summary.scalar("epoch/train_accuracy", record["train_accuracy"])
+                tf.summary.scalar("epoch/images_per_second", record["images_per_second"])
+            writer.flush()
+            # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.
+            self._write_metrics(history, finished=False)
+            self.checkpoints.save(epoch + 1)
+            if not math.isfinite(record["train_loss"]):
+                raise TrainingDiverged(f"training loss is {record['train_loss']} after epoch {epoch + 1}")
+            print(
+                f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
+                f"{cfg.eval_split} acc {eval_accuracy:.4f}  ({record['images_per_second']:.0f} img/s)"
+            )
+        summary = self._write_metrics(history, finished=True)
+        if cfg.export:
+            export_classifier(self.student.classifier, os.path.join(self.run_dir, EXPORT_SUBDIR), self.data.class_names)
+        return summary

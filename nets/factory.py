@@ -1,0 +1,72 @@
+"""Architecture names → TappedNetwork, with one clear error for unknown names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import keras
+
+from nets import layers as L
+from nets import mobilenet_v2, resnet, vgg, wide_resnet
+from nets.base import TappedNetwork
+
+ARCH_HELP = (
+    "wrn-<depth>-<width> (e.g. wrn-16-4, wrn-40-4), resnet<depth> (e.g. resnet20), "
+    "mobilenetv2[-<alpha>], vgg<8|11|13|16|19>"
+)
+
+_PATTERNS = (
+    (re.compile(r"^wrn-(\d+)-(\d+)$"), "wrn"),
+    (re.compile(r"^resnet(\d+)$"), "resnet"),
+    (re.compile(r"^mobilenetv2(?:-(\d*\.?\d+))?$"), "mobilenetv2"),
+    (re.compile(r"^vgg(\d+)$"), "vgg"),
+)
+
+
+def parse_arch(arch: str) -> tuple[str, tuple]:
+    """Returns (family, arguments) or raises ValueError naming the accepted forms."""
+    name = arch.strip().lower()
+    for pattern, family in _PATTERNS:
+        match = pattern.match(name)
+        if match:
+            return family, match.groups()
+    raise ValueError(f"unknown architecture {arch!r}; expected {ARCH_HELP}")
+
+
+def default_dropout(arch: str, image_size: int) -> float:
+    """The original uses dropout 0.3 inside WRN blocks for 32×32 inputs only."""
+    return 0.3 if parse_arch(arch)[0] == "wrn" and image_size <= 64 else 0.0
+
+
+def build_network(
+    arch: str,
+    num_classes: int,
+    input_shape: Sequence[int] = (32, 32, 3),
+    mean: Sequence[float] = (0.0, 0.0, 0.0),
+    std: Sequence[float] = (1.0, 1.0, 1.0),
+    dropout: float | None = None,
+    name: str | None = None,
+) -> TappedNetwork:
+    """Builds `arch` for raw-pixel input standardized by (mean, std) inside the network.
+
+    `dropout=None` applies the architecture's default (see `default_dropout`).
+    """
+    family, args = parse_arch(arch)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    if dropout is None:
+        dropout = default_dropout(arch, int(input_shape[0]))
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = L.Standardize(mean, std, name="standardize")(inputs)
+    if family == "wrn":
+        logits, taps = wide_resnet.build(x, num_classes, int(args[0]), int(args[1]), dropout)
+    elif family == "resnet":
+        logits, taps = resnet.build(x, num_classes, int(args[0]))
+    elif family == "mobilenetv2":
+        logits, taps = mobilenet_v2.build(x, num_classes, float(args[0]) if args[0] else 1.0)
+    else:
+        logits, taps = vgg.build(x, num_classes, int(args[0]))
+    return TappedNetwork(arch, inputs, logits, taps, name=name or re.sub(r"[^a-z0-9_]", "_", arch.lower()))

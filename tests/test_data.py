@@ -1,0 +1,169 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from datasets import DataConfig, DataError, build_pipeline, load_source, stratified_indices
+from datasets.augment import PAD, flip_pad_crop_batch
+from datasets.stats import compute_channel_stats
+from tests.helpers import write_image_folder, write_tfrecords
+
+
+def test_builtin_digits_split_and_shapes(digits_pipeline):
+    source = digits_pipeline.source
+    assert source.class_names == tuple(str(d) for d in range(10))
+    assert (source.split("train").size, source.split("test").size) == (1437, 360)
+    images, labels = next(iter(digits_pipeline.eval_dataset("test", 16)))
+    assert images.shape == (16, 32, 32, 3) and images.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+    assert labels.dtype == tf.int32
+
+
+def test_shared_cifar10_tfrecords(cifar10_dir):
+    source = load_source("tfrecord", cifar10_dir)
+    assert source.num_classes == 10 and source.class_names[0] == "airplane"
+    assert (source.split("train").size, source.split("test").size) == (50_000, 10_000)
+    data = build_pipeline(DataConfig("tfrecord", cifar10_dir, rate=0.02))
+    assert data.image_size == 32 and data.num_train == 1000
+    assert np.bincount(data.train_labels, minlength=10).tolist() == [100] * 10
+    # RGB statistics of the training split: CIFAR-10's are about (125, 123, 114) / (63, 62, 67).
+    np.testing.assert_allclose(data.mean, [125.3, 123.0, 113.9], atol=2.5)
+    np.testing.assert_allclose(data.std, [63.0, 62.1, 66.7], atol=2.5)
+    images, labels = next(iter(data.train_dataset(0, 50, seed=0)))
+    assert images.shape == (50, 32, 32, 3)
+    assert set(labels.numpy().tolist()) <= set(range(10))
+
+
+def test_image_folder_reader_and_pipeline(tmp_path):
+    root = write_image_folder(str(tmp_path / "imgs"), size=12)
+    source = load_source("folder", root)
+    assert source.class_names == ("ant", "bee", "cat")
+    train = source.split("train")
+    labels = [int(y) for _, y in train.records.as_numpy_iterator()]
+    assert labels == [0] * 6 + [1] * 6 + [2] * 6
+    first = train.decode(next(iter(train.records))[0])
+    assert first.shape == (12, 12, 3) and first.dtype == tf.uint8
+    data = build_pipeline(DataConfig("folder", root, image_size=16))
+    images, _ = next(iter(data.train_dataset(0, 4, seed=1)))
+    assert images.shape == (4, 16, 16, 3)
+    assert data.eval_dataset("test", 10).cardinality().numpy() in (1, tf.data.UNKNOWN_CARDINALITY)
+
+
+def test_large_images_stream_with_random_resized_crop(tmp_path):
+    root = write_image_folder(str(tmp_path / "big"), size=90, per_class={"train": 3, "test": 1})
+    data = build_pipeline(DataConfig("folder", root))
+    assert data.image_size == 224 and not data.small
+    images, labels = next(iter(data.train_dataset(0, 3, seed=0)))
+    assert images.shape == (3, 224, 224, 3)
+    eval_images, _ = next(iter(data.eval_dataset("test", 3)))
+    assert eval_images.shape == (3, 224, 224, 3)
+
+
+def test_channel_stats_equal_numpy(tmp_path):
+    root = write_image_folder(str(tmp_path / "stats"), size=10)
+    source = load_source("folder", root)
+    pixels = np.concatenate(
+        [source.split("train").decode(p).numpy().reshape(-1, 3) for p, _ in source.split("train").records]
+    )
+    mean, std = compute_channel_stats(source)
+    np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(std, pixels.std(0), rtol=1e-6)
+
+
+def test_stratified_sampling_is_stratified_and_deterministic():
+    labels = np.repeat(np.arange(5), [100, 50, 30, 10, 3])
+    picked = stratified_indices(labels, 0.1, seed=3)
+    assert np.bincount(labels[picked]).tolist() == [10, 5, 3, 1, 1]
+    np.testing.assert_array_equal(picked, stratified_indices(labels, 0.1, seed=3))
+    assert not np.array_equal(picked, stratified_indices(labels, 0.1, seed=4))
+    assert np.all(np.diff(picked) > 0)
+    np.testing.assert_array_equal(stratified_indices(labels, 1.0), np.arange(labels.size))
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.1, 1.5])
+def test_rate_outside_unit_interval_is_rejected(rate):
+    with pytest.raises(ValueError, match=r"--rate must be in \(0, 1\]"):
+        build_pipeline(DataConfig("digits", rate=rate))
+
+
+def test_sampled_pipeline_is_identical_across_builds():
+    a = build_pipeline(DataConfig("digits", rate=0.25, sample_seed=7))
+    b = build_pipeline(DataConfig("digits", rate=0.25, sample_seed=7))
+    np.testing.assert_array_equal(a.train_indices, b.train_indices)
+    all_labels = np.array([int(y) for _, y in a.source.split("train").records.as_numpy_iterator()])
+    expected = [max(1, round(0.25 * n)) for n in np.bincount(all_labels)]
+    assert np.bincount(a.train_labels).tolist() == expected
+
+
+def test_epochs_are_a_pure_function_of_seed_and_epoch(digits_pipeline):
+    def first_batch(epoch, seed):
+        images, labels = next(iter(digits_pipeline.train_dataset(epoch, 32, seed)))
+        return images.numpy(), labels.numpy()
+
+    a, b = first_batch(2, 5), first_batch(2, 5)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], first_batch(3, 5)[1])
+
+
+def test_flip_pad_crop_returns_a_crop_of_the_padded_image():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(6, 8, 8, 3)).astype(np.uint8)
+    out = flip_pad_crop_batch(tf.constant(images), tf.constant([1, 2], tf.int64)).numpy()
+    assert out.shape == images.shape
+    found_flip = []
+    for image, crop in zip(images, out, strict=True):
+        matches = []
+        for flipped, source in ((False, image), (True, image[:, ::-1])):
+            padded = np.pad(source, [(PAD, PAD), (PAD, PAD), (0, 0)], mode="reflect")
+            matches += [
+                (flipped, dy, dx)
+                for dy in range(2 * PAD + 1)
+                for dx in range(2 * PAD + 1)
+                if np.array_equal(padded[dy : dy + 8, dx : dx + 8], crop)
+            ]
+        assert matches, "augmented image is not a reflect-padded crop of its input"
+        found_flip.append(any(m[0] for m in matches))
+    assert any(found_flip) and not all(found_flip)  # both branches happen for this seed
+
+
+def test_missing_and_empty_data_dirs(tmp_path):
+    with pytest.raises(DataError, match="--data_dir is required"):
+        load_source("tfrecord", None)
+    with pytest.raises(DataError, match="does not exist"):
+        load_source("folder", str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no train-\\*.tfrecord"):
+        load_source("tfrecord", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="no train/ folder"):
+        load_source("folder", str(tmp_path / "empty"))
+
+
+def test_labels_beyond_the_class_list_are_rejected(tmp_path):
+    root = write_tfrecords(str(tmp_path / "rec"), {"train": [0, 1, 5], "test": [0]}, classes=["a", "b", "c"])
+    with pytest.raises(DataError, match=r"labels span \[0, 5\] but there are 3 classes"):
+        load_source("tfrecord", root)
+
+
+def test_tfrecords_without_class_file(tmp_path):
+    root = write_tfrecords(str(tmp_path / "rec"), {"train": [0, 1, 2, 1], "test": [2]})
+    source = load_source("tfrecord", root)
+    assert source.class_names == ("class_0", "class_1", "class_2")
+
+
+def test_folder_test_split_with_unknown_class(tmp_path):
+    root = write_image_folder(str(tmp_path / "imgs"))
+    os.rename(os.path.join(root, "test", "cat"), os.path.join(root, "test", "dog"))
+    with pytest.raises(DataError, match="'dog' is not among the train classes"):
+        load_source("folder", root)
+
+
+def test_unprepared_tfds_dataset_offline(tmp_path):
+    with pytest.raises(DataError, match="not prepared under --data_dir"):
+        load_source("cifar100", str(tmp_path))
+
+
+def test_unknown_tfds_name():
+    with pytest.raises(DataError, match="not a known data set"):
+        load_source("no_such_dataset_xyz", None)

@@ -1,0 +1,298 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+
+from datasets import DataConfig, build_pipeline
+from iep.engine.distiller import Distiller
+from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from nets import build_network
+from op_utils import build_schedule, decayed_variables, l2_penalty
+from tests.conftest import ROOT
+
+QUICK = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
+
+
+def _digits_subset():
+    return build_pipeline(DataConfig("digits", rate=0.5))
+
+
+def _train(run_dir, arch="resnet8", epochs=2, data=None, distiller=None, **overrides):
+    data = data or _digits_subset()
+    tf.keras.utils.set_random_seed(0)
+    net = build_network(arch, data.num_classes, data.input_shape, data.mean, data.std)
+    trainer = Trainer(net, data, TrainConfig(epochs=epochs, **{**QUICK, **overrides}), str(run_dir), distiller)
+    return trainer, trainer.fit()
+
+
+def test_short_training_lowers_the_loss(tmp_path):
+    _, summary = _train(tmp_path / "run", epochs=3)
+    losses = [h["train_loss"] for h in summary["history"]]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert summary["history"][-1]["train_accuracy"] > 0.5
+    metrics = json.load(open(tmp_path / "run" / "metrics.json"))
+    assert metrics["finished"] and metrics["epochs_completed"] == 3
+    assert metrics["best_accuracy"] == max(h["eval_accuracy"] for h in metrics["history"])
+    assert os.path.exists(tmp_path / "run" / "checkpoints" / "epoch-3.index")
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def test_step_schedule_and_weight_decay_values():
+    schedule = build_schedule("step", 0.1, 100, (0.3, 0.6, 0.8), 0.2)
+    values = [float(schedule(s)) for s in (0, 29, 31, 61, 81, 99)]
+    np.testing.assert_allclose(values, [0.1, 0.1, 0.02, 0.004, 0.0008, 0.0008], rtol=1e-6)
+    net = build_network("resnet8", 10)
+    kernels = decayed_variables(net.model.trainable_variables)
+    expected = 5e-4 * sum(0.5 * np.sum(np.square(v.numpy())) for v in kernels)
+    with tf.GradientTape() as tape:
+        penalty = l2_penalty(kernels, 5e-4)
+    np.testing.assert_allclose(float(penalty), expected, rtol=1e-5)
+    grad = tape.gradient(penalty, kernels[0])
+    np.testing.assert_allclose(grad.numpy(), 5e-4 * kernels[0].numpy(), rtol=1e-5, atol=1e-12)
+
+
+class _ExplodingDistiller(Distiller):
+    name, loss_names = "explode", ("explode",)
+
+    def losses(self, images, labels, outputs, epoch):
+        return {"explode": tf.math.log(tf.reduce_min(outputs["logits"]) * 0.0 - 1.0)}  # log(-1) = NaN
+
+
+def test_nan_loss_stops_training_with_a_message(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step 1: a loss became NaN/Inf"):
+        _train(tmp_path / "nan", epochs=1, distiller=_ExplodingDistiller())
+
+
+def _train_cli(run_dir, *extra):
+    return [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--dataset=digits",
+        "--rate=0.5",
+        "--arch=wrn-16-1",
+        "--epochs=3",
+        "--batch_size=64",
+        "--lr_schedule=step",
+        "--progress=false",
+        "--export=false",
+        f"--run_dir={run_dir}",
+        *extra,
+    ]
+
+
+def _checkpoint_values(run_dir):
+    prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    reader = tf.train.load_checkpoint(prefix)
+    names = [n for n, _ in tf.train.list_variables(prefix) if n.startswith(("model/", "optimizer/", "rng/"))]
+    return prefix, {n: reader.get_tensor(n) for n in names}
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    straight = tmp_path / "straight"
+    subprocess.run(_train_cli(straight), env=env, check=True, capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_cli(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    state = killed / "checkpoints" / "checkpoint"  # swapped in by rename once epoch 2 is complete
+    while not (state.exists() and 'model_checkpoint_path: "epoch-2"' in state.read_text()):
+        assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(killed / "checkpoints" / "epoch-3.index"), "killed too late to test resume"
+    resumed = subprocess.run(_train_cli(killed), env=env, check=True, capture_output=True, text=True, timeout=600)
+    assert "Resuming" in resumed.stdout and "after epoch 2" in resumed.stdout
+
+    prefix_a, a = _checkpoint_values(straight)
+    prefix_b, b = _checkpoint_values(killed)
+    assert prefix_a.endswith("epoch-3") and prefix_b.endswith("epoch-3")
+    assert a.keys() == b.keys() and any(k.startswith("rng/") for k in a)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    history_a = json.load(open(straight / "metrics.json"))["history"]
+    history_b = json.load(open(killed / "metrics.json"))["history"]
+    assert [h["epoch"] for h in history_b] == [1, 2, 3]
+    np.testing.assert_allclose([h["train_loss"] for h in history_a], [h["train_loss"] for h in history_b], rtol=1e-4)
+
+
+_SERVE_WITHOUT_PROJECT = """
+import sys, numpy as np, tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+images = np.load(sys.argv[2])
+out = model.signatures["serving_default"](images=tf.constant(images))
+np.save(sys.argv[3], out["logits"].numpy())
+ours = [m for m in sys.modules if m.split(".")[0] in ("iep", "nets", "datasets", "op_utils")]
+assert not ours, ours
+"""
+
+
+def test_saved_model_serves_the_same_logits_without_the_project(tmp_path):
+    trainer, _ = _train(tmp_path / "run", epochs=1, export=True)
+    images = np.random.default_rng(0).uniform(0, 255, (5, 32, 32, 3)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    script = tmp_path / "serve.py"
+    script.write_text(_SERVE_WITHOUT_PROJECT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "run" / "export"),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "logits.npy"),
+        ],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    expected = trainer.student.classifier(images, training=False).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-4, atol=1e-4)
+
+
+# --- train.py / eval.py on bad input: one clear message, before any training ------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    import train
+
+    run_dir = tmp_path_factory.mktemp("teacher_run")
+    with flagsaver.flagsaver():
+        flags.FLAGS(
+            [
+                "train.py",
+                "--arch=resnet8",
+                "--rate=0.3",
+                "--epochs=1",
+                "--batch_size=64",
+                "--progress=false",
+                f"--run_dir={run_dir}",
+            ]
+        )
+        summary = train._train()
+    return str(run_dir), summary
+
+
+def _run_train(*argv):
+    import train
+
+    with flagsaver.flagsaver():
+        flags.FLAGS(["train.py", "--epochs=1", "--progress=false", "--export=false", *argv])
+        return train._train()
+
+
+BAD_INPUTS = [
+    (["--arch=wrn-15-3"], r"WRN depth must be 6n\+4|unknown architecture"),
+    (["--arch=transformer"], r"unknown architecture 'transformer'; expected wrn-<depth>-<width>"),
+    (["--dataset=not_a_dataset_xyz"], r"--dataset='not_a_dataset_xyz' is not a known data set"),
+    (["--dataset=tfrecord"], r"--data_dir is required for --dataset=tfrecord"),
+    (["--dataset=folder", "--data_dir=/nonexistent/images"], r"--data_dir '/nonexistent/images' does not exist"),
+    (["--rate=0"], r"--rate must be in \(0, 1\]"),
+    (["--rate=1.5"], r"--rate must be in \(0, 1\]"),
+    (["--epochs=0"], r"--epochs must be >= 1"),
+    (["--batch_size=5000"], r"--batch_size 5000 exceeds the 1437 training images"),
+    (["--teacher=/nonexistent/teacher"], r"--teacher '/nonexistent/teacher' does not exist"),
+    (["--eval_split=validation"], r"has no split 'validation'"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_train_rejects_bad_input(tmp_path, argv, message):
+    with pytest.raises(ValueError, match=message):
+        _run_train(f"--run_dir={tmp_path}", *argv)
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_empty_data_dir_and_class_mismatch(tmp_path):
+    from tests.helpers import write_tfrecords
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"holds no train-\*.tfrecord files"):
+        _run_train(f"--run_dir={tmp_path / 'r1'}", "--dataset=tfrecord", f"--data_dir={tmp_path / 'empty'}")
+    bad = write_tfrecords(str(tmp_path / "bad"), {"train": [0, 3], "test": [0]}, classes=["a", "b"])
+    with pytest.raises(ValueError, match=r"classes.txt.*|labels span \[0, 3\] but there are 2 classes"):
+        _run_train(f"--run_dir={tmp_path / 'r2'}", "--dataset=tfrecord", f"--data_dir={bad}")
+
+
+def test_teacher_of_the_wrong_architecture(tmp_path, trained_run):
+    run_dir, _ = trained_run
+    with pytest.raises(ValueError, match=r"--teacher_arch='wrn-16-1' but the teacher run .* trained 'resnet8'"):
+        _run_train(f"--run_dir={tmp_path / 'a'}", f"--teacher={run_dir}", "--teacher_arch=wrn-16-1")
+    prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    with pytest.raises(ValueError, match=r"does not match the 'teacher' network"):
+        _run_train(f"--run_dir={tmp_path / 'b'}", f"--teacher={prefix}", "--teacher_arch=resnet14")
+
+
+def test_unreadable_teacher_checkpoint(tmp_path):
+    (tmp_path / "junk.index").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"is not a readable checkpoint"):
+        _run_train(f"--run_dir={tmp_path / 'r'}", f"--teacher={tmp_path / 'junk'}", "--teacher_arch=resnet8")
+
+
+def test_teacher_loads_and_resume_refuses_changed_settings(tmp_path, trained_run):
+    run_dir, summary = trained_run
+    _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet8", "--rate=0.3")
+    with pytest.raises(ValueError, match=r"--arch: was 'resnet8', now 'resnet14'"):
+        _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet14", "--rate=0.3")
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--rate=2", f"--run_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --rate must be in (0, 1], got 2.0"]
+
+
+def test_eval_report_matches_training_metrics(trained_run):
+    from iep.engine.evaluation import evaluate
+
+    run_dir, summary = trained_run
+    report = evaluate(run_dir=run_dir)
+    assert report["top1"] == pytest.approx(summary["last_accuracy"])
+    confusion = np.array(report["confusion_matrix"])
+    assert confusion.sum() == report["examples"] == 360
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(report["top1"])
+    exported = evaluate(saved_model=os.path.join(run_dir, "export"), dataset="digits")
+    assert exported["top1"] == pytest.approx(report["top1"])
+    assert exported["confusion_matrix"] == report["confusion_matrix"]
+
+
+def test_eval_cli_writes_the_report(tmp_path, trained_run):
+    run_dir, summary = trained_run
+    output = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "eval.py"), f"--run_dir={run_dir}", f"--output={output}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.load(open(output))["top1"] == pytest.approx(summary["last_accuracy"])
+    assert "top-1" in result.stdout and "top-5" in result.stdout
+
+
+def test_eval_rejects_a_checkpoint_without_arch(tmp_path):
+    from iep.engine.evaluation import evaluate
+
+    with pytest.raises(ValueError, match="--arch is required"):
+        evaluate(checkpoint=str(tmp_path / "x"), dataset="digits")
+    with pytest.raises(ValueError, match="is not a readable SavedModel"):
+        evaluate(saved_model=str(tmp_path), dataset="digits")

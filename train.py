@@ -1,0 +1,176 @@
+"""Train an image classifier, optionally by knowledge distillation from a teacher.
+
+  python train.py --epochs=20                         # built-in digits demo
+  python train.py --dataset=tfrecord --data_dir=../shared/data/cifar10 --arch=wrn-16-4
+  python train.py --dataset=cifar100 --download --arch=wrn-40-4
+
+Outputs go to --run_dir: config.json, metrics.json, checkpoints/, tensorboard/,
+export/ (SavedModel of the classifier). Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+FLAGS = flags.FLAGS
+DISTILLERS = ("none",)
+
+flags.DEFINE_string("arch", "wrn-16-1", "Student architecture: wrn-D-K, resnetN, mobilenetv2[-alpha], vggN.")
+flags.DEFINE_string("dataset", "digits", "digits (built-in, offline), tfrecord, folder, or a tfds name (cifar100, …).")
+flags.DEFINE_string("data_dir", None, "Folder of the data: TFRecords, <split>/<class>/<image>, or tfds data_dir.")
+flags.DEFINE_boolean("download", False, "Let tfds download and prepare the data set (needs internet).")
+flags.DEFINE_float("rate", 1.0, "Fraction of the training split to keep, stratified per class, in (0, 1].")
+flags.DEFINE_integer("sample_seed", 0, "Seed of the --rate subset; keep it fixed to compare methods.")
+flags.DEFINE_integer("image_size", None, "Square input size; default: the data's own (≤64 px) or 224.")
+flags.DEFINE_integer("epochs", 100, "Training epochs.")
+flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+flags.DEFINE_float("lr", 0.1, "Base learning rate (SGD, Nesterov momentum).")
+flags.DEFINE_enum("lr_schedule", "step", ["step", "cosine", "constant"], "Learning-rate schedule.")
+flags.DEFINE_list("lr_decay_points", ["0.3", "0.6", "0.8"], "Fractions of the run where the step schedule decays.")
+flags.DEFINE_float("lr_decay_factor", 0.2, "Step-schedule multiplier at each decay point.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on conv and dense kernels (gradient wd·W).")
+flags.DEFINE_float("dropout", None, "Dropout inside blocks; default 0.3 for WRN on ≤64 px inputs, else 0.")
+flags.DEFINE_integer("seed", 0, "Seed of initialization, data order, augmentation and dropout.")
+flags.DEFINE_string("run_dir", None, "Run directory; default runs/<data>_<arch>_<distill>_r<rate>_s<seed>.")
+flags.DEFINE_boolean("resume", True, "Continue from the newest checkpoint in --run_dir.")
+flags.DEFINE_enum("distill", "none", list(DISTILLERS), "Knowledge-distillation method.")
+flags.DEFINE_string("teacher", None, "Teacher: a run directory or checkpoint prefix of ours.")
+flags.DEFINE_string("teacher_arch", None, "Teacher architecture (needed for a bare checkpoint).")
+flags.DEFINE_string("eval_split", "test", "Split evaluated after every epoch.")
+flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_boolean("export", True, "Export the trained classifier as a SavedModel to <run_dir>/export.")
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
+
+
+def _train() -> dict:
+    import keras
+    import tensorflow as tf
+
+    from datasets import DataConfig, build_pipeline
+    from iep.engine.cli import default_run_dir
+    from iep.engine.distiller import Distiller
+    from iep.engine.evaluation import collect_logits, top1_accuracy
+    from iep.engine.runs import save_or_check_run_config
+    from iep.engine.teacher import load_teacher
+    from iep.engine.trainer import TrainConfig, Trainer
+    from nets import build_network, default_dropout, parse_arch
+
+    # Cheap checks first: a typo must not cost a data-set decode.
+    parse_arch(FLAGS.arch)
+    if FLAGS.teacher_arch:
+        parse_arch(FLAGS.teacher_arch)
+    if FLAGS.teacher and not (os.path.exists(FLAGS.teacher) or os.path.exists(FLAGS.teacher + ".index")):
+        raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist")
+    train_config = TrainConfig(
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        lr=FLAGS.lr,
+        lr_schedule=FLAGS.lr_schedule,
+        lr_decay_points=tuple(float(p) for p in FLAGS.lr_decay_points),
+        lr_decay_factor=FLAGS.lr_decay_factor,
+        momentum=FLAGS.momentum,
+        weight_decay=FLAGS.weight_decay,
+        seed=FLAGS.seed,
+        eval_split=FLAGS.eval_split,
+        log_every=FLAGS.log_every,
+        jit_compile=FLAGS.jit_compile,
+        progress=FLAGS.progress,
+        export=FLAGS.export,
+    )
+    train_config.validate()
+    data_config = DataConfig(
+        FLAGS.dataset, FLAGS.data_dir, FLAGS.download, FLAGS.rate, FLAGS.sample_seed, FLAGS.image_size, FLAGS.cache_dir
+    )
+    run_dir = FLAGS.run_dir or default_run_dir(
+        FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed
+    )
+
+    data = build_pipeline(data_config)
+    data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
+    dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)
+    keras.utils.set_random_seed(FLAGS.seed)
+    student = build_network(
+        FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
+    )
+    teacher = None
+    if FLAGS.teacher:
+        teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
+
+    os.makedirs(run_dir, exist_ok=True)
+    save_or_check_run_config(
+        run_dir,
+        {
+            **{
+                name: FLAGS[name].value
+                for name in (
+                    "arch",
+                    "dataset",
+                    "data_dir",
+                    "rate",
+                    "sample_seed",
+                    "image_size",
+                    "epochs",
+                    "batch_size",
+                    "lr",
+                    "lr_schedule",
+                    "lr_decay_factor",
+                    "momentum",
+                    "weight_decay",
+                    "seed",
+                    "dropout",
+                    "distill",
+                    "teacher",
+                    "teacher_arch",
+                )
+            },
+            "lr_decay_points": list(train_config.lr_decay_points),
+            "dropout_rate": dropout,
+            "num_classes": data.num_classes,
+            "class_names": list(data.class_names),
+            "input_shape": list(data.input_shape),
+            "mean": data.mean,
+            "std": data.std,
+            "train_images": data.num_train,
+        },
+        resume=FLAGS.resume,
+    )
+    print(
+        f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
+        f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
+    )
+    trainer = Trainer(student, data, train_config, run_dir, Distiller(teacher))
+    if teacher is not None:
+        predict = tf.function(lambda images: teacher.classifier(images, training=False))
+        teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))
+        print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {teacher_accuracy:.4f}")
+    summary = trainer.fit(resume=FLAGS.resume)
+    print(
+        f"done: last {summary['eval_split']} accuracy {summary['last_accuracy']:.4f}, "
+        f"best {summary['best_accuracy']:.4f} (epoch {summary['best_epoch']}); metrics in {run_dir}/metrics.json"
+    )
+    return summary
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from iep.engine.cli import run_or_exit
+
+    logging.set_verbosity(logging.WARNING)
+
+    run_or_exit(_train)
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
