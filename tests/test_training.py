@@ -158,6 +158,8 @@ def test_saved_model_serves_the_same_logits_without_the_project(tmp_path):
     )
     expected = trainer.student.classifier(images, training=False).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, rtol=1e-4, atol=1e-4)
+    names = (tmp_path / "run" / "export" / "assets" / "class_names.txt").read_text().split()
+    assert names == [str(d) for d in range(10)]
 
 
 # --- train.py / eval.py on bad input: one clear message, before any training ------------------------

@@ -4,6 +4,7 @@ Signature `serving_default` (also callable as `.serve`):
   input  `images`: float32 [batch, H, W, 3], RGB pixels in [0, 255]
          (the network standardizes internally with the training statistics);
   output `logits`: float32 [batch, classes] and `probabilities` (softmax).
+Class names: `assets/class_names.txt` inside the export, line i = class i.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import keras
 import tensorflow as tf
 
 EXPORT_SUBDIR = "export"
+CLASS_NAMES_FILE = "class_names.txt"
 
 
 def export_classifier(classifier: keras.Model, export_dir: str, class_names: tuple[str, ...] = ()) -> str:
@@ -27,12 +29,14 @@ def export_classifier(classifier: keras.Model, export_dir: str, class_names: tup
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
     archive.add_endpoint("serve", serve)
-    if class_names:
-        archive.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
     tmp_dir = export_dir.rstrip("/") + ".tmp"
     if tf.io.gfile.exists(tmp_dir):
         tf.io.gfile.rmtree(tmp_dir)
     archive.write_out(tmp_dir, verbose=False)
+    if class_names:
+        tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets"))
+        with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", CLASS_NAMES_FILE), "w") as f:
+            f.write("\n".join(class_names) + "\n")
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
     os.replace(tmp_dir, export_dir)
