@@ -50,9 +50,12 @@ class EpochCheckpoints:
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
-    def save(self, epochs_completed: int) -> str:
+    def mark_epoch(self, epochs_completed: int) -> None:
         self.epoch.assign(epochs_completed)
-        return self.manager.save(checkpoint_number=epochs_completed)
+
+    def save(self, number: int) -> str:
+        """Saves as `epoch-<number>`; `number` counts pre-phase passes and epochs together."""
+        return self.manager.save(checkpoint_number=number)
 
 
 def restore_model_weights(model: keras.Model, path: str) -> None:

@@ -1,17 +1,20 @@
 """The extension point of the training loop: what a KD method adds to plain training.
 
 The loop is one; a method is a `Distiller` subclass plus its flags. Per step
-the loop computes the task loss (cross-entropy + weight decay) on the student
-and asks the distiller for
+the loop computes the student's cross-entropy and weight decay and asks the
+distiller for
 
-* `losses(...)`: named distillation terms (logged one by one), and
-* `gradients(...)`: how task and distillation gradients combine (a plain sum
-  by default; IEP overrides it with the norm-clipped combination).
+* `losses(...)`: named distillation terms (each logged), and
+* `gradients(...)`: how the three gradients combine (a plain sum by default;
+  IEP uses the norm-clipped combination of `op_utils.clipping`).
 
-A distiller may own trainable modules (adapters, regressors) trained with the
-student (`trainable_variables`) and state that must be checkpointed
-(`checkpointables`). Pre-phases (IEP's module training, FT's paraphraser, …)
-plug in through the same object in later issues.
+A distiller may own trainable modules trained with the student
+(`trainable_variables`, e.g. adapters) and state to checkpoint
+(`checkpointables`). A method with a *pre-phase* (IEP's module training; later
+FT's paraphraser, AB's initialization, SRM's dictionary) sets
+`pre_phase_steps > 0` and implements `pre_phase_losses` for
+`pre_phase_variables`; the loop runs it first, with its own optimizer, and
+checkpoints and resumes it like the main phase.
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ class Distiller:
 
     name = "none"
     loss_names: tuple[str, ...] = ()
+    pre_phase_loss_names: tuple[str, ...] = ()
+    pre_phase_steps: int = 0
+    pre_phase_lr: float = 0.1
 
     def __init__(self, teacher: TappedNetwork | None = None):
         self.teacher = teacher
 
     @property
     def trainable_variables(self) -> list[tf.Variable]:
+        return []
+
+    @property
+    def pre_phase_variables(self) -> list[tf.Variable]:
         return []
 
     def checkpointables(self) -> Mapping[str, object]:
@@ -45,17 +55,22 @@ class Distiller:
         """Named scalar distillation losses for one batch (keys must equal `loss_names`)."""
         return {}
 
+    def pre_phase_losses(self, images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Named scalar losses of one pre-phase step (keys must equal `pre_phase_loss_names`)."""
+        raise NotImplementedError(f"{self.name} has no pre-phase")
+
     def gradients(
         self,
         tape: tf.GradientTape,
-        task_loss: tf.Tensor,
+        cross_entropy: tf.Tensor,
+        weight_decay: tf.Tensor,
         distill_loss: tf.Tensor,
         variables: Sequence[tf.Variable],
         epoch: tf.Tensor,
     ) -> list[tf.Tensor]:
         """Gradient per variable of the combined objective; default: of the plain sum.
 
-        Both losses were recorded on `tape`; anything computed from them here is
+        The losses were recorded on `tape`; anything computed from them here is
         not, so combine gradients, never losses (a list target sums them).
         """
-        return tape.gradient([task_loss, distill_loss], variables)
+        return tape.gradient([cross_entropy, weight_decay, distill_loss], variables)

@@ -27,6 +27,7 @@ from op_utils import build_schedule, decayed_variables, l2_penalty
 
 METRICS_FILE = "metrics.json"
 TENSORBOARD_SUBDIR = "tensorboard"
+PRE_PHASE_EPOCH_OFFSET = 1_000_000  # pre-phase passes draw data orders disjoint from the main epochs
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,8 +67,8 @@ class TrainConfig:
 class _RunningMeans:
     """Sums and counts kept in variables so the step never syncs with Python."""
 
-    def __init__(self, names: Sequence[str]):
-        self.names = tuple(names)
+    def __init__(self, names: Sequence[str], prefix: str = ""):
+        self.names, self.prefix = tuple(names), prefix
         self.sums = {n: tf.Variable(0.0, trainable=False, dtype=tf.float64) for n in self.names}
         self.count = tf.Variable(0.0, trainable=False, dtype=tf.float64)
 
@@ -113,9 +114,20 @@ class Trainer:
         )
         self._interval = _RunningMeans(self.loss_names)
         self._epoch_means = _RunningMeans(self.loss_names)
-        self.checkpoints = EpochCheckpoints(
-            run_dir, student.model, self.optimizer, self.distiller.checkpointables(), config.keep_checkpoints
-        )
+        pre_steps = self.distiller.pre_phase_steps
+        self.pre_phase_epochs = math.ceil(pre_steps / self.steps_per_epoch) if pre_steps > 0 else 0
+        self._pre_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pre_phase_passes_completed")
+        extra = {"pre_phase_passes": self._pre_epoch, **self.distiller.checkpointables()}
+        if self.pre_phase_epochs:
+            self.pre_variables = list(self.distiller.pre_phase_variables)
+            self.pre_optimizer = keras.optimizers.SGD(self.distiller.pre_phase_lr, momentum=0.9, nesterov=True)
+            self.pre_optimizer.build(self.pre_variables)
+            pre_names = ("pre_phase/total",) + tuple(f"pre_phase/{n}" for n in self.distiller.pre_phase_loss_names)
+            self._pre_interval = _RunningMeans(pre_names, prefix="pre_phase/")
+            self._pre_epoch_means = _RunningMeans(pre_names, prefix="pre_phase/")
+            self._pre_step = tf.function(self._pre_phase_step, jit_compile=config.jit_compile)
+            extra["pre_phase_optimizer"] = self.pre_optimizer
+        self.checkpoints = EpochCheckpoints(run_dir, student.model, self.optimizer, extra, config.keep_checkpoints)
         self._epoch_var = tf.Variable(0.0, trainable=False, dtype=tf.float32)
         self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
         self._predict = tf.function(
@@ -131,13 +143,13 @@ class Trainer:
             decay = l2_penalty(self._decayed, self.config.weight_decay)
             terms = self.distiller.losses(images, labels, outputs, self._epoch_var)
             distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
-            task = tf.debugging.check_numerics(cross_entropy + decay, "task loss")
+            cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
             distill = tf.debugging.check_numerics(distill, "distillation loss")
-        grads = self.distiller.gradients(tape, task, distill, self.variables, self._epoch_var)
+        grads = self.distiller.gradients(tape, cross_entropy, decay, distill, self.variables, self._epoch_var)
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         values = {
-            "loss/total": task + distill,
+            "loss/total": cross_entropy + decay + distill,
             "loss/cross_entropy": cross_entropy,
             "loss/weight_decay": decay,
             "accuracy/train": correct,
@@ -146,13 +158,25 @@ class Trainer:
         self._interval.add(values)
         self._epoch_means.add(values)
 
+    def _pre_phase_step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
+        with tf.GradientTape() as tape:
+            terms = self.distiller.pre_phase_losses(images, labels)
+            total = tf.debugging.check_numerics(tf.add_n(list(terms.values())), "pre-phase loss")
+        grads = tape.gradient(total, self.pre_variables)
+        self.pre_optimizer.apply_gradients(zip(grads, self.pre_variables, strict=True))
+        values = {"pre_phase/total": total, **{f"pre_phase/{k}": v for k, v in terms.items()}}
+        self._pre_interval.add(values)
+        self._pre_epoch_means.add(values)
+
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, split: str | None = None) -> float:
         batches = self.data.eval_dataset(split or self.config.eval_split, self.config.eval_batch_size)
         return top1_accuracy(*collect_logits(self._predict, batches))
 
     # -- the loop -------------------------------------------------------------
-    def _current_lr(self) -> float:
+    def _current_lr(self, prefix: str = "") -> float:
+        if prefix:
+            return float(self.distiller.pre_phase_lr)
         lr = self.schedule(self.optimizer.iterations) if callable(self.schedule) else self.schedule
         return float(np.asarray(lr))
 
@@ -181,83 +205,133 @@ class Trainer:
         write_json_atomic(os.path.join(self.run_dir, METRICS_FILE), summary)
         return summary
 
+    def _run_steps(
+        self, step_fn, batches, total_steps: int, means: _RunningMeans, global_step, writer, where: str, last_good: str
+    ) -> None:
+        """Runs `step_fn` over `batches` (at most `total_steps`), logging `means` every `log_every` steps."""
+        cfg = self.config
+        progress = keras.utils.Progbar(
+            total_steps, verbose=1 if cfg.progress else 0, stateful_metrics=means.names, unit_name="step"
+        )
+        interval_started, interval_images = time.perf_counter(), 0
+        for step, (images, labels) in enumerate(batches.take(total_steps), start=1):
+            try:
+                step_fn(images, labels)
+            except tf.errors.InvalidArgumentError as error:
+                if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
+                    raise TrainingDiverged(
+                        f"training diverged at {where}, step {step}: a loss became NaN/Inf "
+                        f"({str(error).splitlines()[0][:200]}). The last good checkpoint is {last_good} in "
+                        f"{self.run_dir}; lower --lr or check the data."
+                    ) from None
+                raise
+            interval_images += int(images.shape[0])
+            if step % cfg.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                values = means.read_and_reset()
+                with writer.as_default(step=int(global_step.numpy())):
+                    for name, value in values.items():
+                        tf.summary.scalar(name, value)
+                    tf.summary.scalar(f"{means.prefix}learning_rate", self._current_lr(means.prefix))
+                    tf.summary.scalar(
+                        f"{means.prefix}throughput/images_per_second",
+                        interval_images / max(now - interval_started, 1e-9),
+                    )
+                interval_started, interval_images = now, 0
+                progress.update(step, [(k, v) for k, v in values.items() if k.endswith(("total", "accuracy/train"))])
+            elif cfg.progress:
+                progress.update(step)
+
+    def _pre_phase_epoch(self, index: int, writer) -> None:
+        """One pass of the distiller's pre-phase (the last one stops at `pre_phase_steps`)."""
+        cfg = self.config
+        steps = min(self.steps_per_epoch, self.distiller.pre_phase_steps - index * self.steps_per_epoch)
+        if cfg.progress:
+            print(f"{self.distiller.name} pre-phase {index + 1}/{self.pre_phase_epochs}")
+        batches = self.data.train_dataset(PRE_PHASE_EPOCH_OFFSET + index, cfg.batch_size, cfg.seed)
+        self._run_steps(
+            self._pre_step,
+            batches,
+            steps,
+            self._pre_interval,
+            self.pre_optimizer.iterations,
+            writer,
+            where=f"pre-phase pass {index + 1}",
+            last_good=f"after pre-phase pass {index}",
+        )
+        means = self._pre_epoch_means.read_and_reset()
+        self._pre_epoch.assign(index + 1)
+        self.checkpoints.save(index + 1)
+        print(
+            f"pre-phase {index + 1}/{self.pre_phase_epochs}: "
+            + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
+        )
+
+    def _main_epoch(self, epoch: int, writer) -> dict:
+        cfg = self.config
+        self._epoch_var.assign(float(epoch))
+        if cfg.progress:
+            print(f"Epoch {epoch + 1}/{cfg.epochs}")
+        started = time.perf_counter()
+        batches = self.data.train_dataset(epoch, cfg.batch_size, cfg.seed)
+        self._run_steps(
+            self._train_step,
+            batches,
+            self.steps_per_epoch,
+            self._interval,
+            self.optimizer.iterations,
+            writer,
+            where=f"epoch {epoch + 1}",
+            last_good=f"after epoch {epoch}",
+        )
+        seconds = time.perf_counter() - started
+        epoch_means = self._epoch_means.read_and_reset()
+        eval_accuracy = self.evaluate()
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": epoch_means["loss/total"],
+            "train_accuracy": epoch_means["accuracy/train"],
+            "eval_accuracy": eval_accuracy,
+            "learning_rate": self._current_lr(),
+            "seconds": seconds,
+            "images_per_second": self.steps_per_epoch * cfg.batch_size / max(seconds, 1e-9),
+            **{k: v for k, v in epoch_means.items() if k.startswith("loss/")},
+        }
+        with writer.as_default(step=epoch + 1):
+            tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)
+            tf.summary.scalar("epoch/train_accuracy", record["train_accuracy"])
+            tf.summary.scalar("epoch/images_per_second", record["images_per_second"])
+        writer.flush()
+        print(
+            f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
+            f"{cfg.eval_split} acc {eval_accuracy:.4f}  ({record['images_per_second']:.0f} img/s)"
+        )
+        return record
+
     def fit(self, resume: bool = True) -> dict:
-        """Runs the remaining epochs; returns the metrics summary (also in metrics.json)."""
+        """Runs the remaining pre-phase passes and epochs; returns the metrics summary (also in metrics.json)."""
         os.makedirs(self.run_dir, exist_ok=True)
         start_epoch = self.checkpoints.restore_latest() if resume else 0
+        pre_done = int(self._pre_epoch.numpy())
         history = self._load_history(start_epoch)
-        if start_epoch:
-            print(f"Resuming {self.run_dir} after epoch {start_epoch} (step {int(self.optimizer.iterations.numpy())}).")
-        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
-        cfg = self.config
-        for epoch in range(start_epoch, cfg.epochs):
-            self._epoch_var.assign(float(epoch))
-            progress = keras.utils.Progbar(
-                self.steps_per_epoch,
-                verbose=1 if cfg.progress else 0,
-                stateful_metrics=self.loss_names,
-                unit_name="step",
+        if start_epoch or pre_done:
+            print(
+                f"Resuming {self.run_dir} after epoch {start_epoch} (step {int(self.optimizer.iterations.numpy())}"
+                f"; pre-phase passes done: {pre_done}/{self.pre_phase_epochs})."
             )
-            if cfg.progress:
-                print(f"Epoch {epoch + 1}/{cfg.epochs}")
-            started = interval_started = time.perf_counter()
-            interval_images = 0
-            for step, (images, labels) in enumerate(self.data.train_dataset(epoch, cfg.batch_size, cfg.seed), start=1):
-                try:
-                    self._train_step(images, labels)
-                except tf.errors.InvalidArgumentError as error:
-                    if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
-                        raise TrainingDiverged(
-                            f"training diverged at epoch {epoch + 1}, step {step}: a loss became NaN/Inf "
-                            f"({str(error).splitlines()[0][:200]}). The last good checkpoint is after epoch "
-                            f"{epoch} in {self.run_dir}; lower --lr or check the data."
-                        ) from None
-                    raise
-                interval_images += int(images.shape[0])
-                if step % cfg.log_every == 0 or step == self.steps_per_epoch:
-                    now = time.perf_counter()
-                    means = self._interval.read_and_reset()
-                    global_step = int(self.optimizer.iterations.numpy())
-                    with writer.as_default(step=global_step):
-                        for name, value in means.items():
-                            tf.summary.scalar(name, value)
-                        tf.summary.scalar("learning_rate", self._current_lr())
-                        tf.summary.scalar(
-                            "throughput/images_per_second", interval_images / max(now - interval_started, 1e-9)
-                        )
-                    interval_started, interval_images = now, 0
-                    progress.update(step, [(k, v) for k, v in means.items() if k in ("loss/total", "accuracy/train")])
-                elif cfg.progress:
-                    progress.update(step)
-            seconds = time.perf_counter() - started
-            epoch_means = self._epoch_means.read_and_reset()
-            eval_accuracy = self.evaluate()
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": epoch_means["loss/total"],
-                "train_accuracy": epoch_means["accuracy/train"],
-                "eval_accuracy": eval_accuracy,
-                "learning_rate": self._current_lr(),
-                "seconds": seconds,
-                "images_per_second": self.steps_per_epoch * cfg.batch_size / max(seconds, 1e-9),
-                **{k: v for k, v in epoch_means.items() if k.startswith("loss/")},
-            }
+        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
+        for index in range(pre_done, self.pre_phase_epochs):
+            self._pre_phase_epoch(index, writer)
+        for epoch in range(start_epoch, self.config.epochs):
+            record = self._main_epoch(epoch, writer)
             history.append(record)
-            with writer.as_default(step=epoch + 1):
-                tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)
-                tf.summary.scalar("epoch/train_accuracy", record["train_accuracy"])
-                tf.summary.scalar("epoch/images_per_second", record["images_per_second"])
-            writer.flush()
             # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.
             self._write_metrics(history, finished=False)
-            self.checkpoints.save(epoch + 1)
+            self.checkpoints.mark_epoch(epoch + 1)
+            self.checkpoints.save(self.pre_phase_epochs + epoch + 1)
             if not math.isfinite(record["train_loss"]):
                 raise TrainingDiverged(f"training loss is {record['train_loss']} after epoch {epoch + 1}")
-            print(
-                f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
-                f"{cfg.eval_split} acc {eval_accuracy:.4f}  ({record['images_per_second']:.0f} img/s)"
-            )
         summary = self._write_metrics(history, finished=True)
-        if cfg.export:
+        if self.config.export:
             export_classifier(self.student.classifier, os.path.join(self.run_dir, EXPORT_SUBDIR), self.data.class_names)
         return summary

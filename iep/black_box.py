@@ -1,0 +1,51 @@
+"""Black-box knowledge (method page §5): MHGD attention with the MPNN message as an extrinsic head.
+
+Seven learned heads relate the samples of a batch between two sensing
+points (G_h = K_h Q_hᵀ). In module training an estimator must rebuild the
+later point's compressed PCs from the earlier one through those heads plus
+the teacher's MPNN message (8th head), with random head drop; in transfer
+the student matches softmax(tanh G) of the teacher by KL divergence.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from iep.mpnn import _bn, _dense
+
+HEADS = 8  # one of them is the extrinsic (MPNN message) slot
+
+
+class MultiHeadGraph(keras.layers.Layer):
+    def __init__(self, width_from: int, width_to: int, heads: int = HEADS, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.learned_heads = heads - 1
+        self.width_to = width_to
+        self.head_width = (width_from + width_to) // 2
+        units = self.head_width * self.learned_heads
+        self.key_dense, self.key_bn = _dense(units, "key_dense"), _bn("key_bn")
+        self.query_dense, self.query_bn = _dense(units, "query_dense"), _bn("query_bn")
+        self.value_dense, self.value_bn = _dense(self.head_width, "value_dense"), _bn("value_bn")
+        self.out_dense = keras.layers.Dense(width_to, bias_initializer="zeros", name="out_dense")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def attention(self, x_from: tf.Tensor, x_to: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Logits G [heads−1, B, B]; the Dense output is read as [B, head_width, heads] as in the code."""
+        batch = tf.shape(x_to)[0]
+        keys = tf.reshape(self.key_bn(self.key_dense(x_to), training=training), [batch, self.head_width, -1])
+        queries = tf.reshape(self.query_bn(self.query_dense(x_from), training=training), [batch, self.head_width, -1])
+        return tf.einsum("idh,jdh->hij", keys, queries)
+
+    def estimate(self, x_from: tf.Tensor, logits: tf.Tensor, extrinsic: tf.Tensor, training: bool = True):
+        """Rebuilds the later point [B, width_to] (unit rows) from x_from through the heads + extrinsic one."""
+        batch = tf.shape(x_from)[0]
+        graphs = tf.concat([tf.nn.softmax(logits, axis=-1), tf.stop_gradient(extrinsic)[None]], axis=0)
+        heads = self.learned_heads + 1
+        if training:
+            noise = keras.random.normal([heads, batch, 1], seed=self.seed_generator)
+            graphs = graphs * tf.cast(noise - tf.reduce_mean(noise, axis=0, keepdims=True) > 0, graphs.dtype)
+        values = tf.nn.relu(self.value_bn(self.value_dense(x_from), training=training))
+        gathered = tf.einsum("hij,jd->ihd", graphs, values)
+        flat = tf.reshape(gathered, [batch, heads * self.head_width])
+        return tf.math.l2_normalize(self.out_dense(flat), axis=-1)

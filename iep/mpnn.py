@@ -1,0 +1,49 @@
+"""The message-passing network of IEP (method page §4): how the embedding alters between two points.
+
+Nodes are the samples of a batch. With X_F the compressed PCs at the earlier
+point and X_B at the later one (width D): node term H_ij = X_B,i − X_B,j;
+initial edges E⁰_ij = e_i ⊙ e_j · D with e = normalize(BN(Dense(X_F))); each
+iteration adds a gated message M = BN(Dense(Z)) ⊙ σ(BN(Dense(Z))),
+Z = [H, mean_k E]; weights are shared across iterations. Readout R = mean_k E.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nets.layers import BN_EPSILON, BN_MOMENTUM
+
+
+def _dense(units: int, name: str) -> keras.layers.Dense:
+    return keras.layers.Dense(units, use_bias=False, name=name)
+
+
+def _bn(name: str) -> keras.layers.BatchNormalization:
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+class MessagePassing(keras.layers.Layer):
+    """MPNN for one pair of sensing points; returns (readout [B, B], messages [B, B, I·D])."""
+
+    def __init__(self, width: int, iterations: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if iterations < 1:
+            raise ValueError(f"MPNN iterations must be >= 1, got {iterations}")
+        self.width, self.iterations = width, iterations
+        self.edge_dense, self.edge_bn = _dense(width, "edge_dense"), _bn("edge_bn")
+        self.message_dense, self.message_bn = _dense(width, "message_dense"), _bn("message_bn")
+        self.gate_dense, self.gate_bn = _dense(width, "gate_dense"), _bn("gate_bn")
+
+    def call(self, x_from: tf.Tensor, x_to: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        nodes = x_to[:, None, :] - x_to[None, :, :]
+        e = tf.math.l2_normalize(self.edge_bn(self.edge_dense(x_from), training=training), axis=-1)
+        edges = e[:, None, :] * e[None, :, :] * float(self.width)
+        messages = []
+        for _ in range(self.iterations):
+            z = tf.concat([nodes, tf.reduce_mean(edges, axis=-1, keepdims=True)], axis=-1)
+            gate = tf.sigmoid(self.gate_bn(self.gate_dense(z), training=training))
+            message = self.message_bn(self.message_dense(z), training=training) * gate
+            edges = edges + message
+            messages.append(message)
+        return tf.reduce_mean(edges, axis=-1), tf.concat(messages, axis=-1)

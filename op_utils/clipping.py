@@ -1,0 +1,41 @@
+"""The clipped multi-task gradient of the author's KD methods (method page §7).
+
+Per variable: g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖ · σ(e − e₀)). The
+distillation gradient can never outweigh the target task's, and its cap
+starts at half the target-gradient norm in the first student epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+
+def clip_schedule(epochs_since_start: tf.Tensor) -> tf.Tensor:
+    """σ(e − e₀), rounded up to exactly 1 once within 1e-8 of it, as the original does."""
+    s = tf.sigmoid(tf.cast(epochs_since_start, tf.float32))
+    return tf.where(s > 1.0 - 1e-8, tf.ones_like(s), s)
+
+
+def clip_to_norm(gradient: tf.Tensor, cap: tf.Tensor) -> tf.Tensor:
+    """`tf.clip_by_norm` that stays finite when both the gradient and the cap are zero."""
+    norm = tf.norm(gradient)
+    return gradient * tf.minimum(1.0, cap / tf.maximum(norm, 1e-12))
+
+
+def clipped_multitask_gradients(
+    target: Sequence[tf.Tensor | None],
+    decay: Sequence[tf.Tensor | None],
+    distill: Sequence[tf.Tensor | None],
+    scale: tf.Tensor,
+) -> list[tf.Tensor | None]:
+    """Combines per-variable gradients; None means "no gradient from that loss"."""
+    combined = []
+    for g_target, g_decay, g_distill in zip(target, decay, distill, strict=True):
+        parts = [g for g in (g_target, g_decay) if g is not None]
+        if g_distill is not None:
+            cap = (tf.norm(g_target) if g_target is not None else 0.0) * scale
+            parts.append(clip_to_norm(g_distill, cap))
+        combined.append(tf.add_n(parts) if parts else None)
+    return combined
