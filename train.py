@@ -17,7 +17,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
-DISTILLERS = ("none",)
 
 flags.DEFINE_string("arch", "wrn-16-1", "Student architecture: wrn-D-K, resnetN, mobilenetv2[-alpha], vggN.")
 flags.DEFINE_string("dataset", "digits", "digits (built-in, offline), tfrecord, folder, or a tfds name (cifar100, …).")
@@ -38,9 +37,14 @@ flags.DEFINE_float("dropout", None, "Dropout inside blocks; default 0.3 for WRN 
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data order, augmentation and dropout.")
 flags.DEFINE_string("run_dir", None, "Run directory; default runs/<data>_<arch>_<distill>_r<rate>_s<seed>.")
 flags.DEFINE_boolean("resume", True, "Continue from the newest checkpoint in --run_dir.")
-flags.DEFINE_enum("distill", "none", list(DISTILLERS), "Knowledge-distillation method.")
+flags.DEFINE_enum("distill", "none", ["none", "iep", "iep_bb"], "Knowledge-distillation method.")
 flags.DEFINE_string("teacher", None, "Teacher: a run directory or checkpoint prefix of ours.")
 flags.DEFINE_string("teacher_arch", None, "Teacher architecture (needed for a bare checkpoint).")
+flags.DEFINE_enum("iep_second_pca", "ipca", ["ipca", "pca"], "IEP second PCA: incremental or per-batch.")
+flags.DEFINE_integer("iep_iterations", 2, "IEP MPNN message-passing iterations.")
+flags.DEFINE_list("iep_knowledge", None, "IEP terms to transfer: alteration,interim[,black_box]; default per method.")
+flags.DEFINE_integer("iep_module_steps", None, "IEP phase-1 (module training) steps; default 8000.")
+flags.DEFINE_float("iep_module_lr", 0.1, "IEP phase-1 learning rate (fixed, SGD Nesterov 0.9).")
 flags.DEFINE_string("eval_split", "test", "Split evaluated after every epoch.")
 flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
@@ -55,11 +59,11 @@ def _train() -> dict:
 
     from datasets import DataConfig, build_pipeline
     from iep.engine.cli import default_run_dir
-    from iep.engine.distiller import Distiller
     from iep.engine.evaluation import collect_logits, top1_accuracy
-    from iep.engine.runs import save_or_check_run_config
+    from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
     from iep.engine.teacher import load_teacher
     from iep.engine.trainer import TrainConfig, Trainer
+    from iep.methods import build_distiller, needs_teacher
     from nets import build_network, default_dropout, parse_arch
 
     # Cheap checks first: a typo must not cost a data-set decode.
@@ -68,6 +72,8 @@ def _train() -> dict:
         parse_arch(FLAGS.teacher_arch)
     if FLAGS.teacher and not (os.path.exists(FLAGS.teacher) or os.path.exists(FLAGS.teacher + ".index")):
         raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist")
+    if needs_teacher(FLAGS.distill) and not FLAGS.teacher:
+        raise ValueError(f"--distill={FLAGS.distill} needs --teacher (a run directory or checkpoint of ours)")
     train_config = TrainConfig(
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,
@@ -107,29 +113,7 @@ def _train() -> dict:
     save_or_check_run_config(
         run_dir,
         {
-            **{
-                name: FLAGS[name].value
-                for name in (
-                    "arch",
-                    "dataset",
-                    "data_dir",
-                    "rate",
-                    "sample_seed",
-                    "image_size",
-                    "epochs",
-                    "batch_size",
-                    "lr",
-                    "lr_schedule",
-                    "lr_decay_factor",
-                    "momentum",
-                    "weight_decay",
-                    "seed",
-                    "dropout",
-                    "distill",
-                    "teacher",
-                    "teacher_arch",
-                )
-            },
+            **{name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
             "lr_decay_points": list(train_config.lr_decay_points),
             "dropout_rate": dropout,
             "num_classes": data.num_classes,
@@ -145,7 +129,18 @@ def _train() -> dict:
         f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
         f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
     )
-    trainer = Trainer(student, data, train_config, run_dir, Distiller(teacher))
+    distiller = build_distiller(
+        FLAGS.distill,
+        teacher,
+        student,
+        second_pca=FLAGS.iep_second_pca,
+        iterations=FLAGS.iep_iterations,
+        knowledge=FLAGS.iep_knowledge,
+        module_steps=FLAGS.iep_module_steps,
+        module_lr=FLAGS.iep_module_lr,
+        seed=FLAGS.seed,
+    )
+    trainer = Trainer(student, data, train_config, run_dir, distiller)
     if teacher is not None:
         predict = tf.function(lambda images: teacher.classifier(images, training=False))
         teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))

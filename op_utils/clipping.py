@@ -30,12 +30,15 @@ def clipped_multitask_gradients(
     distill: Sequence[tf.Tensor | None],
     scale: tf.Tensor,
 ) -> list[tf.Tensor | None]:
-    """Combines per-variable gradients; None means "no gradient from that loss"."""
+    """Combines per-variable gradients; None means "no gradient from that loss".
+
+    A variable without a target gradient (a distillation-only adapter) has
+    no norm to be capped by: its distillation gradient passes unclipped.
+    """
     combined = []
     for g_target, g_decay, g_distill in zip(target, decay, distill, strict=True):
         parts = [g for g in (g_target, g_decay) if g is not None]
         if g_distill is not None:
-            cap = (tf.norm(g_target) if g_target is not None else 0.0) * scale
-            parts.append(clip_to_norm(g_distill, cap))
+            parts.append(g_distill if g_target is None else clip_to_norm(g_distill, tf.norm(g_target) * scale))
         combined.append(tf.add_n(parts) if parts else None)
     return combined

@@ -32,6 +32,11 @@ RESUME_KEYS = (
     "distill",
     "teacher",
     "teacher_arch",
+    "iep_second_pca",
+    "iep_iterations",
+    "iep_knowledge",
+    "iep_module_steps",
+    "iep_module_lr",
 )
 
 

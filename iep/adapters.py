@@ -1,0 +1,41 @@
+"""Adapters for students whose sensing points differ from the teacher's (method page §8).
+
+Our design (the published code has none; the paper's Table 3 needs them):
+bring a student tap to the teacher tap's H×W by resizing (area averaging when
+shrinking, bilinear when enlarging) and to its channel count by a 1×1
+convolution + BN. Adapters are trained with the student in the transfer phase
+by the distillation gradient alone (they have no task gradient, so the norm
+clip, which is relative to the task gradient, does not apply to them).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nets import layers as L
+
+
+class TapAdapter(keras.layers.Layer):
+    def __init__(self, source_shape: tuple[int, int, int], target_shape: tuple[int, int, int], **kwargs):
+        super().__init__(**kwargs)
+        (sh, sw, sc), (th, tw, tc) = source_shape, target_shape
+        self.resize = None
+        if (sh, sw) != (th, tw):
+            shrinking = sh * sw > th * tw
+            self.resize = keras.layers.Resizing(th, tw, interpolation="area" if shrinking else "bilinear")
+        self.project = None
+        if sc != tc:
+            self.project = L.conv(tc, 1, name="project")
+            self.project_bn = L.batch_norm("project_bn")
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if self.resize is not None:
+            x = self.resize(x)
+        if self.project is not None:
+            x = self.project_bn(self.project(x), training=training)
+        return x
+
+
+def needs_adapter(source_shape, target_shape) -> bool:
+    return tuple(source_shape) != tuple(target_shape)

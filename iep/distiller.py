@@ -1,0 +1,178 @@
+"""IEP knowledge transfer as a `Distiller` (method page §2–7).
+
+Phase 1 (the loop's pre-phase, `module_steps` steps): only the MPNN (and the
+black-box module) and the IPCA state learn, on teacher features; loss
+Σ_l KLD(A_T, R_T) [+ estimator loss] + L2 on module weights.
+Phase 2 (the main epochs): the student learns from cross-entropy, weight
+decay and the transferred knowledge — alteration (L1 on messages), interim
+(KLD of readouts) and optionally black-box (KLD of tanh attention) — combined
+by the norm-clipped multi-task gradient. Teacher, modules and IPCA state are
+frozen in phase 2; module knowledge is computed with BN in inference mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+from iep.adapters import TapAdapter, needs_adapter
+from iep.black_box import MultiHeadGraph
+from iep.engine.distiller import Distiller
+from iep.losses import estimator_loss, kld, message_l1, module_l2
+from iep.mpnn import MessagePassing
+from iep.spca import StackedPCA, project_student
+from nets import TappedNetwork
+from op_utils.clipping import clip_schedule, clipped_multitask_gradients
+
+KNOWLEDGE = ("alteration", "interim", "black_box")
+DEFAULT_MODULE_STEPS = 8000  # the code: 20 epochs of CIFAR at batch 128 ≈ 7,800 iterations
+MODULE_WEIGHT_DECAY = 5e-4
+
+
+class IEPDistiller(Distiller):
+    name = "iep"
+
+    def __init__(
+        self,
+        teacher: TappedNetwork,
+        student: TappedNetwork,
+        *,
+        second_pca: str = "ipca",
+        iterations: int = 2,
+        knowledge: Sequence[str] = ("alteration", "interim"),
+        module_steps: int = DEFAULT_MODULE_STEPS,
+        module_lr: float = 0.1,
+        seed: int | None = None,
+    ):
+        super().__init__(teacher)
+        unknown = sorted(set(knowledge) - set(KNOWLEDGE))
+        if unknown or not knowledge:
+            raise ValueError(f"--iep_knowledge must be a non-empty subset of {KNOWLEDGE}, got {list(knowledge)}")
+        if module_steps < 0:
+            raise ValueError(f"--iep_module_steps must be >= 0, got {module_steps}")
+        t_specs, s_specs = teacher.tap_specs, student.tap_specs
+        if len(t_specs) != len(s_specs) or len(t_specs) < 2:
+            raise ValueError(
+                f"IEP needs the same number (>= 2) of sensing points in teacher ({len(t_specs)}: "
+                f"{[t.shape for t in t_specs]}) and student ({len(s_specs)}: {[s.shape for s in s_specs]})"
+            )
+        self.knowledge = tuple(k for k in KNOWLEDGE if k in knowledge)
+        self.black_box = "black_box" in self.knowledge
+        self.name = "iep_bb" if self.black_box else "iep"
+        self.iterations = iterations
+        self.loss_names = self.knowledge
+        self.pre_phase_loss_names = ("module_kld",) + (("estimator",) if self.black_box else ()) + ("module_l2",)
+        self.pre_phase_steps, self.pre_phase_lr = module_steps, module_lr
+
+        self.adapters = [
+            TapAdapter(s.shape, t.shape, name=f"iep_adapter_{i}") if needs_adapter(s.shape, t.shape) else None
+            for i, (s, t) in enumerate(zip(s_specs, t_specs, strict=True))
+        ]
+        self.spca = [StackedPCA(second_pca, name=f"iep_spca_{i}") for i in range(len(t_specs))]
+        widths = [t.shape[-1] // 2 for t in t_specs]
+        self.mpnn = [MessagePassing(widths[i], iterations, name=f"iep_mpnn_{i}") for i in range(1, len(widths))]
+        self.mhgd = (
+            [MultiHeadGraph(widths[i - 1], widths[i], seed=seed, name=f"iep_mhgd_{i}") for i in range(1, len(widths))]
+            if self.black_box
+            else []
+        )
+        self._build(t_specs, s_specs, widths)
+
+    def _build(self, t_specs, s_specs, widths) -> None:
+        """Creates every variable now, so optimizers and checkpoints see them before the first step."""
+        for spca, spec in zip(self.spca, t_specs, strict=True):
+            spca.build((None, *spec.shape))
+        for adapter, spec in zip(self.adapters, s_specs, strict=True):
+            if adapter is not None:
+                adapter(tf.zeros((2, *spec.shape)))
+        for i, mpnn in enumerate(self.mpnn, start=1):
+            c_from, c_to = tf.zeros((2, widths[i - 1])), tf.zeros((2, widths[i]))
+            _, messages = mpnn(c_from, c_to)
+            if self.black_box:
+                logits = self.mhgd[i - 1].attention(c_from, c_to)
+                self.mhgd[i - 1].estimate(c_from, logits, tf.reduce_mean(messages, -1), training=False)
+
+    # -- variables --------------------------------------------------------------
+    @property
+    def trainable_variables(self) -> list[tf.Variable]:
+        return [v for a in self.adapters if a is not None for v in a.trainable_variables]
+
+    @property
+    def pre_phase_variables(self) -> list[tf.Variable]:
+        return [v for m in (*self.mpnn, *self.mhgd) for v in m.trainable_variables]
+
+    @property
+    def frozen_variables(self) -> list[tf.Variable]:
+        """What phase 2 must never change: teacher, modules (incl. BN statistics) and IPCA state."""
+        modules = [v for m in (*self.mpnn, *self.mhgd, *self.spca) for v in m.weights]
+        return list(self.teacher.model.weights) + modules
+
+    def checkpointables(self) -> Mapping[str, object]:
+        return {
+            "iep_spca": self.spca,
+            "iep_mpnn": self.mpnn,
+            "iep_mhgd": self.mhgd,
+            "iep_adapters": [a for a in self.adapters if a is not None],
+            "iep_rng": [m.seed_generator.state for m in self.mhgd],
+        }
+
+    # -- knowledge ------------------------------------------------------------------
+    def teacher_points(self, images: tf.Tensor, update: bool) -> list[dict[str, tf.Tensor]]:
+        taps = self.teacher(images, training=False)["taps"]
+        return [spca(tap, update=update) for spca, tap in zip(self.spca, taps, strict=True)]
+
+    def student_compressed(self, taps, points, training: bool) -> list[tf.Tensor]:
+        compressed = []
+        for adapter, tap, point in zip(self.adapters, taps, points, strict=True):
+            if adapter is not None:
+                tap = adapter(tap, training=training)
+            compressed.append(project_student(tap, point["u"], point["mean"], point["basis"]))
+        return compressed
+
+    def pre_phase_losses(self, images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        points = self.teacher_points(images, update=True)
+        module_kld, estimator = [], []
+        for i, mpnn in enumerate(self.mpnn, start=1):
+            c_from, c_to = points[i - 1]["c"], points[i]["c"]
+            readout, _ = mpnn(c_from, c_to, training=True)
+            module_kld.append(kld(points[i]["affinity"], readout))
+            if self.black_box:
+                _, messages = mpnn(c_from, c_to, training=False)
+                extrinsic = tf.reduce_mean(messages, axis=-1) * float(self.iterations)
+                mhgd = self.mhgd[i - 1]
+                estimate = mhgd.estimate(c_from, mhgd.attention(c_from, c_to, training=True), extrinsic)
+                estimator.append(estimator_loss(c_to, estimate))
+        losses = {"module_kld": tf.add_n(module_kld)}
+        if self.black_box:
+            losses["estimator"] = tf.add_n(estimator)
+        losses["module_l2"] = module_l2(self.pre_phase_variables, MODULE_WEIGHT_DECAY)
+        return losses
+
+    def losses(self, images, labels, student_outputs, epoch) -> dict[str, tf.Tensor]:
+        points = self.teacher_points(images, update=False)
+        teacher_c = [tf.stop_gradient(p["c"]) for p in points]
+        student_c = self.student_compressed(student_outputs["taps"], points, training=True)
+        terms = {name: [] for name in self.knowledge}
+        for i, mpnn in enumerate(self.mpnn, start=1):
+            readout_t, messages_t = mpnn(teacher_c[i - 1], teacher_c[i], training=False)
+            readout_s, messages_s = mpnn(student_c[i - 1], student_c[i], training=False)
+            if "alteration" in terms:
+                terms["alteration"].append(message_l1(messages_s, tf.stop_gradient(messages_t)))
+            if "interim" in terms:
+                terms["interim"].append(kld(tf.stop_gradient(readout_t), readout_s))
+            if self.black_box:
+                mhgd = self.mhgd[i - 1]
+                logits_t = tf.stop_gradient(mhgd.attention(teacher_c[i - 1], teacher_c[i], training=False))
+                logits_s = mhgd.attention(student_c[i - 1], student_c[i], training=False)
+                terms["black_box"].append(kld(tf.tanh(logits_s), tf.tanh(logits_t)))
+        return {name: tf.add_n(values) for name, values in terms.items()}
+
+    def gradients(self, tape, cross_entropy, weight_decay, distill_loss, variables, epoch) -> list[tf.Tensor]:
+        """g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖·σ(e − e₀)); `epoch` counts student epochs from 0 = e − e₀."""
+        return clipped_multitask_gradients(
+            tape.gradient(cross_entropy, variables),
+            tape.gradient(weight_decay, variables),
+            tape.gradient(distill_loss, variables),
+            clip_schedule(epoch),
+        )
