@@ -32,6 +32,7 @@ MODULE_WEIGHT_DECAY = 5e-4
 
 class IEPDistiller(Distiller):
     name = "iep"
+    separate_gradients = True  # the clip needs ∇CE, ∇wd and ∇dist apart
 
     def __init__(
         self,
@@ -62,6 +63,8 @@ class IEPDistiller(Distiller):
         self.name = "iep_bb" if self.black_box else "iep"
         self.iterations = iterations
         self.loss_names = self.knowledge
+        self.metric_names = ("clip_ratio", "clipped_fraction", "clip_scale")
+        self._step_stats: dict[str, tf.Tensor] = {}
         self.pre_phase_loss_names = ("module_kld",) + (("estimator",) if self.black_box else ()) + ("module_l2",)
         self.pre_phase_steps, self.pre_phase_lr = module_steps, module_lr
 
@@ -170,9 +173,15 @@ class IEPDistiller(Distiller):
 
     def gradients(self, tape, cross_entropy, weight_decay, distill_loss, variables, epoch) -> list[tf.Tensor]:
         """g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖·σ(e − e₀)); `epoch` counts student epochs from 0 = e − e₀."""
+        scale = clip_schedule(epoch)
+        self._step_stats = {"clip_scale": scale}
         return clipped_multitask_gradients(
             tape.gradient(cross_entropy, variables),
             tape.gradient(weight_decay, variables),
             tape.gradient(distill_loss, variables),
-            clip_schedule(epoch),
+            scale,
+            stats=self._step_stats,
         )
+
+    def step_metrics(self) -> dict[str, tf.Tensor]:
+        return dict(self._step_stats)

@@ -18,8 +18,9 @@ def _basic_block(x, out_channels: int, stride: int, dropout: float, name: str):
     preact = keras.layers.ReLU(name=f"{name}_preact")(L.batch_norm(f"{name}_bn")(x))
     out = L.conv(out_channels, 3, stride, name=f"{name}_conv0")(preact)
     out = keras.layers.ReLU(name=f"{name}_relu0")(L.batch_norm(f"{name}_bn0")(out))
-    if dropout > 0:
-        out = keras.layers.Dropout(dropout, name=f"{name}_dropout")(out)
+    # Always present (rate 0 is a no-op): checkpoints match functional layers by position, so the
+    # layer list must not depend on the rate (a teacher trained with dropout is rebuilt without).
+    out = keras.layers.Dropout(dropout, name=f"{name}_dropout")(out)
     out = L.conv(out_channels, 3, 1, name=f"{name}_conv1")(out)
     shortcut = x if equal_in_out else L.conv(out_channels, 1, stride, name=f"{name}_conv2")(preact)
     return keras.layers.Add(name=f"{name}_add")([shortcut, out]), preact

@@ -29,16 +29,26 @@ def clipped_multitask_gradients(
     decay: Sequence[tf.Tensor | None],
     distill: Sequence[tf.Tensor | None],
     scale: tf.Tensor,
+    stats: dict | None = None,
 ) -> list[tf.Tensor | None]:
     """Combines per-variable gradients; None means "no gradient from that loss".
 
     A variable without a target gradient (a distillation-only adapter) has
     no norm to be capped by: its distillation gradient passes unclipped.
+    If `stats` is a dict, it receives `clip_ratio` (Σ‖kept‖ / Σ‖raw‖ of the
+    distillation gradients; 1 = nothing clipped) and `clipped_fraction`.
     """
-    combined = []
+    combined, raw_norms, kept_norms, clipped = [], [], [], []
     for g_target, g_decay, g_distill in zip(target, decay, distill, strict=True):
         parts = [g for g in (g_target, g_decay) if g is not None]
         if g_distill is not None:
-            parts.append(g_distill if g_target is None else clip_to_norm(g_distill, tf.norm(g_target) * scale))
+            kept = g_distill if g_target is None else clip_to_norm(g_distill, tf.norm(g_target) * scale)
+            parts.append(kept)
+            raw_norms.append(tf.norm(g_distill))
+            kept_norms.append(tf.norm(kept))
+            clipped.append(tf.cast(kept_norms[-1] < raw_norms[-1] * (1 - 1e-6), tf.float32))
         combined.append(tf.add_n(parts) if parts else None)
+    if stats is not None and raw_norms:
+        stats["clip_ratio"] = tf.add_n(kept_norms) / tf.maximum(tf.add_n(raw_norms), 1e-12)
+        stats["clipped_fraction"] = tf.add_n(clipped) / float(len(clipped))
     return combined

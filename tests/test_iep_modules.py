@@ -157,6 +157,12 @@ def test_clipped_gradient_caps_distillation_and_keeps_the_target():
             )  # direction kept
             if np.linalg.norm(d.numpy()) < cap:
                 np.testing.assert_allclose(clipped, d.numpy(), atol=1e-12)
+    stats = {}
+    target, distill = [tf.constant([1.0, 0.0]), tf.constant([1.0])], [tf.constant([0.0, 4.0]), tf.constant([0.1])]
+    clipped_multitask_gradients(target, [None, None], distill, tf.constant(0.5), stats=stats)
+    # first distill gradient 4 -> cap 0.5; second 0.1 < cap 0.5 stays: ratio (0.5 + 0.1) / (4 + 0.1)
+    np.testing.assert_allclose(float(stats["clip_ratio"]), 0.6 / 4.1, rtol=1e-6)
+    assert float(stats["clipped_fraction"]) == 0.5
     only_distill = clipped_multitask_gradients([None], [None], [tf.constant([3.0, 4.0])], tf.constant(0.5))
     np.testing.assert_allclose(only_distill[0].numpy(), [3.0, 4.0])  # adapters: nothing to cap by
     zeros = clipped_multitask_gradients([tf.zeros(2)], [None], [tf.zeros(2)], tf.constant(0.5))

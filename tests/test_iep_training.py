@@ -129,5 +129,8 @@ def test_short_iep_runs_on_real_cifar10(cifar10_dir, tmp_path):
         last = summary["history"][-1]
         terms = ["loss/alteration", "loss/interim"] + (["loss/black_box"] if method == "iep_bb" else [])
         assert all(np.isfinite(last[t]) for t in terms + ["train_loss"])
+        assert 0.0 < last["distill/clip_ratio"] <= 1.0 and last["distill/clip_scale"] == pytest.approx(
+            1 / (1 + np.exp(-1)), rel=1e-5
+        )  # σ(1), 2nd epoch
         assert summary["last_accuracy"] > 0.15, summary["last_accuracy"]  # 10 classes: chance is 0.10
         assert os.path.exists(run / "export" / "saved_model.pb")

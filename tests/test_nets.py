@@ -146,11 +146,23 @@ def test_dropout_defaults_follow_the_original():
     assert default_dropout("wrn-16-4", 32) == 0.3
     assert default_dropout("wrn-16-4", 224) == 0.0
     assert default_dropout("resnet20", 32) == 0.0
-    names = [layer.name for layer in build_network("wrn-16-1", 10).model.layers]
-    assert sum("dropout" in n for n in names) == 6
-    assert not any(
-        "dropout" in n for n in (layer.name for layer in build_network("wrn-16-1", 10, dropout=0.0).model.layers)
-    )
+    rates = [layer.rate for layer in build_network("wrn-16-1", 10).model.layers if "dropout" in layer.name]
+    assert rates == [0.3] * 6
+    rates = [layer.rate for layer in build_network("wrn-16-1", 10, dropout=0.0).model.layers if "dropout" in layer.name]
+    assert rates == [0.0] * 6
+
+
+def test_checkpoint_of_a_dropout_net_restores_into_a_dropout_free_one(tmp_path):
+    from iep.engine.checkpointing import restore_model_weights
+
+    trained = build_network("wrn-16-1", 10, dropout=0.3)
+    for variable in trained.model.weights:  # make every weight distinguishable
+        variable.assign(tf.random.normal(variable.shape, seed=len(variable.path)))
+    prefix = tf.train.Checkpoint(model=trained.model).save(str(tmp_path / "ckpt"))
+    rebuilt = build_network("wrn-16-1", 10, dropout=0.0, name="teacher")
+    restore_model_weights(rebuilt.model, prefix)
+    images = tf.random.uniform((2, 32, 32, 3), 0, 255, seed=3)
+    np.testing.assert_allclose(rebuilt.classifier(images).numpy(), trained.classifier(images).numpy(), rtol=1e-5)
 
 
 def test_weight_decay_covers_kernels_only():

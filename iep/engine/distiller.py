@@ -31,6 +31,8 @@ class Distiller:
 
     name = "none"
     loss_names: tuple[str, ...] = ()
+    metric_names: tuple[str, ...] = ()  # per-step diagnostics returned by `step_metrics`
+    separate_gradients = False  # True when `gradients` calls tape.gradient more than once (persistent tape)
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0
     pre_phase_lr: float = 0.1
@@ -53,6 +55,10 @@ class Distiller:
         self, images: tf.Tensor, labels: tf.Tensor, student_outputs: Mapping[str, tf.Tensor], epoch: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         """Named scalar distillation losses for one batch (keys must equal `loss_names`)."""
+        return {}
+
+    def step_metrics(self) -> dict[str, tf.Tensor]:
+        """Diagnostics of the step being traced (keys = `metric_names`), read after `gradients`."""
         return {}
 
     def pre_phase_losses(self, images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:

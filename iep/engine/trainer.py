@@ -109,8 +109,10 @@ class Trainer:
         self.variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
         self.optimizer.build(self.variables)
         self._decayed = decayed_variables(student.model.trainable_variables)
-        self.loss_names = ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train") + tuple(
-            f"loss/{n}" for n in self.distiller.loss_names
+        self.loss_names = (
+            ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train")
+            + tuple(f"loss/{n}" for n in self.distiller.loss_names)
+            + tuple(f"distill/{n}" for n in self.distiller.metric_names)
         )
         self._interval = _RunningMeans(self.loss_names)
         self._epoch_means = _RunningMeans(self.loss_names)
@@ -136,7 +138,7 @@ class Trainer:
 
     # -- the step -----------------------------------------------------------
     def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
-        with tf.GradientTape(persistent=bool(self.distiller.loss_names)) as tape:
+        with tf.GradientTape(persistent=self.distiller.separate_gradients) as tape:
             outputs = self.student.model(images, training=True)
             logits = tf.cast(outputs["logits"], tf.float32)
             cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
@@ -155,6 +157,7 @@ class Trainer:
             "accuracy/train": correct,
         }
         values.update({f"loss/{k}": v for k, v in terms.items()})
+        values.update({f"distill/{k}": v for k, v in self.distiller.step_metrics().items()})
         self._interval.add(values)
         self._epoch_means.add(values)
 
@@ -295,7 +298,7 @@ class Trainer:
             "learning_rate": self._current_lr(),
             "seconds": seconds,
             "images_per_second": self.steps_per_epoch * cfg.batch_size / max(seconds, 1e-9),
-            **{k: v for k, v in epoch_means.items() if k.startswith("loss/")},
+            **{k: v for k, v in epoch_means.items() if k.startswith(("loss/", "distill/"))},
         }
         with writer.as_default(step=epoch + 1):
             tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)

@@ -1,0 +1,154 @@
+"""Time per phase-2 training step: plain student vs IEP vs IEP+BB, with a breakdown of where time goes.
+
+  python benchmarks/iep_step_time.py                    # WRN-40-4→WRN-16-4 and WRN-16-2→WRN-16-1
+  python benchmarks/iep_step_time.py --pairs=wrn-40-4:wrn-16-4 --batch_size=128 --jit_compile
+
+Same student, same in-memory batches (so the input pipeline is not measured),
+one process. Rows:
+  plain               the student's own step (cross-entropy + weight decay)
+  plain+teacher       plus a teacher forward pass: the floor of any feature-based KD step
+  iep, iep_bb         the full IEP / IEP+BB phase-2 step (clipped multi-task gradient)
+and components, timed alone: teacher forward, teacher SPCA (SVDs + IPCA
+projection), MPNN knowledge for teacher and student. Writes
+benchmarks/results/iep_step_time.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from datasets import DataConfig, build_pipeline  # noqa: E402
+from iep.engine.distiller import Distiller  # noqa: E402
+from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
+from iep.methods import build_distiller  # noqa: E402
+from nets import build_network  # noqa: E402
+
+flags.DEFINE_list("pairs", ["wrn-40-4:wrn-16-4", "wrn-16-2:wrn-16-1"], "teacher:student pairs.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("classes", 100, "Number of classes (CIFAR-100 shapes).")
+flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
+flags.DEFINE_integer("steps", 5, "Timed steps per row.")
+flags.DEFINE_boolean("jit_compile", False, "Compile steps with XLA.")
+flags.DEFINE_string("output", "benchmarks/results/iep_step_time.json", "Result JSON.")
+FLAGS = flags.FLAGS
+
+
+class _TeacherForward(Distiller):
+    """Runs the teacher and adds nothing: isolates the cost every feature-KD step pays."""
+
+    name, loss_names = "teacher_forward", ("zero",)
+
+    def losses(self, images, labels, student_outputs, epoch):
+        taps = self.teacher(images, training=False)["taps"]
+        return {"zero": 0.0 * tf.add_n([tf.reduce_mean(t) for t in taps])}
+
+
+def _seconds_per_call(fn, *args) -> float:
+    for _ in range(FLAGS.warmup):
+        fn(*args)
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        out = fn(*args)
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+    return (time.perf_counter() - start) / FLAGS.steps
+
+
+def _components(teacher, student, iep, images, labels) -> dict:
+    """The IEP step's pieces, each compiled and timed alone."""
+    jit = FLAGS.jit_compile
+    pieces = {
+        "component: teacher forward": lambda x: teacher(x, training=False)["taps"],
+        "component: teacher forward + SPCA": lambda x: iep.teacher_points(x, update=False),
+        "component: student forward": lambda x: student.model(x, training=True),
+        "component: student forward + all IEP losses": lambda x: iep.losses(
+            x, labels, student.model(x, training=True), tf.constant(0.0)
+        ),
+    }
+    timings = {name: _seconds_per_call(tf.function(fn, jit_compile=jit), images) for name, fn in pieces.items()}
+    for name, seconds in timings.items():
+        print(f"    {name}: {seconds:.3f} s", flush=True)
+    return timings
+
+
+def _measure_pair(teacher_arch: str, student_arch: str, data, images, labels) -> dict:
+    keras.utils.set_random_seed(0)
+    shape = (32, 32, 3)
+    teacher = build_network(teacher_arch, FLAGS.classes, shape, data.mean, data.std, dropout=0.0, name="teacher")
+    teacher.model.trainable = False
+    config = TrainConfig(
+        epochs=1, batch_size=FLAGS.batch_size, progress=False, export=False, jit_compile=FLAGS.jit_compile
+    )
+    rows = {}
+    for label in ("plain", "plain+teacher", "iep", "iep_bb"):
+        keras.utils.set_random_seed(0)
+        student = build_network(student_arch, FLAGS.classes, shape, data.mean, data.std, name="student")
+        if label == "plain":
+            distiller = Distiller()
+        elif label == "plain+teacher":
+            distiller = _TeacherForward(teacher)
+        else:
+            distiller = build_distiller(label, teacher, student, module_steps=0, seed=0)
+        trainer = Trainer(student, data, config, os.path.join("runs", "benchmark_iep", label), distiller)
+        rows[label] = _seconds_per_call(trainer._train_step, images, labels)
+        print(f"  {teacher_arch}->{student_arch} {label}: {rows[label]:.3f} s/step", flush=True)
+        if label == "iep":
+            rows.update(_components(teacher, student, distiller, images, labels))
+    return {
+        "teacher": teacher_arch,
+        "student": student_arch,
+        "seconds_per_step": rows,
+        "ratio_iep_over_plain": rows["iep"] / rows["plain"],
+        "ratio_iep_bb_over_plain": rows["iep_bb"] / rows["plain"],
+        "ratio_iep_over_plain_plus_teacher": rows["iep"] / rows["plain+teacher"],
+        "ratio_iep_bb_over_plain_plus_teacher": rows["iep_bb"] / rows["plain+teacher"],
+    }
+
+
+def main(argv):
+    del argv
+    data = build_pipeline(DataConfig("digits"))  # only for statistics; batches below are synthetic
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, 32, 32, 3)), tf.float32)
+    labels = tf.constant(rng.integers(0, FLAGS.classes, FLAGS.batch_size), tf.int32)
+    results = [_measure_pair(*pair.split(":"), data, images, labels) for pair in FLAGS.pairs]
+    for r in results:
+        print(
+            f"{r['teacher']}->{r['student']}: IEP {r['ratio_iep_over_plain']:.2f}x plain "
+            f"({r['ratio_iep_over_plain_plus_teacher']:.2f}x plain+teacher), IEP+BB "
+            f"{r['ratio_iep_bb_over_plain']:.2f}x ({r['ratio_iep_bb_over_plain_plus_teacher']:.2f}x)"
+        )
+    payload = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "gpus": len(tf.config.list_physical_devices("GPU")),
+        },
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "batch_size": FLAGS.batch_size,
+        "classes": FLAGS.classes,
+        "jit_compile": FLAGS.jit_compile,
+        "steps": FLAGS.steps,
+        "results": results,
+    }
+    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
+    with open(FLAGS.output, "w") as f:
+        json.dump(payload, f, indent=2)
+    print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
