@@ -15,9 +15,7 @@ benchmarks/results/iep_step_time.json.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import time
 
@@ -29,6 +27,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.results_io import write_results  # noqa: E402
 from datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.distiller import Distiller  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
@@ -129,25 +128,16 @@ def main(argv):
             f"({r['ratio_iep_over_plain_plus_teacher']:.2f}x plain+teacher), IEP+BB "
             f"{r['ratio_iep_bb_over_plain']:.2f}x ({r['ratio_iep_bb_over_plain_plus_teacher']:.2f}x)"
         )
-    payload = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "gpus": len(tf.config.list_physical_devices("GPU")),
+    write_results(
+        FLAGS.output,
+        {
+            "batch_size": FLAGS.batch_size,
+            "classes": FLAGS.classes,
+            "jit_compile": FLAGS.jit_compile,
+            "steps": FLAGS.steps,
         },
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "batch_size": FLAGS.batch_size,
-        "classes": FLAGS.classes,
-        "jit_compile": FLAGS.jit_compile,
-        "steps": FLAGS.steps,
-        "results": results,
-    }
-    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"wrote {FLAGS.output}")
+        results,
+    )
 
 
 if __name__ == "__main__":

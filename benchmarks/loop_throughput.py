@@ -12,9 +12,7 @@ Results go to benchmarks/results/loop_throughput.json.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import time
 
@@ -26,6 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.results_io import write_results  # noqa: E402
 from datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from nets import build_network  # noqa: E402
@@ -121,27 +120,17 @@ def main(argv):
             f"img/s, ratio {row['ratio_ours_over_fit']:.3f}"
         )
         results.append(row)
-    payload = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "gpus": len(tf.config.list_physical_devices("GPU")),
+    write_results(
+        FLAGS.output,
+        {
+            "dataset": FLAGS.dataset,
+            "batch_size": FLAGS.batch_size,
+            "warmup": FLAGS.warmup,
+            "steps": FLAGS.steps,
+            "repeats": FLAGS.repeats,
         },
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "dataset": FLAGS.dataset,
-        "batch_size": FLAGS.batch_size,
-        "warmup": FLAGS.warmup,
-        "steps": FLAGS.steps,
-        "repeats": FLAGS.repeats,
-        "results": results,
-    }
-    os.makedirs(os.path.dirname(FLAGS.output), exist_ok=True)
-    with open(FLAGS.output, "w") as f:
-        json.dump(payload, f, indent=2)
-    print(f"wrote {FLAGS.output}")
+        results,
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import os
 from typing import Any
 
 from iep.engine.files import read_json, write_json_atomic
-from nets import TappedNetwork, build_network
 
 CONFIG_FILE = "config.json"
 # Changing any of these mid-run would silently train a different experiment.
@@ -61,16 +60,3 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
             )
         return
     write_json_atomic(path, config)
-
-
-def build_network_from_run(run_dir: str) -> TappedNetwork:
-    """The network of a finished or running run, with its input shape and statistics (weights not loaded)."""
-    config = load_run_config(run_dir)
-    return build_network(
-        config["arch"],
-        config["num_classes"],
-        config["input_shape"],
-        config["mean"],
-        config["std"],
-        dropout=config.get("dropout_rate", 0.0),
-    )

@@ -177,9 +177,7 @@ class Trainer:
         return top1_accuracy(*collect_logits(self._predict, batches))
 
     # -- the loop -------------------------------------------------------------
-    def _current_lr(self, prefix: str = "") -> float:
-        if prefix:
-            return float(self.distiller.pre_phase_lr)
+    def _current_lr(self) -> float:
         lr = self.schedule(self.optimizer.iterations) if callable(self.schedule) else self.schedule
         return float(np.asarray(lr))
 
@@ -209,7 +207,16 @@ class Trainer:
         return summary
 
     def _run_steps(
-        self, step_fn, batches, total_steps: int, means: _RunningMeans, global_step, writer, where: str, last_good: str
+        self,
+        step_fn,
+        batches,
+        total_steps: int,
+        means: _RunningMeans,
+        global_step,
+        learning_rate,
+        writer,
+        where: str,
+        last_good: str,
     ) -> None:
         """Runs `step_fn` over `batches` (at most `total_steps`), logging `means` every `log_every` steps."""
         cfg = self.config
@@ -235,7 +242,7 @@ class Trainer:
                 with writer.as_default(step=int(global_step.numpy())):
                     for name, value in values.items():
                         tf.summary.scalar(name, value)
-                    tf.summary.scalar(f"{means.prefix}learning_rate", self._current_lr(means.prefix))
+                    tf.summary.scalar(f"{means.prefix}learning_rate", learning_rate())
                     tf.summary.scalar(
                         f"{means.prefix}throughput/images_per_second",
                         interval_images / max(now - interval_started, 1e-9),
@@ -258,8 +265,9 @@ class Trainer:
             steps,
             self._pre_interval,
             self.pre_optimizer.iterations,
-            writer,
+            writer=writer,
             where=f"pre-phase pass {index + 1}",
+            learning_rate=lambda: self.distiller.pre_phase_lr,
             last_good=f"after pre-phase pass {index}",
         )
         means = self._pre_epoch_means.read_and_reset()
@@ -283,8 +291,9 @@ class Trainer:
             self.steps_per_epoch,
             self._interval,
             self.optimizer.iterations,
-            writer,
+            writer=writer,
             where=f"epoch {epoch + 1}",
+            learning_rate=self._current_lr,
             last_good=f"after epoch {epoch}",
         )
         seconds = time.perf_counter() - started
