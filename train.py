@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from iep.methods import METHODS  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("arch", "wrn-16-1", "Student architecture: wrn-D-K, resnetN, mobilenetv2[-alpha], vggN.")
@@ -37,7 +39,7 @@ flags.DEFINE_float("dropout", None, "Dropout inside blocks; default 0.3 for WRN 
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data order, augmentation and dropout.")
 flags.DEFINE_string("run_dir", None, "Run directory; default runs/<data>_<arch>_<distill>_r<rate>_s<seed>.")
 flags.DEFINE_boolean("resume", True, "Continue from the newest checkpoint in --run_dir.")
-flags.DEFINE_enum("distill", "none", ["none", "iep", "iep_bb"], "Knowledge-distillation method.")
+flags.DEFINE_enum("distill", "none", list(METHODS), "Knowledge-distillation method (see the README's table).")
 flags.DEFINE_string("teacher", None, "Teacher: a run directory or checkpoint prefix of ours.")
 flags.DEFINE_string("teacher_arch", None, "Teacher architecture (needed for a bare checkpoint).")
 flags.DEFINE_enum("iep_second_pca", "ipca", ["ipca", "pca"], "IEP second PCA: incremental or per-batch.")

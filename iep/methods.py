@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from iep.engine.distiller import Distiller
 from nets import TappedNetwork
 
-METHODS = ("none", "iep", "iep_bb")
+METHODS = ("none", "kd", "dkd", "at", "rkd", "iep", "iep_bb")
 
 
 def needs_teacher(method: str) -> bool:
@@ -32,6 +32,14 @@ def build_distiller(
         return Distiller(teacher)
     if teacher is None:
         raise ValueError(f"--distill={method} needs a --teacher")
+    if method in ("kd", "dkd", "at", "rkd"):
+        from iep.baselines import feature_kd, logit_kd
+
+        if method == "at":
+            return feature_kd.ATDistiller(teacher, student)
+        return {"kd": logit_kd.KDDistiller, "dkd": logit_kd.DKDDistiller, "rkd": feature_kd.RKDDistiller}[method](
+            teacher
+        )
     from iep.distiller import DEFAULT_MODULE_STEPS, IEPDistiller
 
     if knowledge is None:

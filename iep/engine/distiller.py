@@ -32,6 +32,7 @@ class Distiller:
     name = "none"
     loss_names: tuple[str, ...] = ()
     metric_names: tuple[str, ...] = ()  # per-step diagnostics returned by `step_metrics`
+    cross_entropy_weight = 1.0  # weight of the student's own cross-entropy (KD's reference setting uses 0.1)
     separate_gradients = False  # True when `gradients` calls tape.gradient more than once (persistent tape)
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0

@@ -147,11 +147,12 @@ class Trainer:
             distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
             cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
             distill = tf.debugging.check_numerics(distill, "distillation loss")
-        grads = self.distiller.gradients(tape, cross_entropy, decay, distill, self.variables, self._epoch_var)
+            task = self.distiller.cross_entropy_weight * cross_entropy
+        grads = self.distiller.gradients(tape, task, decay, distill, self.variables, self._epoch_var)
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         values = {
-            "loss/total": cross_entropy + decay + distill,
+            "loss/total": task + decay + distill,
             "loss/cross_entropy": cross_entropy,
             "loss/weight_decay": decay,
             "accuracy/train": correct,

@@ -1,0 +1,87 @@
+"""Feature and relation distillation: AT (Zagoruyko & Komodakis, ICLR 2017) and RKD (Park et al., CVPR 2019).
+
+AT — the official code's form: per sensing point, the attention map is the
+channel mean of F², flattened and L2-normalized per sample; loss
+β/2 · Σ_points mean((Q_s − Q_t)²) with β = 1000. Teacher and student points
+must have equal H×W (channels may differ).
+RKD — on the penultimate embedding (global-average-pooled last sensing
+point): Huber (smooth-L1) loss between distance-wise potentials (pairwise
+distances divided by their mean) and angle-wise potentials (cosines of the
+angles of every sample triple), weighted 100 and 200 as in the IEP author's
+TF2 benchmark for WRN students.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from iep.engine.distiller import Distiller
+
+
+def attention_map(feature_map: tf.Tensor) -> tf.Tensor:
+    """[B, H·W]: channel mean of F², L2-normalized per sample."""
+    q = tf.reduce_mean(tf.square(tf.cast(feature_map, tf.float32)), axis=-1)
+    return tf.math.l2_normalize(tf.reshape(q, [tf.shape(q)[0], -1]), axis=-1)
+
+
+def at_loss(student_maps, teacher_maps, beta: float) -> tf.Tensor:
+    terms = [
+        tf.reduce_mean(tf.square(attention_map(s) - attention_map(t)))
+        for s, t in zip(student_maps, teacher_maps, strict=True)
+    ]
+    return beta / 2.0 * tf.add_n(terms)
+
+
+def huber(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    diff = tf.abs(x - y)
+    return tf.reduce_mean(tf.where(diff <= 1.0, 0.5 * tf.square(diff), diff - 0.5))
+
+
+def distance_potential(x: tf.Tensor) -> tf.Tensor:
+    squared = tf.reduce_sum(tf.square(x), -1)
+    distance = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True), 1e-12))
+    off_diagonal = 1.0 - tf.eye(tf.shape(x)[0])
+    mean = tf.reduce_sum(distance * off_diagonal) / tf.maximum(tf.reduce_sum(off_diagonal), 1.0)
+    return distance * off_diagonal / (mean + 1e-8)
+
+
+def angle_potential(x: tf.Tensor) -> tf.Tensor:
+    """[B, B, B]: cos ∠(x_j − x_i, x_k − x_i)."""
+    e = tf.math.l2_normalize(x[None, :, :] - x[:, None, :], axis=-1)
+    return tf.matmul(e, e, transpose_b=True)
+
+
+def rkd_loss(student: tf.Tensor, teacher: tf.Tensor, distance_weight: float, angle_weight: float) -> tf.Tensor:
+    return distance_weight * huber(distance_potential(student), distance_potential(teacher)) + angle_weight * huber(
+        angle_potential(student), angle_potential(teacher)
+    )
+
+
+class ATDistiller(Distiller):
+    name, loss_names = "at", ("at",)
+
+    def __init__(self, teacher, student, beta: float = 1000.0):
+        super().__init__(teacher)
+        for s, t in zip(student.tap_specs, teacher.tap_specs, strict=True):
+            if s.shape[:2] != t.shape[:2]:
+                raise ValueError(f"AT needs equal H×W at every sensing point; student {s.shape} vs teacher {t.shape}")
+        self.beta = beta
+
+    def losses(self, images, labels, student_outputs, epoch):
+        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)["taps"]]
+        return {"at": at_loss(student_outputs["taps"], teacher_maps, self.beta)}
+
+
+class RKDDistiller(Distiller):
+    name, loss_names = "rkd", ("rkd",)
+
+    def __init__(self, teacher, distance_weight: float = 100.0, angle_weight: float = 200.0):
+        super().__init__(teacher)
+        self.distance_weight, self.angle_weight = distance_weight, angle_weight
+
+    def losses(self, images, labels, student_outputs, epoch):
+        def embed(taps):
+            return tf.reduce_mean(tf.cast(taps[-1], tf.float32), axis=[1, 2])
+
+        teacher = tf.stop_gradient(embed(self.teacher(images, training=False)["taps"]))
+        return {"rkd": rkd_loss(embed(student_outputs["taps"]), teacher, self.distance_weight, self.angle_weight)}
