@@ -47,3 +47,55 @@ def write_tfrecords(
         with open(os.path.join(root, "classes.txt"), "w") as f:
             f.write("\n".join(classes) + "\n")
     return root
+
+
+def train_command(run_dir, *flags: str) -> list[str]:
+    """`python train.py` on a digits subset, no progress bar or export, plus `flags`."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    return [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--dataset=digits",
+        "--rate=0.5",
+        "--arch=wrn-16-1",
+        "--batch_size=64",
+        "--progress=false",
+        "--export=false",
+        f"--run_dir={run_dir}",
+        *flags,
+    ]
+
+
+def subprocess_env() -> dict:
+    from tests.conftest import ROOT
+
+    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def kill_after_checkpoint(command: list[str], run_dir, number: int) -> None:
+    """Starts `command`, SIGKILLs it as soon as checkpoint `epoch-<number>` is the latest one, and
+    asserts it was still there (not already past it), so a resume test cannot pass vacuously."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = os.path.join(run_dir, "checkpoints", "checkpoint")  # swapped in by rename once a save is complete
+    marker = f'model_checkpoint_path: "epoch-{number}"'
+    deadline = time.time() + 600
+    while not (os.path.exists(state) and marker in open(state).read()):
+        assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker in open(state).read(), f"killed too late: the run had gone past checkpoint {number}"
+
+
+def checkpoint_values(run_dir) -> tuple[str, dict[str, np.ndarray]]:
+    """The newest checkpoint's prefix and every saved value (bookkeeping entries excluded)."""
+    prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    reader = tf.train.load_checkpoint(prefix)
+    return prefix, {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if not n.startswith("_")}

@@ -137,54 +137,22 @@ def test_short_iep_runs_on_real_cifar10(cifar10_dir, tmp_path):
 
 
 def test_kill_during_phase_one_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    import signal
     import subprocess
-    import sys
-    import time
 
-    from tests.conftest import ROOT
+    from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command
 
     teacher = tmp_path / "teacher"
     _train("--arch=resnet8", "--rate=0.5", "--epochs=1", f"--run_dir={teacher}")
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-    def command(run_dir):
-        return [
-            sys.executable,
-            os.path.join(ROOT, "train.py"),
-            "--dataset=digits",
-            "--rate=0.5",
-            "--arch=wrn-16-1",
-            "--batch_size=64",
-            "--epochs=2",
-            "--distill=iep",
-            f"--teacher={teacher}",
-            "--iep_module_steps=30",
-            "--progress=false",
-            "--export=false",
-            f"--run_dir={run_dir}",
-        ]
-
+    flags_ = ("--epochs=2", "--distill=iep", f"--teacher={teacher}", "--iep_module_steps=30")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(command(straight), env=env, check=True, capture_output=True, timeout=600)
-    process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed / "checkpoints" / "checkpoint"
-    deadline = time.time() + 600
-    while not (state.exists() and 'model_checkpoint_path: "epoch-1"' in state.read_text()):  # pre-phase pass 1
-        assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert 'model_checkpoint_path: "epoch-1"' in state.read_text(), "killed too late: phase 1 already finished"
-    resumed = subprocess.run(command(killed), env=env, check=True, capture_output=True, text=True, timeout=600)
+    subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    kill_after_checkpoint(train_command(killed, *flags_), killed, 1)  # after pre-phase pass 1 of 3
+    resumed = subprocess.run(
+        train_command(killed, *flags_), env=subprocess_env(), check=True, capture_output=True, text=True, timeout=600
+    )
     assert "pre-phase passes done: 1/3" in resumed.stdout
 
-    def values(run_dir):
-        prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-        reader = tf.train.load_checkpoint(prefix)
-        return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if not n.startswith("_")}
-
-    a, b = values(straight), values(killed)
+    (_, a), (_, b) = checkpoint_values(straight), checkpoint_values(killed)
     assert a.keys() == b.keys()
     assert any(k.startswith("iep_mpnn") for k in a) and any(k.startswith("iep_spca") for k in a)
     for name in a:

@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
 from nets import build_network
 from op_utils import build_schedule, decayed_variables, l2_penalty
 from tests.conftest import ROOT
+from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command
 
 QUICK = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
 
@@ -71,50 +70,18 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
         _train(tmp_path / "nan", epochs=1, distiller=_ExplodingDistiller())
 
 
-def _train_cli(run_dir, *extra):
-    return [
-        sys.executable,
-        os.path.join(ROOT, "train.py"),
-        "--dataset=digits",
-        "--rate=0.5",
-        "--arch=wrn-16-1",
-        "--epochs=3",
-        "--batch_size=64",
-        "--lr_schedule=step",
-        "--progress=false",
-        "--export=false",
-        f"--run_dir={run_dir}",
-        *extra,
-    ]
-
-
-def _checkpoint_values(run_dir):
-    prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    reader = tf.train.load_checkpoint(prefix)
-    names = [n for n, _ in tf.train.list_variables(prefix) if n.startswith(("model/", "optimizer/", "rng/"))]
-    return prefix, {n: reader.get_tensor(n) for n in names}
-
-
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    straight = tmp_path / "straight"
-    subprocess.run(_train_cli(straight), env=env, check=True, capture_output=True, timeout=600)
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_cli(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    state = killed / "checkpoints" / "checkpoint"  # swapped in by rename once epoch 2 is complete
-    while not (state.exists() and 'model_checkpoint_path: "epoch-2"' in state.read_text()):
-        assert process.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not os.path.exists(killed / "checkpoints" / "epoch-3.index"), "killed too late to test resume"
-    resumed = subprocess.run(_train_cli(killed), env=env, check=True, capture_output=True, text=True, timeout=600)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    flags_ = ("--epochs=3", "--lr_schedule=step")
+    subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    kill_after_checkpoint(train_command(killed, *flags_), killed, 2)
+    resumed = subprocess.run(
+        train_command(killed, *flags_), env=subprocess_env(), check=True, capture_output=True, text=True, timeout=600
+    )
     assert "Resuming" in resumed.stdout and "after epoch 2" in resumed.stdout
 
-    prefix_a, a = _checkpoint_values(straight)
-    prefix_b, b = _checkpoint_values(killed)
+    prefix_a, a = checkpoint_values(straight)
+    prefix_b, b = checkpoint_values(killed)
     assert prefix_a.endswith("epoch-3") and prefix_b.endswith("epoch-3")
     assert a.keys() == b.keys() and any(k.startswith("rng/") for k in a)
     for name in a:
