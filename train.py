@@ -111,6 +111,17 @@ def _train() -> dict:
     if FLAGS.teacher:
         teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
 
+    distiller = build_distiller(
+        FLAGS.distill,
+        teacher,
+        student,
+        second_pca=FLAGS.iep_second_pca,
+        iterations=FLAGS.iep_iterations,
+        knowledge=FLAGS.iep_knowledge,
+        module_steps=FLAGS.iep_module_steps,
+        module_lr=FLAGS.iep_module_lr,
+        seed=FLAGS.seed,
+    )
     os.makedirs(run_dir, exist_ok=True)
     save_or_check_run_config(
         run_dir,
@@ -130,17 +141,6 @@ def _train() -> dict:
     print(
         f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
         f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
-    )
-    distiller = build_distiller(
-        FLAGS.distill,
-        teacher,
-        student,
-        second_pca=FLAGS.iep_second_pca,
-        iterations=FLAGS.iep_iterations,
-        knowledge=FLAGS.iep_knowledge,
-        module_steps=FLAGS.iep_module_steps,
-        module_lr=FLAGS.iep_module_lr,
-        seed=FLAGS.seed,
     )
     trainer = Trainer(student, data, train_config, run_dir, distiller)
     if teacher is not None:

@@ -173,6 +173,7 @@ BAD_INPUTS = [
     (["--batch_size=5000"], r"--batch_size 5000 exceeds the 1437 training images"),
     (["--teacher=/nonexistent/teacher"], r"--teacher '/nonexistent/teacher' does not exist"),
     (["--eval_split=validation"], r"has no split 'validation'"),
+    (["--distill=iep"], r"--distill=iep needs --teacher"),
 ]
 
 
@@ -201,6 +202,21 @@ def test_teacher_of_the_wrong_architecture(tmp_path, trained_run):
     prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     with pytest.raises(ValueError, match=r"does not match the 'teacher' network"):
         _run_train(f"--run_dir={tmp_path / 'b'}", f"--teacher={prefix}", "--teacher_arch=resnet14")
+
+
+def test_bad_iep_flags_fail_before_the_run_dir_is_written(tmp_path, trained_run):
+    run_dir, _ = trained_run
+    student_dir = tmp_path / "student"
+    with pytest.raises(ValueError, match=r"--iep_knowledge must be a non-empty subset"):
+        _run_train(
+            f"--run_dir={student_dir}",
+            "--distill=iep",
+            f"--teacher={run_dir}",
+            "--arch=resnet8",
+            "--rate=0.3",
+            "--iep_knowledge=bogus",
+        )
+    assert not student_dir.exists()
 
 
 def test_unreadable_teacher_checkpoint(tmp_path):
