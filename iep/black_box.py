@@ -12,7 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from iep.mpnn import _bn, _dense
+from iep.mpnn import dense_without_bias
+from nets.layers import batch_norm
 
 HEADS = 8  # one of them is the extrinsic (MPNN message) slot
 
@@ -24,9 +25,9 @@ class MultiHeadGraph(keras.layers.Layer):
         self.width_to = width_to
         self.head_width = (width_from + width_to) // 2
         units = self.head_width * self.learned_heads
-        self.key_dense, self.key_bn = _dense(units, "key_dense"), _bn("key_bn")
-        self.query_dense, self.query_bn = _dense(units, "query_dense"), _bn("query_bn")
-        self.value_dense, self.value_bn = _dense(self.head_width, "value_dense"), _bn("value_bn")
+        self.key_dense, self.key_bn = dense_without_bias(units, "key_dense"), batch_norm("key_bn")
+        self.query_dense, self.query_bn = dense_without_bias(units, "query_dense"), batch_norm("query_bn")
+        self.value_dense, self.value_bn = dense_without_bias(self.head_width, "value_dense"), batch_norm("value_bn")
         self.out_dense = keras.layers.Dense(width_to, bias_initializer="zeros", name="out_dense")
         self.seed_generator = keras.random.SeedGenerator(seed)
 

@@ -171,12 +171,12 @@ class IEPDistiller(Distiller):
                 terms["black_box"].append(kld(tf.tanh(logits_s), tf.tanh(logits_t)))
         return {name: tf.add_n(values) for name, values in terms.items()}
 
-    def gradients(self, tape, cross_entropy, weight_decay, distill_loss, variables, epoch) -> list[tf.Tensor]:
+    def gradients(self, tape, task_loss, weight_decay, distill_loss, variables, epoch) -> list[tf.Tensor]:
         """g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖·σ(e − e₀)); `epoch` counts student epochs from 0 = e − e₀."""
         scale = clip_schedule(epoch)
         self._step_stats = {"clip_scale": scale}
         return clipped_multitask_gradients(
-            tape.gradient(cross_entropy, variables),
+            tape.gradient(task_loss, variables),
             tape.gradient(weight_decay, variables),
             tape.gradient(distill_loss, variables),
             scale,

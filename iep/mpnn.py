@@ -12,15 +12,12 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nets.layers import BN_EPSILON, BN_MOMENTUM
+from nets.layers import batch_norm
 
 
-def _dense(units: int, name: str) -> keras.layers.Dense:
+def dense_without_bias(units: int, name: str) -> keras.layers.Dense:
+    """Module dense layer; no bias because BN follows (method page §4)."""
     return keras.layers.Dense(units, use_bias=False, name=name)
-
-
-def _bn(name: str) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 class MessagePassing(keras.layers.Layer):
@@ -31,9 +28,9 @@ class MessagePassing(keras.layers.Layer):
         if iterations < 1:
             raise ValueError(f"MPNN iterations must be >= 1, got {iterations}")
         self.width, self.iterations = width, iterations
-        self.edge_dense, self.edge_bn = _dense(width, "edge_dense"), _bn("edge_bn")
-        self.message_dense, self.message_bn = _dense(width, "message_dense"), _bn("message_bn")
-        self.gate_dense, self.gate_bn = _dense(width, "gate_dense"), _bn("gate_bn")
+        self.edge_dense, self.edge_bn = dense_without_bias(width, "edge_dense"), batch_norm("edge_bn")
+        self.message_dense, self.message_bn = dense_without_bias(width, "message_dense"), batch_norm("message_bn")
+        self.gate_dense, self.gate_bn = dense_without_bias(width, "gate_dense"), batch_norm("gate_bn")
 
     def call(self, x_from: tf.Tensor, x_to: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         nodes = x_to[:, None, :] - x_to[None, :, :]

@@ -69,7 +69,7 @@ class Distiller:
     def gradients(
         self,
         tape: tf.GradientTape,
-        cross_entropy: tf.Tensor,
+        task_loss: tf.Tensor,
         weight_decay: tf.Tensor,
         distill_loss: tf.Tensor,
         variables: Sequence[tf.Variable],
@@ -77,7 +77,9 @@ class Distiller:
     ) -> list[tf.Tensor]:
         """Gradient per variable of the combined objective; default: of the plain sum.
 
+        `task_loss` is the student's cross-entropy times `cross_entropy_weight`.
+
         The losses were recorded on `tape`; anything computed from them here is
         not, so combine gradients, never losses (a list target sums them).
         """
-        return tape.gradient([cross_entropy, weight_decay, distill_loss], variables)
+        return tape.gradient([task_loss, weight_decay, distill_loss], variables)
