@@ -19,6 +19,7 @@ setup(
         "absl-py>=2.0",
         "numpy>=1.26",
         "scikit-learn>=1.3",
+        "matplotlib>=3.7",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
     entry_points={"console_scripts": ["iep-train=train:run", "iep-eval=eval:run"]},

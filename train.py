@@ -47,6 +47,9 @@ flags.DEFINE_integer("iep_iterations", 2, "IEP MPNN message-passing iterations."
 flags.DEFINE_list("iep_knowledge", None, "IEP terms to transfer: alteration,interim[,black_box]; default per method.")
 flags.DEFINE_integer("iep_module_steps", None, "IEP phase-1 (module training) steps; default 8000.")
 flags.DEFINE_float("iep_module_lr", 0.1, "IEP phase-1 learning rate (fixed, SGD Nesterov 0.9).")
+flags.DEFINE_list(
+    "distill_args", None, "Baseline overrides, key=value,... (e.g. beta=500 for at); see the README's method table."
+)
 flags.DEFINE_string("eval_split", "test", "Split evaluated after every epoch.")
 flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
@@ -65,7 +68,7 @@ def _train() -> dict:
     from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
     from iep.engine.teacher import load_teacher
     from iep.engine.trainer import TrainConfig, Trainer
-    from iep.methods import build_distiller, needs_teacher
+    from iep.methods import build_distiller, needs_teacher, parse_distill_args
     from nets import build_network, default_dropout, parse_arch
 
     # Cheap checks first: a typo must not cost a data-set decode.
@@ -74,6 +77,7 @@ def _train() -> dict:
         parse_arch(FLAGS.teacher_arch)
     if FLAGS.teacher and not (os.path.exists(FLAGS.teacher) or os.path.exists(FLAGS.teacher + ".index")):
         raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist")
+    distill_args = parse_distill_args(FLAGS.distill_args)
     if needs_teacher(FLAGS.distill) and not FLAGS.teacher:
         raise ValueError(f"--distill={FLAGS.distill} needs --teacher (a run directory or checkpoint of ours)")
     train_config = TrainConfig(
@@ -121,6 +125,8 @@ def _train() -> dict:
         module_steps=FLAGS.iep_module_steps,
         module_lr=FLAGS.iep_module_lr,
         seed=FLAGS.seed,
+        main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
+        overrides=distill_args,
     )
     os.makedirs(run_dir, exist_ok=True)
     save_or_check_run_config(

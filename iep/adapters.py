@@ -17,7 +17,14 @@ from nets import layers as L
 
 
 class TapAdapter(keras.layers.Layer):
-    def __init__(self, source_shape: tuple[int, int, int], target_shape: tuple[int, int, int], **kwargs):
+    def __init__(
+        self,
+        source_shape: tuple[int, int, int],
+        target_shape: tuple[int, int, int],
+        always_project: bool = False,
+        **kwargs,
+    ):
+        """`always_project`: keep the 1×1 conv + BN even at equal widths (FitNet/AB/CO connectors)."""
         super().__init__(**kwargs)
         (sh, sw, sc), (th, tw, tc) = source_shape, target_shape
         self.resize = None
@@ -25,7 +32,7 @@ class TapAdapter(keras.layers.Layer):
             shrinking = sh * sw > th * tw
             self.resize = keras.layers.Resizing(th, tw, interpolation="area" if shrinking else "bilinear")
         self.project = None
-        if sc != tc:
+        if sc != tc or always_project:
             self.project = L.conv(tc, 1, name="project")
             self.project_bn = L.batch_norm("project_bn")
 

@@ -19,9 +19,19 @@ HEADS = 8  # one of them is the extrinsic (MPNN message) slot
 
 
 class MultiHeadGraph(keras.layers.Layer):
-    def __init__(self, width_from: int, width_to: int, heads: int = HEADS, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        width_from: int,
+        width_to: int,
+        heads: int = HEADS,
+        seed: int | None = None,
+        extrinsic_head: bool = True,
+        **kwargs,
+    ):
+        """`extrinsic_head=False` is plain MHGD: all `heads` are learned and `estimate` takes no extrinsic graph."""
         super().__init__(**kwargs)
-        self.learned_heads = heads - 1
+        self.extrinsic_head = extrinsic_head
+        self.learned_heads = heads - 1 if extrinsic_head else heads
         self.width_to = width_to
         self.head_width = (width_from + width_to) // 2
         units = self.head_width * self.learned_heads
@@ -38,11 +48,13 @@ class MultiHeadGraph(keras.layers.Layer):
         queries = tf.reshape(self.query_bn(self.query_dense(x_from), training=training), [batch, self.head_width, -1])
         return tf.einsum("idh,jdh->hij", keys, queries)
 
-    def estimate(self, x_from: tf.Tensor, logits: tf.Tensor, extrinsic: tf.Tensor, training: bool = True):
-        """Rebuilds the later point [B, width_to] (unit rows) from x_from through the heads + extrinsic one."""
+    def estimate(self, x_from: tf.Tensor, logits: tf.Tensor, extrinsic: tf.Tensor | None = None, training: bool = True):
+        """Rebuilds the later point [B, width_to] (unit rows) from x_from through the heads (+ the extrinsic one)."""
         batch = tf.shape(x_from)[0]
-        graphs = tf.concat([tf.nn.softmax(logits, axis=-1), tf.stop_gradient(extrinsic)[None]], axis=0)
-        heads = self.learned_heads + 1
+        graphs = tf.nn.softmax(logits, axis=-1)
+        if self.extrinsic_head:
+            graphs = tf.concat([graphs, tf.stop_gradient(extrinsic)[None]], axis=0)
+        heads = self.learned_heads + int(self.extrinsic_head)
         if training:
             noise = keras.random.normal([heads, batch, 1], seed=self.seed_generator)
             graphs = graphs * tf.cast(noise - tf.reduce_mean(noise, axis=0, keepdims=True) > 0, graphs.dtype)

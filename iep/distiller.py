@@ -16,23 +16,20 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from iep.adapters import TapAdapter, needs_adapter
 from iep.black_box import MultiHeadGraph
-from iep.engine.distiller import Distiller
+from iep.clipped import ClippedDistiller
 from iep.losses import estimator_loss, kld, message_l1, module_l2
 from iep.mpnn import MessagePassing
-from iep.spca import StackedPCA, project_student
+from iep.points import SensingPoints
 from nets import TappedNetwork
-from op_utils.clipping import clip_schedule, clipped_multitask_gradients
 
 KNOWLEDGE = ("alteration", "interim", "black_box")
 DEFAULT_MODULE_STEPS = 8000  # the code: 20 epochs of CIFAR at batch 128 ≈ 7,800 iterations
 MODULE_WEIGHT_DECAY = 5e-4
 
 
-class IEPDistiller(Distiller):
+class IEPDistiller(ClippedDistiller):
     name = "iep"
-    separate_gradients = True  # the clip needs ∇CE, ∇wd and ∇dist apart
 
     def __init__(
         self,
@@ -52,43 +49,27 @@ class IEPDistiller(Distiller):
             raise ValueError(f"--iep_knowledge must be a non-empty subset of {KNOWLEDGE}, got {list(knowledge)}")
         if module_steps < 0:
             raise ValueError(f"--iep_module_steps must be >= 0, got {module_steps}")
-        t_specs, s_specs = teacher.tap_specs, student.tap_specs
-        if len(t_specs) != len(s_specs) or len(t_specs) < 2:
-            raise ValueError(
-                f"IEP needs the same number (>= 2) of sensing points in teacher ({len(t_specs)}: "
-                f"{[t.shape for t in t_specs]}) and student ({len(s_specs)}: {[s.shape for s in s_specs]})"
-            )
         self.knowledge = tuple(k for k in KNOWLEDGE if k in knowledge)
         self.black_box = "black_box" in self.knowledge
         self.name = "iep_bb" if self.black_box else "iep"
         self.iterations = iterations
         self.loss_names = self.knowledge
-        self.metric_names = ("clip_ratio", "clipped_fraction", "clip_scale")
-        self._step_stats: dict[str, tf.Tensor] = {}
         self.pre_phase_loss_names = ("module_kld",) + (("estimator",) if self.black_box else ()) + ("module_l2",)
         self.pre_phase_steps, self.pre_phase_lr = module_steps, module_lr
 
-        self.adapters = [
-            TapAdapter(s.shape, t.shape, name=f"iep_adapter_{i}") if needs_adapter(s.shape, t.shape) else None
-            for i, (s, t) in enumerate(zip(s_specs, t_specs, strict=True))
-        ]
-        self.spca = [StackedPCA(second_pca, name=f"iep_spca_{i}") for i in range(len(t_specs))]
-        widths = [t.shape[-1] // 2 for t in t_specs]
+        self.points = SensingPoints("iep", teacher, student, second_pca)
+        self.adapters, self.spca = self.points.adapters, self.points.spca
+        widths = self.points.widths
         self.mpnn = [MessagePassing(widths[i], iterations, name=f"iep_mpnn_{i}") for i in range(1, len(widths))]
         self.mhgd = (
             [MultiHeadGraph(widths[i - 1], widths[i], seed=seed, name=f"iep_mhgd_{i}") for i in range(1, len(widths))]
             if self.black_box
             else []
         )
-        self._build(t_specs, s_specs, widths)
+        self._build(widths)
 
-    def _build(self, t_specs, s_specs, widths) -> None:
+    def _build(self, widths) -> None:
         """Creates every variable now, so optimizers and checkpoints see them before the first step."""
-        for spca, spec in zip(self.spca, t_specs, strict=True):
-            spca.build((None, *spec.shape))
-        for adapter, spec in zip(self.adapters, s_specs, strict=True):
-            if adapter is not None:
-                adapter(tf.zeros((2, *spec.shape)))
         for i, mpnn in enumerate(self.mpnn, start=1):
             c_from, c_to = tf.zeros((2, widths[i - 1])), tf.zeros((2, widths[i]))
             _, messages = mpnn(c_from, c_to)
@@ -99,7 +80,7 @@ class IEPDistiller(Distiller):
     # -- variables --------------------------------------------------------------
     @property
     def trainable_variables(self) -> list[tf.Variable]:
-        return [v for a in self.adapters if a is not None for v in a.trainable_variables]
+        return self.points.adapter_variables
 
     @property
     def pre_phase_variables(self) -> list[tf.Variable]:
@@ -116,22 +97,13 @@ class IEPDistiller(Distiller):
             "iep_spca": self.spca,
             "iep_mpnn": self.mpnn,
             "iep_mhgd": self.mhgd,
-            "iep_adapters": [a for a in self.adapters if a is not None],
+            "iep_adapters": self.points.present_adapters,
             "iep_rng": [m.seed_generator.state for m in self.mhgd],
         }
 
     # -- knowledge ------------------------------------------------------------------
     def teacher_points(self, images: tf.Tensor, update: bool) -> list[dict[str, tf.Tensor]]:
-        taps = self.teacher(images, training=False)["taps"]
-        return [spca(tap, update=update) for spca, tap in zip(self.spca, taps, strict=True)]
-
-    def student_compressed(self, taps, points, training: bool) -> list[tf.Tensor]:
-        compressed = []
-        for adapter, tap, point in zip(self.adapters, taps, points, strict=True):
-            if adapter is not None:
-                tap = adapter(tap, training=training)
-            compressed.append(project_student(tap, point["u"], point["mean"], point["basis"]))
-        return compressed
+        return self.points.teacher_points(images, update)
 
     def pre_phase_losses(self, images: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
         points = self.teacher_points(images, update=True)
@@ -155,7 +127,7 @@ class IEPDistiller(Distiller):
     def losses(self, images, labels, student_outputs, epoch) -> dict[str, tf.Tensor]:
         points = self.teacher_points(images, update=False)
         teacher_c = [tf.stop_gradient(p["c"]) for p in points]
-        student_c = self.student_compressed(student_outputs["taps"], points, training=True)
+        student_c = self.points.student_compressed(student_outputs["taps"], points, training=True)
         terms = {name: [] for name in self.knowledge}
         for i, mpnn in enumerate(self.mpnn, start=1):
             readout_t, messages_t = mpnn(teacher_c[i - 1], teacher_c[i], training=False)
@@ -170,18 +142,3 @@ class IEPDistiller(Distiller):
                 logits_s = mhgd.attention(student_c[i - 1], student_c[i], training=False)
                 terms["black_box"].append(kld(tf.tanh(logits_s), tf.tanh(logits_t)))
         return {name: tf.add_n(values) for name, values in terms.items()}
-
-    def gradients(self, tape, task_loss, weight_decay, distill_loss, variables, epoch) -> list[tf.Tensor]:
-        """g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖·σ(e − e₀)); `epoch` counts student epochs from 0 = e − e₀."""
-        scale = clip_schedule(epoch)
-        self._step_stats = {"clip_scale": scale}
-        return clipped_multitask_gradients(
-            tape.gradient(task_loss, variables),
-            tape.gradient(weight_decay, variables),
-            tape.gradient(distill_loss, variables),
-            scale,
-            stats=self._step_stats,
-        )
-
-    def step_metrics(self) -> dict[str, tf.Tensor]:
-        return dict(self._step_stats)

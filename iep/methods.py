@@ -1,17 +1,84 @@
-"""`--distill` names → Distiller objects. One place, so train.py and benchmarks build methods alike."""
+"""`--distill` names → Distiller objects. One place, so train.py and benchmarks build methods alike.
+
+Every method's defaults are its constructor's keyword defaults (documented,
+with their source, in its module). `--distill_args=key=value,...` overrides
+any of them; the keys are checked against the constructor before any compute.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import inspect
+from collections.abc import Mapping, Sequence
 
 from iep.engine.distiller import Distiller
 from nets import TappedNetwork
 
-METHODS = ("none", "kd", "dkd", "at", "rkd", "iep", "iep_bb")
+# name → (module, class); "none" is plain training.
+REGISTRY = {
+    "kd": ("iep.baselines.logit_kd", "KDDistiller"),
+    "dkd": ("iep.baselines.logit_kd", "DKDDistiller"),
+    "fitnet": ("iep.baselines.hints", "FitNetDistiller"),
+    "at": ("iep.baselines.feature_kd", "ATDistiller"),
+    "ft": ("iep.baselines.factor_transfer", "FTDistiller"),
+    "ab": ("iep.baselines.hints", "ABDistiller"),
+    "rkd": ("iep.baselines.feature_kd", "RKDDistiller"),
+    "mhgd": ("iep.baselines.mhgd", "MHGDDistiller"),
+    "co": ("iep.baselines.hints", "CODistiller"),
+    "srm": ("iep.baselines.srm", "SRMDistiller"),
+}
+METHODS = ("none", *REGISTRY, "iep", "iep_bb")
+# Student-initialization pre-phases last 30 % of the main steps in the author's code (FT's paraphraser, AB's
+# and FitNet's initialization); SRM's dictionary learning follows the same rule (our choice).
+PRE_PHASE_FRACTION = 0.3
+FRACTIONAL_PRE_PHASE = ("fitnet", "ft", "ab", "srm")
 
 
 def needs_teacher(method: str) -> bool:
     return method != "none"
+
+
+def parse_distill_args(items: Sequence[str] | None) -> dict[str, str]:
+    """["beta=500", "temperature=2"] → {"beta": "500", ...}; a malformed item names the flag."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--distill_args items must be key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _convert(method: str, key: str, value: str, default: object) -> object:
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return value.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float) or default is None:
+            return float(value)
+    except ValueError:
+        raise ValueError(f"--distill_args {key}={value!r} for {method}: expected a {type(default).__name__}") from None
+    return value
+
+
+def method_class(method: str) -> type[Distiller]:
+    module, name = REGISTRY[method]
+    return getattr(importlib.import_module(module), name)
+
+
+def method_options(method: str) -> dict[str, object]:
+    """The overridable keyword arguments of `method` with their defaults."""
+    signature = inspect.signature(method_class(method).__init__)
+    skip = {"self", "teacher", "student", "seed"}
+    samples = {"int": 0, "float": 0.0, "bool": False, "str": ""}  # required ones: their annotation decides the type
+    return {
+        name: samples.get(str(p.annotation)) if p.default is inspect.Parameter.empty else p.default
+        for name, p in signature.parameters.items()
+        if name not in skip and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
 
 
 def build_distiller(
@@ -25,21 +92,34 @@ def build_distiller(
     module_steps: int | None = None,
     module_lr: float = 0.1,
     seed: int | None = None,
+    main_steps: int | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> Distiller:
     if method not in METHODS:
         raise ValueError(f"--distill must be one of {METHODS}, got {method!r}")
+    overrides = dict(overrides or {})
+    if method in ("none", "iep", "iep_bb") and overrides:
+        raise ValueError(f"--distill_args is for the baselines; --distill={method} takes its own flags")
     if method == "none":
         return Distiller(teacher)
     if teacher is None:
         raise ValueError(f"--distill={method} needs a --teacher")
-    if method in ("kd", "dkd", "at", "rkd"):
-        from iep.baselines import feature_kd, logit_kd
-
-        if method == "at":
-            return feature_kd.ATDistiller(teacher, student)
-        return {"kd": logit_kd.KDDistiller, "dkd": logit_kd.DKDDistiller, "rkd": feature_kd.RKDDistiller}[method](
-            teacher
-        )
+    if method in REGISTRY:
+        options = method_options(method)
+        unknown = sorted(set(overrides) - set(options))
+        if unknown:
+            raise ValueError(f"--distill_args {unknown} unknown for {method}; it accepts {sorted(options)}")
+        kwargs = {k: _convert(method, k, v, options[k]) for k, v in overrides.items()}
+        if method in FRACTIONAL_PRE_PHASE and "pre_phase_steps" not in kwargs:
+            if main_steps is None:
+                raise ValueError(f"{method}: give pre_phase_steps (or main_steps for the 30 % default)")
+            kwargs["pre_phase_steps"] = max(1, round(PRE_PHASE_FRACTION * main_steps))
+        parameters = inspect.signature(method_class(method).__init__).parameters
+        if "student" in parameters:
+            kwargs["student"] = student
+        if "seed" in parameters:
+            kwargs["seed"] = seed
+        return method_class(method)(teacher, **kwargs)
     from iep.distiller import DEFAULT_MODULE_STEPS, IEPDistiller
 
     if knowledge is None:

@@ -16,8 +16,22 @@ class TapSpec:
     shape: tuple[int, int, int]
 
 
+def _pre_activation(tap: keras.KerasTensor):
+    """(input of the ReLU-family layer that made `tap`, or `tap` itself; the BN layer feeding that input or None).
+
+    Why: FitNet, AB and CO (as in the author's benchmarks) match features
+    *before* the final ReLU, where the sign (the activation boundary) is visible.
+    """
+    layer = tap._keras_history.operation
+    if not isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
+        return tap, None
+    preact = layer.input
+    source = preact._keras_history.operation
+    return preact, source if isinstance(source, keras.layers.BatchNormalization) else None
+
+
 class TappedNetwork:
-    """A Keras functional model whose output is `{"logits": ..., "taps": [...]}`.
+    """A Keras functional model whose output is `{"logits": ..., "taps": [...], "preact_taps": [...]}`.
 
     Why two views of one set of layers: KD methods need the intermediate feature
     maps, but an exported classifier should not carry them. `model` returns
@@ -29,7 +43,12 @@ class TappedNetwork:
         self, arch: str, inputs: keras.KerasTensor, logits: keras.KerasTensor, taps: list[keras.KerasTensor], name: str
     ):
         self.arch = arch
-        self.model = keras.Model(inputs, {"logits": logits, "taps": list(taps)}, name=name)
+        preact = [_pre_activation(t) for t in taps]
+        self.model = keras.Model(
+            inputs, {"logits": logits, "taps": list(taps), "preact_taps": [p for p, _ in preact]}, name=name
+        )
+        # The BatchNormalization layer right before each tap's activation (None if there is none): CO's margins.
+        self.preact_batch_norms = tuple(bn for _, bn in preact)
         self._inputs = inputs
         self._logits = logits
         self.tap_specs: tuple[TapSpec, ...] = tuple(

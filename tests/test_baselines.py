@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets import DataConfig, build_pipeline
 from iep.baselines.feature_kd import angle_potential, at_loss, attention_map, distance_potential, huber, rkd_loss
 from iep.baselines.logit_kd import DKDDistiller, dkd_loss, kd_loss
 from iep.engine.trainer import TrainConfig, Trainer
@@ -101,8 +100,8 @@ def test_at_rejects_mismatched_resolutions():
 
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "at", "rkd"])
-def test_each_method_trains_on_real_cifar10(cifar10_dir, tmp_path, method):
-    data = build_pipeline(DataConfig("tfrecord", cifar10_dir, rate=0.01))
+def test_each_method_trains_on_real_cifar10(cifar10_subset, tmp_path, method):
+    data = cifar10_subset
     keras.utils.set_random_seed(0)
     teacher = build_network("resnet8", 10, data.input_shape, data.mean, data.std, name="teacher")
     teacher.model.trainable = False

@@ -1,0 +1,245 @@
+"""The paper's small-network-enhancement experiment (Table 1) at a scale a 2-core CPU finishes.
+
+  python benchmarks/reproduce_small.py                 # full CPU protocol, resumable (hours)
+  python benchmarks/reproduce_small.py --quick         # plumbing check, ~10 minutes
+  python benchmarks/reproduce_small.py --report_only   # re-aggregate finished runs
+
+Protocol (same as the paper's, scaled down; every method gets the same
+seeds, epochs, schedule and data subset):
+  * teacher: one WRN-28-1 trained on all 50,000 CIFAR-10 training images,
+    cached in <root>/teacher and reused;
+  * students: WRN-16-1 (the teacher's stage widths: the homogeneous setting)
+    on stratified 10 % and 25 % subsets (`--sample_seed=0` for all), seeds
+    0..n-1, trained without distillation and with every method of
+    `iep.methods.METHODS`;
+  * IEP phase 1 is `--module_steps` steps (the paper's 8,000 at ~78k main
+    steps; here ~1/3 of the main phase, because the modules start from
+    scratch and the main phase is short).
+
+Each run is the project's own `train.py` command (printed), so re-running this
+script resumes the interrupted run and skips finished ones. Results:
+benchmarks/results/reproduce_small[_quick].{json,csv}; learning curves:
+<root>/curves_r<rate>.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from iep.engine.files import read_json, write_json_atomic  # noqa: E402
+from iep.methods import METHODS  # noqa: E402
+
+flags.DEFINE_string("data_dir", "../shared/data/cifar10", "CIFAR-10 TFRecords (see ../shared/data/README).")
+flags.DEFINE_string("root", None, "Run directories; default runs/reproduce_small[_quick].")
+flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
+flags.DEFINE_list("methods", list(METHODS), "Methods to train ('none' is the vanilla student).")
+flags.DEFINE_list("rates", None, "Student data rates; default 0.1,0.25 (quick: 0.02,0.05).")
+flags.DEFINE_integer("seeds", None, "Seeds per rate for the smallest rate; default 2 (quick: 1).")
+flags.DEFINE_integer("seeds_other_rates", 1, "Seeds for the other rates (compute is scarce).")
+flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs and draw the curves.")
+FLAGS = flags.FLAGS
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    teacher_arch: str = "wrn-28-1"
+    teacher_epochs: int = 10
+    teacher_rate: float = 1.0
+    student_arch: str = "wrn-16-1"
+    student_epochs: int = 15
+    module_steps: int = 200
+    rates: tuple[float, ...] = (0.1, 0.25)
+    seeds: int = 2
+
+
+FULL = Protocol()
+QUICK = Protocol(
+    teacher_arch="wrn-16-1",
+    teacher_epochs=1,
+    teacher_rate=0.1,
+    student_epochs=2,
+    module_steps=10,
+    rates=(0.02, 0.05),
+    seeds=1,
+)
+COMMON = ["--dataset=tfrecord", "--batch_size=128", "--lr=0.1", "--dropout=0", "--progress=false", "--sample_seed=0"]
+
+
+def teacher_command(p: Protocol, root: str) -> list[str]:
+    return [
+        "train.py", *COMMON, f"--data_dir={FLAGS.data_dir}", f"--arch={p.teacher_arch}", f"--rate={p.teacher_rate}",
+        f"--epochs={p.teacher_epochs}", "--lr_schedule=cosine", "--export=false", f"--run_dir={root}/teacher",
+    ]  # fmt: skip
+
+
+def student_command(p: Protocol, root: str, method: str, rate: float, seed: int) -> list[str]:
+    command = [
+        "train.py", *COMMON, f"--data_dir={FLAGS.data_dir}", f"--arch={p.student_arch}", f"--rate={rate}",
+        f"--epochs={p.student_epochs}", f"--seed={seed}", f"--distill={method}", "--export=false",
+        f"--run_dir={student_dir(root, method, rate, seed)}",
+    ]  # fmt: skip
+    if method != "none":
+        command.append(f"--teacher={root}/teacher")
+    if method.startswith("iep"):
+        command.append(f"--iep_module_steps={p.module_steps}")
+    if method == "mhgd":  # the other pre-phases default to 30 % of the main steps
+        command.append(f"--distill_args=pre_phase_steps={p.module_steps}")
+    return command
+
+
+def student_dir(root: str, method: str, rate: float, seed: int) -> str:
+    return os.path.join(root, f"r{rate:g}", f"{method}_s{seed}")
+
+
+def finished(run_dir: str) -> bool:
+    path = os.path.join(run_dir, "metrics.json")
+    return os.path.exists(path) and bool(read_json(path).get("finished"))
+
+
+def run_job(command: list[str], run_dir: str, wall_times_path: str) -> None:
+    """Runs (or resumes) one train.py command; accumulates its wall time across interruptions."""
+    if finished(run_dir):
+        return
+    print("\n$ python " + " ".join(command), flush=True)
+    start = time.monotonic()
+    try:
+        subprocess.run([sys.executable, *command], check=True)
+    finally:
+        times = read_json(wall_times_path) if os.path.exists(wall_times_path) else {}
+        key = os.path.abspath(run_dir)
+        times[key] = times.get(key, 0.0) + time.monotonic() - start
+        write_json_atomic(wall_times_path, times)
+
+
+def jobs(p: Protocol, root: str, methods: list[str], seeds_other_rates: int) -> list[tuple[list[str], str]]:
+    """Teacher first, then students seed-major so every method gets its first seed before any gets a second."""
+    out = [(teacher_command(p, root), f"{root}/teacher")]
+    smallest = min(p.rates)
+    for seed in range(p.seeds):
+        for rate in p.rates:
+            if rate != smallest and seed >= seeds_other_rates:
+                continue
+            out += [(student_command(p, root, m, rate, seed), student_dir(root, m, rate, seed)) for m in methods]
+    return out
+
+
+def wall_seconds(run_dir: str, wall_times: dict) -> float:
+    """The script's own clock when it ran the job; else the run's summed epoch times (no pre-phase, no eval)."""
+    if os.path.abspath(run_dir) in wall_times:
+        return wall_times[os.path.abspath(run_dir)]
+    return sum(h["seconds"] for h in read_json(os.path.join(run_dir, "metrics.json"))["history"])
+
+
+def summarize(p: Protocol, root: str, methods: list[str], wall_times: dict) -> tuple[dict, list[dict]]:
+    teacher = read_json(f"{root}/teacher/metrics.json") if finished(f"{root}/teacher") else None
+    rows = []
+    for rate in p.rates:
+        for method in methods:
+            runs = [student_dir(root, method, rate, s) for s in range(p.seeds)]
+            done = [read_json(f"{r}/metrics.json") for r in runs if finished(r)]
+            if not done:
+                continue
+            last = [m["last_accuracy"] for m in done]
+            best = [m["best_accuracy"] for m in done]
+            seconds = [wall_seconds(r, wall_times) for r in runs if finished(r)]
+            rows.append(
+                {
+                    "rate": rate,
+                    "method": method,
+                    "seeds": len(done),
+                    "last_mean": statistics.mean(last),
+                    "last_std": statistics.stdev(last) if len(last) > 1 else 0.0,
+                    "best_mean": statistics.mean(best),
+                    "best_std": statistics.stdev(best) if len(best) > 1 else 0.0,
+                    "last_per_seed": last,
+                    "wall_seconds_mean": statistics.mean(seconds) if seconds else None,
+                }
+            )
+    vanilla = {r["rate"]: r["last_mean"] for r in rows if r["method"] == "none"}
+    for row in rows:
+        row["gain_over_vanilla"] = row["last_mean"] - vanilla[row["rate"]] if row["rate"] in vanilla else None
+    header = {
+        "protocol": dataclasses.asdict(p),
+        "teacher": None
+        if teacher is None
+        else {
+            "arch": p.teacher_arch,
+            "last_accuracy": teacher["last_accuracy"],
+            "best_accuracy": teacher["best_accuracy"],
+            "wall_seconds": wall_seconds(f"{root}/teacher", wall_times),
+        },
+        "commands": {
+            "teacher": "python " + " ".join(teacher_command(p, root)),
+            "student_example": "python " + " ".join(student_command(p, root, "iep_bb", min(p.rates), 0)),
+        },
+    }
+    return header, rows
+
+
+def write_report(p: Protocol, root: str, methods: list[str], name: str) -> None:
+    from benchmarks.learning_curves import plot_learning_curves
+    from benchmarks.results_io import write_results
+
+    wall_path = os.path.join(root, "wall_times.json")
+    header, rows = summarize(p, root, methods, read_json(wall_path) if os.path.exists(wall_path) else {})
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    write_results(os.path.join(RESULTS_DIR, f"{name}.json"), header, rows)
+    with open(os.path.join(RESULTS_DIR, f"{name}.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "last_per_seed"] if rows else ["rate"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: v for k, v in row.items() if k != "last_per_seed"})
+    for rate in p.rates:
+        curves = {}
+        for method in methods:
+            path = os.path.join(student_dir(root, method, rate, 0), "metrics.json")
+            if os.path.exists(path):
+                curves[method] = [h["eval_accuracy"] for h in read_json(path)["history"]]
+        if curves:
+            out = os.path.join(root, f"curves_r{rate:g}.png")
+            plot_learning_curves(curves, f"WRN-16-1 on {rate:g} of CIFAR-10 (seed 0)", out)
+            print(f"wrote {out}")
+    print(json.dumps({"teacher": header["teacher"]}, indent=1))
+    for row in rows:
+        print(f"r={row['rate']:<5g} {row['method']:<8} last {row['last_mean']:.4f}±{row['last_std']:.4f} "
+              f"best {row['best_mean']:.4f} (n={row['seeds']})")  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    base = QUICK if FLAGS.quick else FULL
+    protocol = dataclasses.replace(
+        base,
+        rates=tuple(float(r) for r in FLAGS.rates) if FLAGS.rates else base.rates,
+        seeds=FLAGS.seeds or base.seeds,
+    )
+    unknown = sorted(set(FLAGS.methods) - set(METHODS))
+    if unknown:
+        raise app.UsageError(f"--methods: unknown {unknown}; known: {list(METHODS)}")
+    if not os.path.isdir(FLAGS.data_dir):
+        raise app.UsageError(f"--data_dir {FLAGS.data_dir!r} is not a directory of CIFAR-10 TFRecords")
+    name = "reproduce_small_quick" if FLAGS.quick else "reproduce_small"
+    root = FLAGS.root or os.path.join("runs", name)
+    os.makedirs(root, exist_ok=True)
+    if not FLAGS.report_only:
+        for command, run_dir in jobs(protocol, root, FLAGS.methods, FLAGS.seeds_other_rates):
+            run_job(command, run_dir, os.path.join(root, "wall_times.json"))
+    write_report(protocol, root, FLAGS.methods, name)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,195 @@
+"""Hint methods on pre-activation features: FitNet, AB and CO.
+
+All three read each sensing point *before* its last ReLU (the network's
+`preact_taps`) and bring the student's point to the teacher's width with a
+connector (1×1 conv + BN, resized first when H×W differ), as the IEP author's
+TF2 benchmarks (`distiller/{FitNet,AB,CO}.py`) do for WRN-40-4→WRN-16-4.
+
+* FitNet (Romero et al., ICLR 2015) — student initialization: a pre-phase of
+  30 % of the main steps trains student + connectors on
+  Σ_points Σ(s − t)² / (B·H·W) at the base learning rate; the main phase is
+  plain training.
+* AB (Heo et al., AAAI 2019) — the same initialization scheme with the
+  activation-boundary loss (margin 1), point i of n weighted 2^(i−n+1).
+* CO (Heo et al., ICCV 2019, "overhaul") — no pre-phase; trained with the
+  student: teacher features clamped below at the expected negative response
+  of their BN (margin m), partial L2 Σ(s − t)²·[s > t ∨ t > 0], point i of n
+  divided by 2^(n−i−1), the sum divided by B and weighted 1e-3.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from iep.adapters import TapAdapter
+from iep.engine.distiller import Distiller
+from nets import TappedNetwork
+from op_utils import decayed_variables, l2_penalty
+
+PRE_PHASE_FRACTION = 0.3  # the author's code: int(train_epoch * .3) epochs of initialization
+
+
+def _require_equal_points(method: str, teacher: TappedNetwork, student: TappedNetwork) -> None:
+    if len(teacher.tap_specs) != len(student.tap_specs):
+        raise ValueError(
+            f"{method} pairs sensing points one to one; teacher has {len(teacher.tap_specs)}, "
+            f"student {len(student.tap_specs)}"
+        )
+
+
+def connectors(teacher: TappedNetwork, student: TappedNetwork, prefix: str) -> list[TapAdapter]:
+    """One trained 1×1 conv + BN per point, student shape → teacher shape, built now."""
+    out = []
+    for i, (s, t) in enumerate(zip(student.tap_specs, teacher.tap_specs, strict=True)):
+        connector = TapAdapter(s.shape, t.shape, always_project=True, name=f"{prefix}_connector_{i}")
+        connector(tf.zeros((2, *s.shape)))
+        out.append(connector)
+    return out
+
+
+def _per_pixel(x: tf.Tensor) -> tf.Tensor:
+    """B·H·W of a feature map, as a float."""
+    return tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+
+
+def fitnet_loss(student_maps, teacher_maps) -> tf.Tensor:
+    return tf.add_n(
+        [tf.reduce_sum(tf.square(s - t)) / _per_pixel(s) for s, t in zip(student_maps, teacher_maps, strict=True)]
+    )
+
+
+def activation_boundary_loss(student: tf.Tensor, teacher: tf.Tensor, margin: float) -> tf.Tensor:
+    """Σ |(s+m)²·[s > −m ∧ t ≤ 0] + (s−m)²·[s ≤ m ∧ t > 0]| / (B·H·W): the student must put each neuron on
+    the teacher's side of zero, with margin m."""
+    off = tf.cast((student > -margin) & (teacher <= 0.0), tf.float32)
+    on = tf.cast((student <= margin) & (teacher > 0.0), tf.float32)
+    loss = tf.square(student + margin) * off + tf.square(student - margin) * on
+    return tf.reduce_sum(tf.abs(loss)) / _per_pixel(student)
+
+
+def ab_loss(student_maps, teacher_maps, margin: float) -> tf.Tensor:
+    n = len(student_maps)
+    return tf.add_n(
+        [
+            activation_boundary_loss(s, t, margin) * 2.0 ** (i - n + 1)
+            for i, (s, t) in enumerate(zip(student_maps, teacher_maps, strict=True))
+        ]
+    )
+
+
+def overhaul_margin(gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Per channel E[x | x < 0] for x ~ N(β, γ²) — the teacher's expected negative pre-activation."""
+    s, m = np.abs(np.asarray(gamma, np.float64)), np.asarray(beta, np.float64)
+    s = np.maximum(s, 1e-8)
+    cdf = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in (-m / s).ravel()]).reshape(m.shape)
+    expected = -s * np.exp(-((m / s) ** 2) / 2.0) / math.sqrt(2.0 * math.pi) / np.maximum(cdf, 1e-12) + m
+    return np.where(cdf > 1e-3, expected, -3.0 * s).astype(np.float32)
+
+
+def overhaul_loss(student_maps, teacher_maps, margins, weight: float) -> tf.Tensor:
+    n = len(student_maps)
+    terms = []
+    for i, (s, t, m) in enumerate(zip(student_maps, teacher_maps, margins, strict=True)):
+        t = tf.maximum(t, m)
+        mask = tf.cast((s > t) | (t > 0.0), tf.float32)
+        terms.append(tf.reduce_sum(tf.square(s - t) * mask) / 2.0 ** (n - i - 1))
+    return weight * tf.add_n(terms) / tf.cast(tf.shape(student_maps[0])[0], tf.float32)
+
+
+class _Initialization(Distiller):
+    """Pre-phase: student + connectors learn `hint_loss` (plus weight decay); main phase: plain training."""
+
+    hint_name = "hint"
+
+    def __init__(
+        self,
+        teacher: TappedNetwork,
+        student: TappedNetwork,
+        pre_phase_steps: int,
+        pre_phase_lr: float = 0.1,
+        weight_decay: float = 5e-4,
+    ):
+        super().__init__(teacher)
+        _require_equal_points(self.name, teacher, student)
+        if pre_phase_steps < 1:
+            raise ValueError(f"{self.name} needs pre_phase_steps >= 1 (its initialization), got {pre_phase_steps}")
+        self.student = student
+        self.pre_phase_steps, self.pre_phase_lr, self.weight_decay = pre_phase_steps, pre_phase_lr, weight_decay
+        self.pre_phase_loss_names = (self.hint_name, "weight_decay")
+        self.connectors = connectors(teacher, student, self.name)
+
+    @property
+    def pre_phase_variables(self) -> list[tf.Variable]:
+        """The student below its classifier (which no hint reaches) and the connectors."""
+        head = {id(v) for v in self.student.model.get_layer("logits").weights}
+        body = [v for v in self.student.model.trainable_variables if id(v) not in head]
+        return body + [v for c in self.connectors for v in c.trainable_variables]
+
+    def checkpointables(self):
+        return {f"{self.name}_connectors": self.connectors}
+
+    def hint_loss(self, student_maps, teacher_maps) -> tf.Tensor:
+        raise NotImplementedError
+
+    def pre_phase_losses(self, images, labels):
+        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)["preact_taps"]]
+        student_maps = self.student(images, training=True)["preact_taps"]
+        student_maps = [c(s, training=True) for c, s in zip(self.connectors, student_maps, strict=True)]
+        return {
+            self.hint_name: self.hint_loss(student_maps, teacher_maps),
+            "weight_decay": l2_penalty(decayed_variables(self.pre_phase_variables), self.weight_decay),
+        }
+
+
+class FitNetDistiller(_Initialization):
+    name, hint_name = "fitnet", "hint"
+
+    def hint_loss(self, student_maps, teacher_maps):
+        return fitnet_loss(student_maps, teacher_maps)
+
+
+class ABDistiller(_Initialization):
+    name, hint_name = "ab", "activation_boundary"
+
+    def __init__(self, teacher, student, pre_phase_steps: int, margin: float = 1.0, **kwargs):
+        super().__init__(teacher, student, pre_phase_steps, **kwargs)
+        self.margin = margin
+
+    def hint_loss(self, student_maps, teacher_maps):
+        return ab_loss(student_maps, teacher_maps, self.margin)
+
+
+class CODistiller(Distiller):
+    name, loss_names = "co", ("overhaul",)
+
+    def __init__(self, teacher: TappedNetwork, student: TappedNetwork, weight: float = 1e-3):
+        super().__init__(teacher)
+        _require_equal_points(self.name, teacher, student)
+        missing = [s.name for s, bn in zip(teacher.tap_specs, teacher.preact_batch_norms, strict=True) if bn is None]
+        if missing:
+            raise ValueError(
+                f"CO derives its margins from the BatchNormalization before each teacher sensing point; "
+                f"teacher {teacher.arch} has none before {missing} (use a WRN, VGG or MobileNet-V2 teacher)"
+            )
+        self.weight = weight
+        self.margins = [
+            tf.constant(overhaul_margin(bn.gamma.numpy(), bn.beta.numpy())) for bn in teacher.preact_batch_norms
+        ]
+        self.connectors = connectors(teacher, student, self.name)
+
+    @property
+    def trainable_variables(self):
+        return [v for c in self.connectors for v in c.trainable_variables]
+
+    def checkpointables(self):
+        return {"co_connectors": self.connectors}
+
+    def losses(self, images, labels, student_outputs, epoch):
+        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)["preact_taps"]]
+        student_maps = [
+            c(s, training=True) for c, s in zip(self.connectors, student_outputs["preact_taps"], strict=True)
+        ]
+        return {"overhaul": overhaul_loss(student_maps, teacher_maps, self.margins, self.weight)}
