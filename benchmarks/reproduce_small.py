@@ -125,14 +125,20 @@ def run_job(command: list[str], run_dir: str, wall_times_path: str) -> None:
 
 
 def jobs(p: Protocol, root: str, methods: list[str], seeds_other_rates: int) -> list[tuple[list[str], str]]:
-    """Teacher first, then students seed-major so every method gets its first seed before any gets a second."""
+    """Teacher first; then vanilla, IEP+BB and IEP for every (seed, rate); then the baselines likewise.
+
+    The order is what an interrupted run should have finished first: the
+    paper's claim needs the first group at every rate and seed.
+    """
     out = [(teacher_command(p, root), f"{root}/teacher")]
     smallest = min(p.rates)
-    for seed in range(p.seeds):
-        for rate in p.rates:
-            if rate != smallest and seed >= seeds_other_rates:
-                continue
-            out += [(student_command(p, root, m, rate, seed), student_dir(root, m, rate, seed)) for m in methods]
+    first = [m for m in ("none", "iep_bb", "iep") if m in methods]
+    for group in (first, [m for m in methods if m not in first]):
+        for seed in range(p.seeds):
+            for rate in p.rates:
+                if rate != smallest and seed >= seeds_other_rates:
+                    continue
+                out += [(student_command(p, root, m, rate, seed), student_dir(root, m, rate, seed)) for m in group]
     return out
 
 
