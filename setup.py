@@ -10,7 +10,7 @@ setup(
     packages=find_packages(
         include=["iep", "iep.*", "nets", "nets.*", "op_utils", "op_utils.*", "datasets", "datasets.*"]
     ),
-    py_modules=["train", "eval"],
+    py_modules=["train", "eval", "visualize"],
     install_requires=[
         "tensorflow>=2.16,<3",
         "keras>=3.3",
@@ -22,5 +22,5 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
-    entry_points={"console_scripts": ["iep-train=train:run", "iep-eval=eval:run"]},
+    entry_points={"console_scripts": ["iep-train=train:run", "iep-eval=eval:run", "iep-visualize=visualize:run"]},
 )

@@ -10,30 +10,36 @@ from iep.engine.runs import CONFIG_FILE, load_run_config
 from nets import TappedNetwork, build_network
 
 
-def load_teacher(path: str, arch: str | None, num_classes: int, input_shape: Sequence[int]) -> TappedNetwork:
+def load_teacher(
+    path: str,
+    arch: str | None,
+    num_classes: int,
+    input_shape: Sequence[int],
+    flag: str = "--teacher",
+    name: str = "teacher",
+) -> TappedNetwork:
     """A teacher from a run directory or checkpoint prefix of ours.
 
     A run directory carries its architecture and statistics in config.json;
     `arch` (--teacher_arch) must then agree. A bare checkpoint needs `arch`.
+    `flag` names the command-line flag in errors (any trained network loads this way, frozen).
     """
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
-        raise ValueError(f"--teacher {path!r} does not exist")
+        raise ValueError(f"{flag} {path!r} does not exist")
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
         saved = load_run_config(path)
         if arch and arch != saved["arch"]:
-            raise ValueError(f"--teacher_arch={arch!r} but the teacher run {path!r} trained {saved['arch']!r}")
+            raise ValueError(f"--teacher_arch={arch!r} but the run {path!r} trained {saved['arch']!r}")
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
         if saved["num_classes"] != num_classes:
-            raise ValueError(
-                f"--teacher {path!r} has {saved['num_classes']} classes but the data set has {num_classes}"
-            )
+            raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")
     elif not arch:
-        raise ValueError(f"--teacher_arch is required when --teacher {path!r} is not a run directory of ours")
-    teacher = build_network(arch, num_classes, input_shape, mean, std, dropout=0.0, name="teacher")
+        raise ValueError(f"--teacher_arch is required when {flag} {path!r} is not a run directory of ours")
+    teacher = build_network(arch, num_classes, input_shape, mean, std, dropout=0.0, name=name)
     try:
         restore_model_weights(teacher.model, path)
     except ValueError as error:
-        raise ValueError(f"--teacher {path!r} with --teacher_arch={arch!r}: {error}") from None
+        raise ValueError(f"{flag} {path!r} with --teacher_arch={arch!r}: {error}") from None
     teacher.model.trainable = False
     return teacher

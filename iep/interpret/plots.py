@@ -1,0 +1,103 @@
+"""Figures of the embedding procedure (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
+
+VIEW_AZIMUTHS = (30, 120, 210)
+
+
+def _save(figure, path: str) -> None:
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def spca_views(
+    compressed: np.ndarray,
+    labels: np.ndarray,
+    mean_colour: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: str,
+) -> None:
+    """Top-3 compressed PCs in 3-D from several angles; row 1 coloured by class, row 2 by mean image colour."""
+    top3 = compressed[:, :3]
+    figure = plt.figure(figsize=(4.2 * len(VIEW_AZIMUTHS), 8.4))
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for row, colours in enumerate((cmap(labels % cmap.N), mean_colour)):
+        for col, azimuth in enumerate(VIEW_AZIMUTHS):
+            axes = figure.add_subplot(2, len(VIEW_AZIMUTHS), row * len(VIEW_AZIMUTHS) + col + 1, projection="3d")
+            axes.scatter(top3[:, 0], top3[:, 1], top3[:, 2], c=colours, s=2, depthshade=False, linewidths=0)
+            axes.view_init(elev=20, azim=azimuth)
+            axes.set_title(f"{'class' if row == 0 else 'mean colour'}, azimuth {azimuth}°", fontsize=9)
+            axes.set_xticklabels([]), axes.set_yticklabels([]), axes.set_zticklabels([])
+    handles = [plt.Line2D([], [], ls="", marker="o", color=cmap(i % cmap.N)) for i in range(len(class_names))]
+    figure.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 10), fontsize=8)
+    figure.suptitle(title)
+    _save(figure, path)
+
+
+def relation_heatmaps(matrices: Mapping[str, np.ndarray], title: str, path: str) -> None:
+    """One heatmap per relation matrix (affinities A, MPNN readouts R, mean messages), same image order."""
+    figure, axes = plt.subplots(1, len(matrices), figsize=(3.4 * len(matrices), 3.4), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        shown = ax.imshow(matrix, cmap="viridis")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks(range(len(matrix))), ax.set_yticks(range(len(matrix)))
+        figure.colorbar(shown, ax=ax, fraction=0.046)
+    figure.suptitle(title)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def relation_graph(images: np.ndarray, relation: np.ndarray, title: str, path: str, edges: int = 12) -> None:
+    """The images as nodes on a circle; the `edges` strongest off-diagonal relations drawn, width ∝ strength."""
+    count = len(images)
+    angles = 2 * np.pi * np.arange(count) / count
+    xy = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    figure, ax = plt.subplots(figsize=(5.5, 5.5))
+    upper = [(relation[i, j] + relation[j, i], i, j) for i in range(count) for j in range(i + 1, count)]
+    strongest = sorted(upper, reverse=True)[:edges]
+    low, high = min(s for s, _, _ in upper), max(s for s, _, _ in upper)
+    for strength, i, j in strongest:  # width by rank within this matrix's range, so weak contrasts stay visible
+        width = 0.5 + 4.5 * (strength - low) / max(high - low, 1e-12)
+        ax.plot(*zip(xy[i], xy[j], strict=True), color="tab:red", lw=width, alpha=0.7)
+    for (x, y), image in zip(xy, images, strict=True):
+        ax.add_artist(AnnotationBbox(OffsetImage(image.astype(np.uint8), zoom=1.2), (x, y), frameon=False))
+    ax.set_xlim(-1.3, 1.3), ax.set_ylim(-1.3, 1.3), ax.set_aspect("equal"), ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    _save(figure, path)
+
+
+def tsne_panels(embeddings: Sequence[np.ndarray], labels: np.ndarray, names: Sequence[str], title: str, path: str):
+    figure, axes = plt.subplots(1, len(embeddings), figsize=(3.6 * len(embeddings), 3.6), squeeze=False)
+    for ax, embedding, name in zip(axes[0], embeddings, names, strict=True):
+        ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap="tab10", s=2, linewidths=0)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    figure.suptitle(title)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def metric_curves(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], space: str, path: str) -> None:
+    """One panel per metric: value per sensing point, one line per network (metrics[network][point][metric])."""
+    names = ("knn_accuracy", "silhouette", "intra_inter_ratio")
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6))
+    for ax, metric in zip(axes, names, strict=True):
+        for network, per_point in metrics.items():
+            values = [per_point[p][space][metric] for p in per_point]
+            ax.plot(range(1, len(values) + 1), values, marker="o", label=network)
+        ax.set(title=metric, xlabel="sensing point")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"cluster metrics per sensing point ({space})")
+    figure.tight_layout()
+    _save(figure, path)

@@ -1,0 +1,152 @@
+"""The whole interpretability report for a teacher and its students (what `visualize.py` runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from datasets import DataConfig, build_pipeline
+from iep.engine.files import write_json_atomic
+from iep.engine.runs import load_run_config
+from iep.engine.teacher import load_teacher
+from iep.interpret import features as F
+from iep.interpret import plots
+from iep.interpret.embedding import tsne_and_metrics
+from iep.interpret.modules import graph_matrices, load_iep_modules, pick_graph_images
+from iep.interpret.projector import write_projector
+
+
+def _network_name(run_dir: str) -> str:
+    return os.path.basename(os.path.normpath(run_dir))
+
+
+def _select_points(network, points: list[int] | None, label: str) -> list[int]:
+    count = len(network.tap_specs)
+    wanted = list(range(count)) if points is None else points
+    bad = [p for p in wanted if not 0 <= p < count]
+    if bad:
+        names = [f"{t.name} {t.shape}" for t in network.tap_specs]
+        raise ValueError(f"--points {bad}: {label} ({network.arch}) has {count} sensing points: {names}")
+    return wanted
+
+
+def visualize(
+    teacher: str,
+    students: Sequence[str] = (),
+    iep_run: str | None = None,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    tsne_limit: int = 2000,
+    graph_images: int = 8,
+    points: Sequence[int] | None = None,
+    projector: bool = True,
+    seed: int = 0,
+    batch_size: int = 500,
+    out: str = "runs/visualize",
+    cache_dir: str | None = None,
+) -> dict:
+    """Writes every view under `out`; returns the cluster metrics {network: {point: {space: {metric}}}}.
+
+    `limit` keeps a seeded random subset of the split (in split order); t-SNE and the metrics use the first
+    `tsne_limit` images of it.
+    """
+    points = list(points) if points else None
+    if limit is not None and limit < 2:
+        raise ValueError(f"--limit must be >= 2, got {limit}")
+    config = load_run_config(teacher)
+    data = build_pipeline(
+        DataConfig(
+            dataset or config["dataset"],
+            data_dir or config.get("data_dir"),
+            image_size=config["input_shape"][0],
+            cache_dir=cache_dir,
+        )
+    )
+    shape = data.input_shape
+    networks = {_network_name(teacher): load_teacher(teacher, None, data.num_classes, shape)}
+    for run_dir in students:
+        net = load_teacher(run_dir, None, data.num_classes, shape, flag="--students", name="student")
+        networks[_network_name(run_dir)] = net
+    selected = {name: _select_points(net, points, name) for name, net in networks.items()}
+    iep = load_iep_modules(iep_run, data, teacher) if iep_run else None
+
+    keep = None
+    if limit:  # a seeded random subset in split order: splits are often sorted by class
+        total = sum(int(y.shape[0]) for _, y in data.eval_dataset(split, batch_size))
+        chosen = np.random.default_rng(seed).permutation(total)[: min(limit, total)]
+        keep = tf.constant(np.isin(np.arange(total), chosen))
+
+    def batches():
+        dataset = data.eval_dataset(split, batch_size)
+        if keep is not None:
+            dataset = (
+                dataset.unbatch().enumerate().filter(lambda i, xy: keep[i]).map(lambda i, xy: xy).batch(batch_size)
+            )
+        return dataset
+
+    images = np.concatenate([x.numpy() for x, _ in batches()]).astype(np.uint8)
+    os.makedirs(out, exist_ok=True)
+    for sub in ("spca", "tsne", "graphs"):
+        os.makedirs(os.path.join(out, sub), exist_ok=True)
+    metrics, projector_tensors, split_features = {}, {}, None
+    for name, net in networks.items():
+        is_teacher = name == _network_name(teacher)
+        spca = iep.spca if (iep is not None and is_teacher) else F.fit_spca(net, batches())
+        split_features = feats = F.collect(net, batches(), spca)
+        for p in selected[name]:
+            plots.spca_views(
+                feats.compressed[p],
+                feats.labels,
+                feats.mean_colour,
+                data.class_names,
+                f"{name}: SPCA of sensing point {p} ({net.tap_specs[p].name})",
+                os.path.join(out, "spca", f"{name}_point{p}.png"),
+            )
+            projector_tensors[f"{name}_point{p}"] = feats.compressed[p]
+        embeddings, metrics[name] = tsne_and_metrics(
+            [feats.pooled[p] for p in selected[name]], feats.labels, tsne_limit, seed
+        )
+        metrics[name] = {f"point{p}": m for p, m in zip(selected[name], metrics[name], strict=True)}
+        plots.tsne_panels(
+            embeddings,
+            feats.labels[: len(embeddings[0])],
+            [f"point {p}" for p in selected[name]],
+            f"{name}: t-SNE of pooled features",
+            os.path.join(out, "tsne", f"{name}.png"),
+        )
+        print(f"{name}: " + json.dumps({p: round(m["features"]["knn_accuracy"], 4) for p, m in metrics[name].items()}))
+    if projector:
+        write_projector(
+            os.path.join(out, "projector"),
+            projector_tensors,
+            split_features.labels,
+            data.class_names,
+            split_features.mean_colour,
+            images,
+        )
+    chosen = pick_graph_images(split_features.labels, graph_images, seed)
+    teacher = networks[_network_name(teacher)]
+    spca = iep.spca if iep is not None else F.fit_spca(teacher, batches())
+    matrices = graph_matrices(teacher, spca, iep, tf.constant(images[chosen], tf.float32))
+    for p, per_point in enumerate(matrices):
+        title = f"teacher sensing point {p}" if p == 0 else f"teacher points {p - 1}→{p}"
+        plots.relation_heatmaps(per_point, title, os.path.join(out, "graphs", f"point{p}_heatmaps.png"))
+        for key, matrix in per_point.items():
+            plots.relation_graph(
+                images[chosen], matrix, f"{title}: {key}", os.path.join(out, "graphs", f"point{p}_{key}.png")
+            )
+    write_json_atomic(
+        os.path.join(out, "cluster_metrics.json"),
+        {"split": split, "images": int(len(images)), "tsne_images": min(tsne_limit, len(images)),
+         "seed": seed, "graph_images": [int(i) for i in chosen], "metrics": metrics},
+    )  # fmt: skip
+    for space in ("features", "tsne"):
+        plots.metric_curves(metrics, space, os.path.join(out, f"cluster_metrics_{space}.png"))
+    print(f"wrote {out}/ (spca/, tsne/, graphs/, projector/, cluster_metrics.json)")
+    return metrics
