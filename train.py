@@ -53,6 +53,12 @@ flags.DEFINE_list(
 flags.DEFINE_string("eval_split", "test", "Split evaluated after every epoch.")
 flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Networks' compute dtype (KD math and modules stay float32; float16 adds loss scaling).",
+)
 flags.DEFINE_boolean("export", True, "Export the trained classifier as a SavedModel to <run_dir>/export.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
@@ -65,6 +71,7 @@ def _train() -> dict:
     from datasets import DataConfig, build_pipeline
     from iep.engine.cli import default_run_dir
     from iep.engine.evaluation import collect_logits, top1_accuracy
+    from iep.engine.precision import precision_policy
     from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
     from iep.engine.teacher import load_teacher
     from iep.engine.trainer import TrainConfig, Trainer
@@ -95,6 +102,7 @@ def _train() -> dict:
         jit_compile=FLAGS.jit_compile,
         progress=FLAGS.progress,
         export=FLAGS.export,
+        precision=FLAGS.precision,
     )
     train_config.validate()
     data_config = DataConfig(
@@ -108,12 +116,13 @@ def _train() -> dict:
     data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
     dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)
     keras.utils.set_random_seed(FLAGS.seed)
-    student = build_network(
-        FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
-    )
-    teacher = None
-    if FLAGS.teacher:
-        teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
+    with precision_policy(FLAGS.precision):  # networks only: the distiller's modules are built in float32
+        student = build_network(
+            FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
+        )
+        teacher = None
+        if FLAGS.teacher:
+            teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
 
     distiller = build_distiller(
         FLAGS.distill,

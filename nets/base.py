@@ -6,6 +6,7 @@ import dataclasses
 import functools
 
 import keras
+import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,4 +73,6 @@ class TappedNetwork:
         return tuple(t.name for t in self.tap_specs)
 
     def __call__(self, images, training: bool = False) -> dict:
-        return self.model(images, training=training)
+        """The outputs in float32 whatever the compute dtype (mixed precision): KD math stays in float32."""
+        outputs = self.model(images, training=training)
+        return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), outputs)

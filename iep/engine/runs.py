@@ -36,7 +36,11 @@ RESUME_KEYS = (
     "iep_knowledge",
     "iep_module_steps",
     "iep_module_lr",
+    "distill_args",
+    "precision",
 )
+# Keys added after runs existed: a config.json without them was made with these values.
+RESUME_DEFAULTS = {"distill_args": None, "precision": "float32"}
 
 
 def load_run_config(run_dir: str) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
     path = os.path.join(run_dir, CONFIG_FILE)
     if resume and os.path.exists(path):
         saved = read_json(path)
-        changed = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
+        changed = [k for k in RESUME_KEYS if saved.get(k, RESUME_DEFAULTS.get(k)) != config.get(k)]
         if changed:
             details = ", ".join(f"--{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in changed)
             raise ValueError(

@@ -22,6 +22,7 @@ from iep.engine.distiller import Distiller
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
 from iep.engine.files import read_json, write_json_atomic
+from iep.engine.precision import check_precision, needs_loss_scaling
 from nets import TappedNetwork
 from op_utils import build_schedule, decayed_variables, l2_penalty
 
@@ -52,8 +53,10 @@ class TrainConfig:
     jit_compile: bool = False
     progress: bool = True
     export: bool = True
+    precision: str = "float32"  # the networks' policy (set when they were built); float16 adds loss scaling
 
     def validate(self) -> None:
+        check_precision(self.precision)
         if self.epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -105,7 +108,9 @@ class Trainer:
         self.schedule = build_schedule(
             config.lr_schedule, config.lr, self.total_steps, config.lr_decay_points, config.lr_decay_factor
         )
-        self.optimizer = keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
+        self.optimizer = self._maybe_scaled(
+            keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
+        )
         self.variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
         self.optimizer.build(self.variables)
         self._decayed = decayed_variables(student.model.trainable_variables)
@@ -122,7 +127,9 @@ class Trainer:
         extra = {"pre_phase_passes": self._pre_epoch, **self.distiller.checkpointables()}
         if self.pre_phase_epochs:
             self.pre_variables = list(self.distiller.pre_phase_variables)
-            self.pre_optimizer = keras.optimizers.SGD(self.distiller.pre_phase_lr, momentum=0.9, nesterov=True)
+            self.pre_optimizer = self._maybe_scaled(
+                keras.optimizers.SGD(self.distiller.pre_phase_lr, momentum=0.9, nesterov=True)
+            )
             self.pre_optimizer.build(self.pre_variables)
             pre_names = ("pre_phase/total",) + tuple(f"pre_phase/{n}" for n in self.distiller.pre_phase_loss_names)
             self._pre_interval = _RunningMeans(pre_names, prefix="pre_phase/")
@@ -136,11 +143,20 @@ class Trainer:
             lambda x: student.model(x, training=False)["logits"], jit_compile=config.jit_compile
         )
 
+    def _maybe_scaled(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+        return (
+            keras.optimizers.LossScaleOptimizer(optimizer) if needs_loss_scaling(self.config.precision) else optimizer
+        )
+
+    def _scaled(self, optimizer, loss: tf.Tensor) -> tf.Tensor:
+        """The loss the gradients are taken of: times the dynamic loss scale under float16, else itself."""
+        return optimizer.scale_loss(loss) if needs_loss_scaling(self.config.precision) else loss
+
     # -- the step -----------------------------------------------------------
     def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
         with tf.GradientTape(persistent=self.distiller.separate_gradients) as tape:
-            outputs = self.student.model(images, training=True)
-            logits = tf.cast(outputs["logits"], tf.float32)
+            outputs = self.student(images, training=True)
+            logits = outputs["logits"]
             cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
             decay = l2_penalty(self._decayed, self.config.weight_decay)
             terms = self.distiller.losses(images, labels, outputs, self._epoch_var)
@@ -148,7 +164,8 @@ class Trainer:
             cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
             distill = tf.debugging.check_numerics(distill, "distillation loss")
             task = self.distiller.cross_entropy_weight * cross_entropy
-        grads = self.distiller.gradients(tape, task, decay, distill, self.variables, self._epoch_var)
+            scaled = [self._scaled(self.optimizer, x) for x in (task, decay, distill)]
+        grads = self.distiller.gradients(tape, *scaled, self.variables, self._epoch_var)
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         values = {
@@ -166,7 +183,8 @@ class Trainer:
         with tf.GradientTape() as tape:
             terms = self.distiller.pre_phase_losses(images, labels)
             total = tf.debugging.check_numerics(tf.add_n(list(terms.values())), "pre-phase loss")
-        grads = tape.gradient(total, self.pre_variables)
+            scaled = self._scaled(self.pre_optimizer, total)
+        grads = tape.gradient(scaled, self.pre_variables)
         self.pre_optimizer.apply_gradients(zip(grads, self.pre_variables, strict=True))
         values = {"pre_phase/total": total, **{f"pre_phase/{k}": v for k, v in terms.items()}}
         self._pre_interval.add(values)

@@ -1,0 +1,39 @@
+"""Mixed precision: networks compute in float16/bfloat16, everything a KD method adds stays in float32.
+
+Why this split: the teacher and student convolutions are where the time goes
+and where half precision pays; the SVDs, the IPCA state, the KLDs and the
+small modules are numerically delicate and cheap. `TappedNetwork.__call__`
+casts every output to float32, and the distiller's modules are built outside
+`precision_policy`, i.e. in float32. float16 additionally needs loss scaling
+(`keras.optimizers.LossScaleOptimizer`); bfloat16 does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Layers built inside use `precision`'s policy; the previous global policy is restored after."""
+    check_precision(precision)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def needs_loss_scaling(precision: str) -> bool:
+    return precision == "mixed_float16"
