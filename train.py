@@ -59,6 +59,13 @@ flags.DEFINE_enum(
     ["float32", "mixed_float16", "mixed_bfloat16"],
     "Networks' compute dtype (KD math and modules stay float32; float16 adds loss scaling).",
 )
+flags.DEFINE_enum(
+    "distribute",
+    "none",
+    ["none", "mirrored", "multi_worker"],
+    "tf.distribute: mirrored = all local GPUs (or --logical_cpus), multi_worker = hosts from TF_CONFIG.",
+)
+flags.DEFINE_integer("logical_cpus", 1, "Split the CPU into this many devices (try --distribute=mirrored on a CPU).")
 flags.DEFINE_boolean("export", True, "Export the trained classifier as a SavedModel to <run_dir>/export.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
@@ -70,6 +77,7 @@ def _train() -> dict:
 
     from datasets import DataConfig, build_pipeline
     from iep.engine.cli import default_run_dir
+    from iep.engine.distribute import build_strategy, is_chief, split_cpu
     from iep.engine.evaluation import collect_logits, top1_accuracy
     from iep.engine.precision import precision_policy
     from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
@@ -78,6 +86,8 @@ def _train() -> dict:
     from iep.methods import build_distiller, needs_teacher, parse_distill_args
     from nets import build_network, default_dropout, parse_arch
 
+    split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
+    strategy = build_strategy(FLAGS.distribute)  # multi-worker: also before any other op
     # Cheap checks first: a typo must not cost a data-set decode.
     parse_arch(FLAGS.arch)
     if FLAGS.teacher_arch:
@@ -116,48 +126,52 @@ def _train() -> dict:
     data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
     dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)
     keras.utils.set_random_seed(FLAGS.seed)
-    with precision_policy(FLAGS.precision):  # networks only: the distiller's modules are built in float32
-        student = build_network(
-            FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
-        )
-        teacher = None
-        if FLAGS.teacher:
-            teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
+    with strategy.scope():  # every variable (networks, modules, optimizer) is created under the strategy
+        with precision_policy(FLAGS.precision):  # networks only: the distiller's modules are built in float32
+            student = build_network(
+                FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
+            )
+            teacher = None
+            if FLAGS.teacher:
+                teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
 
-    distiller = build_distiller(
-        FLAGS.distill,
-        teacher,
-        student,
-        second_pca=FLAGS.iep_second_pca,
-        iterations=FLAGS.iep_iterations,
-        knowledge=FLAGS.iep_knowledge,
-        module_steps=FLAGS.iep_module_steps,
-        module_lr=FLAGS.iep_module_lr,
-        seed=FLAGS.seed,
-        main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
-        overrides=distill_args,
-    )
-    os.makedirs(run_dir, exist_ok=True)
-    save_or_check_run_config(
-        run_dir,
-        {
-            **{name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
-            "lr_decay_points": list(train_config.lr_decay_points),
-            "dropout_rate": dropout,
-            "num_classes": data.num_classes,
-            "class_names": list(data.class_names),
-            "input_shape": list(data.input_shape),
-            "mean": data.mean,
-            "std": data.std,
-            "train_images": data.num_train,
-        },
-        resume=FLAGS.resume,
-    )
-    print(
-        f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
-        f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
-    )
-    trainer = Trainer(student, data, train_config, run_dir, distiller)
+        distiller = build_distiller(
+            FLAGS.distill,
+            teacher,
+            student,
+            second_pca=FLAGS.iep_second_pca,
+            iterations=FLAGS.iep_iterations,
+            knowledge=FLAGS.iep_knowledge,
+            module_steps=FLAGS.iep_module_steps,
+            module_lr=FLAGS.iep_module_lr,
+            seed=FLAGS.seed,
+            main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
+            overrides=distill_args,
+        )
+        os.makedirs(run_dir, exist_ok=True)
+        if is_chief(strategy):  # one writer per run directory
+            save_or_check_run_config(
+                run_dir,
+                {
+                    **{name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
+                    "lr_decay_points": list(train_config.lr_decay_points),
+                    "dropout_rate": dropout,
+                    "num_classes": data.num_classes,
+                    "class_names": list(data.class_names),
+                    "input_shape": list(data.input_shape),
+                    "mean": data.mean,
+                    "std": data.std,
+                    "train_images": data.num_train,
+                },
+                resume=FLAGS.resume,
+            )
+        print(
+            f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
+            f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
+        )
+        trainer = Trainer(student, data, train_config, run_dir, distiller, strategy)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {FLAGS.batch_size}")
     if teacher is not None:
         predict = tf.function(lambda images: teacher.classifier(images, training=False))
         teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))

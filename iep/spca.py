@@ -21,6 +21,7 @@ import tensorflow as tf
 from op_utils.svd import truncated_svd
 
 SECOND_PCA_MODES = ("ipca", "pca")
+FIRST = "only_first_replica"  # under tf.distribute the IPCA state follows the first replica's batches
 IPCA_RATE = 0.9  # weight of the new batch mean in the EMA (the code's "rate")
 
 
@@ -69,12 +70,14 @@ class StackedPCA(keras.layers.Layer):
             raise ValueError(f"SPCA needs at least 2 channels at a sensing point, got shape {input_shape}")
         self.channels, self.components = channels, channels // 2
         zeros = keras.initializers.Zeros()
-        self.state_mean = self.add_weight(name="ipca_mean", shape=(channels,), initializer=zeros, trainable=False)
+        self.state_mean = self.add_weight(
+            name="ipca_mean", shape=(channels,), initializer=zeros, trainable=False, aggregation=FIRST
+        )
         self.state_singular_values = self.add_weight(
-            name="ipca_singular_values", shape=(self.components,), initializer=zeros, trainable=False
+            name="ipca_singular_values", shape=(self.components,), initializer=zeros, trainable=False, aggregation=FIRST
         )
         self.state_basis = self.add_weight(
-            name="ipca_basis", shape=(channels, self.components), initializer=zeros, trainable=False
+            name="ipca_basis", shape=(channels, self.components), initializer=zeros, trainable=False, aggregation=FIRST
         )
 
     def ipca_update(self, x: tf.Tensor) -> None:

@@ -10,6 +10,8 @@ a resumed run would draw different dropout masks.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 
 import keras
@@ -30,25 +32,34 @@ class EpochCheckpoints:
         optimizer: keras.optimizers.Optimizer,
         extra: Mapping[str, object] | None = None,
         max_to_keep: int = 3,
+        chief: bool = True,
     ):
+        """`chief=False` (a non-chief worker of a multi-worker run): restore from the run's checkpoints but save
+        into a private temporary folder — every worker must take part in a save, only the chief's is kept."""
+        self.run_directory = os.path.join(run_dir, CHECKPOINT_SUBDIR)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_completed")
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=optimizer, epoch=self.epoch, rng=rng_states(model), **dict(extra or {})
         )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
-            os.path.join(run_dir, CHECKPOINT_SUBDIR),
+            self.run_directory if chief else tempfile.mkdtemp(prefix="iep_worker_checkpoints_"),
             max_to_keep=max_to_keep,
             checkpoint_name="epoch",
         )
 
     def restore_latest(self) -> int:
         """Restores the newest checkpoint if any; returns the number of completed epochs."""
-        latest = self.manager.latest_checkpoint
+        latest = tf.train.latest_checkpoint(self.run_directory)
         if latest is None:
             return 0
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
+
+    def discard_private(self) -> None:
+        """A non-chief worker's saves are only its part of the collective save: delete them when done."""
+        if os.path.normpath(self.manager.directory) != os.path.normpath(self.run_directory):
+            shutil.rmtree(self.manager.directory, ignore_errors=True)
 
     def mark_epoch(self, epochs_completed: int) -> None:
         self.epoch.assign(epochs_completed)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from datasets import ImagePipeline
 from iep.engine.checkpointing import EpochCheckpoints
 from iep.engine.distiller import Distiller
+from iep.engine.distribute import is_chief
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
 from iep.engine.files import read_json, write_json_atomic
@@ -72,8 +73,19 @@ class _RunningMeans:
 
     def __init__(self, names: Sequence[str], prefix: str = ""):
         self.names, self.prefix = tuple(names), prefix
-        self.sums = {n: tf.Variable(0.0, trainable=False, dtype=tf.float64) for n in self.names}
-        self.count = tf.Variable(0.0, trainable=False, dtype=tf.float64)
+
+        # Like Keras metrics: under tf.distribute each replica adds to its own copy; reading sums the copies.
+        def variable():
+            return tf.Variable(
+                0.0,
+                trainable=False,
+                dtype=tf.float64,
+                synchronization=tf.VariableSynchronization.ON_READ,
+                aggregation=tf.VariableAggregation.SUM,
+            )
+
+        self.sums = {n: variable() for n in self.names}
+        self.count = variable()
 
     def add(self, values: dict[str, tf.Tensor]) -> None:
         for name in self.names:
@@ -99,8 +111,19 @@ class Trainer:
         config: TrainConfig,
         run_dir: str,
         distiller: Distiller | None = None,
+        strategy: tf.distribute.Strategy | None = None,
     ):
+        """Networks and distiller must have been built under `strategy.scope()` (default: no distribution)."""
         config.validate()
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.chief = is_chief(self.strategy)
+        if config.jit_compile and self.replicas > 1:
+            raise ValueError("--jit_compile with several replicas is not supported; drop one of them")
+        with self.strategy.scope():
+            self._build(student, data, config, run_dir, distiller)
+
+    def _build(self, student, data, config, run_dir, distiller) -> None:
         self.student, self.data, self.config, self.run_dir = student, data, config, run_dir
         self.distiller = distiller or Distiller()
         self.steps_per_epoch = data.steps_per_epoch(config.batch_size)
@@ -134,14 +157,22 @@ class Trainer:
             pre_names = ("pre_phase/total",) + tuple(f"pre_phase/{n}" for n in self.distiller.pre_phase_loss_names)
             self._pre_interval = _RunningMeans(pre_names, prefix="pre_phase/")
             self._pre_epoch_means = _RunningMeans(pre_names, prefix="pre_phase/")
-            self._pre_step = tf.function(self._pre_phase_step, jit_compile=config.jit_compile)
+            self._pre_step = self._compiled(self._pre_phase_step)
             extra["pre_phase_optimizer"] = self.pre_optimizer
-        self.checkpoints = EpochCheckpoints(run_dir, student.model, self.optimizer, extra, config.keep_checkpoints)
+        self.checkpoints = EpochCheckpoints(
+            run_dir, student.model, self.optimizer, extra, config.keep_checkpoints, chief=self.chief
+        )
         self._epoch_var = tf.Variable(0.0, trainable=False, dtype=tf.float32)
-        self._train_step = tf.function(self._step, jit_compile=config.jit_compile)
+        self._train_step = self._compiled(self._step)
         self._predict = tf.function(
             lambda x: student.model(x, training=False)["logits"], jit_compile=config.jit_compile
         )
+
+    def _compiled(self, step):
+        """One replica: the step as a (maybe XLA) tf.function; several: each replica runs it on its slice."""
+        if self.replicas == 1:
+            return tf.function(step, jit_compile=self.config.jit_compile)
+        return tf.function(lambda images, labels: self.strategy.run(step, args=(images, labels)))
 
     def _maybe_scaled(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
         return (
@@ -149,7 +180,9 @@ class Trainer:
         )
 
     def _scaled(self, optimizer, loss: tf.Tensor) -> tf.Tensor:
-        """The loss the gradients are taken of: times the dynamic loss scale under float16, else itself."""
+        """The loss the gradients are taken of: over the replicas (their gradients are summed), and times the
+        dynamic loss scale under float16."""
+        loss = loss / float(self.replicas) if self.replicas > 1 else loss
         return optimizer.scale_loss(loss) if needs_loss_scaling(self.config.precision) else loss
 
     # -- the step -----------------------------------------------------------
@@ -222,7 +255,8 @@ class Trainer:
             "train_images": self.data.num_train,
             "history": history,
         }
-        write_json_atomic(os.path.join(self.run_dir, METRICS_FILE), summary)
+        if self.chief:
+            write_json_atomic(os.path.join(self.run_dir, METRICS_FILE), summary)
         return summary
 
     def _run_steps(
@@ -243,7 +277,12 @@ class Trainer:
             total_steps, verbose=1 if cfg.progress else 0, stateful_metrics=means.names, unit_name="step"
         )
         interval_started, interval_images = time.perf_counter(), 0
-        for step, (images, labels) in enumerate(batches.take(total_steps), start=1):
+        batches = batches.take(total_steps)
+        if self.replicas > 1:
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            batches = self.strategy.experimental_distribute_dataset(batches.with_options(options))
+        for step, (images, labels) in enumerate(batches, start=1):
             try:
                 step_fn(images, labels)
             except tf.errors.InvalidArgumentError as error:
@@ -254,7 +293,7 @@ class Trainer:
                         f"{self.run_dir}; lower --lr or check the data."
                     ) from None
                 raise
-            interval_images += int(images.shape[0])
+            interval_images += cfg.batch_size
             if step % cfg.log_every == 0 or step == total_steps:
                 now = time.perf_counter()
                 values = means.read_and_reset()
@@ -350,7 +389,11 @@ class Trainer:
                 f"Resuming {self.run_dir} after epoch {start_epoch} (step {int(self.optimizer.iterations.numpy())}"
                 f"; pre-phase passes done: {pre_done}/{self.pre_phase_epochs})."
             )
-        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
+        writer = (
+            tf.summary.create_file_writer(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
+            if self.chief
+            else tf.summary.create_noop_writer()
+        )
         for index in range(pre_done, self.pre_phase_epochs):
             self._pre_phase_epoch(index, writer)
         for epoch in range(start_epoch, self.config.epochs):
@@ -363,6 +406,7 @@ class Trainer:
             if not math.isfinite(record["train_loss"]):
                 raise TrainingDiverged(f"training loss is {record['train_loss']} after epoch {epoch + 1}")
         summary = self._write_metrics(history, finished=True)
-        if self.config.export:
+        self.checkpoints.discard_private()
+        if self.config.export and self.chief:
             export_classifier(self.student.classifier, os.path.join(self.run_dir, EXPORT_SUBDIR), self.data.class_names)
         return summary
