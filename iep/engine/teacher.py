@@ -30,7 +30,9 @@ def load_teacher(
     if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
         saved = load_run_config(path)
         if arch and arch != saved["arch"]:
-            raise ValueError(f"--teacher_arch={arch!r} but the run {path!r} trained {saved['arch']!r}")
+            raise ValueError(
+                f"--teacher_arch={arch!r} but the {flag.lstrip('-')} run {path!r} trained {saved['arch']!r}"
+            )
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
         if saved["num_classes"] != num_classes:
             raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")

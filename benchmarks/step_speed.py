@@ -1,0 +1,132 @@
+"""Training-step speed: plain vs IEP vs IEP+BB phase-2 steps, eager vs tf.function vs XLA, float32 vs bfloat16,
+and the input pipeline (synthetic in-memory batches vs real CIFAR-10 TFRecords).
+
+  python benchmarks/step_speed.py                               # this machine; writes results/step_speed.json
+  python benchmarks/step_speed.py --precisions=float32,mixed_float16 --modes=function,xla   # on a GPU
+
+The same script runs on a GPU unchanged (mixed_float16 is the GPU's half
+type; bfloat16 needs AVX512-BF16/AMX on a CPU, Ampere or newer on a GPU).
+Where the time of an IEP step goes is broken down by
+benchmarks/iep_step_time.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from benchmarks.results_io import write_results  # noqa: E402
+from datasets import DataConfig, build_pipeline  # noqa: E402
+from iep.engine.distiller import Distiller  # noqa: E402
+from iep.engine.precision import precision_policy  # noqa: E402
+from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
+from iep.methods import build_distiller  # noqa: E402
+from nets import build_network  # noqa: E402
+
+flags.DEFINE_string("pair", "wrn-40-4:wrn-16-4", "teacher:student.")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("classes", 100, "Classes (CIFAR-100 shapes).")
+flags.DEFINE_list("modes", ["eager", "function", "xla"], "Execution modes.")
+flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Network compute dtypes.")
+flags.DEFINE_list("methods", ["plain", "iep", "iep_bb"], "Steps to time.")
+flags.DEFINE_integer("steps", 3, "Timed steps per row.")
+flags.DEFINE_integer("warmup", 2, "Untimed steps per row (tracing, compilation).")
+flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Real CIFAR-10 TFRecords for the input-pipeline rows.")
+flags.DEFINE_string("output", "benchmarks/results/step_speed.json", "Result JSON.")
+FLAGS = flags.FLAGS
+
+
+def _timed(trainer: Trainer, step, batches) -> float:
+    """Seconds per step over FLAGS.steps after FLAGS.warmup; `batches` yields (images, labels)."""
+    iterator = iter(batches)
+    for _ in range(FLAGS.warmup):
+        step(*next(iterator))
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+        step(*next(iterator))
+    trainer.optimizer.iterations.numpy()  # wait for the last update
+    return (time.perf_counter() - start) / FLAGS.steps
+
+
+def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
+    teacher_arch, student_arch = FLAGS.pair.split(":")
+    keras.utils.set_random_seed(0)
+    shape = (32, 32, 3)
+    with precision_policy(precision):
+        student = build_network(student_arch, FLAGS.classes, shape, data.mean, data.std, name="student")
+        teacher = build_network(teacher_arch, FLAGS.classes, shape, data.mean, data.std, dropout=0.0, name="teacher")
+    teacher.model.trainable = False
+    distiller = Distiller() if method == "plain" else build_distiller(method, teacher, student, module_steps=0, seed=0)
+    config = TrainConfig(
+        epochs=1, batch_size=FLAGS.batch_size, progress=False, export=False, jit_compile=jit, precision=precision
+    )
+    return Trainer(student, data, config, os.path.join("runs", "benchmark_step_speed", method), distiller)
+
+
+def _synthetic(classes: int):
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, 32, 32, 3)), tf.float32)
+    labels = tf.constant(rng.integers(0, classes, FLAGS.batch_size), tf.int32)
+    while True:
+        yield images, labels
+
+
+def main(argv):
+    del argv
+    data = build_pipeline(DataConfig("tfrecord", FLAGS.data_dir))
+    rows = []
+    for precision in FLAGS.precisions:
+        for method in FLAGS.methods:
+            for mode in FLAGS.modes:
+                trainer = _trainer(method, precision, mode == "xla", data)
+                step = trainer._step if mode == "eager" else trainer._train_step
+                seconds = _timed(trainer, step, _synthetic(FLAGS.classes))
+                rows.append(
+                    {
+                        "input": "synthetic",
+                        "precision": precision,
+                        "method": method,
+                        "mode": mode,
+                        "seconds_per_step": seconds,
+                        "images_per_second": FLAGS.batch_size / seconds,
+                    }
+                )
+                speed = FLAGS.batch_size / seconds
+                print(f"{precision:15s} {method:7s} {mode:9s} {seconds:7.3f} s/step  {speed:7.1f} img/s", flush=True)
+    # The input pipeline: the fastest plain step fed by the real TFRecord pipeline instead of one in-memory batch.
+    trainer = _trainer("plain", "float32", False, data)  # CIFAR-10's labels fit the 100-class head
+    real = _timed(trainer, trainer._train_step, data.train_dataset(0, FLAGS.batch_size, 0))
+    pipeline_only = _timed_pipeline(data)
+    for name, seconds in (("real_data", real), ("pipeline_alone", pipeline_only)):
+        rows.append({"input": name, "precision": "float32", "method": "plain", "mode": "function",
+                     "seconds_per_step": seconds, "images_per_second": FLAGS.batch_size / seconds})  # fmt: skip
+        print(f"plain step, {name}: {seconds:.3f} s/step ({FLAGS.batch_size / seconds:.0f} img/s)")
+    write_results(
+        FLAGS.output,
+        {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps},
+        rows,
+    )
+
+
+def _timed_pipeline(data) -> float:
+    """Seconds per batch the input pipeline alone delivers (decode, augment, batch)."""
+    iterator = iter(data.train_dataset(1, FLAGS.batch_size, 0))
+    next(iterator)
+    start = time.perf_counter()
+    count = 20
+    for _ in range(count):
+        next(iterator)
+    return (time.perf_counter() - start) / count
+
+
+if __name__ == "__main__":
+    app.run(main)
