@@ -93,8 +93,9 @@ def metric_curves(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], spac
     figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6))
     for ax, metric in zip(axes, names, strict=True):
         for network, per_point in metrics.items():
-            values = [per_point[p][space][metric] for p in per_point]
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=network)
+            points = list(per_point)
+            ax.plot(range(len(points)), [per_point[p][space][metric] for p in points], marker="o", label=network)
+            ax.set_xticks(range(len(points)), points)
         ax.set(title=metric, xlabel="sensing point")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
