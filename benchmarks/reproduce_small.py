@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -227,6 +228,8 @@ def write_report(p: Protocol, root: str, methods: list[str], name: str) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so the interrupted job's wall time is still recorded.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     base = QUICK if FLAGS.quick else FULL
     protocol = dataclasses.replace(
         base,
