@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import signal
 import statistics
@@ -212,17 +211,40 @@ def write_report(p: Protocol, root: str, methods: list[str], name: str) -> None:
     for rate in p.rates:
         curves = {}
         for method in methods:
-            path = os.path.join(student_dir(root, method, rate, 0), "metrics.json")
-            if os.path.exists(path):
+            run_dir = student_dir(root, method, rate, 0)
+            path = os.path.join(run_dir, "metrics.json")
+            if finished(run_dir):
                 curves[method] = [h["eval_accuracy"] for h in read_json(path)["history"]]
         if curves:
             out = os.path.join(root, f"curves_r{rate:g}.png")
             plot_learning_curves(curves, f"WRN-16-1 on {rate:g} of CIFAR-10 (seed 0)", out)
             print(f"wrote {out}")
-    print(json.dumps({"teacher": header["teacher"]}, indent=1))
-    for row in rows:
-        print(f"r={row['rate']:<5g} {row['method']:<8} last {row['last_mean']:.4f}±{row['last_std']:.4f} "
-              f"best {row['best_mean']:.4f} (n={row['seeds']})")  # fmt: skip
+    table = markdown_table(header, rows)
+    with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+def markdown_table(header: dict, rows: list[dict]) -> str:
+    """The README's table: top-1 (%) last and best, mean ± std over seeds, gain over vanilla, minutes per run."""
+    teacher = header["teacher"]
+    lines = []
+    if teacher:
+        lines.append(f"Teacher {teacher['arch']}: {100 * teacher['last_accuracy']:.2f} % (last epoch).\n")
+    lines += [
+        "| rate | method | seeds | top-1 last | top-1 best | last − vanilla | minutes / run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gain = (
+            "—" if r["gain_over_vanilla"] is None or r["method"] == "none" else f"{100 * r['gain_over_vanilla']:+.2f}"
+        )
+        minutes = "—" if r["wall_seconds_mean"] is None else f"{r['wall_seconds_mean'] / 60:.1f}"
+        lines.append(
+            f"| {r['rate']:g} | {r['method']} | {r['seeds']} | {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
+            f"| {100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f} | {gain} | {minutes} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
