@@ -40,16 +40,22 @@ from absl import app, flags  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS  # noqa: E402
 
-flags.DEFINE_string("data_dir", "../shared/data/cifar10", "CIFAR-10 TFRecords (see ../shared/data/README).")
-flags.DEFINE_string("root", None, "Run directories; default runs/reproduce_small[_quick].")
-flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
-flags.DEFINE_list("methods", list(METHODS), "Methods to train ('none' is the vanilla student).")
-flags.DEFINE_list("rates", None, "Student data rates; default 0.1,0.25 (quick: 0.02,0.05).")
-flags.DEFINE_integer("seeds", None, "Seeds per rate for the smallest rate; default 2 (quick: 1).")
-flags.DEFINE_integer("seeds_other_rates", 1, "Seeds for the other rates (compute is scarce).")
-flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs and draw the curves.")
+
+def _define_flags() -> None:
+    """Only when run as a script: the test suite imports this module beside train.py, whose flags overlap."""
+    flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "CIFAR-10 TFRecords (see ../shared/data/README).")
+    flags.DEFINE_string("root", None, "Run directories; default runs/reproduce_small[_quick].")
+    flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
+    flags.DEFINE_list("methods", list(METHODS), "Methods to train ('none' is the vanilla student).")
+    flags.DEFINE_list("rates", None, "Student data rates; default 0.1,0.25 (quick: 0.02,0.05).")
+    flags.DEFINE_integer("seeds", None, "Seeds per rate for the smallest rate; default 2 (quick: 1).")
+    flags.DEFINE_integer("seeds_other_rates", 1, "Seeds for the other rates (compute is scarce).")
+    flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs and draw the curves.")
+
+
 FLAGS = flags.FLAGS
 
+DEFAULT_DATA_DIR = "../shared/data/cifar10"
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -78,16 +84,16 @@ QUICK = Protocol(
 COMMON = ["--dataset=tfrecord", "--batch_size=128", "--lr=0.1", "--dropout=0", "--progress=false", "--sample_seed=0"]
 
 
-def teacher_command(p: Protocol, root: str) -> list[str]:
+def teacher_command(p: Protocol, root: str, data_dir: str) -> list[str]:
     return [
-        "train.py", *COMMON, f"--data_dir={FLAGS.data_dir}", f"--arch={p.teacher_arch}", f"--rate={p.teacher_rate}",
+        "train.py", *COMMON, f"--data_dir={data_dir}", f"--arch={p.teacher_arch}", f"--rate={p.teacher_rate}",
         f"--epochs={p.teacher_epochs}", "--lr_schedule=cosine", "--export=false", f"--run_dir={root}/teacher",
     ]  # fmt: skip
 
 
-def student_command(p: Protocol, root: str, method: str, rate: float, seed: int) -> list[str]:
+def student_command(p: Protocol, root: str, data_dir: str, method: str, rate: float, seed: int) -> list[str]:
     command = [
-        "train.py", *COMMON, f"--data_dir={FLAGS.data_dir}", f"--arch={p.student_arch}", f"--rate={rate}",
+        "train.py", *COMMON, f"--data_dir={data_dir}", f"--arch={p.student_arch}", f"--rate={rate}",
         f"--epochs={p.student_epochs}", f"--seed={seed}", f"--distill={method}", "--export=false",
         f"--run_dir={student_dir(root, method, rate, seed)}",
     ]  # fmt: skip
@@ -124,13 +130,15 @@ def run_job(command: list[str], run_dir: str, wall_times_path: str) -> None:
         write_json_atomic(wall_times_path, times)
 
 
-def jobs(p: Protocol, root: str, methods: list[str], seeds_other_rates: int) -> list[tuple[list[str], str]]:
+def jobs(
+    p: Protocol, root: str, data_dir: str, methods: list[str], seeds_other_rates: int
+) -> list[tuple[list[str], str]]:
     """Teacher first; then vanilla, IEP+BB and IEP for every (seed, rate); then the baselines likewise.
 
     The order is what an interrupted run should have finished first: the
     paper's claim needs the first group at every rate and seed.
     """
-    out = [(teacher_command(p, root), f"{root}/teacher")]
+    out = [(teacher_command(p, root, data_dir), f"{root}/teacher")]
     smallest = min(p.rates)
     first = [m for m in ("none", "iep_bb", "iep") if m in methods]
     for group in (first, [m for m in methods if m not in first]):
@@ -138,7 +146,9 @@ def jobs(p: Protocol, root: str, methods: list[str], seeds_other_rates: int) -> 
             for rate in p.rates:
                 if rate != smallest and seed >= seeds_other_rates:
                     continue
-                out += [(student_command(p, root, m, rate, seed), student_dir(root, m, rate, seed)) for m in group]
+                out += [
+                    (student_command(p, root, data_dir, m, rate, seed), student_dir(root, m, rate, seed)) for m in group
+                ]
     return out
 
 
@@ -149,7 +159,9 @@ def wall_seconds(run_dir: str, wall_times: dict) -> float:
     return sum(h["seconds"] for h in read_json(os.path.join(run_dir, "metrics.json"))["history"])
 
 
-def summarize(p: Protocol, root: str, methods: list[str], wall_times: dict) -> tuple[dict, list[dict]]:
+def summarize(
+    p: Protocol, root: str, methods: list[str], wall_times: dict, data_dir: str = DEFAULT_DATA_DIR
+) -> tuple[dict, list[dict]]:
     teacher = read_json(f"{root}/teacher/metrics.json") if finished(f"{root}/teacher") else None
     rows = []
     for rate in p.rates:
@@ -188,19 +200,19 @@ def summarize(p: Protocol, root: str, methods: list[str], wall_times: dict) -> t
             "wall_seconds": wall_seconds(f"{root}/teacher", wall_times),
         },
         "commands": {
-            "teacher": "python " + " ".join(teacher_command(p, root)),
-            "student_example": "python " + " ".join(student_command(p, root, "iep_bb", min(p.rates), 0)),
+            "teacher": "python " + " ".join(teacher_command(p, root, data_dir)),
+            "student_example": "python " + " ".join(student_command(p, root, data_dir, "iep_bb", min(p.rates), 0)),
         },
     }
     return header, rows
 
 
-def write_report(p: Protocol, root: str, methods: list[str], name: str) -> None:
+def write_report(p: Protocol, root: str, methods: list[str], name: str, data_dir: str) -> None:
     from benchmarks.learning_curves import plot_learning_curves
     from benchmarks.results_io import write_results
 
     wall_path = os.path.join(root, "wall_times.json")
-    header, rows = summarize(p, root, methods, read_json(wall_path) if os.path.exists(wall_path) else {})
+    header, rows = summarize(p, root, methods, read_json(wall_path) if os.path.exists(wall_path) else {}, data_dir)
     os.makedirs(RESULTS_DIR, exist_ok=True)
     write_results(os.path.join(RESULTS_DIR, f"{name}.json"), header, rows)
     with open(os.path.join(RESULTS_DIR, f"{name}.csv"), "w", newline="") as f:
@@ -267,10 +279,11 @@ def main(argv: list[str]) -> None:
     root = FLAGS.root or os.path.join("runs", name)
     os.makedirs(root, exist_ok=True)
     if not FLAGS.report_only:
-        for command, run_dir in jobs(protocol, root, FLAGS.methods, FLAGS.seeds_other_rates):
+        for command, run_dir in jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates):
             run_job(command, run_dir, os.path.join(root, "wall_times.json"))
-    write_report(protocol, root, FLAGS.methods, name)
+    write_report(protocol, root, FLAGS.methods, name, FLAGS.data_dir)
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

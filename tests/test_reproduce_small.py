@@ -1,0 +1,51 @@
+"""benchmarks/reproduce_small.py: job order and the aggregation of finished runs (no training here)."""
+
+import json
+import statistics
+
+import pytest
+
+from benchmarks import reproduce_small as rs
+
+
+def test_jobs_put_teacher_then_the_paper_claim_first():
+    protocol = rs.Protocol(rates=(0.1, 0.25), seeds=2)
+    runs = [d for _, d in rs.jobs(protocol, "root", "data", ["none", "kd", "iep", "iep_bb"], seeds_other_rates=1)]
+    assert runs[0] == "root/teacher"
+    first_group = [d.split("/", 1)[1] for d in runs[1:7]]
+    assert first_group == [
+        "r0.1/none_s0", "r0.1/iep_bb_s0", "r0.1/iep_s0", "r0.25/none_s0", "r0.25/iep_bb_s0", "r0.25/iep_s0"
+    ]  # fmt: skip
+    assert "root/r0.25/none_s1" not in runs and "root/r0.1/kd_s1" in runs  # 2 seeds only at the smallest rate
+    assert len(runs) == len(set(runs))
+
+
+def _finished_run(path, last, best, seconds):
+    path.mkdir(parents=True)
+    history = [
+        {"epoch": 1, "eval_accuracy": best, "seconds": seconds},
+        {"epoch": 2, "eval_accuracy": last, "seconds": 0},
+    ]
+    (path / "metrics.json").write_text(
+        json.dumps({"finished": True, "last_accuracy": last, "best_accuracy": best, "history": history})
+    )
+
+
+def test_summary_means_stds_gains_and_table(tmp_path):
+    root = str(tmp_path)
+    protocol = rs.Protocol(rates=(0.1,), seeds=2)
+    _finished_run(tmp_path / "teacher", 0.8, 0.82, 10.0)
+    _finished_run(tmp_path / "r0.1" / "none_s0", 0.50, 0.52, 60.0)
+    _finished_run(tmp_path / "r0.1" / "none_s1", 0.54, 0.55, 60.0)
+    _finished_run(tmp_path / "r0.1" / "iep_s0", 0.60, 0.61, 120.0)
+    (tmp_path / "r0.1" / "iep_s1").mkdir()  # unfinished: ignored
+    header, rows = rs.summarize(protocol, root, ["none", "iep"], {str(tmp_path / "r0.1" / "iep_s0"): 300.0})
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["none"]["last_mean"] == pytest.approx(0.52)
+    assert by_method["none"]["last_std"] == pytest.approx(statistics.stdev([0.50, 0.54]))
+    assert by_method["iep"]["seeds"] == 1 and by_method["iep"]["gain_over_vanilla"] == pytest.approx(0.08)
+    assert by_method["iep"]["wall_seconds_mean"] == 300.0  # the script's clock wins over epoch sums
+    assert by_method["none"]["wall_seconds_mean"] == 60.0
+    table = rs.markdown_table(header, rows)
+    assert "Teacher wrn-28-1: 80.00 %" in table
+    assert "| 0.1 | iep | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | +8.00 | 5.0 |" in table
