@@ -1,7 +1,7 @@
 """The paper's small-network-enhancement experiment (Table 1) at a scale a 2-core CPU finishes.
 
   python benchmarks/reproduce_small.py                 # full CPU protocol, resumable (hours)
-  python benchmarks/reproduce_small.py --quick         # plumbing check, ~10 minutes
+  python benchmarks/reproduce_small.py --quick         # plumbing check, ~10 minutes (every method, 1 epoch, 2 %)
   python benchmarks/reproduce_small.py --report_only   # re-aggregate finished runs
 
 Protocol (same as the paper's, scaled down; every method gets the same
@@ -76,9 +76,9 @@ QUICK = Protocol(
     teacher_arch="wrn-16-1",
     teacher_epochs=1,
     teacher_rate=0.1,
-    student_epochs=2,
-    module_steps=10,
-    rates=(0.02, 0.05),
+    student_epochs=1,
+    module_steps=5,
+    rates=(0.02,),
     seeds=1,
 )
 COMMON = ["--dataset=tfrecord", "--batch_size=128", "--lr=0.1", "--dropout=0", "--progress=false", "--sample_seed=0"]
