@@ -153,10 +153,10 @@ def jobs(
 
 
 def wall_seconds(run_dir: str, wall_times: dict) -> float:
-    """The script's own clock when it ran the job; else the run's summed epoch times (no pre-phase, no eval)."""
-    if os.path.abspath(run_dir) in wall_times:
-        return wall_times[os.path.abspath(run_dir)]
-    return sum(h["seconds"] for h in read_json(os.path.join(run_dir, "metrics.json"))["history"])
+    """The script's own clock for the job, but never less than the run's summed epoch times (a job killed
+    before the script recorded its time would otherwise count only its resumed part)."""
+    epochs = sum(h["seconds"] for h in read_json(os.path.join(run_dir, "metrics.json"))["history"])
+    return max(wall_times.get(os.path.abspath(run_dir), 0.0), epochs)
 
 
 def summarize(

@@ -39,13 +39,14 @@ def test_summary_means_stds_gains_and_table(tmp_path):
     _finished_run(tmp_path / "r0.1" / "none_s1", 0.54, 0.55, 60.0)
     _finished_run(tmp_path / "r0.1" / "iep_s0", 0.60, 0.61, 120.0)
     (tmp_path / "r0.1" / "iep_s1").mkdir()  # unfinished: ignored
-    header, rows = rs.summarize(protocol, root, ["none", "iep"], {str(tmp_path / "r0.1" / "iep_s0"): 300.0})
+    clock = {str(tmp_path / "r0.1" / "iep_s0"): 300.0, str(tmp_path / "r0.1" / "none_s0"): 10.0}
+    header, rows = rs.summarize(protocol, root, ["none", "iep"], clock)
     by_method = {r["method"]: r for r in rows}
     assert by_method["none"]["last_mean"] == pytest.approx(0.52)
     assert by_method["none"]["last_std"] == pytest.approx(statistics.stdev([0.50, 0.54]))
     assert by_method["iep"]["seeds"] == 1 and by_method["iep"]["gain_over_vanilla"] == pytest.approx(0.08)
-    assert by_method["iep"]["wall_seconds_mean"] == 300.0  # the script's clock wins over epoch sums
-    assert by_method["none"]["wall_seconds_mean"] == 60.0
+    assert by_method["iep"]["wall_seconds_mean"] == 300.0  # the script's clock, when above the epoch sum
+    assert by_method["none"]["wall_seconds_mean"] == 60.0  # a clock below the epoch sum (killed job) is not trusted
     table = rs.markdown_table(header, rows)
     assert "Teacher wrn-28-1: 80.00 %" in table
     assert "| 0.1 | iep | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | +8.00 | 5.0 |" in table
