@@ -99,3 +99,16 @@ def checkpoint_values(run_dir) -> tuple[str, dict[str, np.ndarray]]:
     prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     reader = tf.train.load_checkpoint(prefix)
     return prefix, {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if not n.startswith("_")}
+
+
+def frozen_teacher_and_student(data, teacher_arch: str, student_arch: str):
+    """A frozen, untrained teacher and a student for `data` (seeded): enough to exercise a method's steps."""
+    import keras
+
+    from nets import build_network
+
+    keras.utils.set_random_seed(0)
+    teacher = build_network(teacher_arch, data.num_classes, data.input_shape, data.mean, data.std, name="teacher")
+    teacher.model.trainable = False
+    student = build_network(student_arch, data.num_classes, data.input_shape, data.mean, data.std, name="student")
+    return teacher, student

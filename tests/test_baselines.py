@@ -1,4 +1,3 @@
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +7,7 @@ from iep.baselines.logit_kd import DKDDistiller, dkd_loss, kd_loss
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller
 from nets import build_network
+from tests.helpers import frozen_teacher_and_student
 
 RNG = np.random.default_rng(0)
 
@@ -102,10 +102,7 @@ def test_at_rejects_mismatched_resolutions():
 @pytest.mark.parametrize("method", ["kd", "dkd", "at", "rkd"])
 def test_each_method_trains_on_real_cifar10(cifar10_subset, tmp_path, method):
     data = cifar10_subset
-    keras.utils.set_random_seed(0)
-    teacher = build_network("resnet8", 10, data.input_shape, data.mean, data.std, name="teacher")
-    teacher.model.trainable = False
-    student = build_network("resnet8", 10, data.input_shape, data.mean, data.std, name="student")
+    teacher, student = frozen_teacher_and_student(data, "resnet8", "resnet8")
     before = [w.numpy().copy() for w in teacher.model.weights]
     distiller = build_distiller(method, teacher, student)
     config = TrainConfig(epochs=1, batch_size=64, progress=False, export=False, lr_schedule="constant", lr=0.05)

@@ -3,7 +3,6 @@ real-CIFAR-10 steps, and the per-method override flag."""
 
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +14,7 @@ from iep.black_box import MultiHeadGraph
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller, parse_distill_args
 from nets import build_network
+from tests.helpers import frozen_teacher_and_student
 
 RNG = np.random.default_rng(3)
 
@@ -156,10 +156,7 @@ PRE_PHASES = {
 @pytest.mark.parametrize("method", ["fitnet", "ab", "co", "ft", "mhgd", "srm"])
 def test_method_pre_phase_and_steps_on_real_cifar10(cifar10_subset, tmp_path, method):
     data = cifar10_subset
-    keras.utils.set_random_seed(0)
-    teacher = build_network("wrn-10-1", 10, data.input_shape, data.mean, data.std, name="teacher")
-    teacher.model.trainable = False
-    student = build_network("resnet8", 10, data.input_shape, data.mean, data.std, name="student")
+    teacher, student = frozen_teacher_and_student(data, "wrn-10-1", "resnet8")
     overrides = {"pre_phase_steps": "3"} if method in PRE_PHASES else {}
     distiller = build_distiller(method, teacher, student, overrides=overrides, seed=0)
     config = TrainConfig(epochs=1, batch_size=100, progress=False, export=False, lr_schedule="constant", lr=0.05)
