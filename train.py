@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from iep.engine.distribute import DISTRIBUTIONS  # noqa: E402
+from iep.engine.precision import PRECISIONS  # noqa: E402
 from iep.methods import METHODS  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -56,13 +58,13 @@ flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA."
 flags.DEFINE_enum(
     "precision",
     "float32",
-    ["float32", "mixed_float16", "mixed_bfloat16"],
+    list(PRECISIONS),
     "Networks' compute dtype (KD math and modules stay float32; float16 adds loss scaling).",
 )
 flags.DEFINE_enum(
     "distribute",
     "none",
-    ["none", "mirrored", "multi_worker"],
+    list(DISTRIBUTIONS),
     "tf.distribute: mirrored = all local GPUs (or --logical_cpus), multi_worker = hosts from TF_CONFIG.",
 )
 flags.DEFINE_integer("logical_cpus", 1, "Split the CPU into this many devices (try --distribute=mirrored on a CPU).")

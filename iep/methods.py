@@ -69,14 +69,17 @@ def method_class(method: str) -> type[Distiller]:
     return getattr(importlib.import_module(module), name)
 
 
+def _parameters(method: str) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(method_class(method).__init__).parameters
+
+
 def method_options(method: str) -> dict[str, object]:
     """The overridable keyword arguments of `method` with their defaults."""
-    signature = inspect.signature(method_class(method).__init__)
     skip = {"self", "teacher", "student", "seed"}
     samples = {"int": 0, "float": 0.0, "bool": False, "str": ""}  # required ones: their annotation decides the type
     return {
         name: samples.get(str(p.annotation)) if p.default is inspect.Parameter.empty else p.default
-        for name, p in signature.parameters.items()
+        for name, p in _parameters(method).items()
         if name not in skip and p.kind is not inspect.Parameter.VAR_KEYWORD
     }
 
@@ -114,7 +117,7 @@ def build_distiller(
             if main_steps is None:
                 raise ValueError(f"{method}: give pre_phase_steps (or main_steps for the 30 % default)")
             kwargs["pre_phase_steps"] = max(1, round(PRE_PHASE_FRACTION * main_steps))
-        parameters = inspect.signature(method_class(method).__init__).parameters
+        parameters = _parameters(method)
         if "student" in parameters:
             kwargs["student"] = student
         if "seed" in parameters:

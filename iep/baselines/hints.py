@@ -29,8 +29,6 @@ from iep.engine.distiller import Distiller
 from nets import TappedNetwork
 from op_utils import decayed_variables, l2_penalty
 
-PRE_PHASE_FRACTION = 0.3  # the author's code: int(train_epoch * .3) epochs of initialization
-
 
 def _require_equal_points(method: str, teacher: TappedNetwork, student: TappedNetwork) -> None:
     if len(teacher.tap_specs) != len(student.tap_specs):

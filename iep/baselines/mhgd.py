@@ -20,11 +20,10 @@ import tensorflow as tf
 
 from iep.black_box import HEADS, MultiHeadGraph
 from iep.clipped import ClippedDistiller
+from iep.distiller import MODULE_WEIGHT_DECAY
 from iep.losses import estimator_loss, kld, module_l2
 from iep.points import SensingPoints
 from nets import TappedNetwork
-
-MODULE_WEIGHT_DECAY = 5e-4
 
 
 class MHGDDistiller(ClippedDistiller):

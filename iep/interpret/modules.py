@@ -63,9 +63,9 @@ def pick_graph_images(labels: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def graph_matrices(teacher: TappedNetwork, spca, iep, images: tf.Tensor) -> list[dict[str, np.ndarray]]:
-    """Per sensing point: the affinity A; with an IEP module also, per pair ending there, the MPNN readout R and
-    the channel-mean message M (BN in inference mode)."""
-    taps = (iep.teacher if iep is not None else teacher)(images, training=False)["taps"]
+    """Per sensing point: the affinity A; with an IEP module (whose teacher is `teacher`) also, per pair ending
+    there, the MPNN readout R and the channel-mean message M (BN in inference mode)."""
+    taps = teacher(images, training=False)["taps"]
     points = [layer(tap, update=False) for layer, tap in zip(spca, taps, strict=True)]
     out = [{"affinity": p["affinity"].numpy()} for p in points]
     if iep is not None:

@@ -69,7 +69,8 @@ def visualize(
         )
     )
     shape = data.input_shape
-    networks = {_network_name(teacher): load_teacher(teacher, None, data.num_classes, shape)}
+    teacher_name = _network_name(teacher)
+    networks = {teacher_name: load_teacher(teacher, None, data.num_classes, shape)}
     for run_dir in students:
         net = load_teacher(run_dir, None, data.num_classes, shape, flag="--students", name="student")
         networks[_network_name(run_dir)] = net
@@ -94,11 +95,11 @@ def visualize(
     os.makedirs(out, exist_ok=True)
     for sub in ("spca", "tsne", "graphs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
-    metrics, projector_tensors, split_features = {}, {}, None
+    metrics, projector_tensors, split_features, spca_of = {}, {}, None, {}
     for name, net in networks.items():
-        is_teacher = name == _network_name(teacher)
-        spca = iep.spca if (iep is not None and is_teacher) else F.fit_spca(net, batches())
-        split_features = feats = F.collect(net, batches(), spca)
+        use_trained = iep is not None and name == teacher_name
+        spca_of[name] = iep.spca if use_trained else F.fit_spca(net, batches())
+        split_features = feats = F.collect(net, batches(), spca_of[name])
         for p in selected[name]:
             plots.spca_views(
                 feats.compressed[p],
@@ -131,9 +132,9 @@ def visualize(
             images,
         )
     chosen = pick_graph_images(split_features.labels, graph_images, seed)
-    teacher = networks[_network_name(teacher)]
-    spca = iep.spca if iep is not None else F.fit_spca(teacher, batches())
-    matrices = graph_matrices(teacher, spca, iep, tf.constant(images[chosen], tf.float32))
+    matrices = graph_matrices(
+        networks[teacher_name], spca_of[teacher_name], iep, tf.constant(images[chosen], tf.float32)
+    )
     for p, per_point in enumerate(matrices):
         title = f"teacher sensing point {p}" if p == 0 else f"teacher points {p - 1}→{p}"
         plots.relation_heatmaps(per_point, title, os.path.join(out, "graphs", f"point{p}_heatmaps.png"))
