@@ -11,6 +11,7 @@ from absl.testing import flagsaver
 
 from datasets import DataConfig, build_pipeline
 from iep.engine.distiller import Distiller
+from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
 from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
 from nets import build_network
 from op_utils import build_schedule, decayed_variables, l2_penalty
@@ -230,6 +231,16 @@ def test_teacher_loads_and_resume_refuses_changed_settings(tmp_path, trained_run
     _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet8", "--rate=0.3")
     with pytest.raises(ValueError, match=r"--arch: was 'resnet8', now 'resnet14'"):
         _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet14", "--rate=0.3")
+
+
+def test_resume_treats_relative_and_absolute_paths_as_the_same(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teacher").mkdir()
+    config = {**dict.fromkeys(RESUME_KEYS, "x"), "teacher": str(tmp_path / "teacher"), "data_dir": str(tmp_path)}
+    save_or_check_run_config(str(tmp_path), config, resume=False)
+    save_or_check_run_config(str(tmp_path), {**config, "teacher": "teacher", "data_dir": "."}, resume=True)
+    with pytest.raises(ValueError, match=r"--teacher: was '.*teacher', now 'other'"):
+        save_or_check_run_config(str(tmp_path), {**config, "teacher": "other"}, resume=True)
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):

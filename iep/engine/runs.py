@@ -41,6 +41,14 @@ RESUME_KEYS = (
 )
 # Keys added after runs existed: a config.json without them was made with these values.
 RESUME_DEFAULTS = {"distill_args": None, "precision": "float32"}
+# Paths name the same thing whether given relative or absolute.
+PATH_KEYS = ("data_dir", "teacher")
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key in PATH_KEYS and isinstance(value, str):
+        return os.path.realpath(value)
+    return value
 
 
 def load_run_config(run_dir: str) -> dict[str, Any]:
@@ -55,7 +63,11 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
     path = os.path.join(run_dir, CONFIG_FILE)
     if resume and os.path.exists(path):
         saved = read_json(path)
-        changed = [k for k in RESUME_KEYS if saved.get(k, RESUME_DEFAULTS.get(k)) != config.get(k)]
+        changed = [
+            k
+            for k in RESUME_KEYS
+            if _comparable(k, saved.get(k, RESUME_DEFAULTS.get(k))) != _comparable(k, config.get(k))
+        ]
         if changed:
             details = ", ".join(f"--{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in changed)
             raise ValueError(
