@@ -164,6 +164,7 @@ def summarize(
 ) -> tuple[dict, list[dict]]:
     teacher = read_json(f"{root}/teacher/metrics.json") if finished(f"{root}/teacher") else None
     rows = []
+    student_seconds = 0.0
     for rate in p.rates:
         for method in methods:
             runs = [student_dir(root, method, rate, s) for s in range(p.seeds)]
@@ -173,6 +174,7 @@ def summarize(
             last = [m["last_accuracy"] for m in done]
             best = [m["best_accuracy"] for m in done]
             seconds = [wall_seconds(r, wall_times) for r in runs if finished(r)]
+            student_seconds += sum(seconds)
             rows.append(
                 {
                     "rate": rate,
@@ -189,15 +191,18 @@ def summarize(
     vanilla = {r["rate"]: r["last_mean"] for r in rows if r["method"] == "none"}
     for row in rows:
         row["gain_over_vanilla"] = row["last_mean"] - vanilla[row["rate"]] if row["rate"] in vanilla else None
+    teacher_seconds = wall_seconds(f"{root}/teacher", wall_times) if teacher else 0.0
     header = {
         "protocol": dataclasses.asdict(p),
+        # What the whole protocol cost on this machine (finished runs only).
+        "wall_seconds_total": teacher_seconds + student_seconds,
         "teacher": None
         if teacher is None
         else {
             "arch": p.teacher_arch,
             "last_accuracy": teacher["last_accuracy"],
             "best_accuracy": teacher["best_accuracy"],
-            "wall_seconds": wall_seconds(f"{root}/teacher", wall_times),
+            "wall_seconds": teacher_seconds,
         },
         "commands": {
             "teacher": "python " + " ".join(teacher_command(p, root, data_dir)),
@@ -256,6 +261,10 @@ def markdown_table(header: dict, rows: list[dict]) -> str:
             f"| {r['rate']:g} | {r['method']} | {r['seeds']} | {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
             f"| {100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f} | {gain} | {minutes} |"
         )
+    total = header.get("wall_seconds_total")
+    if total:
+        teacher_minutes = f" (teacher {teacher['wall_seconds'] / 60:.0f} min)" if teacher else ""
+        lines.append(f"\nWall time of all finished runs: {total / 3600:.1f} h{teacher_minutes}.")
     return "\n".join(lines) + "\n"
 
 

@@ -50,3 +50,5 @@ def test_summary_means_stds_gains_and_table(tmp_path):
     table = rs.markdown_table(header, rows)
     assert "Teacher wrn-28-1: 80.00 %" in table
     assert "| 0.1 | iep | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | +8.00 | 5.0 |" in table
+    assert header["wall_seconds_total"] == pytest.approx(10.0 + 60.0 + 60.0 + 300.0)  # teacher + finished students
+    assert "Wall time of all finished runs: 0.1 h (teacher 0 min)." in table
