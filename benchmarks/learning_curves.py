@@ -12,19 +12,32 @@ from collections.abc import Mapping, Sequence
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def plot_learning_curves(curves: Mapping[str, Sequence[float]], title: str, path: str) -> None:
-    """One PNG; matplotlib's Agg backend so it works without a display."""
+def plot_learning_curves(
+    curves: Mapping[str, Sequence[float]], title: str, path: str, reference: str | None = "none"
+) -> None:
+    """One PNG; matplotlib's Agg backend so it works without a display.
+
+    tab20 keeps up to 20 methods apart (tab10 repeats after ten); the
+    `reference` curve (the vanilla student) is drawn black and dashed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    others = [name for name in curves if name != reference]
     for name, accuracy in curves.items():
-        axes.plot(range(1, len(accuracy) + 1), accuracy, marker="o", markersize=3, label=name)
+        style = (
+            dict(color="black", linestyle="--")
+            if name == reference
+            else dict(color=colors[others.index(name) % len(colors)])
+        )
+        axes.plot(range(1, len(accuracy) + 1), accuracy, marker="o", markersize=3, label=name, **style)
     axes.set(xlabel="epoch", ylabel="test top-1 accuracy", title=title)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize="small")
+    axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
