@@ -3,6 +3,7 @@
   python benchmarks/reproduce_small.py                 # full CPU protocol, resumable (hours)
   python benchmarks/reproduce_small.py --quick         # plumbing check, ~10 minutes (every method, 1 epoch, 2 %)
   python benchmarks/reproduce_small.py --report_only   # re-aggregate finished runs
+  python benchmarks/reproduce_small.py --parallel=2    # students two at a time, one core each
 
 Protocol (same as the paper's, scaled down; every method gets the same
 seeds, epochs, schedule and data subset):
@@ -31,7 +32,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,6 +54,11 @@ def _define_flags() -> None:
     flags.DEFINE_integer("seeds", None, "Seeds per rate for the smallest rate; default 2 (quick: 1).")
     flags.DEFINE_integer("seeds_other_rates", 1, "Seeds for the other rates (compute is scarce).")
     flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs and draw the curves.")
+    flags.DEFINE_integer(
+        "parallel",
+        1,
+        "Student runs at a time, each on cores/parallel threads, output in <run_dir>.log (teacher alone).",
+    )
 
 
 FLAGS = flags.FLAGS
@@ -115,19 +123,82 @@ def finished(run_dir: str) -> bool:
     return os.path.exists(path) and bool(read_json(path).get("finished"))
 
 
-def run_job(command: list[str], run_dir: str, wall_times_path: str) -> None:
+_WALL_TIMES_LOCK = threading.Lock()
+_RUNNING: set[subprocess.Popen] = set()
+
+
+def thread_env(parallel: int) -> dict[str, str] | None:
+    """Several runs at once each get their share of the cores instead of all oversubscribing every core."""
+    if parallel <= 1:
+        return None
+    threads = str(max(1, (os.cpu_count() or 1) // parallel))
+    return {
+        **os.environ,
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+    }
+
+
+def run_job(
+    command: list[str],
+    run_dir: str,
+    wall_times_path: str,
+    env: dict[str, str] | None = None,
+    log_path: str | None = None,
+) -> None:
     """Runs (or resumes) one train.py command; accumulates its wall time across interruptions."""
     if finished(run_dir):
         return
-    print("\n$ python " + " ".join(command), flush=True)
+    print("\n$ python " + " ".join(command) + (f"\n  (output: {log_path})" if log_path else ""), flush=True)
     start = time.monotonic()
+    log = open(log_path, "a") if log_path else None
     try:
-        subprocess.run([sys.executable, *command], check=True)
+        stderr = subprocess.STDOUT if log else None
+        process = subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=stderr)
+        _RUNNING.add(process)
+        try:
+            code = process.wait()
+        except BaseException:  # Ctrl-C or SIGTERM of this script stops the run too (it resumes later)
+            process.terminate()
+            process.wait()
+            raise
+        finally:
+            _RUNNING.discard(process)
+        if code:
+            raise subprocess.CalledProcessError(code, process.args)
     finally:
-        times = read_json(wall_times_path) if os.path.exists(wall_times_path) else {}
-        key = os.path.abspath(run_dir)
-        times[key] = times.get(key, 0.0) + time.monotonic() - start
-        write_json_atomic(wall_times_path, times)
+        if log:
+            log.close()
+        with _WALL_TIMES_LOCK:
+            times = read_json(wall_times_path) if os.path.exists(wall_times_path) else {}
+            key = os.path.abspath(run_dir)
+            times[key] = times.get(key, 0.0) + time.monotonic() - start
+            write_json_atomic(wall_times_path, times)
+
+
+def run_all(job_list: list[tuple[list[str], str]], wall_times_path: str, parallel: int = 1) -> None:
+    """The first job (the teacher) alone, then the students `parallel` at a time, in list order."""
+    (teacher, teacher_dir), *students = job_list
+    run_job(teacher, teacher_dir, wall_times_path)
+    if parallel <= 1:
+        for command, run_dir in students:
+            run_job(command, run_dir, wall_times_path)
+        return
+    env = thread_env(parallel)
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        futures = [
+            pool.submit(run_job, command, run_dir, wall_times_path, env, os.path.normpath(run_dir) + ".log")
+            for command, run_dir in students
+        ]
+        for future in as_completed(futures):
+            future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list(_RUNNING):
+            process.terminate()
+        pool.shutdown(wait=True)
 
 
 def jobs(
@@ -279,6 +350,8 @@ def main(argv: list[str]) -> None:
         rates=tuple(float(r) for r in FLAGS.rates) if FLAGS.rates else base.rates,
         seeds=FLAGS.seeds or base.seeds,
     )
+    if FLAGS.parallel < 1:
+        raise app.UsageError(f"--parallel must be at least 1 (runs at a time), got {FLAGS.parallel}")
     unknown = sorted(set(FLAGS.methods) - set(METHODS))
     if unknown:
         raise app.UsageError(f"--methods: unknown {unknown}; known: {list(METHODS)}")
@@ -288,8 +361,8 @@ def main(argv: list[str]) -> None:
     root = FLAGS.root or os.path.join("runs", name)
     os.makedirs(root, exist_ok=True)
     if not FLAGS.report_only:
-        for command, run_dir in jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates):
-            run_job(command, run_dir, os.path.join(root, "wall_times.json"))
+        job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates)
+        run_all(job_list, os.path.join(root, "wall_times.json"), FLAGS.parallel)
     write_report(protocol, root, FLAGS.methods, name, FLAGS.data_dir)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import statistics
+import subprocess
 
 import pytest
 
@@ -52,3 +53,48 @@ def test_summary_means_stds_gains_and_table(tmp_path):
     assert "| 0.1 | iep | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | +8.00 | 5.0 |" in table
     assert header["wall_seconds_total"] == pytest.approx(10.0 + 60.0 + 60.0 + 300.0)  # teacher + finished students
     assert "Wall time of all finished runs: 0.1 h (teacher 0 min)." in table
+
+
+# A stand-in for train.py: records when it ran and its thread setting, then marks its run finished.
+_FAKE_RUN = """
+import json, os, sys, time
+run_dir = sys.argv[1]
+os.makedirs(run_dir)
+start = time.time()
+time.sleep(float(sys.argv[2]))
+print("trained", run_dir)
+record = {"finished": True, "start": start, "end": time.time(), "threads": os.environ.get("TF_NUM_INTRAOP_THREADS")}
+json.dump(record, open(os.path.join(run_dir, "metrics.json"), "w"))
+"""
+
+
+def _fake_jobs(tmp_path, names, seconds):
+    return [(["-c", _FAKE_RUN, str(tmp_path / n), str(seconds)], str(tmp_path / n)) for n in names]
+
+
+def _read(tmp_path, name):
+    return json.loads((tmp_path / name / "metrics.json").read_text())
+
+
+def test_parallel_runs_students_together_after_the_teacher(tmp_path, monkeypatch):
+    monkeypatch.setattr(rs.os, "cpu_count", lambda: 4)
+    wall = str(tmp_path / "wall_times.json")
+    rs.run_all(_fake_jobs(tmp_path, ["teacher", "a", "b"], 1.0), wall, parallel=2)
+    teacher, a, b = (_read(tmp_path, n) for n in ("teacher", "a", "b"))
+    assert teacher["end"] <= min(a["start"], b["start"])  # students wait for the teacher
+    assert a["start"] < b["end"] and b["start"] < a["end"]  # and overlap each other
+    assert teacher["threads"] is None and a["threads"] == b["threads"] == "2"  # 4 cores shared by 2 runs
+    assert "trained" in (tmp_path / "a.log").read_text()
+    times = json.loads(open(wall).read())
+    assert set(times) == {str(tmp_path / n) for n in ("teacher", "a", "b")} and min(times.values()) >= 1.0
+
+
+def test_finished_runs_are_skipped_and_a_failure_stops_the_rest(tmp_path):
+    wall = str(tmp_path / "wall_times.json")
+    rs.run_all(_fake_jobs(tmp_path, ["teacher", "a"], 0.0), wall)
+    before = _read(tmp_path, "a")
+    failing = (["-c", "raise SystemExit(3)"], str(tmp_path / "broken"))
+    with pytest.raises(subprocess.CalledProcessError):
+        rs.run_all([*_fake_jobs(tmp_path, ["teacher", "a"], 0.0), failing, *_fake_jobs(tmp_path, ["c"], 0.0)], wall)
+    assert _read(tmp_path, "a") == before  # finished: not run again
+    assert not (tmp_path / "c").exists()  # sequential: nothing after the failed run
