@@ -118,9 +118,15 @@ def student_dir(root: str, method: str, rate: float, seed: int) -> str:
     return os.path.join(root, f"r{rate:g}", f"{method}_s{seed}")
 
 
-def finished(run_dir: str) -> bool:
+def finished_metrics(run_dir: str) -> dict | None:
+    """The run's metrics.json if the run finished, else None (read once: the report needs its contents too)."""
     path = os.path.join(run_dir, "metrics.json")
-    return os.path.exists(path) and bool(read_json(path).get("finished"))
+    metrics = read_json(path) if os.path.exists(path) else None
+    return metrics if metrics and metrics.get("finished") else None
+
+
+def finished(run_dir: str) -> bool:
+    return finished_metrics(run_dir) is not None
 
 
 _WALL_TIMES_LOCK = threading.Lock()
@@ -223,28 +229,28 @@ def jobs(
     return out
 
 
-def wall_seconds(run_dir: str, wall_times: dict) -> float:
+def wall_seconds(run_dir: str, metrics: dict, wall_times: dict) -> float:
     """The script's own clock for the job, but never less than the run's summed epoch times (a job killed
     before the script recorded its time would otherwise count only its resumed part)."""
-    epochs = sum(h["seconds"] for h in read_json(os.path.join(run_dir, "metrics.json"))["history"])
+    epochs = sum(h["seconds"] for h in metrics["history"])
     return max(wall_times.get(os.path.abspath(run_dir), 0.0), epochs)
 
 
 def summarize(
     p: Protocol, root: str, methods: list[str], wall_times: dict, data_dir: str = DEFAULT_DATA_DIR
 ) -> tuple[dict, list[dict]]:
-    teacher = read_json(f"{root}/teacher/metrics.json") if finished(f"{root}/teacher") else None
+    teacher = finished_metrics(f"{root}/teacher")
     rows = []
     student_seconds = 0.0
     for rate in p.rates:
         for method in methods:
             runs = [student_dir(root, method, rate, s) for s in range(p.seeds)]
-            done = [read_json(f"{r}/metrics.json") for r in runs if finished(r)]
+            done = {r: m for r in runs if (m := finished_metrics(r))}
             if not done:
                 continue
-            last = [m["last_accuracy"] for m in done]
-            best = [m["best_accuracy"] for m in done]
-            seconds = [wall_seconds(r, wall_times) for r in runs if finished(r)]
+            last = [m["last_accuracy"] for m in done.values()]
+            best = [m["best_accuracy"] for m in done.values()]
+            seconds = [wall_seconds(r, m, wall_times) for r, m in done.items()]
             student_seconds += sum(seconds)
             rows.append(
                 {
@@ -262,7 +268,7 @@ def summarize(
     vanilla = {r["rate"]: r["last_mean"] for r in rows if r["method"] == "none"}
     for row in rows:
         row["gain_over_vanilla"] = row["last_mean"] - vanilla[row["rate"]] if row["rate"] in vanilla else None
-    teacher_seconds = wall_seconds(f"{root}/teacher", wall_times) if teacher else 0.0
+    teacher_seconds = wall_seconds(f"{root}/teacher", teacher, wall_times) if teacher else 0.0
     header = {
         "protocol": dataclasses.asdict(p),
         # What the whole protocol cost on this machine (finished runs only).
@@ -299,10 +305,8 @@ def write_report(p: Protocol, root: str, methods: list[str], name: str, data_dir
     for rate in p.rates:
         curves = {}
         for method in methods:
-            run_dir = student_dir(root, method, rate, 0)
-            path = os.path.join(run_dir, "metrics.json")
-            if finished(run_dir):
-                curves[method] = [h["eval_accuracy"] for h in read_json(path)["history"]]
+            if metrics := finished_metrics(student_dir(root, method, rate, 0)):
+                curves[method] = [h["eval_accuracy"] for h in metrics["history"]]
         if curves:
             out = os.path.join(root, f"curves_r{rate:g}.png")
             plot_learning_curves(curves, f"WRN-16-1 on {rate:g} of CIFAR-10 (seed 0)", out)
