@@ -13,9 +13,11 @@ seeds, epochs, schedule and data subset):
     on stratified 10 % and 25 % subsets (`--sample_seed=0` for all), seeds
     0..n-1, trained without distillation and with every method of
     `iep.methods.METHODS`;
+  * controls, opt in with --methods: `none_long`, the vanilla student with
+    30 % more epochs (the passes FitNet's and AB's initialization adds);
   * IEP phase 1 is `--module_steps` steps (the paper's 8,000 at ~78k main
-    steps; here ~1/3 of the main phase, because the modules start from
-    scratch and the main phase is short).
+    steps; here 200, 14-34 % of the main phase, because the modules start
+    from scratch and the main phase is short).
 
 Each run is the project's own `train.py` command (printed), so re-running this
 script resumes the interrupted run and skips finished ones. Results:
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import signal
 import statistics
@@ -41,7 +44,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
-from iep.methods import METHODS  # noqa: E402
+from iep.methods import METHODS, PRE_PHASE_FRACTION  # noqa: E402
+
+# Controls: runs that test an explanation of the results, not methods of the paper. Opt in with --methods.
+CONTROLS = {
+    # Is FitNet's / AB's lead just the extra passes of their initialization phase? The vanilla student
+    # trained for as many more epochs as that phase adds (30 % of the main steps) answers it.
+    "none_long": "vanilla student with (1 + PRE_PHASE_FRACTION) x the epochs",
+}
 
 
 def _define_flags() -> None:
@@ -49,7 +59,11 @@ def _define_flags() -> None:
     flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "CIFAR-10 TFRecords (see ../shared/data/README).")
     flags.DEFINE_string("root", None, "Run directories; default runs/reproduce_small[_quick].")
     flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
-    flags.DEFINE_list("methods", list(METHODS), "Methods to train ('none' is the vanilla student).")
+    flags.DEFINE_list(
+        "methods",
+        list(METHODS),
+        f"Methods to train ('none' is the vanilla student); controls (opt in): {sorted(CONTROLS)}.",
+    )
     flags.DEFINE_list("rates", None, "Student data rates; default 0.1,0.25 (quick: 0.02,0.05).")
     flags.DEFINE_integer("seeds", None, "Seeds per rate for the smallest rate; default 2 (quick: 1).")
     flags.DEFINE_integer("seeds_other_rates", 1, "Seeds for the other rates (compute is scarce).")
@@ -99,13 +113,19 @@ def teacher_command(p: Protocol, root: str, data_dir: str) -> list[str]:
     ]  # fmt: skip
 
 
+def control_epochs(p: Protocol) -> int:
+    """Epochs of `none_long`: the main phase plus a pre-phase's 30 %, rounded up (never fewer passes)."""
+    return math.ceil(p.student_epochs * (1.0 + PRE_PHASE_FRACTION))
+
+
 def student_command(p: Protocol, root: str, data_dir: str, method: str, rate: float, seed: int) -> list[str]:
+    epochs, distill = (control_epochs(p), "none") if method == "none_long" else (p.student_epochs, method)
     command = [
         "train.py", *COMMON, f"--data_dir={data_dir}", f"--arch={p.student_arch}", f"--rate={rate}",
-        f"--epochs={p.student_epochs}", f"--seed={seed}", f"--distill={method}", "--export=false",
+        f"--epochs={epochs}", f"--seed={seed}", f"--distill={distill}", "--export=false",
         f"--run_dir={student_dir(root, method, rate, seed)}",
     ]  # fmt: skip
-    if method != "none":
+    if distill != "none":
         command.append(f"--teacher={root}/teacher")
     if method.startswith("iep"):
         command.append(f"--iep_module_steps={p.module_steps}")
@@ -332,8 +352,9 @@ def markdown_table(header: dict, rows: list[dict]) -> str:
             "—" if r["gain_over_vanilla"] is None or r["method"] == "none" else f"{100 * r['gain_over_vanilla']:+.2f}"
         )
         minutes = "—" if r["wall_seconds_mean"] is None else f"{r['wall_seconds_mean'] / 60:.1f}"
+        method = f"{r['method']} (control)" if r["method"] in CONTROLS else r["method"]
         lines.append(
-            f"| {r['rate']:g} | {r['method']} | {r['seeds']} | {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
+            f"| {r['rate']:g} | {method} | {r['seeds']} | {100 * r['last_mean']:.2f} ± {100 * r['last_std']:.2f} "
             f"| {100 * r['best_mean']:.2f} ± {100 * r['best_std']:.2f} | {gain} | {minutes} |"
         )
     total = header.get("wall_seconds_total")
@@ -356,9 +377,9 @@ def main(argv: list[str]) -> None:
     )
     if FLAGS.parallel < 1:
         raise app.UsageError(f"--parallel must be at least 1 (runs at a time), got {FLAGS.parallel}")
-    unknown = sorted(set(FLAGS.methods) - set(METHODS))
+    unknown = sorted(set(FLAGS.methods) - set(METHODS) - set(CONTROLS))
     if unknown:
-        raise app.UsageError(f"--methods: unknown {unknown}; known: {list(METHODS)}")
+        raise app.UsageError(f"--methods: unknown {unknown}; known: {list(METHODS)}, controls {sorted(CONTROLS)}")
     if not os.path.isdir(FLAGS.data_dir):
         raise app.UsageError(f"--data_dir {FLAGS.data_dir!r} is not a directory of CIFAR-10 TFRecords")
     name = "reproduce_small_quick" if FLAGS.quick else "reproduce_small"
@@ -367,7 +388,9 @@ def main(argv: list[str]) -> None:
     if not FLAGS.report_only:
         job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates)
         run_all(job_list, os.path.join(root, "wall_times.json"), FLAGS.parallel)
-    write_report(protocol, root, FLAGS.methods, name, FLAGS.data_dir)
+    # The report covers every finished run, not only this invocation's --methods (a subset must not erase
+    # the other methods' rows from the results files).
+    write_report(protocol, root, [*METHODS, *CONTROLS], name, FLAGS.data_dir)
 
 
 if __name__ == "__main__":

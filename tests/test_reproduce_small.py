@@ -21,6 +21,15 @@ def test_jobs_put_teacher_then_the_paper_claim_first():
     assert len(runs) == len(set(runs))
 
 
+def test_extra_passes_control_is_vanilla_with_the_pre_phase_epochs_added():
+    protocol = rs.Protocol(student_epochs=15)
+    command = rs.student_command(protocol, "root", "data", "none_long", 0.1, 1)
+    assert "--epochs=20" in command  # 15 x 1.3 = 19.5, rounded up: never fewer passes than FitNet's
+    assert "--distill=none" in command and not any(a.startswith("--teacher") for a in command)
+    assert "--run_dir=root/r0.1/none_long_s1" in command
+    assert "--epochs=15" in rs.student_command(protocol, "root", "data", "none", 0.1, 1)
+
+
 def _finished_run(path, last, best, seconds):
     path.mkdir(parents=True)
     history = [
@@ -39,9 +48,11 @@ def test_summary_means_stds_gains_and_table(tmp_path):
     _finished_run(tmp_path / "r0.1" / "none_s0", 0.50, 0.52, 60.0)
     _finished_run(tmp_path / "r0.1" / "none_s1", 0.54, 0.55, 60.0)
     _finished_run(tmp_path / "r0.1" / "iep_s0", 0.60, 0.61, 120.0)
+    _finished_run(tmp_path / "r0.1" / "none_long_s0", 0.53, 0.53, 80.0)
     (tmp_path / "r0.1" / "iep_s1").mkdir()  # unfinished: ignored
     clock = {str(tmp_path / "r0.1" / "iep_s0"): 300.0, str(tmp_path / "r0.1" / "none_s0"): 10.0}
-    header, rows = rs.summarize(protocol, root, ["none", "iep"], clock)
+    header, rows = rs.summarize(protocol, root, ["none", "iep", "kd", "none_long"], clock)
+    assert [r["method"] for r in rows] == ["none", "iep", "none_long"]  # kd: no finished run, no row
     by_method = {r["method"]: r for r in rows}
     assert by_method["none"]["last_mean"] == pytest.approx(0.52)
     assert by_method["none"]["last_std"] == pytest.approx(statistics.stdev([0.50, 0.54]))
@@ -51,7 +62,10 @@ def test_summary_means_stds_gains_and_table(tmp_path):
     table = rs.markdown_table(header, rows)
     assert "Teacher wrn-28-1: 80.00 %" in table
     assert "| 0.1 | iep | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | +8.00 | 5.0 |" in table
-    assert header["wall_seconds_total"] == pytest.approx(10.0 + 60.0 + 60.0 + 300.0)  # teacher + finished students
+    assert "| 0.1 | none_long (control) | 1 | 53.00 ± 0.00 | 53.00 ± 0.00 | +1.00 | 1.3 |" in table
+    assert header["wall_seconds_total"] == pytest.approx(
+        10.0 + 60.0 + 60.0 + 300.0 + 80.0
+    )  # teacher + finished students
     assert "Wall time of all finished runs: 0.1 h (teacher 0 min)." in table
 
 
