@@ -7,18 +7,23 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def plot_learning_curves(
-    curves: Mapping[str, Sequence[float]], title: str, path: str, reference: str | None = "none"
+    curves: Mapping[str, Sequence[float]],
+    title: str,
+    path: str,
+    reference: str | None = "none",
+    controls: Collection[str] = (),
 ) -> None:
     """One PNG; matplotlib's Agg backend so it works without a display.
 
     tab20 keeps up to 20 methods apart (tab10 repeats after ten); the
-    `reference` curve (the vanilla student) is drawn black and dashed.
+    `reference` curve (the vanilla student) is drawn black and dashed, and
+    `controls` (variants of it, not methods) grey and dotted.
     """
     import matplotlib
 
@@ -27,13 +32,14 @@ def plot_learning_curves(
 
     colors = plt.get_cmap("tab20").colors
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    others = [name for name in curves if name != reference]
+    methods = [name for name in curves if name != reference and name not in controls]
     for name, accuracy in curves.items():
-        style = (
-            dict(color="black", linestyle="--")
-            if name == reference
-            else dict(color=colors[others.index(name) % len(colors)])
-        )
+        if name == reference:
+            style = dict(color="black", linestyle="--")
+        elif name in controls:
+            style = dict(color="grey", linestyle=":")
+        else:
+            style = dict(color=colors[methods.index(name) % len(colors)])
         axes.plot(range(1, len(accuracy) + 1), accuracy, marker="o", markersize=3, label=name, **style)
     axes.set(xlabel="epoch", ylabel="test top-1 accuracy", title=title)
     axes.grid(alpha=0.3)

@@ -329,7 +329,7 @@ def write_report(p: Protocol, root: str, methods: list[str], name: str, data_dir
                 curves[method] = [h["eval_accuracy"] for h in metrics["history"]]
         if curves:
             out = os.path.join(root, f"curves_r{rate:g}.png")
-            plot_learning_curves(curves, f"WRN-16-1 on {rate:g} of CIFAR-10 (seed 0)", out)
+            plot_learning_curves(curves, f"WRN-16-1 on {rate:g} of CIFAR-10 (seed 0)", out, controls=CONTROLS)
             print(f"wrote {out}")
     table = markdown_table(header, rows)
     with open(os.path.join(RESULTS_DIR, f"{name}.md"), "w") as f:
