@@ -179,3 +179,27 @@ def test_weight_decay_covers_kernels_only():
 def test_unknown_architecture_is_a_clear_error(arch):
     with pytest.raises(ValueError, match=r"(architecture|depth)"):
         build_network(arch, 10)
+
+
+def test_checkpoint_of_another_network_is_refused_without_burying_the_error(tmp_path, caplog):
+    """The mismatch is named, and the half-done restore's hundreds of warnings do not bury the error."""
+    import gc
+    import logging
+
+    from iep.engine.checkpointing import restore_model_weights
+
+    prefix = tf.train.Checkpoint(model=build_network("wrn-16-2", 10).model).save(str(tmp_path / "ckpt"))
+    wider = build_network("wrn-16-4", 10, name="teacher")  # the same variables, other widths
+    before = [v.numpy().copy() for v in wider.model.weights]
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(caplog.handler)
+    try:
+        with pytest.raises(ValueError, match=r"does not match the 'teacher' network: .*incompatible tensor with shape"):
+            restore_model_weights(wider.model, prefix)
+        gc.collect()
+    finally:
+        tf_logger.removeHandler(caplog.handler)
+    assert "unrestored values" not in caplog.text
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, wider.model.weights, strict=True))
+    with pytest.raises(ValueError, match=r"does not match the 'model' network"):
+        restore_model_weights(build_network("wrn-16-1", 10, name="model").model, prefix)  # no projection shortcut

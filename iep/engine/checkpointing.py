@@ -9,6 +9,7 @@ a resumed run would draw different dropout masks.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -69,6 +70,25 @@ class EpochCheckpoints:
         return self.manager.save(checkpoint_number=number)
 
 
+class _DropUnrestoredValueWarnings(logging.Filter):
+    """A restore that fails half-way leaves TensorFlow to log every value it did not restore when the
+    objects are deleted, often at exit: hundreds of lines after, and burying, the error we raise."""
+
+    PREFIXES = (
+        "Detecting that an object or model or tf.train.Checkpoint is being deleted with unrestored values",
+        "Value in checkpoint could not be found in the restored object",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIXES)
+
+
+def _silence_unrestored_value_warnings() -> None:
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _DropUnrestoredValueWarnings) for f in logger.filters):
+        logger.addFilter(_DropUnrestoredValueWarnings())
+
+
 def restore_model_weights(model: keras.Model, path: str) -> None:
     """Restores only the model part of one of our checkpoints (a prefix, or a run dir's latest).
 
@@ -88,5 +108,6 @@ def restore_model_weights(model: keras.Model, path: str) -> None:
         status = tf.train.Checkpoint(model=model).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
+        _silence_unrestored_value_warnings()
         detail = str(error).splitlines()[0][:300]
         raise ValueError(f"checkpoint {prefix!r} does not match the {model.name!r} network: {detail}") from None
