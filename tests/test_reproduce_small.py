@@ -63,9 +63,8 @@ def test_summary_means_stds_gains_and_table(tmp_path):
     assert "Teacher wrn-28-1: 80.00 %" in table
     assert "| 0.1 | iep | 1 | 60.00 ± 0.00 | 61.00 ± 0.00 | +8.00 | 5.0 |" in table
     assert "| 0.1 | none_long (control) | 1 | 53.00 ± 0.00 | 53.00 ± 0.00 | +1.00 | 1.3 |" in table
-    assert header["wall_seconds_total"] == pytest.approx(
-        10.0 + 60.0 + 60.0 + 300.0 + 80.0
-    )  # teacher + finished students
+    teacher_and_finished_students = 10.0 + 60.0 + 60.0 + 300.0 + 80.0
+    assert header["wall_seconds_total"] == pytest.approx(teacher_and_finished_students)
     assert "Wall time of all finished runs: 0.1 h (teacher 0 min)." in table
 
 

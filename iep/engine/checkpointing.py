@@ -89,6 +89,19 @@ def _silence_unrestored_value_warnings() -> None:
         logger.addFilter(_DropUnrestoredValueWarnings())
 
 
+def restore_part(prefix: str, **trackables) -> None:
+    """Restores `trackables` from the checkpoint `prefix`, whose other values are expected and left alone.
+
+    Raises ValueError with TensorFlow's first line when the checkpoint lacks
+    them or holds other shapes.
+    """
+    try:
+        tf.train.Checkpoint(**trackables).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        _silence_unrestored_value_warnings()
+        raise ValueError(str(error).splitlines()[0][:300]) from None
+
+
 def restore_model_weights(model: keras.Model, path: str) -> None:
     """Restores only the model part of one of our checkpoints (a prefix, or a run dir's latest).
 
@@ -105,9 +118,6 @@ def restore_model_weights(model: keras.Model, path: str) -> None:
     except Exception as error:
         raise ValueError(f"{path!r} is not a readable checkpoint: {error.__class__.__name__}") from None
     try:
-        status = tf.train.Checkpoint(model=model).restore(prefix)
-        status.expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as error:
-        _silence_unrestored_value_warnings()
-        detail = str(error).splitlines()[0][:300]
-        raise ValueError(f"checkpoint {prefix!r} does not match the {model.name!r} network: {detail}") from None
+        restore_part(prefix, model=model)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {prefix!r} does not match the {model.name!r} network: {error}") from None

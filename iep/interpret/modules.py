@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from datasets import ImagePipeline
-from iep.engine.checkpointing import CHECKPOINT_SUBDIR
+from iep.engine.checkpointing import CHECKPOINT_SUBDIR, restore_part
 from iep.engine.runs import load_run_config
 from iep.engine.teacher import load_teacher
 from nets import TappedNetwork, build_network
@@ -38,11 +38,9 @@ def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
     if prefix is None:
         raise ValueError(f"--iep_run {run_dir!r} holds no checkpoint")
     try:
-        tf.train.Checkpoint(**distiller.checkpointables()).restore(
-            prefix
-        ).expect_partial().assert_existing_objects_matched()
-    except AssertionError as error:
-        raise ValueError(f"--iep_run {prefix!r} lacks the IEP modules: {str(error).splitlines()[0][:200]}") from None
+        restore_part(prefix, **distiller.checkpointables())
+    except ValueError as error:
+        raise ValueError(f"--iep_run {prefix!r} lacks the IEP modules: {error}") from None
     if not all(np.any(s.state_basis.numpy()) for s in distiller.spca):
         raise ValueError(f"--iep_run {run_dir!r} has no trained IPCA state (did its phase 1 run?)")
     return distiller
