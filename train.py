@@ -148,6 +148,7 @@ def _train() -> dict:
             module_lr=FLAGS.iep_module_lr,
             seed=FLAGS.seed,
             main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
+            epochs=FLAGS.epochs,
             overrides=distill_args,
         )
         os.makedirs(run_dir, exist_ok=True)

@@ -98,7 +98,7 @@ def _measure_pair(teacher_arch: str, student_arch: str, data, images, labels) ->
         elif label == "plain+teacher":
             distiller = _TeacherForward(teacher)
         else:
-            distiller = build_distiller(label, teacher, student, module_steps=0, seed=0)
+            distiller = build_distiller(label, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
         trainer = Trainer(student, data, config, os.path.join("runs", "benchmark_iep", label), distiller)
         rows[label] = _seconds_per_call(trainer._train_step, images, labels)
         print(f"  {teacher_arch}->{student_arch} {label}: {rows[label]:.3f} s/step", flush=True)

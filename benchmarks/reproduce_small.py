@@ -4,6 +4,7 @@
   python benchmarks/reproduce_small.py --quick         # plumbing check, ~10 minutes (every method, 1 epoch, 2 %)
   python benchmarks/reproduce_small.py --report_only   # re-aggregate finished runs
   python benchmarks/reproduce_small.py --parallel=2    # students two at a time, one core each
+  python benchmarks/reproduce_small.py --methods=srm,rkd --rates=0.1 --results_name=reproduce_small_fidelity
 
 Protocol (same as the paper's, scaled down; every method gets the same
 seeds, epochs, schedule and data subset):
@@ -66,6 +67,12 @@ def _define_flags() -> None:
     flags.DEFINE_integer("seeds", None, "Seeds per rate for the smallest rate; default 2 (quick: 1).")
     flags.DEFINE_integer("seeds_other_rates", 1, "Seeds for the other rates (compute is scarce).")
     flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs and draw the curves.")
+    flags.DEFINE_string(
+        "results_name",
+        None,
+        "Base name of the results files in benchmarks/results; default reproduce_small[_quick]. A re-run of some "
+        "methods under another name keeps the earlier results file as the record of the earlier numbers.",
+    )
     flags.DEFINE_integer(
         "parallel",
         1,
@@ -380,7 +387,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--methods: unknown {unknown}; known: {list(METHODS)}, controls {sorted(CONTROLS)}")
     if not os.path.isdir(FLAGS.data_dir):
         raise app.UsageError(f"--data_dir {FLAGS.data_dir!r} is not a directory of CIFAR-10 TFRecords")
-    name = "reproduce_small_quick" if FLAGS.quick else "reproduce_small"
+    name = FLAGS.results_name or ("reproduce_small_quick" if FLAGS.quick else "reproduce_small")
     root = FLAGS.root or os.path.join("runs", name)
     os.makedirs(root, exist_ok=True)
     if not FLAGS.report_only:

@@ -65,7 +65,11 @@ def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
         student = build_network(student_arch, FLAGS.classes, shape, data.mean, data.std, name="student")
         teacher = build_network(teacher_arch, FLAGS.classes, shape, data.mean, data.std, dropout=0.0, name="teacher")
     teacher.model.trainable = False
-    distiller = Distiller() if method == "plain" else build_distiller(method, teacher, student, module_steps=0, seed=0)
+    distiller = (
+        Distiller()
+        if method == "plain"
+        else build_distiller(method, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
+    )
     config = TrainConfig(
         epochs=1, batch_size=FLAGS.batch_size, progress=False, export=False, jit_compile=jit, precision=precision
     )

@@ -31,8 +31,17 @@ def _pre_activation(tap: keras.KerasTensor):
     return preact, source if isinstance(source, keras.layers.BatchNormalization) else None
 
 
+def _stage_output(preact: keras.KerasTensor, batch_norm) -> keras.KerasTensor:
+    """The tensor the BN before a tap normalizes (a pre-activation net's raw stage output, the residual
+    stream), or `preact` where no BN feeds the tap's activation.
+
+    Why: AT's official code (attention-transfer `cifar.py`) reads the WRN group outputs, before any BN-ReLU.
+    """
+    return batch_norm.input if batch_norm is not None else preact
+
+
 class TappedNetwork:
-    """A Keras functional model whose output is `{"logits": ..., "taps": [...], "preact_taps": [...]}`.
+    """A Keras functional model whose output is `{"logits", "taps", "preact_taps", "stage_outputs"}`.
 
     Why two views of one set of layers: KD methods need the intermediate feature
     maps, but an exported classifier should not carry them. `model` returns
@@ -46,7 +55,14 @@ class TappedNetwork:
         self.arch = arch
         preact = [_pre_activation(t) for t in taps]
         self.model = keras.Model(
-            inputs, {"logits": logits, "taps": list(taps), "preact_taps": [p for p, _ in preact]}, name=name
+            inputs,
+            {
+                "logits": logits,
+                "taps": list(taps),
+                "preact_taps": [p for p, _ in preact],
+                "stage_outputs": [_stage_output(p, bn) for p, bn in preact],
+            },
+            name=name,
         )
         # The BatchNormalization layer right before each tap's activation (None if there is none): CO's margins.
         self.preact_batch_norms = tuple(bn for _, bn in preact)

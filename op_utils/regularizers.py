@@ -1,9 +1,18 @@
-"""Weight decay as the original code applies it.
+"""Weight decay: 5e-4 · ½‖W‖² per decayed variable, i.e. a gradient of 5e-4 · W.
 
-The original's `l2_regularizer(5e-4)` adds 5e-4 · ½‖W‖² per kernel, i.e. a
-gradient of 5e-4 · W. It covers the kernels of convolutions (regular and
-depthwise) and of dense layers only: no biases, no BN scale/offset, no
-non-trainable statistics.
+What is decayed is our choice, because the references disagree or are silent:
+* IEPKT `train_w_distill.py` passes `weight_decay` to `op_util.Optimizer_w_IEP`,
+  whose file is not published, and its `nets/WResNet.py` arg scopes set no
+  regularizer: what IEP's own runs decayed cannot be read from its code;
+* the author's TF1 benchmark `KD_methods_with_TF/nets/ResNet.py`
+  (`ResNet_arg_scope`) regularizes conv and dense kernels, BN γ and β, and the
+  classifier's bias;
+* the author's TF2 code adds wd · v to the gradient of every variable it
+  trains (e.g. `distiller/FT.py`, the paraphraser).
+We decay the kernels of convolutions (regular and depthwise) and of dense
+layers only: no biases, no BN scale/offset, no non-trainable statistics.
+Methods whose reference says otherwise for their own modules decay those as
+the reference does (FT's paraphraser, SRM's initialization).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ whichever is smaller, recovers the other factor by a matmul and a
 normalization, keeps the top-n triplets, and fixes their signs. `eigh` is
 cheap for these sizes, runs on every device and compiles under XLA.
 
+`decomposition="svd"` computes the same triplets with `tf.linalg.svd`
+instead (KD-SVD's forward in the author's benchmark, `nets/SVP.py` `SVD`,
+where KD-EID uses the eigendecomposition); the gradient is the same.
+
 The gradient is the matrix-backprop formula for the thin SVD (Ionescu et al.
 2015; in the form of Townsend 2016):
 
@@ -68,7 +72,15 @@ def _svd_backward(s, u, v, ds, du, dv) -> tf.Tensor:
     return finite_or_zero(grad)
 
 
-def truncated_svd(x: tf.Tensor, n: int = 1) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+DECOMPOSITIONS = ("eigh", "svd")
+
+
+def _thin_svd(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Full thin SVD of x [B, m, n] by `tf.linalg.svd` (descending, as `_thin_svd_by_eigh`)."""
+    return tf.linalg.svd(x, full_matrices=False)
+
+
+def truncated_svd(x: tf.Tensor, n: int = 1, decomposition: str = "eigh") -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Top-n singular triplets of each matrix in x, sign-fixed.
 
     x: [B, m, n_cols] or a feature map [B, H, W, D] (read as [B, H·W, D]).
@@ -79,6 +91,9 @@ def truncated_svd(x: tf.Tensor, n: int = 1) -> tuple[tf.Tensor, tf.Tensor, tf.Te
         x = tf.reshape(x, [-1, x.shape[1] * x.shape[2], x.shape[3]])
     if x.shape.rank != 3:
         raise ValueError(f"truncated_svd expects [B, m, n] or [B, H, W, D], got shape {x.shape}")
+    if decomposition not in DECOMPOSITIONS:
+        raise ValueError(f"truncated_svd: decomposition must be one of {DECOMPOSITIONS}, got {decomposition!r}")
+    thin_svd = _thin_svd_by_eigh if decomposition == "eigh" else _thin_svd
     k = min(x.shape[-2], x.shape[-1])
     if not 1 <= n <= k:
         raise ValueError(f"truncated_svd: n must be in [1, {k}] for matrices of shape {x.shape[1:]}, got {n}")
@@ -86,7 +101,7 @@ def truncated_svd(x: tf.Tensor, n: int = 1) -> tuple[tf.Tensor, tf.Tensor, tf.Te
     @tf.custom_gradient
     def _op(matrix):
         matrix = finite_or_zero(matrix)
-        s, u, v = _thin_svd_by_eigh(matrix)
+        s, u, v = thin_svd(matrix)
         sign = sign_fix(v[..., :n])
 
         def grad(ds, du, dv):

@@ -1,4 +1,4 @@
-"""FitNet, AB, CO, FT, MHGD, SRM: losses against NumPy, pre-phases that train only their own variables,
+"""FitNet, AB, CO, FT, MHGD: losses against NumPy, pre-phases that train only their own variables,
 real-CIFAR-10 steps, and the per-method override flag."""
 
 import math
@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from iep.baselines.factor_transfer import factor_loss, paraphraser_loss
 from iep.baselines.hints import ab_loss, activation_boundary_loss, fitnet_loss, overhaul_loss, overhaul_margin
-from iep.baselines.srm import reconstruction_loss, sparse_code, srm_losses
 from iep.black_box import MultiHeadGraph
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller, parse_distill_args
@@ -79,37 +78,6 @@ def test_factor_transfer_losses_against_numpy():
     np.testing.assert_allclose(factor_loss(s, t, 100.0).numpy(), 100 * np.abs(unit(t) - unit(s)).mean(), rtol=1e-5)
 
 
-def test_sparse_codes_and_srm_losses_against_numpy():
-    pixels, dictionary = _maps((7, 5), (5, 9))
-    codes, support = sparse_code(tf.constant(pixels), tf.constant(dictionary), 3)
-    scores = np.maximum(pixels @ dictionary, 0)
-    for row in range(7):
-        top = np.argsort(-scores[row], kind="stable")[:3]
-        expected = np.zeros(9)
-        expected[top] = scores[row, top]
-        np.testing.assert_allclose(codes.numpy()[row], expected, rtol=1e-5)
-    assert np.all(support.numpy().sum(-1) == 3)
-    rebuilt = codes.numpy() @ dictionary.T
-    np.testing.assert_allclose(
-        reconstruction_loss(pixels, dictionary, 3).numpy(),
-        ((pixels - rebuilt) ** 2).sum() / (pixels**2).sum(),
-        rtol=1e-5,
-    )
-
-    student = RNG.normal(size=(2, 4, 6)).astype(np.float32)
-    teacher_support = np.zeros((2, 4, 6), np.float32)
-    for b in range(2):
-        for p in range(4):
-            teacher_support[b, p, RNG.choice(6, 2, replace=False)] = 1
-    target = teacher_support / 2
-    log_p = student - np.log(np.exp(student).sum(-1, keepdims=True))
-    pixel = -(target * log_p).sum(-1).mean()
-    hist_t, hist_s = target.mean(1), np.exp(log_p).mean(1)
-    image = (hist_t * (np.log(hist_t + 1e-12) - np.log(hist_s + 1e-12))).sum(-1).mean()
-    got = srm_losses(tf.constant(student), tf.constant(teacher_support))
-    np.testing.assert_allclose([float(got[0]), float(got[1])], [pixel, image], rtol=1e-5)
-
-
 def test_mhgd_heads_without_the_extrinsic_slot():
     module = MultiHeadGraph(6, 4, heads=8, seed=0, extrinsic_head=False)
     x_from, x_to = tf.random.normal((5, 6), seed=1), tf.random.normal((5, 4), seed=2)
@@ -149,11 +117,10 @@ PRE_PHASES = {
     "ab": True,
     "ft": False,
     "mhgd": False,
-    "srm": False,
 }
 
 
-@pytest.mark.parametrize("method", ["fitnet", "ab", "co", "ft", "mhgd", "srm"])
+@pytest.mark.parametrize("method", ["fitnet", "ab", "co", "ft", "mhgd"])
 def test_method_pre_phase_and_steps_on_real_cifar10(cifar10_subset, tmp_path, method):
     data = cifar10_subset
     teacher, student = frozen_teacher_and_student(data, "wrn-10-1", "resnet8")

@@ -24,8 +24,17 @@ def _parse(path: str) -> dict:
 
 def test_every_table_has_configs():
     tables = {os.path.relpath(c, os.path.join(ROOT, "configs", "paper")).split(os.sep)[0] for c in EXPERIMENTS}
-    assert {"table1", "table3", "table4_second_pca", "table5_iterations", "table6_knowledge"} <= tables
+    assert {"table1", "table3", "table4_second_pca", "table5_iterations", "table6_knowledge", "table7"} <= tables
     assert len(glob.glob(os.path.join(ROOT, "configs", "paper", "table1", "*", "*.cfg"))) == 4 * 13
+
+
+def test_table7_has_every_method(monkeypatch):
+    from iep.methods import METHODS
+
+    monkeypatch.chdir(ROOT)
+    rows = [_parse(p) for p in glob.glob(os.path.join(ROOT, "configs", "paper", "table7", "*.cfg"))]
+    assert sorted(r["distill"] for r in rows) == sorted(METHODS)
+    assert {(r["arch"], r["rate"]) for r in rows} == {("wrn-16-4", 1.0)}
 
 
 def test_configs_parse_and_point_at_the_shared_teacher(monkeypatch):

@@ -4,10 +4,20 @@ Pre-phase: a *paraphraser* (3×3 convs to D/2, D/4 at stride 2, D/8, with BN
 and leaky ReLU; mirrored by transposed convs back to D) learns to rebuild the
 teacher's last sensing point (D channels, after its ReLU):
 Σ|F − ReLU(dec(enc))| / (B·H·W) + 1e-6 · Σ|enc| / (B·H·W), SGD at 1e-3, for 30 %
-of the main steps. Main phase: a *translator* on the student's last point (the
-encoder's layout, trained with the student) must match the frozen
+of the main steps, weight decay 5e-4 on every paraphraser variable (the TF2
+code adds wd · v to each gradient, BN γ/β and the last bias included). Main
+phase: a *translator* on the student's last point (the encoder's layout,
+trained with the student) must match the frozen
 paraphraser's factor: β · mean|n(T) − n(S)| with n the per-sample L2
 normalization over H·W·C and β = 100.
+
+Checked layer by layer against `distiller/FT.py`: the encoder, decoder and
+translator stacks and their activations (leaky ReLU 0.2 after the BNs of the
+first two convs, none after the third; the decoder's last transposed conv
+with bias and no BN; ReLU on the rebuild; no activation on the factor in the
+main phase) are the TF2 code's. The TF1 benchmark (`KD_methods_with_TF/nets/
+Response.py`, `Factor_Transfer`) differs: no BN, leaky ReLU after every conv,
+normalization over channels only, weight 5e2; we follow the TF2 code.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import tensorflow as tf
 from iep.engine.distiller import Distiller
 from nets import TappedNetwork
 from nets import layers as L
-from op_utils import decayed_variables, l2_penalty
+from op_utils import l2_penalty
 
 RATE = 0.5  # the paraphrase rate of the code
 
@@ -110,7 +120,10 @@ class FTDistiller(Distiller):
         rebuilt = tf.nn.relu(self.paraphraser_decoder(factor, training=True))
         return {
             "paraphrase": paraphraser_loss(features, factor, rebuilt),
-            "weight_decay": l2_penalty(decayed_variables(self.pre_phase_variables), self.weight_decay),
+            "weight_decay": l2_penalty(
+                self.paraphraser_encoder.trainable_variables + self.paraphraser_decoder.trainable_variables,
+                self.weight_decay,
+            ),
         }
 
     def losses(self, images, labels, student_outputs, epoch):

@@ -1,14 +1,22 @@
 """Feature and relation distillation: AT (Zagoruyko & Komodakis, ICLR 2017) and RKD (Park et al., CVPR 2019).
 
-AT — the official code's form: per sensing point, the attention map is the
-channel mean of F², flattened and L2-normalized per sample; loss
-β/2 · Σ_points mean((Q_s − Q_t)²) with β = 1000. Teacher and student points
-must have equal H×W (channels may differ).
-RKD — on the penultimate embedding (global-average-pooled last sensing
-point): Huber (smooth-L1) loss between distance-wise potentials (pairwise
-distances divided by their mean) and angle-wise potentials (cosines of the
-angles of every sample triple), weighted 100 and 200 as in the IEP author's
-TF2 benchmark for WRN students.
+AT — the official code, `szagoruyko/attention-transfer` `cifar.py`
+(`at`, `at_loss`, and `opt.beta * sum(loss_groups)` in `h`), β = 1000 as its
+README sets for CIFAR: per WRN group output (the raw residual stream before
+any BN-ReLU: our `stage_outputs`), the attention map is the channel mean of
+F², flattened and L2-normalized per sample; loss β · Σ_points mean((Q_s − Q_t)²)
+(no ½: the IEP author's TF1 benchmark, `KD_methods_with_TF/nets/Distillation.py`,
+uses β/2 on post-ReLU features; we follow the method's own code). Teacher and
+student points must have equal H×W (channels may differ).
+RKD — RepDistiller, `distiller_zoo/RKD.py` (`RKDLoss`, w_d = 25, w_a = 50)
+on `feat[-1]` as its `train_student.py` passes it: the penultimate embedding
+(global-average-pooled last sensing point, not normalized). Smooth-L1 (mean
+over all entries) between distance-wise potentials (pairwise distances over
+their mean over the positive entries; the diagonal is 0) and angle-wise
+potentials (cosines of the angles of every sample triple), plus the
+student's cross-entropy (β = 1). The weights 25/50 are also mdistiller's
+CIFAR setting; the 100/200 of the IEP author's TF2 code belong to
+L2-normalized logits, not to this embedding.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ def at_loss(student_maps, teacher_maps, beta: float) -> tf.Tensor:
         tf.reduce_mean(tf.square(attention_map(s) - attention_map(t)))
         for s, t in zip(student_maps, teacher_maps, strict=True)
     ]
-    return beta / 2.0 * tf.add_n(terms)
+    return beta * tf.add_n(terms)
 
 
 def huber(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -42,7 +50,7 @@ def distance_potential(x: tf.Tensor) -> tf.Tensor:
     distance = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True), 1e-12))
     off_diagonal = 1.0 - tf.eye(tf.shape(x)[0])
     mean = tf.reduce_sum(distance * off_diagonal) / tf.maximum(tf.reduce_sum(off_diagonal), 1.0)
-    return distance * off_diagonal / (mean + 1e-8)
+    return distance * off_diagonal / tf.maximum(mean, 1e-12)
 
 
 def angle_potential(x: tf.Tensor) -> tf.Tensor:
@@ -68,14 +76,14 @@ class ATDistiller(Distiller):
         self.beta = beta
 
     def losses(self, images, labels, student_outputs, epoch):
-        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)["taps"]]
-        return {"at": at_loss(student_outputs["taps"], teacher_maps, self.beta)}
+        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)["stage_outputs"]]
+        return {"at": at_loss(student_outputs["stage_outputs"], teacher_maps, self.beta)}
 
 
 class RKDDistiller(Distiller):
     name, loss_names = "rkd", ("rkd",)
 
-    def __init__(self, teacher, distance_weight: float = 100.0, angle_weight: float = 200.0):
+    def __init__(self, teacher, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__(teacher)
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
 

@@ -1,20 +1,33 @@
-"""Hint methods on pre-activation features: FitNet, AB and CO.
+"""Hint methods: FitNet, AB and CO on pre-activation features, FSP on activated ones.
 
-All three read each sensing point *before* its last ReLU (the network's
-`preact_taps`) and bring the student's point to the teacher's width with a
-connector (1×1 conv + BN, resized first when H×W differ), as the IEP author's
-TF2 benchmarks (`distiller/{FitNet,AB,CO}.py`) do for WRN-40-4→WRN-16-4.
+FitNet, AB and CO read each sensing point *before* its last ReLU (the
+network's `preact_taps`) and bring the student's point to the teacher's
+width with a connector (1×1 conv + BN, resized first when H×W differ), as the
+IEP author's TF2 benchmarks (`distiller/{FitNet,AB,CO}.py`) do for
+WRN-40-4→WRN-16-4.
 
 * FitNet (Romero et al., ICLR 2015) — student initialization: a pre-phase of
   30 % of the main steps trains student + connectors on
   Σ_points Σ(s − t)² / (B·H·W) at the base learning rate; the main phase is
   plain training.
 * AB (Heo et al., AAAI 2019) — the same initialization scheme with the
-  activation-boundary loss (margin 1), point i of n weighted 2^(i−n+1).
+  activation-boundary loss (margin 1), point i of n weighted 2^(i−n+1). A
+  connector only where the widths differ: at equal widths the student's
+  point is compared directly, as in the official AB code and the IEP
+  author's TF1 benchmark (`KD_methods_with_TF/nets/Distillation.py`,
+  `AB_distillation`: the map is built only `if Ds != Dt`).
 * CO (Heo et al., ICCV 2019, "overhaul") — no pre-phase; trained with the
   student: teacher features clamped below at the expected negative response
   of their BN (margin m), partial L2 Σ(s − t)²·[s > t ∨ t > 0], point i of n
   divided by 2^(n−i−1), the sum divided by B and weighted 1e-3.
+* FSP (Yim et al., CVPR 2017) — as in the IEP author's TF1 benchmark
+  `KD_methods_with_TF/nets/Shared.py` (`FSP`, weight 1e-3) with the
+  initialization schedule of its `train_w_distill.py` (FSP is one of
+  {FitNet, FSP, AB}: distillation first, then plain training). On the
+  activated stage outputs (`taps`, the benchmark's `feat` collection): for
+  consecutive points the flow matrix G = Fᵢᵀ·Fᵢ₊₁ / (H·W) (Fᵢ 2×2 max-pooled
+  first where it is larger), loss weight · Σ_pairs mean_batch Σ(G_T − G_S)² / 2.
+  Needs equal widths at every point (no connector, as there).
 """
 
 from __future__ import annotations
@@ -38,14 +51,23 @@ def _require_equal_points(method: str, teacher: TappedNetwork, student: TappedNe
         )
 
 
-def connectors(teacher: TappedNetwork, student: TappedNetwork, prefix: str) -> list[TapAdapter]:
-    """One trained 1×1 conv + BN per point, student shape → teacher shape, built now."""
+def connectors(
+    teacher: TappedNetwork, student: TappedNetwork, prefix: str, always_project: bool = True
+) -> list[TapAdapter]:
+    """One trained 1×1 conv + BN per point, student shape → teacher shape, built now (at equal shapes an
+    identity unless `always_project`)."""
     out = []
     for i, (s, t) in enumerate(zip(student.tap_specs, teacher.tap_specs, strict=True)):
-        connector = TapAdapter(s.shape, t.shape, always_project=True, name=f"{prefix}_connector_{i}")
+        connector = TapAdapter(s.shape, t.shape, always_project=always_project, name=f"{prefix}_connector_{i}")
         connector(tf.zeros((2, *s.shape)))
         out.append(connector)
     return out
+
+
+def student_body_variables(student: TappedNetwork) -> list[tf.Variable]:
+    """The student's trainable variables below its classifier (which no feature loss reaches)."""
+    head = {id(v) for v in student.model.get_layer("logits").weights}
+    return [v for v in student.model.trainable_variables if id(v) not in head]
 
 
 def _per_pixel(x: tf.Tensor) -> tf.Tensor:
@@ -117,14 +139,15 @@ class _Initialization(Distiller):
         self.student = student
         self.pre_phase_steps, self.pre_phase_lr, self.weight_decay = pre_phase_steps, pre_phase_lr, weight_decay
         self.pre_phase_loss_names = (self.hint_name, "weight_decay")
-        self.connectors = connectors(teacher, student, self.name)
+        self.connectors = self.build_connectors(teacher, student)
+
+    def build_connectors(self, teacher: TappedNetwork, student: TappedNetwork) -> list[TapAdapter]:
+        return connectors(teacher, student, self.name)
 
     @property
     def pre_phase_variables(self) -> list[tf.Variable]:
         """The student below its classifier (which no hint reaches) and the connectors."""
-        head = {id(v) for v in self.student.model.get_layer("logits").weights}
-        body = [v for v in self.student.model.trainable_variables if id(v) not in head]
-        return body + [v for c in self.connectors for v in c.trainable_variables]
+        return student_body_variables(self.student) + [v for c in self.connectors for v in c.trainable_variables]
 
     def checkpointables(self):
         return {f"{self.name}_connectors": self.connectors}
@@ -132,10 +155,13 @@ class _Initialization(Distiller):
     def hint_loss(self, student_maps, teacher_maps) -> tf.Tensor:
         raise NotImplementedError
 
+    features = "preact_taps"  # the view of the sensing points the hint compares
+
     def pre_phase_losses(self, images, labels):
-        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)["preact_taps"]]
-        student_maps = self.student(images, training=True)["preact_taps"]
-        student_maps = [c(s, training=True) for c, s in zip(self.connectors, student_maps, strict=True)]
+        teacher_maps = [tf.stop_gradient(t) for t in self.teacher(images, training=False)[self.features]]
+        student_maps = self.student(images, training=True)[self.features]
+        if self.connectors:
+            student_maps = [c(s, training=True) for c, s in zip(self.connectors, student_maps, strict=True)]
         return {
             self.hint_name: self.hint_loss(student_maps, teacher_maps),
             "weight_decay": l2_penalty(decayed_variables(self.pre_phase_variables), self.weight_decay),
@@ -156,8 +182,52 @@ class ABDistiller(_Initialization):
         super().__init__(teacher, student, pre_phase_steps, **kwargs)
         self.margin = margin
 
+    def build_connectors(self, teacher, student):
+        return connectors(teacher, student, self.name, always_project=False)
+
     def hint_loss(self, student_maps, teacher_maps):
         return ab_loss(student_maps, teacher_maps, self.margin)
+
+
+def flow_matrix(earlier: tf.Tensor, later: tf.Tensor) -> tf.Tensor:
+    """FSP matrix [B, C_earlier, C_later]: earlierᵀ·later / (H·W) at the later point's resolution."""
+    if earlier.shape[1] > later.shape[1]:
+        earlier = tf.nn.max_pool2d(earlier, 2, 2, "VALID")
+    hw = later.shape[1] * later.shape[2]
+    earlier = tf.reshape(earlier, [-1, hw, earlier.shape[-1]])
+    later = tf.reshape(later, [-1, hw, later.shape[-1]])
+    return tf.matmul(earlier, later, transpose_a=True) / float(hw)
+
+
+def fsp_loss(student_maps, teacher_maps, weight: float) -> tf.Tensor:
+    terms = []
+    for i in range(len(student_maps) - 1):
+        g_s = flow_matrix(student_maps[i], student_maps[i + 1])
+        g_t = tf.stop_gradient(flow_matrix(teacher_maps[i], teacher_maps[i + 1]))
+        terms.append(tf.reduce_mean(tf.reduce_sum(tf.square(g_t - g_s), axis=[1, 2]) / 2.0))
+    return weight * tf.add_n(terms)
+
+
+class FSPDistiller(_Initialization):
+    name, hint_name = "fsp", "fsp"
+    features = "taps"
+
+    def __init__(self, teacher, student, pre_phase_steps: int, weight: float = 1e-3, **kwargs):
+        for s, t in zip(student.tap_specs, teacher.tap_specs, strict=True):
+            if s.shape != t.shape:
+                raise ValueError(
+                    f"fsp compares flow matrices: it needs equal point shapes; student {s.shape} vs {t.shape}"
+                )
+        if len(teacher.tap_specs) < 2:
+            raise ValueError("fsp relates consecutive sensing points: it needs at least 2")
+        super().__init__(teacher, student, pre_phase_steps, **kwargs)
+        self.weight = weight
+
+    def build_connectors(self, teacher, student):
+        return []
+
+    def hint_loss(self, student_maps, teacher_maps):
+        return fsp_loss(student_maps, teacher_maps, self.weight)
 
 
 class CODistiller(Distiller):

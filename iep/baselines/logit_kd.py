@@ -3,7 +3,10 @@
 Defaults are the CIFAR-100 settings of mdistiller (the DKD authors' code base):
 KD — temperature 4, cross-entropy weight 0.1, KD weight 0.9;
 DKD — temperature 4, α (target-class term) 1, β (non-target term) 8,
-cross-entropy weight 1, linear warm-up of the DKD term over 20 epochs.
+cross-entropy weight 1, linear warm-up of the DKD term over 20 of the run's
+240 epochs (`mdistiller/configs/cifar100/dkd`, `distillers/DKD.py`). The
+warm-up is kept as that fraction of our run (1/12 of it), so a short run
+reaches full weight as theirs does; `warmup_fraction` overrides it.
 KL terms are batch means scaled by T², as there.
 """
 
@@ -14,7 +17,8 @@ import tensorflow as tf
 from iep.engine.distiller import Distiller
 
 
-def _teacher_logits(teacher, images):
+def teacher_logits(teacher, images) -> tf.Tensor:
+    """The frozen teacher's float32 logits, outside the gradient."""
     return tf.stop_gradient(tf.cast(teacher(images, training=False)["logits"], tf.float32))
 
 
@@ -51,20 +55,29 @@ class KDDistiller(Distiller):
 
     def losses(self, images, labels, student_outputs, epoch):
         student = tf.cast(student_outputs["logits"], tf.float32)
-        return {"kd": self.weight * kd_loss(student, _teacher_logits(self.teacher, images), self.temperature)}
+        return {"kd": self.weight * kd_loss(student, teacher_logits(self.teacher, images), self.temperature)}
 
 
 class DKDDistiller(Distiller):
     name, loss_names = "dkd", ("dkd",)
 
     def __init__(
-        self, teacher, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup_epochs: int = 20
+        self,
+        teacher,
+        epochs: int,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        warmup_fraction: float = 20 / 240,
     ):
         super().__init__(teacher)
-        self.alpha, self.beta, self.temperature, self.warmup_epochs = alpha, beta, temperature, warmup_epochs
+        if not 0.0 <= warmup_fraction <= 1.0:
+            raise ValueError(f"dkd warmup_fraction must be in [0, 1], got {warmup_fraction}")
+        self.alpha, self.beta, self.temperature = alpha, beta, temperature
+        self.warmup_epochs = warmup_fraction * epochs
 
     def losses(self, images, labels, student_outputs, epoch):
         student = tf.cast(student_outputs["logits"], tf.float32)
-        ramp = tf.minimum((tf.cast(epoch, tf.float32) + 1.0) / float(max(self.warmup_epochs, 1)), 1.0)
-        loss = dkd_loss(student, _teacher_logits(self.teacher, images), labels, self.alpha, self.beta, self.temperature)
+        ramp = tf.minimum((tf.cast(epoch, tf.float32) + 1.0) / max(self.warmup_epochs, 1e-9), 1.0)
+        loss = dkd_loss(student, teacher_logits(self.teacher, images), labels, self.alpha, self.beta, self.temperature)
         return {"dkd": ramp * loss}

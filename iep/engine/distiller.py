@@ -10,20 +10,48 @@ distiller for
 
 A distiller may own trainable modules trained with the student
 (`trainable_variables`, e.g. adapters) and state to checkpoint
-(`checkpointables`). A method with a *pre-phase* (IEP's module training; later
-FT's paraphraser, AB's initialization, SRM's dictionary) sets
-`pre_phase_steps > 0` and implements `pre_phase_losses` for
-`pre_phase_variables`; the loop runs it first, with its own optimizer, and
-checkpoints and resumes it like the main phase.
+(`checkpointables`). A method with a *pre-phase* (IEP's module training, FT's paraphraser, AB's
+initialization, ...) sets `pre_phase_steps > 0` and implements
+`pre_phase_losses` for `pre_phase_variables`; the loop runs it first, with
+its own optimizer, and checkpoints and resumes it like the main phase. A
+method with several stages before the main phase (SRM: dictionary, then
+student initialization) overrides `pre_phases()` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
 from nets import TappedNetwork
+
+
+@dataclasses.dataclass(frozen=True)
+class PrePhase:
+    """One stage the loop runs before the main phase, with an optimizer of its own.
+
+    `lr_boundaries` are fractions of `steps` at which the learning rate is
+    multiplied by `lr_decay` (SRM's Adam schedules); `optimizer` is "sgd"
+    (Nesterov, momentum 0.9, as the author's code) or "adam".
+    """
+
+    name: str
+    steps: int
+    loss_names: tuple[str, ...]
+    losses: Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]
+    variables: Sequence[tf.Variable]
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    lr_boundaries: tuple[float, ...] = ()
+    lr_decay: float = 0.1
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"pre-phase {self.name!r} needs steps >= 1, got {self.steps}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"pre-phase {self.name!r}: optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
 
 
 class Distiller:
@@ -51,6 +79,21 @@ class Distiller:
 
     def checkpointables(self) -> Mapping[str, object]:
         return {}
+
+    def pre_phases(self) -> tuple[PrePhase, ...]:
+        """The stages before the main phase, in order; by default the one `pre_phase_*` attributes describe."""
+        if self.pre_phase_steps <= 0:
+            return ()
+        return (
+            PrePhase(
+                "pre_phase",
+                self.pre_phase_steps,
+                self.pre_phase_loss_names,
+                self.pre_phase_losses,
+                self.pre_phase_variables,
+                self.pre_phase_lr,
+            ),
+        )
 
     def losses(
         self, images: tf.Tensor, labels: tf.Tensor, student_outputs: Mapping[str, tf.Tensor], epoch: tf.Tensor

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from datasets import ImagePipeline
 from iep.engine.checkpointing import EpochCheckpoints
-from iep.engine.distiller import Distiller
+from iep.engine.distiller import Distiller, PrePhase
 from iep.engine.distribute import is_chief
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
@@ -101,6 +101,55 @@ class _RunningMeans:
         return means
 
 
+class _Stage:
+    """One pre-phase stage: its optimizer (schedule), compiled step and running means."""
+
+    def __init__(self, phase: PrePhase, first: int, passes: int, trainer: Trainer):
+        self.phase, self.first, self.passes = phase, first, passes
+        self.variables = list(phase.variables)
+        lr = phase.lr
+        if phase.lr_boundaries:
+            # PiecewiseConstantDecay keeps a value up to and including its boundary step: step round(f·steps)
+            # is the first at the decayed rate.
+            boundaries = [max(0, round(f * phase.steps) - 1) for f in phase.lr_boundaries]
+            values = [phase.lr * phase.lr_decay**i for i in range(len(boundaries) + 1)]
+            lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        self.learning_rate = lr  # a float or a schedule of the stage's step
+        optimizer = (
+            keras.optimizers.Adam(lr)
+            if phase.optimizer == "adam"
+            else keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+        )
+        self.optimizer = trainer._maybe_scaled(optimizer)
+        self.optimizer.build(self.variables)
+        prefix = f"{phase.name}/"
+        names = (f"{prefix}total",) + tuple(f"{prefix}{n}" for n in phase.loss_names)
+        self.interval = _RunningMeans(names, prefix=prefix)
+        self.epoch_means = _RunningMeans(names, prefix=prefix)
+        self._trainer = trainer
+        self.step = trainer._compiled(self._step)
+
+    @property
+    def end(self) -> int:
+        return self.first + self.passes
+
+    def current_lr(self) -> float:
+        lr = self.optimizer.learning_rate
+        return float(np.asarray(lr))
+
+    def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
+        prefix = f"{self.phase.name}/"
+        with tf.GradientTape() as tape:
+            terms = self.phase.losses(images, labels)
+            total = tf.debugging.check_numerics(tf.add_n(list(terms.values())), f"{self.phase.name} loss")
+            scaled = self._trainer._scaled(self.optimizer, total)
+        grads = tape.gradient(scaled, self.variables)
+        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
+        values = {f"{prefix}total": total, **{f"{prefix}{k}": v for k, v in terms.items()}}
+        self.interval.add(values)
+        self.epoch_means.add(values)
+
+
 class Trainer:
     """Trains `student` on `data`, optionally with a `Distiller`, inside `run_dir`."""
 
@@ -144,21 +193,17 @@ class Trainer:
         )
         self._interval = _RunningMeans(self.loss_names)
         self._epoch_means = _RunningMeans(self.loss_names)
-        pre_steps = self.distiller.pre_phase_steps
-        self.pre_phase_epochs = math.ceil(pre_steps / self.steps_per_epoch) if pre_steps > 0 else 0
         self._pre_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pre_phase_passes_completed")
         extra = {"pre_phase_passes": self._pre_epoch, **self.distiller.checkpointables()}
-        if self.pre_phase_epochs:
-            self.pre_variables = list(self.distiller.pre_phase_variables)
-            self.pre_optimizer = self._maybe_scaled(
-                keras.optimizers.SGD(self.distiller.pre_phase_lr, momentum=0.9, nesterov=True)
-            )
-            self.pre_optimizer.build(self.pre_variables)
-            pre_names = ("pre_phase/total",) + tuple(f"pre_phase/{n}" for n in self.distiller.pre_phase_loss_names)
-            self._pre_interval = _RunningMeans(pre_names, prefix="pre_phase/")
-            self._pre_epoch_means = _RunningMeans(pre_names, prefix="pre_phase/")
-            self._pre_step = self._compiled(self._pre_phase_step)
-            extra["pre_phase_optimizer"] = self.pre_optimizer
+        # Every pre-phase stage in order; passes are numbered across stages (one counter, one checkpoint each).
+        self._stages: list[_Stage] = []
+        for phase in self.distiller.pre_phases():
+            first = self._stages[-1].end if self._stages else 0
+            stage = _Stage(phase, first, math.ceil(phase.steps / self.steps_per_epoch), self)
+            # The first stage keeps the historical names (checkpoints and TensorBoard of single-stage methods).
+            extra["pre_phase_optimizer" if not self._stages else f"{phase.name}_optimizer"] = stage.optimizer
+            self._stages.append(stage)
+        self.pre_phase_epochs = self._stages[-1].end if self._stages else 0
         self.checkpoints = EpochCheckpoints(
             run_dir, student.model, self.optimizer, extra, config.keep_checkpoints, chief=self.chief
         )
@@ -211,17 +256,6 @@ class Trainer:
         values.update({f"distill/{k}": v for k, v in self.distiller.step_metrics().items()})
         self._interval.add(values)
         self._epoch_means.add(values)
-
-    def _pre_phase_step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
-        with tf.GradientTape() as tape:
-            terms = self.distiller.pre_phase_losses(images, labels)
-            total = tf.debugging.check_numerics(tf.add_n(list(terms.values())), "pre-phase loss")
-            scaled = self._scaled(self.pre_optimizer, total)
-        grads = tape.gradient(scaled, self.pre_variables)
-        self.pre_optimizer.apply_gradients(zip(grads, self.pre_variables, strict=True))
-        values = {"pre_phase/total": total, **{f"pre_phase/{k}": v for k, v in terms.items()}}
-        self._pre_interval.add(values)
-        self._pre_epoch_means.add(values)
 
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, split: str | None = None) -> float:
@@ -311,29 +345,32 @@ class Trainer:
                 progress.update(step)
 
     def _pre_phase_epoch(self, index: int, writer) -> None:
-        """One pass of the distiller's pre-phase (the last one stops at `pre_phase_steps`)."""
+        """Pass `index` (counted across stages) of the distiller's pre-phases; a stage's last pass stops at
+        its `steps`."""
         cfg = self.config
-        steps = min(self.steps_per_epoch, self.distiller.pre_phase_steps - index * self.steps_per_epoch)
+        stage = next(s for s in self._stages if s.first <= index < s.end)
+        local = index - stage.first
+        steps = min(self.steps_per_epoch, stage.phase.steps - local * self.steps_per_epoch)
+        label = "pre-phase" if len(self._stages) == 1 else f"{stage.phase.name}"
         if cfg.progress:
-            print(f"{self.distiller.name} pre-phase {index + 1}/{self.pre_phase_epochs}")
+            print(f"{self.distiller.name} {label} {local + 1}/{stage.passes}")
         batches = self.data.train_dataset(PRE_PHASE_EPOCH_OFFSET + index, cfg.batch_size, cfg.seed)
         self._run_steps(
-            self._pre_step,
+            stage.step,
             batches,
             steps,
-            self._pre_interval,
-            self.pre_optimizer.iterations,
+            stage.interval,
+            stage.optimizer.iterations,
             writer=writer,
-            where=f"pre-phase pass {index + 1}",
-            learning_rate=lambda: self.distiller.pre_phase_lr,
+            where=f"{label} pass {local + 1}",
+            learning_rate=stage.current_lr,
             last_good=f"after pre-phase pass {index}",
         )
-        means = self._pre_epoch_means.read_and_reset()
+        means = stage.epoch_means.read_and_reset()
         self._pre_epoch.assign(index + 1)
         self.checkpoints.save(index + 1)
         print(
-            f"pre-phase {index + 1}/{self.pre_phase_epochs}: "
-            + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
+            f"{label} {local + 1}/{stage.passes}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
         )
 
     def _main_epoch(self, epoch: int, writer) -> dict:
