@@ -387,8 +387,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--methods: unknown {unknown}; known: {list(METHODS)}, controls {sorted(CONTROLS)}")
     if not os.path.isdir(FLAGS.data_dir):
         raise app.UsageError(f"--data_dir {FLAGS.data_dir!r} is not a directory of CIFAR-10 TFRecords")
-    name = FLAGS.results_name or ("reproduce_small_quick" if FLAGS.quick else "reproduce_small")
-    root = FLAGS.root or os.path.join("runs", name)
+    default_name = "reproduce_small_quick" if FLAGS.quick else "reproduce_small"
+    name = FLAGS.results_name or default_name
+    root = FLAGS.root or os.path.join("runs", default_name)  # runs are shared whatever the results file is named
     os.makedirs(root, exist_ok=True)
     if not FLAGS.report_only:
         job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates)

@@ -134,8 +134,7 @@ class _Stage:
         return self.first + self.passes
 
     def current_lr(self) -> float:
-        lr = self.optimizer.learning_rate
-        return float(np.asarray(lr))
+        return float(np.asarray(self.optimizer.learning_rate))
 
     def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
         prefix = f"{self.phase.name}/"
@@ -351,7 +350,7 @@ class Trainer:
         stage = next(s for s in self._stages if s.first <= index < s.end)
         local = index - stage.first
         steps = min(self.steps_per_epoch, stage.phase.steps - local * self.steps_per_epoch)
-        label = "pre-phase" if len(self._stages) == 1 else f"{stage.phase.name}"
+        label = "pre-phase" if len(self._stages) == 1 else stage.phase.name
         if cfg.progress:
             print(f"{self.distiller.name} {label} {local + 1}/{stage.passes}")
         batches = self.data.train_dataset(PRE_PHASE_EPOCH_OFFSET + index, cfg.batch_size, cfg.seed)
