@@ -283,3 +283,22 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
     history = json.load(open(killed / "metrics.json"))["history"]
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_ab_has_a_connector_only_where_widths_differ():
+    student = build_network("wrn-10-1", 10)
+    equal = build_distiller("ab", build_network("wrn-10-1", 10), student, main_steps=10)
+    assert all(c.project is None and c.resize is None for c in equal.connectors)
+    wider = build_distiller("ab", build_network("wrn-10-2", 10), student, main_steps=10)
+    assert all(c.project is not None for c in wider.connectors)
+
+
+def test_ft_paraphraser_decays_every_variable_as_the_tf2_code():
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    distiller = build_distiller("ft", teacher, student, main_steps=10)
+    images = tf.random.uniform((2, 32, 32, 3), 0, 255, seed=3)
+    variables = distiller.pre_phase_variables
+    assert any("gamma" in v.name or "bias" in v.name for v in variables)
+    expected = 5e-4 * sum(0.5 * float(np.sum(v.numpy() ** 2)) for v in variables)
+    got = float(distiller.pre_phase_losses(images, tf.constant([0, 1]))["weight_decay"])
+    assert got == pytest.approx(expected, rel=1e-5)
