@@ -73,6 +73,24 @@ flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
 
 
+def _check_flags() -> None:
+    """The numeric flags TrainConfig does not hold, in range (NaN fails every check), before any compute."""
+    import math
+
+    checks = [
+        ("image_size", FLAGS.image_size is None or 8 <= FLAGS.image_size <= 1024, "between 8 and 1024 pixels"),
+        ("dropout", FLAGS.dropout is None or 0.0 <= FLAGS.dropout < 1.0, "in [0, 1)"),
+        ("sample_seed", FLAGS.sample_seed >= 0, ">= 0"),
+        ("iep_iterations", FLAGS.iep_iterations >= 1, ">= 1"),
+        ("iep_module_steps", FLAGS.iep_module_steps is None or FLAGS.iep_module_steps >= 0, ">= 0"),
+        ("iep_module_lr", math.isfinite(FLAGS.iep_module_lr) and FLAGS.iep_module_lr > 0, "a finite number > 0"),
+        ("logical_cpus", FLAGS.logical_cpus >= 1, ">= 1"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"--{name} must be {expected}, got {FLAGS[name].value}")
+
+
 def _train() -> dict:
     import keras
     import tensorflow as tf
@@ -88,6 +106,7 @@ def _train() -> dict:
     from iep.methods import build_distiller, needs_teacher, parse_distill_args
     from nets import build_network, default_dropout, parse_arch
 
+    _check_flags()
     split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
     strategy = build_strategy(FLAGS.distribute)  # multi-worker: also before any other op
     # Cheap checks first: a typo must not cost a data-set decode.
@@ -151,6 +170,7 @@ def _train() -> dict:
             epochs=FLAGS.epochs,
             overrides=distill_args,
         )
+        distiller.check_batch_size(FLAGS.batch_size // strategy.num_replicas_in_sync)
         os.makedirs(run_dir, exist_ok=True)
         if is_chief(strategy):  # one writer per run directory
             save_or_check_run_config(

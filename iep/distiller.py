@@ -30,6 +30,7 @@ MODULE_WEIGHT_DECAY = 5e-4
 
 class IEPDistiller(ClippedDistiller):
     name = "iep"
+    min_batch_size = 2  # affinities and MPNN edges are between samples
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 
 from iep.engine.distiller import Distiller
@@ -64,9 +65,13 @@ def _convert(method: str, key: str, value: str, default: object) -> object:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float) or default is None:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
     except ValueError:
-        raise ValueError(f"--distill_args {key}={value!r} for {method}: expected a {type(default).__name__}") from None
+        expected = "finite float" if isinstance(default, float) or default is None else type(default).__name__
+        raise ValueError(f"--distill_args {key}={value!r} for {method}: expected a {expected}") from None
     return value
 
 

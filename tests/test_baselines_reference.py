@@ -302,3 +302,17 @@ def test_ft_paraphraser_decays_every_variable_as_the_tf2_code():
     expected = 5e-4 * sum(0.5 * float(np.sum(v.numpy() ** 2)) for v in variables)
     got = float(distiller.pre_phase_losses(images, tf.constant([0, 1]))["weight_decay"])
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_relation_methods_refuse_a_batch_too_small_and_nan_overrides():
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    rkd = build_distiller("rkd", teacher, student)
+    rkd.check_batch_size(3)
+    with pytest.raises(ValueError, match="--distill=rkd relates the samples of a batch and needs at least 3"):
+        rkd.check_batch_size(2)
+    iep = build_distiller("iep", teacher, student, module_steps=1)
+    with pytest.raises(ValueError, match="--distill=iep .* at least 2 per replica"):
+        iep.check_batch_size(1)
+    build_distiller("kd", teacher, student).check_batch_size(1)  # per-sample methods take any batch
+    with pytest.raises(ValueError, match="beta='nan' for at: expected a finite float"):
+        build_distiller("at", teacher, student, overrides={"beta": "nan"})

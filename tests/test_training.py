@@ -175,6 +175,18 @@ BAD_INPUTS = [
     (["--teacher=/nonexistent/teacher"], r"--teacher '/nonexistent/teacher' does not exist"),
     (["--eval_split=validation"], r"has no split 'validation'"),
     (["--distill=iep"], r"--distill=iep needs --teacher"),
+    # Numeric flags out of range, NaN included, are refused before anything is built or written.
+    (["--lr_decay_factor=-0.2"], r"--lr_decay_factor must be in \(0, 1\], got -0.2"),
+    (["--lr=nan"], r"--lr must be a finite number > 0, got nan"),
+    (["--lr=-0.1"], r"--lr must be a finite number > 0"),
+    (["--log_every=0"], r"--log_every must be >= 1"),
+    (["--image_size=100000"], r"--image_size must be between 8 and 1024 pixels, got 100000"),
+    (["--seed=-1"], r"--seed must be >= 0, got -1"),
+    (["--sample_seed=-3"], r"--sample_seed must be >= 0"),
+    (["--iep_module_lr=-0.1"], r"--iep_module_lr must be a finite number > 0"),
+    (["--lr_decay_points=0.6,0.3"], r"--lr_decay_points must be increasing fractions in \(0, 1\)"),
+    (["--weight_decay=inf"], r"--weight_decay must be >= 0, got inf"),
+    (["--dropout=1.5"], r"--dropout must be in \[0, 1\)"),
 ]
 
 

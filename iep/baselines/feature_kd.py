@@ -82,6 +82,7 @@ class ATDistiller(Distiller):
 
 class RKDDistiller(Distiller):
     name, loss_names = "rkd", ("rkd",)
+    min_batch_size = 3  # angles need sample triples
 
     def __init__(self, teacher, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__(teacher)

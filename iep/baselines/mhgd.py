@@ -28,6 +28,7 @@ from nets import TappedNetwork
 
 class MHGDDistiller(ClippedDistiller):
     name, loss_names = "mhgd", ("graph",)
+    min_batch_size = 2  # attention between the samples of a batch
     pre_phase_loss_names = ("estimator", "module_l2")
 
     def __init__(

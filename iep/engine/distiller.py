@@ -65,9 +65,19 @@ class Distiller:
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0
     pre_phase_lr: float = 0.1
+    # Relation methods compare the samples of a batch; below this many per replica their loss is identically 0.
+    min_batch_size: int = 1
 
     def __init__(self, teacher: TappedNetwork | None = None):
         self.teacher = teacher
+
+    def check_batch_size(self, per_replica: int) -> None:
+        """Refuses a batch too small for the method, before any compute, naming the minimum."""
+        if per_replica < self.min_batch_size:
+            raise ValueError(
+                f"--distill={self.name} relates the samples of a batch and needs at least {self.min_batch_size} "
+                f"per replica (with fewer its loss is identically 0); got {per_replica}: raise --batch_size"
+            )
 
     @property
     def trainable_variables(self) -> list[tf.Variable]:

@@ -57,15 +57,26 @@ class TrainConfig:
     precision: str = "float32"  # the networks' policy (set when they were built); float16 adds loss scaling
 
     def validate(self) -> None:
+        """Every numeric setting in range (NaN fails every check) before anything is built or written."""
         check_precision(self.precision)
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
-        if self.weight_decay < 0:
-            raise ValueError(f"--weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        checks = [
+            ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
+            ("--batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("--lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
+            ("--lr_decay_factor", self.lr_decay_factor, 0 < self.lr_decay_factor <= 1, "in (0, 1]"),
+            ("--weight_decay", self.weight_decay, math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
+            ("--momentum", self.momentum, 0.0 <= self.momentum < 1.0, "in [0, 1)"),
+            ("--seed", self.seed, self.seed >= 0, ">= 0"),
+            ("--log_every", self.log_every, self.log_every >= 1, ">= 1 (steps between TensorBoard writes)"),
+            ("--eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
+            ("keep_checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
+        ]
+        for flag, value, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{flag} must be {expected}, got {value}")
+        points = list(self.lr_decay_points)
+        if any(not 0 < p < 1 for p in points) or points != sorted(points):
+            raise ValueError(f"--lr_decay_points must be increasing fractions in (0, 1), got {points}")
 
 
 class _RunningMeans:
@@ -174,6 +185,7 @@ class Trainer:
     def _build(self, student, data, config, run_dir, distiller) -> None:
         self.student, self.data, self.config, self.run_dir = student, data, config, run_dir
         self.distiller = distiller or Distiller()
+        self.distiller.check_batch_size(config.batch_size // self.replicas)
         self.steps_per_epoch = data.steps_per_epoch(config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.schedule = build_schedule(
