@@ -16,9 +16,9 @@ Deterministic for a fixed --seed.
 
 from __future__ import annotations
 
-import os
+from iep.engine.startup import import_tensorflow_quietly, parse_flags_or_exit  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import_tensorflow_quietly()
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    app.run(main, flags_parser=parse_flags_or_exit)
 
 
 if __name__ == "__main__":

@@ -222,8 +222,15 @@ def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageSource:
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises several types for unknown names
-        raise DataError(f"--dataset={name!r} is not a known data set ({error.__class__.__name__}: {error})") from None
+    except Exception as error:  # tfds raises several types for unknown names, with the whole catalogue inside
+        import difflib
+
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=5, cutoff=0.5)
+        hint = f"; closest TensorFlow Datasets names: {', '.join(close)}" if close else ""
+        raise DataError(
+            f"--dataset={name!r} is not a known data set ({error.__class__.__name__}): use digits (built in), "
+            f"tfrecord or folder (with --data_dir), or a TensorFlow Datasets name{hint}"
+        ) from None
     if not builder.is_prepared():
         if not download:
             raise DataError(

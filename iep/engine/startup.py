@@ -1,0 +1,49 @@
+"""Process start-up of the command-line tools: TensorFlow's start-up notices hidden, flag errors as exit 2.
+
+Why: TensorFlow 2.16+ logs from C++ through absl before `TF_CPP_MIN_LOG_LEVEL`
+applies (the oneDNN notice, and on CPU-only machines a CUDA probe's "failed
+call to cuInit"), so every one-line error of ours arrived under a screen of
+noise. `IEP_VERBOSE=1` brings all of it back.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+VERBOSE_ENV = "IEP_VERBOSE"
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and enumerates its devices with stderr closed, unless IEP_VERBOSE is set."""
+    if verbose():
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:  # already imported (e.g. by a test runner): nothing left to hide
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the platform probes log here; logical devices stay configurable
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def parse_flags_or_exit(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a bad flag is one line and exit status 2 like every other user error."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
