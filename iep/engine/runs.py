@@ -5,9 +5,13 @@ evaluated or used as a teacher without repeating its flags.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
+from iep.engine.checkpointing import CHECKPOINT_SUBDIR
+from iep.engine.export import EXPORT_SUBDIR
 from iep.engine.files import read_json, write_json_atomic
+from iep.engine.trainer import METRICS_FILE, TENSORBOARD_SUBDIR
 
 CONFIG_FILE = "config.json"
 # Changing any of these mid-run would silently train a different experiment.
@@ -41,6 +45,9 @@ RESUME_KEYS = (
 )
 # Keys added after runs existed: a config.json without them was made with these values.
 RESUME_DEFAULTS = {"distill_args": None, "precision": "float32"}
+# What a run leaves in its directory; `--noresume` moves all of it aside before the new run's first step.
+RUN_STATE = (CHECKPOINT_SUBDIR, METRICS_FILE, TENSORBOARD_SUBDIR, EXPORT_SUBDIR, CONFIG_FILE)
+REPLACED_SUBDIR = "replaced"
 # Paths name the same thing whether given relative or absolute.
 PATH_KEYS = ("data_dir", "teacher")
 
@@ -58,9 +65,36 @@ def load_run_config(run_dir: str) -> dict[str, Any]:
     return read_json(path)
 
 
+def move_previous_run_aside(run_dir: str) -> str | None:
+    """Moves a previous run's state into <run_dir>/replaced/<UTC time>/ (kept, not deleted); returns that
+    folder, or None if there was nothing. Why: starting over must leave nothing a later resume could pick up."""
+    present = [name for name in RUN_STATE if os.path.exists(os.path.join(run_dir, name))]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target, n = os.path.join(run_dir, REPLACED_SUBDIR, stamp), 1
+    while os.path.exists(target):
+        n += 1
+        target = os.path.join(run_dir, REPLACED_SUBDIR, f"{stamp}-{n}")
+    os.makedirs(target)
+    for name in present:
+        os.rename(os.path.join(run_dir, name), os.path.join(target, name))
+    return target
+
+
 def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool) -> None:
-    """Writes config.json for a new run; for a resumed run, refuses a changed experiment."""
+    """Writes config.json for a new run; for a resumed run, refuses a changed experiment; with
+    `resume=False`, first moves any previous run's state aside."""
     path = os.path.join(run_dir, CONFIG_FILE)
+    if not resume:
+        moved = move_previous_run_aside(run_dir)
+        if moved:
+            print(f"--noresume: the previous run in {run_dir} was moved to {moved}")
+    elif not os.path.exists(path) and os.path.exists(os.path.join(run_dir, CHECKPOINT_SUBDIR)):
+        raise ValueError(
+            f"--run_dir {run_dir!r} holds checkpoints but no {CONFIG_FILE}, so which experiment they belong to "
+            "is unknown; use a new --run_dir, or --noresume to move them aside and start over"
+        )
     if resume and os.path.exists(path):
         saved = read_json(path)
         changed = [
