@@ -318,3 +318,36 @@ def test_eval_rejects_a_checkpoint_without_arch(tmp_path):
         evaluate(checkpoint=str(tmp_path / "x"), dataset="digits")
     with pytest.raises(ValueError, match="is not a readable SavedModel"):
         evaluate(saved_model=str(tmp_path), dataset="digits")
+
+
+def test_sigterm_stops_at_a_step_boundary_names_the_checkpoint_and_resumes(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    command = train_command(run_dir, "--epochs=30", "--arch=resnet8")
+    env = {k: v for k, v in subprocess_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state, deadline = run_dir / "checkpoints" / "checkpoint", time.time() + 300
+    while not (state.exists() and "epoch-1" in state.read_text()):
+        assert process.poll() is None and time.time() < deadline, "run ended before it could be stopped"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM
+    (line,) = stderr.splitlines()  # one line, no traceback, no TensorFlow notices
+    assert line.startswith("error: stopped by SIGTERM at epoch ") and "Re-run the same command to resume" in line
+    latest = state.read_text().split('"')[1]
+    assert f"The last checkpoint is {run_dir / 'checkpoints' / latest}." in line
+    # Resuming from it is what test_kill_and_resume_reproduces_the_uninterrupted_run checks bit for bit.
+
+
+def test_divergence_is_one_line_naming_the_checkpoint_on_disk(tmp_path, capsys):
+    from iep.engine.cli import DIVERGED_EXIT, run_or_exit
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_or_exit(lambda: _train(tmp_path / "nan", epochs=1, distiller=_ExplodingDistiller()))
+    assert exit_info.value.code == DIVERGED_EXIT
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: training diverged at epoch 1, step 1: a loss became NaN/Inf")
+    assert f"No checkpoint was written yet in {tmp_path / 'nan'}." in line  # never an epoch without a checkpoint

@@ -6,9 +6,11 @@ this file knows nothing about any method.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import signal
 import time
 from collections.abc import Sequence
 
@@ -34,6 +36,39 @@ PRE_PHASE_EPOCH_OFFSET = 1_000_000  # pre-phase passes draw data orders disjoint
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or Inf; raised instead of training on garbage."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM or Ctrl-C arrived: the loop stopped at a step boundary (the run resumes from its last checkpoint)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals(requested: list[int]):
+    """SIGTERM and SIGINT only record the request; the loop checks it after every step. A second signal
+    stops at once (a step that never returns must not make the process unkillable). Outside the main
+    thread (where handlers cannot be installed) signals keep their default behaviour."""
+
+    def handler(number, frame):
+        requested.append(number)
+        if len(requested) > 1:
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+
+    previous = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, handler)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +254,7 @@ class Trainer:
             run_dir, student.model, self.optimizer, extra, config.keep_checkpoints, chief=self.chief
         )
         self._epoch_var = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        self._stop_requested: list[int] = []  # signal numbers of SIGTERM / Ctrl-C received during `fit`
         self._train_step = self._compiled(self._step)
         self._predict = tf.function(
             lambda x: student.model(x, training=False)["logits"], jit_compile=config.jit_compile
@@ -268,6 +304,11 @@ class Trainer:
         self._interval.add(values)
         self._epoch_means.add(values)
 
+    def _last_checkpoint_sentence(self) -> str:
+        """Names the newest checkpoint on disk (the one a resume starts from), never a guessed epoch."""
+        latest = self.checkpoints.manager.latest_checkpoint
+        return f"The last checkpoint is {latest}." if latest else f"No checkpoint was written yet in {self.run_dir}."
+
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, split: str | None = None) -> float:
         batches = self.data.eval_dataset(split or self.config.eval_split, self.config.eval_batch_size)
@@ -314,7 +355,6 @@ class Trainer:
         learning_rate,
         writer,
         where: str,
-        last_good: str,
     ) -> None:
         """Runs `step_fn` over `batches` (at most `total_steps`), logging `means` every `log_every` steps."""
         cfg = self.config
@@ -334,10 +374,17 @@ class Trainer:
                 if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
                     raise TrainingDiverged(
                         f"training diverged at {where}, step {step}: a loss became NaN/Inf "
-                        f"({str(error).splitlines()[0][:200]}). The last good checkpoint is {last_good} in "
-                        f"{self.run_dir}; lower --lr or check the data."
+                        f"({str(error).splitlines()[0][:200]}). {self._last_checkpoint_sentence()} "
+                        "Lower --lr or check the data."
                     ) from None
                 raise
+            if self._stop_requested:
+                name = signal.Signals(self._stop_requested[0]).name
+                raise TrainingInterrupted(
+                    f"stopped by {name} at {where}, step {step}. {self._last_checkpoint_sentence()} "
+                    "Re-run the same command to resume from it.",
+                    self._stop_requested[0],
+                )
             interval_images += cfg.batch_size
             if step % cfg.log_every == 0 or step == total_steps:
                 now = time.perf_counter()
@@ -375,7 +422,6 @@ class Trainer:
             writer=writer,
             where=f"{label} pass {local + 1}",
             learning_rate=stage.current_lr,
-            last_good=f"after pre-phase pass {index}",
         )
         means = stage.epoch_means.read_and_reset()
         self._pre_epoch.assign(index + 1)
@@ -400,7 +446,6 @@ class Trainer:
             writer=writer,
             where=f"epoch {epoch + 1}",
             learning_rate=self._current_lr,
-            last_good=f"after epoch {epoch}",
         )
         seconds = time.perf_counter() - started
         epoch_means = self._epoch_means.read_and_reset()
@@ -442,17 +487,21 @@ class Trainer:
             if self.chief
             else tf.summary.create_noop_writer()
         )
-        for index in range(pre_done, self.pre_phase_epochs):
-            self._pre_phase_epoch(index, writer)
-        for epoch in range(start_epoch, self.config.epochs):
-            record = self._main_epoch(epoch, writer)
-            history.append(record)
-            # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.
-            self._write_metrics(history, finished=False)
-            self.checkpoints.mark_epoch(epoch + 1)
-            self.checkpoints.save(self.pre_phase_epochs + epoch + 1)
-            if not math.isfinite(record["train_loss"]):
-                raise TrainingDiverged(f"training loss is {record['train_loss']} after epoch {epoch + 1}")
+        with _stop_on_signals(self._stop_requested):
+            for index in range(pre_done, self.pre_phase_epochs):
+                self._pre_phase_epoch(index, writer)
+            for epoch in range(start_epoch, self.config.epochs):
+                record = self._main_epoch(epoch, writer)
+                if not math.isfinite(record["train_loss"]):  # before the save: a diverged state is not kept
+                    raise TrainingDiverged(
+                        f"training loss is {record['train_loss']} after epoch {epoch + 1}. "
+                        f"{self._last_checkpoint_sentence()} Lower --lr or check the data."
+                    )
+                history.append(record)
+                # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.
+                self._write_metrics(history, finished=False)
+                self.checkpoints.mark_epoch(epoch + 1)
+                self.checkpoints.save(self.pre_phase_epochs + epoch + 1)
         summary = self._write_metrics(history, finished=True)
         self.checkpoints.discard_private()
         if self.config.export and self.chief:
