@@ -7,14 +7,15 @@ hard-coded CIFAR-100 statistics in B,G,R order; we compute ours in RGB.
 
 from __future__ import annotations
 
-import json
+import math
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 
 from datasets.sources import ImageSource
-from iep.engine.files import write_json_atomic
+from iep.engine.files import read_json, write_json_atomic
 
 
 def default_cache_dir() -> str:
@@ -41,9 +42,14 @@ def channel_stats(source: ImageSource, cache_dir: str | None = None) -> tuple[li
     """Cached `compute_channel_stats` of the train split, keyed by the source's fingerprint."""
     path = os.path.join(cache_dir or default_cache_dir(), "stats", f"{source.fingerprint}.json")
     if os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
-        return cached["mean"], cached["std"]
+        try:
+            cached = read_json(path)
+            mean, std = [float(v) for v in cached["mean"]], [float(v) for v in cached["std"]]
+            if len(mean) == len(std) and all(math.isfinite(v) for v in mean + std) and min(std) > 0:
+                return mean, std
+            raise ValueError("statistics out of range")
+        except (ValueError, KeyError, TypeError) as error:  # a damaged cache is recomputed, not trusted
+            print(f"warning: statistics cache {path} is damaged ({error}); recomputing it", file=sys.stderr)
     mean, std = compute_channel_stats(source)
     write_json_atomic(path, {"source": source.name, "mean": mean, "std": std})
     return mean, std

@@ -41,3 +41,23 @@ def test_checkpoints_without_config_are_not_adopted(tmp_path):
     with pytest.raises(ValueError, match="holds checkpoints but no config.json"):
         save_or_check_run_config(str(tmp_path), {"arch": "resnet8"}, resume=True)
     assert (tmp_path / "checkpoints" / "epoch-3.index").exists() and not (tmp_path / "config.json").exists()
+
+
+def test_damaged_config_is_one_error_naming_the_file(tmp_path):
+    _old_run(tmp_path)
+    (tmp_path / "config.json").write_bytes(b'{"arch": "wrn-16-1", \xff')
+    with pytest.raises(ValueError, match=r"config.json is damaged \(not valid JSON"):
+        save_or_check_run_config(str(tmp_path), {"arch": "wrn-16-1"}, resume=True)
+
+
+def test_damaged_statistics_cache_is_recomputed_with_a_warning(tmp_path, capsys):
+    from datasets import DataConfig, build_pipeline
+
+    config = DataConfig("digits", cache_dir=str(tmp_path))
+    first = build_pipeline(config)
+    (cache,) = list((tmp_path / "stats").iterdir())
+    cache.write_text('{"mean": [1, 2')
+    second = build_pipeline(config)
+    assert second.mean == pytest.approx(first.mean) and second.std == pytest.approx(first.std)
+    assert f"warning: statistics cache {cache} is damaged" in capsys.readouterr().err
+    assert json.loads(cache.read_text())["mean"] == pytest.approx(first.mean)  # rewritten

@@ -9,9 +9,11 @@ a resumed run would draw different dropout masks.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 
@@ -49,13 +51,44 @@ class EpochCheckpoints:
             checkpoint_name="epoch",
         )
 
+    def _candidates(self) -> list[str]:
+        """The run's checkpoint prefixes, newest first (from the state file, or the index files if that is
+        unreadable)."""
+        try:
+            state = tf.train.get_checkpoint_state(self.run_directory)
+            if state is not None:
+                return list(reversed(state.all_model_checkpoint_paths or [state.model_checkpoint_path]))
+        except Exception:  # a damaged state file: fall back to what is on disk
+            pass
+        indexes = glob.glob(os.path.join(self.run_directory, "epoch-*.index"))
+        return sorted((p[: -len(".index")] for p in indexes), key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
+
     def restore_latest(self) -> int:
-        """Restores the newest checkpoint if any; returns the number of completed epochs."""
-        latest = tf.train.latest_checkpoint(self.run_directory)
-        if latest is None:
-            return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
+        """Restores the newest intact checkpoint if any; returns the number of completed epochs.
+
+        A damaged newer checkpoint (truncated, bit-flipped, missing files) is skipped with a warning on
+        stderr naming it; if none is intact, ValueError names them all.
+        """
+        damaged = []
+        for prefix in self._candidates():
+            path = prefix if os.path.isabs(prefix) else os.path.join(self.run_directory, prefix)
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:  # what damage raises
+                _silence_unrestored_value_warnings()
+                damaged.append(f"{path} ({error.__class__.__name__}: {str(error).splitlines()[0][:160]})")
+                continue
+            if damaged:
+                print(
+                    f"warning: skipped damaged checkpoint {'; '.join(damaged)}; resuming from {path}", file=sys.stderr
+                )
+            return int(self.epoch.numpy())
+        if damaged:
+            raise ValueError(
+                f"no intact checkpoint in {self.run_directory}: {'; '.join(damaged)}; "
+                "use --noresume to start over (the damaged files are moved aside)"
+            )
+        return 0
 
     def discard_private(self) -> None:
         """A non-chief worker's saves are only its part of the collective save: delete them when done."""

@@ -25,5 +25,9 @@ def write_json_atomic(path: str, payload: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """The file's JSON; a damaged file is a ValueError naming it (not a JSONDecodeError traceback)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged (not valid JSON: {error}); restore or delete it") from None
