@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from datasets import augment
 from datasets.sampling import stratified_indices
-from datasets.sources import DataError, ImageSource, SplitRecords
+from datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable
 from datasets.stats import channel_stats
 
 SMALL_IMAGE_MAX = 64
@@ -68,7 +68,10 @@ def _select(records: tf.data.Dataset, indices: np.ndarray, total: int) -> tf.dat
 
 def _peek_size(split: SplitRecords) -> int:
     for payload, _ in split.records.take(1):
-        return int(max(split.decode(payload).shape[:2]))
+        try:
+            return int(max(split.decode(payload).shape[:2]))
+        except tf.errors.InvalidArgumentError as error:
+            raise_if_undecodable(split, "train", error)
     raise DataError("the train split is empty")
 
 
@@ -95,7 +98,7 @@ class ImagePipeline:
         self._train_records = _select(train.records, self.train_indices, train.size)
         self._memory: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.small:
-            self._memory["train"] = self._decode_all(self._train_records, train)
+            self._memory["train"] = self._decode_all(self._train_records, train, "train")
 
     # -- facts ------------------------------------------------------------
     @property
@@ -123,13 +126,16 @@ class ImagePipeline:
         return steps
 
     # -- datasets ---------------------------------------------------------
-    def _decode_all(self, records: tf.data.Dataset, split: SplitRecords) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_all(self, records: tf.data.Dataset, split: SplitRecords, name: str) -> tuple[np.ndarray, np.ndarray]:
         size = self.image_size
         decoded = records.map(lambda p, y: (_resize_if_needed(split.decode(p), size), y), num_parallel_calls=_AUTOTUNE)
         images, labels = [], []
-        for x, y in decoded.batch(2048).as_numpy_iterator():
-            images.append(x)
-            labels.append(y)
+        try:
+            for x, y in decoded.batch(2048).as_numpy_iterator():
+                images.append(x)
+                labels.append(y)
+        except tf.errors.InvalidArgumentError as error:
+            raise_if_undecodable(split, name, error)
         return np.concatenate(images), np.concatenate(labels)
 
     def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -165,7 +171,7 @@ class ImagePipeline:
         records = self.source.split(split)
         if self.small:
             if split not in self._memory:
-                self._memory[split] = self._decode_all(records.records, records)
+                self._memory[split] = self._decode_all(records.records, records, split)
             images, labels = self._memory[split]
             ds = tf.data.Dataset.from_tensor_slices((images, labels))
             return ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(_AUTOTUNE)

@@ -37,6 +37,39 @@ class SplitRecords:
     records: tf.data.Dataset  # (payload, int32 label), in a fixed order
     decode: Callable[[tf.Tensor], tf.Tensor]  # payload -> uint8 [H, W, 3]
     size: int
+    locate: Callable[[int], str] = lambda index: f"record {index}"  # where record `index` lives (file, shard)
+
+
+def first_undecodable(split: SplitRecords) -> tuple[int, str] | None:
+    """(index, TensorFlow's message) of the first record whose image does not decode, or None.
+
+    Why this way: a decode error inside a tf.data pipeline names no record; decoding with errors
+    ignored and looking for the first missing index finds it in one vectorized pass.
+    """
+    decoded = split.records.enumerate().map(lambda i, record: (i, split.decode(record[0])))
+    expected = 0
+    for index, _ in decoded.ignore_errors().as_numpy_iterator():
+        if index != expected:
+            break
+        expected += 1
+    else:
+        if expected == split.size:
+            return None
+    payload = next(iter(split.records.skip(expected).take(1)))[0]
+    try:
+        split.decode(payload)
+    except tf.errors.OpError as error:
+        return expected, str(error).splitlines()[0][:200]
+    return expected, "decode failed"
+
+
+def raise_if_undecodable(split: SplitRecords, split_name: str, error: Exception) -> None:
+    """Turns a decode failure of `split` into a DataError naming the record (re-raises `error` otherwise)."""
+    found = first_undecodable(split)
+    if found is None:
+        raise error
+    index, message = found
+    raise DataError(f"the {split_name} split: {split.locate(index)} is not a decodable image ({message})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +156,49 @@ def _require_dir(data_dir: str | None, dataset: str) -> str:
     return data_dir
 
 
+def _parse_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    example = tf.io.parse_single_example(serialized, _TFRECORD_FEATURES)
+    return example["image/encoded"], tf.cast(example["image/class/label"], tf.int32)
+
+
+def _tfrecord_shard(path: str) -> tf.data.Dataset:
+    """One shard's (encoded image, label) records; gzip-compressed shards are read as such."""
+    with open(path, "rb") as f:
+        compression = "GZIP" if f.read(2) == b"\x1f\x8b" else ""
+    return tf.data.TFRecordDataset(path, compression_type=compression).map(
+        _parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+
+
+def _shard_labels(path: str, shard: tf.data.Dataset) -> np.ndarray:
+    """Every label of the shard (the cheap scan that finds a corrupt, truncated or wrong-schema shard)."""
+    labels: list[np.ndarray] = []
+    try:
+        for batch in shard.map(lambda _, y: y).batch(4096).as_numpy_iterator():
+            labels.append(batch)
+    except tf.errors.OpError as error:
+        good = 0  # locate the first bad record, reading one at a time (only on failure)
+        try:
+            for _ in shard.map(lambda _, y: y).as_numpy_iterator():
+                good += 1
+        except tf.errors.OpError:
+            pass
+        raise DataError(
+            f"{path}: record {good} is unreadable ({error.__class__.__name__}: {str(error).splitlines()[0][:160]}); "
+            f"expected uncompressed or gzip TFRecords of tf.train.Example with {sorted(_TFRECORD_FEATURES)}"
+        ) from None
+    return np.concatenate(labels) if labels else np.zeros([0], np.int32)
+
+
+def _shard_locator(files: list[str], ends: np.ndarray) -> Callable[[int], str]:
+    def locate(index: int) -> str:
+        shard = int(np.searchsorted(ends, index, side="right"))
+        start = int(ends[shard - 1]) if shard else 0
+        return f"{files[shard]} record {index - start}"
+
+    return locate
+
+
 def load_tfrecord_dir(data_dir: str) -> ImageSource:
     """TFRecords of `tf.train.Example` in the common image-classification schema.
 
@@ -130,7 +206,7 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
     from `classes.txt` (line i = label i) when present.
     """
     data_dir = _require_dir(data_dir, TFRECORD)
-    splits, all_files = {}, []
+    splits, labels, locators, all_files = {}, {}, {}, []
     for split in ("train", "validation", "test"):
         files = sorted(
             set(
@@ -141,17 +217,17 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
         if not files:
             continue
         all_files += files
-
-        def parse(serialized):
-            example = tf.io.parse_single_example(serialized, _TFRECORD_FEATURES)
-            return example["image/encoded"], tf.cast(example["image/class/label"], tf.int32)
-
-        records = tf.data.TFRecordDataset(files).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        splits[split] = records
+        shards = [_tfrecord_shard(f) for f in files]
+        records = shards[0]
+        for shard in shards[1:]:
+            records = records.concatenate(shard)
+        shard_labels = [_shard_labels(f, shard) for f, shard in zip(files, shards, strict=True)]
+        counts = np.cumsum([len(x) for x in shard_labels])
+        splits[split], labels[split] = records, np.concatenate(shard_labels)
+        locators[split] = _shard_locator(files, counts)
     if "train" not in splits:
         raise DataError(f"--data_dir {data_dir!r} holds no train-*.tfrecord files (expected <split>-*.tfrecord)")
 
-    labels = {name: np.fromiter(ds.map(lambda _, y: y).as_numpy_iterator(), np.int32) for name, ds in splits.items()}
     classes_file = os.path.join(data_dir, "classes.txt")
     if os.path.exists(classes_file):
         with open(classes_file) as f:
@@ -166,9 +242,14 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
     return ImageSource(
         name=f"{TFRECORD}:{os.path.abspath(data_dir)}",
         class_names=class_names,
-        splits={n: SplitRecords(ds, decode_image_bytes, int(labels[n].size)) for n, ds in splits.items()},
+        splits={n: SplitRecords(ds, decode_image_bytes, int(labels[n].size), locators[n]) for n, ds in splits.items()},
         fingerprint=fingerprint,
     )
+
+
+def _visible(folder: str) -> list[str]:
+    """Sorted entries of `folder` without hidden ones (.ipynb_checkpoints, .DS_Store, ...)."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
 def load_image_folder(data_dir: str) -> ImageSource:
@@ -177,17 +258,17 @@ def load_image_folder(data_dir: str) -> ImageSource:
     train_dir = os.path.join(data_dir, "train")
     if not os.path.isdir(train_dir):
         raise DataError(f"--data_dir {data_dir!r} has no train/ folder (expected <split>/<class>/<image>)")
-    class_names = tuple(sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d))))
+    class_names = tuple(sorted(d for d in _visible(train_dir) if os.path.isdir(os.path.join(train_dir, d))))
     if not class_names:
         raise DataError(f"{train_dir!r} has no class sub-folders (expected train/<class>/<image>)")
     index = {name: i for i, name in enumerate(class_names)}
     splits, all_files = {}, []
-    for split in sorted(os.listdir(data_dir)):
+    for split in _visible(data_dir):
         split_dir = os.path.join(data_dir, split)
         if not os.path.isdir(split_dir):
             continue
         paths, labels = [], []
-        for class_name in sorted(os.listdir(split_dir)):
+        for class_name in _visible(split_dir):
             class_dir = os.path.join(split_dir, class_name)
             if not os.path.isdir(class_dir):
                 continue
@@ -195,15 +276,20 @@ def load_image_folder(data_dir: str) -> ImageSource:
                 raise DataError(
                     f"{class_dir!r}: class {class_name!r} is not among the train classes {list(class_names)}"
                 )
-            for file in sorted(os.listdir(class_dir)):
-                if file.lower().endswith(IMAGE_EXTENSIONS):
-                    paths.append(os.path.join(class_dir, file))
-                    labels.append(index[class_name])
+            files = _visible(class_dir)
+            for file in files:
+                path = os.path.join(class_dir, file)
+                if not file.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
+                    raise DataError(f"{path!r} is not an image file (expected extensions {IMAGE_EXTENSIONS})")
+            if not files:
+                raise DataError(f"class {class_name!r} of the {split} split has no images ({class_dir!r} is empty)")
+            paths += [os.path.join(class_dir, f) for f in files]
+            labels += [index[class_name]] * len(files)
         if not paths:
             raise DataError(f"{split_dir!r} holds no images with extensions {IMAGE_EXTENSIONS}")
         all_files += paths
         records = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
-        splits[split] = SplitRecords(records, _decode_file, len(paths))
+        splits[split] = SplitRecords(records, _decode_file, len(paths), lambda i, paths=paths: paths[i])
     return ImageSource(
         name=f"{FOLDER}:{os.path.abspath(data_dir)}",
         class_names=class_names,

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from datasets.sources import ImageSource
+from datasets.sources import ImageSource, raise_if_undecodable
 from iep.engine.files import read_json, write_json_atomic
 
 
@@ -30,9 +30,12 @@ def compute_channel_stats(source: ImageSource, split: str = "train") -> tuple[li
         return tf.reduce_sum(pixels, 0), tf.reduce_sum(tf.square(pixels), 0), tf.cast(tf.shape(pixels)[0], tf.float64)
 
     zeros = tf.zeros([3], tf.float64)
-    total, total_sq, count = records.records.map(moments, num_parallel_calls=tf.data.AUTOTUNE).reduce(
-        (zeros, zeros, tf.constant(0.0, tf.float64)), lambda acc, m: (acc[0] + m[0], acc[1] + m[1], acc[2] + m[2])
-    )
+    try:
+        total, total_sq, count = records.records.map(moments, num_parallel_calls=tf.data.AUTOTUNE).reduce(
+            (zeros, zeros, tf.constant(0.0, tf.float64)), lambda acc, m: (acc[0] + m[0], acc[1] + m[1], acc[2] + m[2])
+        )
+    except tf.errors.InvalidArgumentError as error:  # an undecodable image: name it (this is the cheap scan)
+        raise_if_undecodable(records, split, error)
     mean = total.numpy() / count.numpy()
     std = np.sqrt(np.maximum(total_sq.numpy() / count.numpy() - mean**2, 1e-12))
     return mean.tolist(), std.tolist()
