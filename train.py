@@ -101,6 +101,7 @@ def _train() -> dict:
     from iep.engine.cli import default_run_dir
     from iep.engine.distribute import build_strategy, is_chief, split_cpu
     from iep.engine.evaluation import collect_logits, top1_accuracy
+    from iep.engine.files import check_writable
     from iep.engine.precision import precision_policy
     from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
     from iep.engine.teacher import load_teacher
@@ -145,6 +146,7 @@ def _train() -> dict:
         FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed
     )
 
+    check_writable(run_dir, "--run_dir")  # a read-only or missing location fails before the data is read
     data = build_pipeline(data_config)
     data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
     dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)

@@ -54,5 +54,8 @@ def channel_stats(source: ImageSource, cache_dir: str | None = None) -> tuple[li
         except (ValueError, KeyError, TypeError) as error:  # a damaged cache is recomputed, not trusted
             print(f"warning: statistics cache {path} is damaged ({error}); recomputing it", file=sys.stderr)
     mean, std = compute_channel_stats(source)
-    write_json_atomic(path, {"source": source.name, "mean": mean, "std": std})
+    try:
+        write_json_atomic(path, {"source": source.name, "mean": mean, "std": std})
+    except ValueError as error:  # a read-only or full cache only costs the next run this pass
+        print(f"warning: statistics not cached: {error}", file=sys.stderr)
     return mean, std

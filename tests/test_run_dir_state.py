@@ -61,3 +61,50 @@ def test_damaged_statistics_cache_is_recomputed_with_a_warning(tmp_path, capsys)
     assert second.mean == pytest.approx(first.mean) and second.std == pytest.approx(first.std)
     assert f"warning: statistics cache {cache} is damaged" in capsys.readouterr().err
     assert json.loads(cache.read_text())["mean"] == pytest.approx(first.mean)  # rewritten
+
+
+def test_unwritable_locations_are_one_error_naming_the_path(tmp_path):
+    from iep.engine.files import check_writable, write_json_atomic
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a directory cannot be made under a file, whoever runs the test (root included)
+    with pytest.raises(ValueError, match=rf"--run_dir '{blocker}/run' is not writable \(Not a directory\)"):
+        check_writable(str(blocker / "run"), "--run_dir")
+    with pytest.raises(ValueError, match=rf"cannot write {blocker}/metrics.json \((File exists|Not a directory)\)"):
+        write_json_atomic(str(blocker / "metrics.json"), {})
+
+
+def test_a_failed_checkpoint_save_leaves_no_temp_files(tmp_path, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from iep.engine.checkpointing import EpochCheckpoints
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    checkpoints = EpochCheckpoints(str(tmp_path), model, optimizer)
+    checkpoints.save(1)
+
+    def disk_full(**kwargs):
+        os.makedirs(tmp_path / "checkpoints" / "epoch-2_temp")  # what TensorFlow leaves when a save dies
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.manager, "save", disk_full)
+    with pytest.raises(ValueError, match=r"cannot write checkpoint epoch-2 in .*No space left on device"):
+        checkpoints.save(2)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == [
+        "checkpoint",
+        "epoch-1.data-00000-of-00001",
+        "epoch-1.index",
+    ]
+
+
+def test_unwritable_statistics_cache_warns_and_trains_on(tmp_path, capsys):
+    from datasets import DataConfig, build_pipeline
+
+    blocker = tmp_path / "cache_is_a_file"
+    blocker.write_text("")
+    pipeline = build_pipeline(DataConfig("digits", cache_dir=str(blocker)))
+    assert len(pipeline.mean) == 3
+    assert f"warning: statistics not cached: cannot write {blocker}/stats/" in capsys.readouterr().err

@@ -99,8 +99,24 @@ class EpochCheckpoints:
         self.epoch.assign(epochs_completed)
 
     def save(self, number: int) -> str:
-        """Saves as `epoch-<number>`; `number` counts pre-phase passes and epochs together."""
-        return self.manager.save(checkpoint_number=number)
+        """Saves as `epoch-<number>`; `number` counts pre-phase passes and epochs together.
+
+        A failed save (disk full, read-only) removes TensorFlow's half-written `*_temp*` files and is one
+        ValueError naming the folder; the previous checkpoint stays the latest.
+        """
+        try:
+            return self.manager.save(checkpoint_number=number)
+        except (tf.errors.OpError, OSError) as error:
+            for leftover in glob.glob(os.path.join(self.manager.directory, "*_temp*")):
+                if os.path.isdir(leftover):
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    os.remove(leftover)
+            raise ValueError(
+                f"cannot write checkpoint epoch-{number} in {self.manager.directory} "
+                f"({error.__class__.__name__}: {str(error).splitlines()[0][:160]}); free space or fix the "
+                "permissions, then re-run the same command to resume from the last checkpoint"
+            ) from None
 
 
 class _DropUnrestoredValueWarnings(logging.Filter):

@@ -8,19 +8,36 @@ import tempfile
 from typing import Any
 
 
-def write_json_atomic(path: str, payload: Any) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+def check_writable(directory: str, what: str) -> None:
+    """Creates `directory` and writes a probe file in it: a read-only location is one error naming it, before
+    any compute (instead of a traceback at the first checkpoint)."""
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{what} {directory!r} is not writable ({error.strerror or error})") from None
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Writes `payload` as JSON by rename, so a reader never sees a torn file; a full or read-only disk is a
+    ValueError naming the path (and leaves no temporary file)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise ValueError(f"cannot write {path} ({error.strerror or error})") from None
         raise
 
 
