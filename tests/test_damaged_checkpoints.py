@@ -18,8 +18,9 @@ def _model():
 
 
 def _three_checkpoints(run_dir):
+    run_dir = str(run_dir)
     model, optimizer = _model()
-    checkpoints = EpochCheckpoints(str(run_dir), model, optimizer)
+    checkpoints = EpochCheckpoints(run_dir, model, optimizer)
     saved = {}
     for epoch in (1, 2, 3):
         model.layers[0].kernel.assign(np.full((3, 2), float(epoch), np.float32))
@@ -34,6 +35,14 @@ def _flip_bytes(path):
     for i in range(len(data) // 3, len(data) // 3 + 16):
         data[i] ^= 0xFF
     open(path, "wb").write(bytes(data))
+
+
+def test_resume_from_a_relative_run_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the state file's paths are relative to the folder, which is relative here
+    saved = _three_checkpoints("run")
+    model, optimizer = _model()
+    assert EpochCheckpoints("run", model, optimizer).restore_latest() == 3
+    np.testing.assert_array_equal(model.layers[0].kernel.numpy(), saved[3])
 
 
 @pytest.mark.parametrize("damage", ["bit_flip", "truncate", "missing_data"])

@@ -70,8 +70,7 @@ class EpochCheckpoints:
         stderr naming it; if none is intact, ValueError names them all.
         """
         damaged = []
-        for prefix in self._candidates():
-            path = prefix if os.path.isabs(prefix) else os.path.join(self.run_directory, prefix)
+        for path in self._candidates():  # already joined with the folder, as the state file's reader does
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:  # what damage raises
