@@ -158,7 +158,9 @@ def _train() -> dict:
             )
             teacher = None
             if FLAGS.teacher:
-                teacher = load_teacher(FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape)
+                teacher = load_teacher(
+                    FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape, class_names=data.class_names
+                )
 
         distiller = build_distiller(
             FLAGS.distill,

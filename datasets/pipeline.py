@@ -128,14 +128,27 @@ class ImagePipeline:
     # -- datasets ---------------------------------------------------------
     def _decode_all(self, records: tf.data.Dataset, split: SplitRecords, name: str) -> tuple[np.ndarray, np.ndarray]:
         size = self.image_size
-        decoded = records.map(lambda p, y: (_resize_if_needed(split.decode(p), size), y), num_parallel_calls=_AUTOTUNE)
-        images, labels = [], []
+
+        def decode(payload, label):
+            image = split.decode(payload)
+            other_size = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], size))
+            return _resize_if_needed(image, size), label, other_size
+
+        decoded = records.map(decode, num_parallel_calls=_AUTOTUNE)
+        images, labels, resized = [], [], 0
         try:
-            for x, y in decoded.batch(2048).as_numpy_iterator():
+            for x, y, other in decoded.batch(2048).as_numpy_iterator():
                 images.append(x)
                 labels.append(y)
+                resized += int(other.sum())
         except tf.errors.InvalidArgumentError as error:
             raise_if_undecodable(split, name, error)
+        if resized:  # deliberate and said: mixed sizes are resized, never silently stretched
+            total = sum(len(y) for y in labels)
+            print(
+                f"note: {resized} of {total} {name} images are not {size}×{size}; they are resized to it "
+                "(antialiased; --image_size chooses the size)"
+            )
         return np.concatenate(images), np.concatenate(labels)
 
     def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:

@@ -89,3 +89,14 @@ def test_image_folder_hygiene(tmp_path):
     open(broken, "wb").write(b"\x89PNG broken")
     with pytest.raises(DataError, match=rf"the train split: {broken} is not a decodable image"):
         _pipeline(root, "folder", cache=tmp_path / "cache2")
+
+
+def test_mixed_image_sizes_are_resized_and_said(tmp_path, capsys):
+    root = write_image_folder(str(tmp_path / "images"), size=12)
+    odd = tf.io.encode_png(tf.zeros([20, 16, 3], tf.uint8)).numpy()
+    open(os.path.join(root, "train", "bee", "zz_odd.png"), "wb").write(odd)
+    pipeline = _pipeline(root, "folder")
+    assert pipeline.image_size == 12
+    images, _ = next(iter(pipeline.train_dataset(0, 4, 0)))
+    assert images.shape == (4, 12, 12, 3)
+    assert "note: 1 of 19 train images are not 12×12; they are resized to it" in capsys.readouterr().out

@@ -99,6 +99,13 @@ model = tf.saved_model.load(sys.argv[1])
 images = np.load(sys.argv[2])
 out = model.signatures["serving_default"](images=tf.constant(images))
 np.save(sys.argv[3], out["logits"].numpy())
+for wrong in ([1, 16, 16, 3], [1, 32, 32, 1]):  # the declared shape is enforced, not silently broadcast
+    try:
+        model.signatures["serving_default"](images=tf.zeros(wrong))
+    except tf.errors.InvalidArgumentError as error:
+        assert "is not compatible with expected shape" in str(error), error
+    else:
+        raise AssertionError(f"shape {wrong} was accepted")
 ours = [m for m in sys.modules if m.split(".")[0] in ("iep", "nets", "datasets", "op_utils")]
 assert not ours, ours
 """
@@ -243,6 +250,20 @@ def test_teacher_loads_and_resume_refuses_changed_settings(tmp_path, trained_run
     _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet8", "--rate=0.3")
     with pytest.raises(ValueError, match=r"--arch: was 'resnet8', now 'resnet14'"):
         _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet14", "--rate=0.3")
+
+
+def test_teacher_of_other_class_names_is_refused_with_the_difference(trained_run):
+    from iep.engine.teacher import load_teacher
+
+    run_dir, _ = trained_run
+    digits = [str(d) for d in range(10)]
+    with pytest.raises(
+        ValueError, match=r"other classes than the data's \(only the teacher's: \['9'\], only the data's"
+    ):
+        load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=[*digits[:9], "nine"])
+    with pytest.raises(ValueError, match=r"same names in another order"):
+        load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=digits[::-1])
+    load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=digits)
 
 
 def test_resume_treats_relative_and_absolute_paths_as_the_same(tmp_path, monkeypatch):

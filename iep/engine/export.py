@@ -3,6 +3,7 @@
 Signature `serving_default` (also callable as `.serve`):
   input  `images`: float32 [batch, H, W, 3], RGB pixels in [0, 255]
          (the network standardizes internally with the training statistics);
+         another H, W or channel count is refused (InvalidArgumentError naming both shapes);
   output `logits`: float32 [batch, classes] and `probabilities` (softmax).
 Class names: `assets/class_names.txt` inside the export, line i = class i.
 """
@@ -25,6 +26,8 @@ def export_classifier(classifier: keras.Model, export_dir: str, class_names: tup
 
     @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
     def serve(images):
+        # A signature call is not shape-checked by TensorFlow: enforce the declared shape at run time.
+        images = tf.ensure_shape(images, [None, height, width, channels])
         logits = tf.cast(classifier(images, training=False), tf.float32)
         return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 

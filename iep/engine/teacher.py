@@ -17,12 +17,15 @@ def load_teacher(
     input_shape: Sequence[int],
     flag: str = "--teacher",
     name: str = "teacher",
+    class_names: Sequence[str] | None = None,
 ) -> TappedNetwork:
     """A teacher from a run directory or checkpoint prefix of ours.
 
     A run directory carries its architecture and statistics in config.json;
     `arch` (--teacher_arch) must then agree. A bare checkpoint needs `arch`.
     `flag` names the command-line flag in errors (any trained network loads this way, frozen).
+    `class_names` (the data's) must equal the run's own, in order: a teacher whose label i means another
+    class would teach the wrong answers.
     """
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise ValueError(f"{flag} {path!r} does not exist")
@@ -36,6 +39,16 @@ def load_teacher(
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
         if saved["num_classes"] != num_classes:
             raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")
+        saved_names = saved.get("class_names")
+        if class_names is not None and saved_names is not None and list(saved_names) != list(class_names):
+            only_teacher = [c for c in saved_names if c not in class_names]
+            only_data = [c for c in class_names if c not in saved_names]
+            detail = (
+                f"only the teacher's: {only_teacher[:10]}, only the data's: {only_data[:10]}"
+                if only_teacher or only_data
+                else f"same names in another order: teacher {list(saved_names)[:10]}, data {list(class_names)[:10]}"
+            )
+            raise ValueError(f"{flag} {path!r} was trained on other classes than the data's ({detail})")
     elif not arch:
         raise ValueError(f"--teacher_arch is required when {flag} {path!r} is not a run directory of ours")
     teacher = build_network(arch, num_classes, input_shape, mean, std, dropout=0.0, name=name)
