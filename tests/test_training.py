@@ -372,3 +372,21 @@ def test_divergence_is_one_line_naming_the_checkpoint_on_disk(tmp_path, capsys):
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: training diverged at epoch 1, step 1: a loss became NaN/Inf")
     assert f"No checkpoint was written yet in {tmp_path / 'nan'}." in line  # never an epoch without a checkpoint
+
+
+def test_resume_purges_tensorboard_events_past_the_checkpoint(tmp_path):
+    import collections
+    import glob
+
+    run = tmp_path / "run"
+    _train(run, epochs=2)
+    for path in glob.glob(str(run / "checkpoints" / "epoch-2.*")):
+        os.remove(path)  # as if killed after logging epoch 2 but before its checkpoint
+    _train(run, epochs=2)  # resumes after epoch 1 and trains epoch 2 again
+    seen = collections.Counter()
+    for path in glob.glob(str(run / "tensorboard" / "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
+            seen.update((value.tag, event.step) for value in event.summary.value)
+    assert seen and max(seen.values()) == 1, [k for k, n in seen.items() if n > 1][:5]
+    assert {step for tag, step in seen if tag == "epoch/eval_accuracy"} == {1, 2}

@@ -26,6 +26,7 @@ from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
 from iep.engine.files import read_json, write_json_atomic
 from iep.engine.precision import check_precision, needs_loss_scaling
+from iep.engine.tensorboard import purge_events_after
 from nets import TappedNetwork
 from op_utils import build_schedule, decayed_variables, l2_penalty
 
@@ -304,6 +305,18 @@ class Trainer:
         self._interval.add(values)
         self._epoch_means.add(values)
 
+    def _logged_step_limit(self, epochs_completed: int):
+        """tag → the last step the restored state had logged (each family counts steps its own way)."""
+        main_step = int(self.optimizer.iterations.numpy())
+        stages = {f"{s.phase.name}/": int(s.optimizer.iterations.numpy()) for s in self._stages}
+
+        def limit(tag: str) -> int:
+            if tag.startswith("epoch/"):
+                return epochs_completed
+            return next((step for prefix, step in stages.items() if tag.startswith(prefix)), main_step)
+
+        return limit
+
     def _last_checkpoint_sentence(self) -> str:
         """Names the newest checkpoint on disk (the one a resume starts from), never a guessed epoch."""
         latest = self.checkpoints.manager.latest_checkpoint
@@ -482,11 +495,10 @@ class Trainer:
                 f"Resuming {self.run_dir} after epoch {start_epoch} (step {int(self.optimizer.iterations.numpy())}"
                 f"; pre-phase passes done: {pre_done}/{self.pre_phase_epochs})."
             )
-        writer = (
-            tf.summary.create_file_writer(os.path.join(self.run_dir, TENSORBOARD_SUBDIR))
-            if self.chief
-            else tf.summary.create_noop_writer()
-        )
+        log_dir = os.path.join(self.run_dir, TENSORBOARD_SUBDIR)
+        if self.chief and (start_epoch or pre_done) and os.path.isdir(log_dir):
+            purge_events_after(log_dir, self._logged_step_limit(start_epoch))
+        writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()
         with _stop_on_signals(self._stop_requested):
             for index in range(pre_done, self.pre_phase_epochs):
                 self._pre_phase_epoch(index, writer)

@@ -1,0 +1,36 @@
+"""TensorBoard event files of a resumed run: the events past the restored checkpoint are dropped.
+
+Why: a run killed after its last checkpoint has already logged the steps it will now train again, and
+TensorBoard would draw both (two values at one step). TF2's summary writer cannot purge, so the event
+files are rewritten (TFRecord files of `Event` protos) before the resumed run writes new ones.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable
+
+import tensorflow as tf
+
+
+def purge_events_after(log_dir: str, limit_for_tag: Callable[[str], int]) -> int:
+    """Drops every summary event whose step is beyond `limit_for_tag(tag)`; returns how many were dropped."""
+    dropped = 0
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        kept, removed = [], 0
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
+            values = event.summary.value
+            if values and event.step > limit_for_tag(values[0].tag):
+                removed += 1
+            else:
+                kept.append(record)
+        if removed:
+            tmp = path + ".purging"
+            with tf.io.TFRecordWriter(tmp) as writer:
+                for record in kept:
+                    writer.write(record)
+            os.replace(tmp, path)
+            dropped += removed
+    return dropped
