@@ -94,7 +94,7 @@ def test_distill_args_are_checked_before_compute():
         parse_distill_args(["beta"])
     with pytest.raises(ValueError, match=r"unknown for at; it accepts \['beta'\]"):
         build_distiller("at", teacher, student, overrides={"temperature": "2"})
-    with pytest.raises(ValueError, match="beta='big' for at: expected a float"):
+    with pytest.raises(ValueError, match="beta='big' for at: expected a finite float"):
         build_distiller("at", teacher, student, overrides={"beta": "big"})
     assert build_distiller("at", teacher, student, overrides={"beta": "500"}).beta == 500.0
     assert build_distiller("ab", teacher, student, main_steps=100).pre_phase_steps == 30  # 30 % of the main steps

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
 
 def check_writable(directory: str, what: str) -> None:
-    """Creates `directory` and writes a probe file in it: a read-only location is one error naming it, before
-    any compute (instead of a traceback at the first checkpoint)."""
+    """Writes a probe file in `directory` (creating it, then removing what it created): a read-only location
+    is one error naming it, before any compute, instead of a traceback at the first checkpoint."""
+    created = os.path.abspath(directory)
+    while not os.path.exists(os.path.dirname(created)) and os.path.dirname(created) != created:
+        created = os.path.dirname(created)  # the outermost folder this probe will create
+    created = None if os.path.exists(created) else created
     try:
         os.makedirs(directory, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-probe-")
@@ -18,6 +23,9 @@ def check_writable(directory: str, what: str) -> None:
         os.unlink(probe)
     except OSError as error:
         raise ValueError(f"{what} {directory!r} is not writable ({error.strerror or error})") from None
+    finally:
+        if created and os.path.isdir(created):
+            shutil.rmtree(created, ignore_errors=True)
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
