@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from iep.baselines.logit_kd import kd_loss
 from iep.engine.distiller import Distiller
 from nets import TappedNetwork, build_network
 from op_utils import decayed_variables, l2_penalty
 
 
 def mutual_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
-    """½ · [mean_batch KL(softmax(a) ‖ softmax(b)) + mean_batch KL(softmax(b) ‖ softmax(a))]."""
-    log_a, log_b = tf.nn.log_softmax(logits_a), tf.nn.log_softmax(logits_b)
-    a_b = tf.reduce_mean(tf.reduce_sum(tf.exp(log_a) * (log_a - log_b), axis=-1))
-    b_a = tf.reduce_mean(tf.reduce_sum(tf.exp(log_b) * (log_b - log_a), axis=-1))
-    return (a_b + b_a) / 2.0
+    """½ · [mean_batch KL(softmax(a) ‖ softmax(b)) + mean_batch KL(softmax(b) ‖ softmax(a))]: KD's term at T = 1,
+    both ways."""
+    return (kd_loss(logits_b, logits_a, 1.0) + kd_loss(logits_a, logits_b, 1.0)) / 2.0
 
 
 class DMLDistiller(Distiller):

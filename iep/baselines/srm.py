@@ -51,6 +51,7 @@ from iep.baselines.hints import _require_equal_points, student_body_variables
 from iep.baselines.logit_kd import kd_loss, teacher_logits
 from iep.engine.distiller import Distiller, PrePhase
 from nets import TappedNetwork
+from op_utils import l2_penalty
 
 DICTIONARY_FRACTION = 100 / 200  # their CLUSTER_EPOCH total over KD_EPOCH total
 INIT_FRACTION = 160 / 200  # their INIT_EPOCH total over KD_EPOCH total
@@ -182,9 +183,6 @@ class SRMDistiller(Distiller):
 
     def pre_phases(self) -> tuple[PrePhase, ...]:
         dictionary_variables = [v for c in self.dictionaries for v in c.trainable_variables]
-        init_variables = student_body_variables(self.student) + [
-            v for c in self.predictors for v in c.trainable_variables
-        ]
         return (
             PrePhase(
                 "srm_dictionary", self.dictionary_steps, ("reconstruction",), self.dictionary_losses,
@@ -192,9 +190,13 @@ class SRMDistiller(Distiller):
             ),
             PrePhase(
                 "srm_init", self.init_steps, ("image", "pixel", "weight_decay"), self.init_losses,
-                init_variables, self.lr, "adam", INIT_LR_BOUNDARIES,
+                self._init_variables(), self.lr, "adam", INIT_LR_BOUNDARIES,
             ),
         )  # fmt: skip
+
+    def _init_variables(self) -> list[tf.Variable]:
+        """What the initialization stage trains: the student below its classifier and the predictors."""
+        return student_body_variables(self.student) + [v for c in self.predictors for v in c.trainable_variables]
 
     def _teacher_points(self, images: tf.Tensor) -> list[tf.Tensor]:
         return [tf.stop_gradient(t) for t in self.teacher(images, training=False)["preact_taps"]]
@@ -214,9 +216,8 @@ class SRMDistiller(Distiller):
             i, p = init_losses(predictor(s), tf.stop_gradient(dictionary(t)), k)
             image.append(i)
             pixel.append(p)
-        variables = student_body_variables(self.student) + [v for c in self.predictors for v in c.trainable_variables]
-        # torch Adam's weight_decay=λ adds λ·w to every gradient: the gradient of λ/2·Σw².
-        decay = self.init_weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in variables])
+        # torch Adam's weight_decay=λ adds λ·w to every gradient (all variables): the gradient of λ/2·Σw².
+        decay = l2_penalty(self._init_variables(), self.init_weight_decay)
         return {"image": tf.add_n(image), "pixel": tf.add_n(pixel), "weight_decay": decay}
 
     def losses(self, images, labels, student_outputs, epoch):
