@@ -69,6 +69,9 @@ flags.DEFINE_enum(
     list(DISTRIBUTIONS),
     "tf.distribute: mirrored = all local GPUs (or --logical_cpus), multi_worker = hosts from TF_CONFIG.",
 )
+flags.DEFINE_float(
+    "connect_timeout", 120.0, "multi_worker: seconds to wait for every peer in TF_CONFIG before failing (naming it)."
+)
 flags.DEFINE_integer("logical_cpus", 1, "Split the CPU into this many devices (try --distribute=mirrored on a CPU).")
 flags.DEFINE_boolean("export", True, "Export the trained classifier as a SavedModel to <run_dir>/export.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
@@ -87,6 +90,7 @@ def _check_flags() -> None:
         ("iep_module_steps", FLAGS.iep_module_steps is None or FLAGS.iep_module_steps >= 0, ">= 0"),
         ("iep_module_lr", math.isfinite(FLAGS.iep_module_lr) and FLAGS.iep_module_lr > 0, "a finite number > 0"),
         ("logical_cpus", FLAGS.logical_cpus >= 1, ">= 1"),
+        ("connect_timeout", math.isfinite(FLAGS.connect_timeout) and FLAGS.connect_timeout > 0, "a finite number > 0"),
     ]
     for name, ok, expected in checks:
         if not ok:
@@ -111,7 +115,7 @@ def _train() -> dict:
 
     _check_flags()
     split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
-    strategy = build_strategy(FLAGS.distribute)  # multi-worker: also before any other op
+    strategy = build_strategy(FLAGS.distribute, FLAGS.connect_timeout)  # multi-worker: also before any other op
     # Cheap checks first: a typo must not cost a data-set decode.
     parse_arch(FLAGS.arch)
     if FLAGS.teacher_arch:
@@ -146,7 +150,8 @@ def _train() -> dict:
         FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed
     )
 
-    check_writable(run_dir, "--run_dir")  # a read-only or missing location fails before the data is read
+    if is_chief(strategy):  # the only writer; other workers keep private copies (and may race the probe)
+        check_writable(run_dir, "--run_dir")  # a read-only or missing location fails before the data is read
     data = build_pipeline(data_config)
     data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
     dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)

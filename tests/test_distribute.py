@@ -87,3 +87,78 @@ def test_distribution_flags_fail_clearly(tmp_path):
 @pytest.fixture(autouse=True)
 def _no_leftover_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
+
+
+def _worker_env(ports, index):
+    env = subprocess_env()
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    return env
+
+
+def test_unreachable_peer_is_named_after_the_connect_timeout(tmp_path):
+    ports = [_free_port(), _free_port()]  # nobody starts worker 1
+    process = _train(tmp_path / "run", "--distribute=multi_worker", "--connect_timeout=2", env=_worker_env(ports, 0))
+    out = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 2, out
+    assert f"could not reach worker 1 at localhost:{ports[1]}" in out and "--connect_timeout" in out
+    assert "Traceback" not in out and not (tmp_path / "run").exists()
+
+
+def test_sigterm_stops_the_wait_for_peers(tmp_path):
+    import signal
+    import time
+
+    ports = [_free_port(), _free_port()]
+    process = _train(tmp_path / "run", "--distribute=multi_worker", env=_worker_env(ports, 1))
+    first_line = process.stdout.readline().decode()  # printed when the wait starts
+    assert "worker 1 waiting up to 120 s for worker 0" in first_line
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    out = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 128 + signal.SIGTERM, out
+    assert "stopped by SIGTERM while waiting for the peers" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "tf_config, expected",
+    [
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG must name 'cluster' and 'task'"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "is not in its cluster"),
+        ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}', "expected host:port"),
+    ],
+)
+def test_bad_tf_config_is_named(monkeypatch, tf_config, expected):
+    from iep.engine.distribute import read_tf_config
+
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(")):
+        read_tf_config()
+
+
+def test_port_in_use_is_named():
+    from iep.engine.distribute import wait_for_peers
+
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = {"cluster": {"worker": [f"localhost:{port}"]}, "task": {"type": "worker", "index": 0}}
+        with pytest.raises(ValueError, match=f"worker 0.*cannot listen on port {port}"):
+            wait_for_peers(config, timeout=1)
+
+
+def test_lost_peer_message_is_one_line():
+    from iep.engine.cli import _one_line
+
+    recorded = (  # TF 2.21's message on the surviving worker after its peer was killed with SIGKILL
+        "{{function_node __wrapped__CollectiveBcastSend_device_/job:worker/replica:0/task:0/device:CPU:0}} "
+        "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy "
+        "(stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.\n"
+        "The error could be from a previous operation. Restart your program to reset. [Op:CollectiveBcastSend]"
+    )
+    assert _one_line(recorded) == (
+        "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy "
+        "(stopped sending heartbeats): /job:worker/replica:0/task:1 The tasks have crashed"
+    )
