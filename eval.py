@@ -27,7 +27,7 @@ flags.DEFINE_string("dataset", None, "Data set; default: the run's.")
 flags.DEFINE_string("data_dir", None, "Data folder; default: the run's.")
 flags.DEFINE_boolean("download", False, "Let tfds download the data set.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
-flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.")
+flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.", lower_bound=1)
 flags.DEFINE_string("output", None, "Report JSON; default <run_dir>/eval_<split>.json or ./eval_<split>.json.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 

@@ -31,12 +31,16 @@ flags.DEFINE_string("dataset", None, "Data set; default: the teacher run's.")
 flags.DEFINE_string("data_dir", None, "Data folder; default: the teacher run's.")
 flags.DEFINE_string("split", "test", "Split to embed.")
 flags.DEFINE_integer("limit", None, "Use the first N images of the split (default: all).")
-flags.DEFINE_integer("tsne_limit", 2000, "Images embedded by t-SNE and scored by the cluster metrics.")
-flags.DEFINE_integer("graph_images", 8, "Images drawn as graph nodes (one per class first, fixed by --seed).")
+flags.DEFINE_integer(
+    "tsne_limit", 2000, "Images embedded by t-SNE and scored by the cluster metrics (at least 50).", lower_bound=50
+)
+flags.DEFINE_integer(
+    "graph_images", 8, "Images drawn as graph nodes (one per class first, fixed by --seed).", lower_bound=0
+)
 flags.DEFINE_list("points", None, "Sensing-point indices to use (default: all).")
 flags.DEFINE_boolean("projector", True, "Write the TensorBoard Embedding Projector files.")
-flags.DEFINE_integer("seed", 0, "Seed of t-SNE and of the graph images.")
-flags.DEFINE_integer("batch_size", 500, "Inference batch size.")
+flags.DEFINE_integer("seed", 0, "Seed of t-SNE and of the graph images.", lower_bound=0)
+flags.DEFINE_integer("batch_size", 500, "Inference batch size.", lower_bound=1)
 flags.DEFINE_string("out", "runs/visualize", "Output folder.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 

@@ -75,6 +75,39 @@ def _convert(method: str, key: str, value: str, default: object) -> object:
     return value
 
 
+_POSITIVE = (lambda x: x > 0, "> 0")
+_NON_NEGATIVE = (lambda x: x >= 0, ">= 0")
+# Every numeric option of every method, by name: a value outside its range (a negative temperature or loss
+# weight, a zero learning rate) would train a different experiment with exit status 0.
+OPTION_RANGES = {
+    "temperature": _POSITIVE,
+    "lr": _POSITIVE,
+    "pre_phase_lr": _POSITIVE,
+    "codeword_multiplier": _POSITIVE,
+    "sparsity_multiplier": _POSITIVE,
+    "dictionary_fraction": _POSITIVE,
+    "init_fraction": _POSITIVE,
+    "warmup_fraction": (lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "heads": (lambda x: x >= 1, ">= 1"),
+    "components": (lambda x: x >= 1, ">= 1"),
+    **dict.fromkeys(
+        ("alpha", "beta", "weight", "angle_weight", "distance_weight", "cross_entropy_weight", "margin"), _NON_NEGATIVE
+    ),
+    **dict.fromkeys(("weight_decay", "init_weight_decay", "pre_phase_steps"), _NON_NEGATIVE),
+}
+
+
+def _check_range(method: str, key: str, value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if key not in OPTION_RANGES:
+        raise ValueError(f"{method}: option {key!r} has no declared range in iep.methods.OPTION_RANGES")
+    ok, expected = OPTION_RANGES[key]
+    if not ok(value):
+        raise ValueError(f"--distill_args {key} for {method} must be {expected}, got {value:g}")
+    return value
+
+
 def method_class(method: str) -> type[Distiller]:
     module, name = REGISTRY[method]
     return getattr(importlib.import_module(module), name)
@@ -124,7 +157,7 @@ def build_distiller(
         unknown = sorted(set(overrides) - set(options))
         if unknown:
             raise ValueError(f"--distill_args {unknown} unknown for {method}; it accepts {sorted(options)}")
-        kwargs = {k: _convert(method, k, v, options[k]) for k, v in overrides.items()}
+        kwargs = {k: _check_range(method, k, _convert(method, k, v, options[k])) for k, v in overrides.items()}
         if method in FRACTIONAL_PRE_PHASE and "pre_phase_steps" not in kwargs:
             if main_steps is None:
                 raise ValueError(f"{method}: give pre_phase_steps (or main_steps for the 30 % default)")

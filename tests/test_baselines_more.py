@@ -103,6 +103,35 @@ def test_distill_args_are_checked_before_compute():
         build_distiller("co", build_network("resnet8", 10), student)
 
 
+@pytest.mark.parametrize(
+    "method, overrides, expected",
+    [
+        ("kd", {"temperature": "-1"}, "temperature for kd must be > 0, got -1"),
+        ("kd", {"weight": "-0.5"}, "weight for kd must be >= 0"),
+        ("dkd", {"warmup_fraction": "1.5"}, r"warmup_fraction for dkd must be in \[0, 1\]"),
+        ("mhgd", {"heads": "0"}, "heads for mhgd must be >= 1"),
+        ("fitnet", {"pre_phase_lr": "0"}, "pre_phase_lr for fitnet must be > 0"),
+        ("rkd", {"angle_weight": "-50"}, "angle_weight for rkd must be >= 0"),
+    ],
+)
+def test_distill_args_out_of_range_are_refused(method, overrides, expected):
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    with pytest.raises(ValueError, match=expected):
+        build_distiller(method, teacher, student, main_steps=10, epochs=1, overrides=overrides)
+
+
+def test_every_numeric_option_has_a_range():
+    from iep.methods import OPTION_RANGES, REGISTRY, method_options
+
+    numeric = {
+        name
+        for method in REGISTRY
+        for name, default in method_options(method).items()
+        if isinstance(default, (int, float)) and not isinstance(default, bool)
+    }
+    assert numeric <= set(OPTION_RANGES), sorted(numeric - set(OPTION_RANGES))
+
+
 def _snapshot(variables):
     return [v.numpy().copy() for v in variables]
 

@@ -70,6 +70,8 @@ def test_unwritable_locations_are_one_error_naming_the_path(tmp_path):
     blocker.write_text("")  # a directory cannot be made under a file, whoever runs the test (root included)
     with pytest.raises(ValueError, match=rf"--run_dir '{blocker}/run' is not writable \(Not a directory\)"):
         check_writable(str(blocker / "run"), "--run_dir")
+    with pytest.raises(ValueError, match=rf"--run_dir '{blocker}' is a file; expected a directory"):
+        check_writable(str(blocker), "--run_dir")
     with pytest.raises(ValueError, match=rf"cannot write {blocker}/metrics.json \((File exists|Not a directory)\)"):
         write_json_atomic(str(blocker / "metrics.json"), {})
 

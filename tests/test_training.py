@@ -258,7 +258,7 @@ def test_teacher_of_other_class_names_is_refused_with_the_difference(trained_run
     run_dir, _ = trained_run
     digits = [str(d) for d in range(10)]
     with pytest.raises(
-        ValueError, match=r"other classes than the data's \(only the teacher's: \['9'\], only the data's"
+        ValueError, match=r"other classes than the data's \(only the model's: \['9'\], only the data's"
     ):
         load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=[*digits[:9], "nine"])
     with pytest.raises(ValueError, match=r"same names in another order"):
@@ -315,6 +315,16 @@ def test_eval_report_matches_training_metrics(trained_run):
     exported = evaluate(saved_model=os.path.join(run_dir, "export"), dataset="digits")
     assert exported["top1"] == pytest.approx(report["top1"])
     assert exported["confusion_matrix"] == report["confusion_matrix"]
+
+
+def test_eval_refuses_data_with_other_class_names(trained_run, cifar10_dir):
+    """A digits model scored on CIFAR-10 (also 10 classes) printed ~10 % with exit 0; now the names differ."""
+    from iep.engine.evaluation import evaluate
+
+    run_dir, _ = trained_run
+    for source in ({"run_dir": run_dir}, {"saved_model": os.path.join(run_dir, "export")}):
+        with pytest.raises(ValueError, match=r"other classes than the data's \(only the model's: \['0', '1'"):
+            evaluate(**source, dataset="tfrecord", data_dir=cifar10_dir)
 
 
 def test_eval_cli_writes_the_report(tmp_path, trained_run):

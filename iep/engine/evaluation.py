@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -45,13 +46,17 @@ def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def _saved_model_predictor(path: str):
     import tensorflow as tf
 
+    from iep.engine.export import CLASS_NAMES_FILE
+
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:
         raise ValueError(f"--saved_model {path!r} is not a readable SavedModel ({error.__class__.__name__})") from None
     serve = loaded.signatures["serving_default"]
     size = int(serve.structured_input_signature[1]["images"].shape[1])
-    return (lambda images: serve(images=images)["logits"]), size
+    names_file = os.path.join(path, "assets", CLASS_NAMES_FILE)
+    names = open(names_file).read().splitlines() if os.path.exists(names_file) else None
+    return (lambda images: serve(images=images)["logits"]), size, names
 
 
 def evaluate(
@@ -72,7 +77,7 @@ def evaluate(
 
     from datasets import DataConfig, build_pipeline
     from iep.engine.checkpointing import restore_model_weights
-    from iep.engine.runs import load_run_config
+    from iep.engine.runs import check_class_names, load_run_config
     from nets import build_network
 
     if not (run_dir or checkpoint or saved_model):
@@ -86,9 +91,11 @@ def evaluate(
     if data_dir is None and dataset == run_config.get("dataset"):
         data_dir = run_config.get("data_dir")
     predict, image_size = None, (run_config.get("input_shape") or [None])[0]
+    model_names = run_config.get("class_names")
     if saved_model:
-        predict, image_size = _saved_model_predictor(saved_model)
+        predict, image_size, model_names = _saved_model_predictor(saved_model)
     data = build_pipeline(DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir))
+    check_class_names(model_names, data.class_names, repr(saved_model or run_dir))
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
         restore_model_weights(network.model, checkpoint or run_dir)

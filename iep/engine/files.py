@@ -12,6 +12,8 @@ from typing import Any
 def check_writable(directory: str, what: str) -> None:
     """Writes a probe file in `directory` (creating it, then removing what it created): a read-only location
     is one error naming it, before any compute, instead of a traceback at the first checkpoint."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"{what} {directory!r} is a file; expected a directory")
     created = os.path.abspath(directory)
     while not os.path.exists(os.path.dirname(created)) and os.path.dirname(created) != created:
         created = os.path.dirname(created)  # the outermost folder this probe will create

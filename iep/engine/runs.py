@@ -58,6 +58,21 @@ def _comparable(key: str, value: Any) -> Any:
     return value
 
 
+def check_class_names(model_names, data_names, what: str) -> None:
+    """A model whose label i means another class than the data's would score (or teach) garbage with exit 0:
+    refuse, listing the names only one side has, or both orders when the sets agree."""
+    if model_names is None or data_names is None or list(model_names) == list(data_names):
+        return
+    only_model = [c for c in model_names if c not in data_names]
+    only_data = [c for c in data_names if c not in model_names]
+    detail = (
+        f"only the model's: {only_model[:10]}, only the data's: {only_data[:10]}"
+        if only_model or only_data
+        else f"same names in another order: model {list(model_names)[:10]}, data {list(data_names)[:10]}"
+    )
+    raise ValueError(f"{what} was trained on other classes than the data's ({detail})")
+
+
 def load_run_config(run_dir: str) -> dict[str, Any]:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 
 from iep.engine.checkpointing import restore_model_weights
-from iep.engine.runs import CONFIG_FILE, load_run_config
+from iep.engine.runs import CONFIG_FILE, check_class_names, load_run_config
 from nets import TappedNetwork, build_network
 
 
@@ -39,16 +39,7 @@ def load_teacher(
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
         if saved["num_classes"] != num_classes:
             raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")
-        saved_names = saved.get("class_names")
-        if class_names is not None and saved_names is not None and list(saved_names) != list(class_names):
-            only_teacher = [c for c in saved_names if c not in class_names]
-            only_data = [c for c in class_names if c not in saved_names]
-            detail = (
-                f"only the teacher's: {only_teacher[:10]}, only the data's: {only_data[:10]}"
-                if only_teacher or only_data
-                else f"same names in another order: teacher {list(saved_names)[:10]}, data {list(class_names)[:10]}"
-            )
-            raise ValueError(f"{flag} {path!r} was trained on other classes than the data's ({detail})")
+        check_class_names(saved.get("class_names"), class_names, f"{flag} {path!r}")
     elif not arch:
         raise ValueError(f"--teacher_arch is required when {flag} {path!r} is not a run directory of ours")
     teacher = build_network(arch, num_classes, input_shape, mean, std, dropout=0.0, name=name)
