@@ -8,9 +8,11 @@ For the teacher and every student (run directories of ours), on --split:
                               (tensorboard --logdir <out>/projector)
   graphs/point<i>.png         for --graph_images fixed images: affinity matrices (and, with --iep_run,
                               the MPNN readouts and messages) as heatmaps, and as graphs of the images
-  tsne/<net>.png              t-SNE of each point's pooled features
+  embeddings/point<i>.png     each point's pooled features in 2-D: t-SNE and IVIS (rows) per network (columns);
+                              IVIS is fitted on --ivis_fit_split and embeds --split with its learned mapping
   cluster_metrics.json, cluster_metrics_<space>.png
-                              k-NN accuracy, silhouette, intra/inter distance ratio per point and network
+                              k-NN accuracy, silhouette, intra/inter distance ratio per point and network,
+                              on the features and on each embedding
 Deterministic for a fixed --seed.
 """
 
@@ -33,6 +35,11 @@ flags.DEFINE_string("split", "test", "Split to embed.")
 flags.DEFINE_integer("limit", None, "Use the first N images of the split (default: all).")
 flags.DEFINE_integer(
     "tsne_limit", 2000, "Images embedded by t-SNE and scored by the cluster metrics (at least 50).", lower_bound=50
+)
+flags.DEFINE_list("embedding", ["tsne", "ivis"], "2-D embeddings of each point's pooled features: tsne, ivis.")
+flags.DEFINE_string("ivis_fit_split", "train", "Split whose images IVIS learns its mapping on (then embeds --split).")
+flags.DEFINE_integer(
+    "ivis_fit_limit", 5000, "Images of --ivis_fit_split IVIS is fitted on (seeded subset).", lower_bound=3
 )
 flags.DEFINE_integer(
     "graph_images", 8, "Images drawn as graph nodes (one per class first, fixed by --seed).", lower_bound=0
@@ -57,6 +64,9 @@ def _visualize() -> dict:
         split=FLAGS.split,
         limit=FLAGS.limit,
         tsne_limit=FLAGS.tsne_limit,
+        embeddings=FLAGS.embedding,
+        ivis_fit_split=FLAGS.ivis_fit_split,
+        ivis_fit_limit=FLAGS.ivis_fit_limit,
         graph_images=FLAGS.graph_images,
         points=[int(p) for p in FLAGS.points] if FLAGS.points else None,
         projector=FLAGS.projector,

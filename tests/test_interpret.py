@@ -115,6 +115,7 @@ def test_visualize_writes_every_view_deterministically(trained_runs, tmp_path):
         iep_run=str(root / "student_iep"),
         limit=120,
         tsne_limit=90,
+        ivis_fit_limit=150,
         graph_images=6,
     )
     metrics = visualize(**args, out=str(tmp_path / "a"))
@@ -123,14 +124,14 @@ def test_visualize_writes_every_view_deterministically(trained_runs, tmp_path):
     for name in metrics:
         assert set(metrics[name]) == {"point0", "point1", "point2"}
         for point in metrics[name].values():
-            for space in ("features", "tsne"):
+            for space in ("features", "tsne", "ivis"):
                 assert set(point[space]) == {"knn_accuracy", "silhouette", "intra_inter_ratio"}
                 assert 0.0 <= point[space]["knn_accuracy"] <= 1.0 and -1 <= point[space]["silhouette"] <= 1
         for p in range(3):
             assert os.path.getsize(out / "spca" / f"{name}_point{p}.png") > 10_000
-        assert (out / "tsne" / f"{name}.png").exists()
     channels = [16, 32, 64]  # resnet8 sensing points: compressed PCs are D/2 wide
     for p, c in enumerate(channels):
+        assert os.path.getsize(out / "embeddings" / f"point{p}.png") > 10_000  # t-SNE and IVIS per network
         assert np.loadtxt(out / "projector" / f"teacher_point{p}.tsv").shape == (120, c // 2)
         assert (out / "graphs" / f"point{p}_heatmaps.png").exists()
     for p in (1, 2):  # the MPNN relates consecutive points

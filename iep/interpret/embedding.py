@@ -1,4 +1,4 @@
-"""t-SNE of each sensing point's pooled features, and the cluster metrics of both spaces."""
+"""2-D embeddings of each sensing point's pooled features (t-SNE, IVIS) and the cluster metrics of every space."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.manifold import TSNE
 
+from iep.interpret.ivis import Ivis, IvisConfig
 from iep.interpret.metrics import cluster_metrics
+
+EMBEDDINGS = ("tsne", "ivis")
 
 
 def tsne(x: np.ndarray, seed: int) -> np.ndarray:
@@ -15,15 +18,40 @@ def tsne(x: np.ndarray, seed: int) -> np.ndarray:
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def tsne_and_metrics(
-    pooled: Sequence[np.ndarray], labels: np.ndarray, limit: int, seed: int
-) -> tuple[list[np.ndarray], list[dict[str, dict[str, float]]]]:
-    """For the first `limit` images: per point, the 2-D t-SNE embedding and metrics of the features and of it."""
+def check_embeddings(methods: Sequence[str]) -> list[str]:
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in EMBEDDINGS]
+    if unknown or not methods:
+        raise ValueError(f"--embedding must be a non-empty subset of {EMBEDDINGS}, got {list(methods)}")
+    return methods
+
+
+def embed_and_score(
+    pooled: Sequence[np.ndarray],
+    labels: np.ndarray,
+    limit: int,
+    seed: int,
+    methods: Sequence[str] = EMBEDDINGS,
+    fit_pooled: Sequence[np.ndarray] | None = None,
+) -> tuple[dict[str, list[np.ndarray]], list[dict[str, dict[str, float]]]]:
+    """For the first `limit` images of the split: per point, each method's 2-D map and the metrics of the
+    features and of every map. t-SNE embeds those images directly; IVIS learns its mapping on `fit_pooled`
+    (the same points' features of another split, e.g. train) and transforms these images with it."""
+    methods = check_embeddings(methods)
+    if "ivis" in methods and fit_pooled is None:
+        raise ValueError("IVIS needs the features of a split to fit its mapping on (fit_pooled)")
     labels = labels[:limit]
-    embeddings, metrics = [], []
-    for features in pooled:
+    embeddings: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    metrics = []
+    for i, features in enumerate(pooled):
         features = features[:limit]
-        embedding = tsne(features, seed)
-        embeddings.append(embedding)
-        metrics.append({"features": cluster_metrics(features, labels), "tsne": cluster_metrics(embedding, labels)})
+        scores = {"features": cluster_metrics(features, labels)}
+        for method in methods:
+            if method == "tsne":
+                embedding = tsne(features, seed)
+            else:
+                embedding = Ivis(IvisConfig(seed=seed)).fit(fit_pooled[i]).transform(features)
+            embeddings[method].append(embedding)
+            scores[method] = cluster_metrics(embedding, labels)
+        metrics.append(scores)
     return embeddings, metrics

@@ -58,3 +58,14 @@ def collect(network: TappedNetwork, batches: tf.data.Dataset, spca: list[Stacked
         pooled=[np.concatenate([b[i] for b in pooled]) for i in range(points)],
         compressed=[np.concatenate([b[i] for b in compressed]) for i in range(points)],
     )
+
+
+def collect_pooled(network: TappedNetwork, batches: tf.data.Dataset) -> list[np.ndarray]:
+    """Per point [N, C] global-average-pooled features only (what IVIS is fitted on)."""
+
+    @tf.function
+    def step(images):
+        return [tf.reduce_mean(t, axis=[1, 2]) for t in network(images, training=False)["taps"]]
+
+    per_batch = [[x.numpy() for x in step(images)] for images, _ in batches]
+    return [np.concatenate([b[i] for b in per_batch]) for i in range(len(network.tap_specs))]

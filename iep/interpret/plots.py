@@ -76,12 +76,23 @@ def relation_graph(images: np.ndarray, relation: np.ndarray, title: str, path: s
     _save(figure, path)
 
 
-def tsne_panels(embeddings: Sequence[np.ndarray], labels: np.ndarray, names: Sequence[str], title: str, path: str):
-    figure, axes = plt.subplots(1, len(embeddings), figsize=(3.6 * len(embeddings), 3.6), squeeze=False)
-    for ax, embedding, name in zip(axes[0], embeddings, names, strict=True):
-        ax.scatter(embedding[:, 0], embedding[:, 1], c=labels, cmap="tab10", s=2, linewidths=0)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
+def embedding_grid(
+    embeddings: Mapping[str, Mapping[str, np.ndarray]], labels: np.ndarray, title: str, path: str
+) -> None:
+    """One point's 2-D maps side by side: a row per method (t-SNE, IVIS), a column per network
+    (embeddings[network][method] = [N, 2], the same N images coloured by class everywhere)."""
+    networks = list(embeddings)
+    methods = list(dict.fromkeys(m for per_net in embeddings.values() for m in per_net))
+    figure, axes = plt.subplots(
+        len(methods), len(networks), figsize=(3.4 * len(networks), 3.4 * len(methods)), squeeze=False
+    )
+    for row, method in enumerate(methods):
+        for col, network in enumerate(networks):
+            ax = axes[row][col]
+            embedding = embeddings[network][method]
+            ax.scatter(embedding[:, 0], embedding[:, 1], c=labels[: len(embedding)], cmap="tab10", s=2, linewidths=0)
+            ax.set_title(f"{network}: {method}", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
     figure.suptitle(title)
     figure.tight_layout()
     _save(figure, path)

@@ -15,7 +15,7 @@ from iep.engine.runs import load_run_config
 from iep.engine.teacher import load_teacher
 from iep.interpret import features as F
 from iep.interpret import plots
-from iep.interpret.embedding import tsne_and_metrics
+from iep.interpret.embedding import EMBEDDINGS, check_embeddings, embed_and_score
 from iep.interpret.modules import graph_matrices, load_iep_modules, pick_graph_images
 from iep.interpret.projector import write_projector
 
@@ -34,6 +34,17 @@ def _select_points(network, points: list[int] | None, label: str) -> list[int]:
     return wanted
 
 
+def _kept(keep: tf.Tensor):
+    def kept(i, xy):
+        return keep[i]
+
+    return kept
+
+
+def _drop_index(i, xy):
+    return xy
+
+
 def visualize(
     teacher: str,
     students: Sequence[str] = (),
@@ -43,6 +54,9 @@ def visualize(
     split: str = "test",
     limit: int | None = None,
     tsne_limit: int = 2000,
+    embeddings: Sequence[str] = EMBEDDINGS,
+    ivis_fit_split: str = "train",
+    ivis_fit_limit: int = 5000,
     graph_images: int = 8,
     points: Sequence[int] | None = None,
     projector: bool = True,
@@ -53,12 +67,16 @@ def visualize(
 ) -> dict:
     """Writes every view under `out`; returns the cluster metrics {network: {point: {space: {metric}}}}.
 
-    `limit` keeps a seeded random subset of the split (in split order); t-SNE and the metrics use the first
-    `tsne_limit` images of it.
+    `limit` keeps a seeded random subset of the split (in split order); t-SNE, IVIS and the metrics use the
+    first `tsne_limit` images of it. IVIS learns its mapping on a seeded subset of `ivis_fit_limit` images
+    of `ivis_fit_split` and embeds the split's images with it (t-SNE cannot embed unseen points).
     """
     points = list(points) if points else None
+    embeddings = check_embeddings(embeddings)
     if limit is not None and limit < 2:
         raise ValueError(f"--limit must be >= 2, got {limit}")
+    if ivis_fit_limit < 3:
+        raise ValueError(f"--ivis_fit_limit must be >= 3, got {ivis_fit_limit}")
     config = load_run_config(teacher)
     data = build_pipeline(
         DataConfig(
@@ -77,25 +95,30 @@ def visualize(
     selected = {name: _select_points(net, points, name) for name, net in networks.items()}
     iep = load_iep_modules(iep_run, data, teacher) if iep_run else None
 
-    keep = None
-    if limit:  # a seeded random subset in split order: splits are often sorted by class
-        total = sum(int(y.shape[0]) for _, y in data.eval_dataset(split, batch_size))
-        chosen = np.random.default_rng(seed).permutation(total)[: min(limit, total)]
-        keep = tf.constant(np.isin(np.arange(total), chosen))
+    def subset(split_name: str, count: int | None):
+        """A seeded random subset in split order (splits are often sorted by class); all images without a count."""
+        keep = None
+        if count:
+            total = sum(int(y.shape[0]) for _, y in data.eval_dataset(split_name, batch_size))
+            chosen = np.random.default_rng(seed).permutation(total)[: min(count, total)]
+            keep = tf.constant(np.isin(np.arange(total), chosen))
 
-    def batches():
-        dataset = data.eval_dataset(split, batch_size)
-        if keep is not None:
-            dataset = (
-                dataset.unbatch().enumerate().filter(lambda i, xy: keep[i]).map(lambda i, xy: xy).batch(batch_size)
-            )
-        return dataset
+        def batches():
+            dataset = data.eval_dataset(split_name, batch_size)
+            if keep is not None:
+                dataset = dataset.unbatch().enumerate().filter(_kept(keep)).map(_drop_index).batch(batch_size)
+            return dataset
+
+        return batches
+
+    batches = subset(split, limit)
+    fit_batches = subset(ivis_fit_split, ivis_fit_limit) if "ivis" in embeddings else None
 
     images = np.concatenate([x.numpy() for x, _ in batches()]).astype(np.uint8)
     os.makedirs(out, exist_ok=True)
-    for sub in ("spca", "tsne", "graphs"):
+    for sub in ("spca", "embeddings", "graphs"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
-    metrics, projector_tensors, split_features, spca_of = {}, {}, None, {}
+    metrics, projector_tensors, split_features, spca_of, maps_of_point = {}, {}, None, {}, {}
     for name, net in networks.items():
         use_trained = iep is not None and name == teacher_name
         spca_of[name] = iep.spca if use_trained else F.fit_spca(net, batches())
@@ -110,18 +133,26 @@ def visualize(
                 os.path.join(out, "spca", f"{name}_point{p}.png"),
             )
             projector_tensors[f"{name}_point{p}"] = feats.compressed[p]
-        embeddings, metrics[name] = tsne_and_metrics(
-            [feats.pooled[p] for p in selected[name]], feats.labels, tsne_limit, seed
-        )
-        metrics[name] = {f"point{p}": m for p, m in zip(selected[name], metrics[name], strict=True)}
-        plots.tsne_panels(
+        fit_pooled = F.collect_pooled(net, fit_batches()) if fit_batches else None
+        maps, scores = embed_and_score(
+            [feats.pooled[p] for p in selected[name]],
+            feats.labels,
+            tsne_limit,
+            seed,
             embeddings,
-            feats.labels[: len(embeddings[0])],
-            [f"point {p}" for p in selected[name]],
-            f"{name}: t-SNE of pooled features",
-            os.path.join(out, "tsne", f"{name}.png"),
+            [fit_pooled[p] for p in selected[name]] if fit_pooled else None,
         )
+        metrics[name] = {f"point{p}": m for p, m in zip(selected[name], scores, strict=True)}
+        for i, p in enumerate(selected[name]):
+            maps_of_point.setdefault(p, {})[name] = {method: maps[method][i] for method in embeddings}
         print(f"{name}: " + json.dumps({p: round(m["features"]["knn_accuracy"], 4) for p, m in metrics[name].items()}))
+    for p, per_network in maps_of_point.items():
+        plots.embedding_grid(
+            per_network,
+            split_features.labels,
+            f"sensing point {p}: pooled features in 2-D ({', '.join(embeddings)}; {split})",
+            os.path.join(out, "embeddings", f"point{p}.png"),
+        )
     if projector:
         write_projector(
             os.path.join(out, "projector"),
@@ -145,9 +176,10 @@ def visualize(
     write_json_atomic(
         os.path.join(out, "cluster_metrics.json"),
         {"split": split, "images": int(len(images)), "tsne_images": min(tsne_limit, len(images)),
+         "embeddings": embeddings, "ivis_fit": {"split": ivis_fit_split, "limit": ivis_fit_limit},
          "seed": seed, "graph_images": [int(i) for i in chosen], "metrics": metrics},
     )  # fmt: skip
-    for space in ("features", "tsne"):
+    for space in ("features", *embeddings):
         plots.metric_curves(metrics, space, os.path.join(out, f"cluster_metrics_{space}.png"))
-    print(f"wrote {out}/ (spca/, tsne/, graphs/, projector/, cluster_metrics.json)")
+    print(f"wrote {out}/ (spca/, embeddings/, graphs/, projector/, cluster_metrics.json)")
     return metrics
