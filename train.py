@@ -69,6 +69,15 @@ flags.DEFINE_enum(
     list(DISTRIBUTIONS),
     "tf.distribute: mirrored = all local GPUs (or --logical_cpus), multi_worker = hosts from TF_CONFIG.",
 )
+flags.DEFINE_integer(
+    "semantic_vectors",
+    0,
+    "With --distill=none: learn d-dimensional semantic vectors of every sensing point's neurons alongside "
+    "training and write <run_dir>/static_knowledge.npz (0 = off).",
+)
+flags.DEFINE_string(
+    "static_knowledge", None, "--distill=static_kd: a static-knowledge file (.npz) or a run dir holding one."
+)
 flags.DEFINE_float(
     "connect_timeout", 120.0, "multi_worker: seconds to wait for every peer in TF_CONFIG before failing (naming it)."
 )
@@ -90,11 +99,33 @@ def _check_flags() -> None:
         ("iep_module_steps", FLAGS.iep_module_steps is None or FLAGS.iep_module_steps >= 0, ">= 0"),
         ("iep_module_lr", math.isfinite(FLAGS.iep_module_lr) and FLAGS.iep_module_lr > 0, "a finite number > 0"),
         ("logical_cpus", FLAGS.logical_cpus >= 1, ">= 1"),
+        ("semantic_vectors", FLAGS.semantic_vectors >= 0, ">= 0 (0 = off)"),
         ("connect_timeout", math.isfinite(FLAGS.connect_timeout) and FLAGS.connect_timeout > 0, "a finite number > 0"),
     ]
     for name, ok, expected in checks:
         if not ok:
             raise ValueError(f"--{name} must be {expected}, got {FLAGS[name].value}")
+
+
+def _static_flags():
+    """--semantic_vectors and --static_knowledge: checked (and the file read) before any data is decoded."""
+    from iep.methods import STATIC_METHODS
+
+    if FLAGS.semantic_vectors and FLAGS.distill != "none":
+        raise ValueError(
+            f"--semantic_vectors learns a teacher's vectors during plain training; drop --distill={FLAGS.distill}"
+        )
+    if FLAGS.distill in STATIC_METHODS:
+        if FLAGS.teacher:
+            raise ValueError(f"--distill={FLAGS.distill} never loads a teacher (static knowledge only); drop --teacher")
+        if not FLAGS.static_knowledge:
+            raise ValueError(f"--distill={FLAGS.distill} needs --static_knowledge=<file> (python -m iep.static.learn)")
+        from iep.static.knowledge_file import load_static_knowledge
+
+        return load_static_knowledge(FLAGS.static_knowledge)
+    if FLAGS.static_knowledge:
+        raise ValueError(f"--static_knowledge is for --distill=static_kd, not --distill={FLAGS.distill}")
+    return None
 
 
 def _train() -> dict:
@@ -125,6 +156,7 @@ def _train() -> dict:
     distill_args = parse_distill_args(FLAGS.distill_args)
     if needs_teacher(FLAGS.distill) and not FLAGS.teacher:
         raise ValueError(f"--distill={FLAGS.distill} needs --teacher (a run directory or checkpoint of ours)")
+    static_knowledge = _static_flags()
     train_config = TrainConfig(
         epochs=FLAGS.epochs,
         batch_size=FLAGS.batch_size,
@@ -162,7 +194,7 @@ def _train() -> dict:
                 FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
             )
             teacher = None
-            if FLAGS.teacher:
+            if FLAGS.teacher and needs_teacher(FLAGS.distill):
                 teacher = load_teacher(
                     FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape, class_names=data.class_names
                 )
@@ -180,7 +212,12 @@ def _train() -> dict:
             main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
             epochs=FLAGS.epochs,
             overrides=distill_args,
+            static_knowledge=static_knowledge,
         )
+        if FLAGS.semantic_vectors:
+            from iep.static.distillers import SemanticVectorLearner
+
+            distiller = SemanticVectorLearner(student, FLAGS.semantic_vectors, FLAGS.seed)
         distiller.check_batch_size(FLAGS.batch_size // strategy.num_replicas_in_sync)
         os.makedirs(run_dir, exist_ok=True)
         if is_chief(strategy):  # one writer per run directory
@@ -211,6 +248,12 @@ def _train() -> dict:
         teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))
         print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {teacher_accuracy:.4f}")
     summary = trainer.fit(resume=FLAGS.resume)
+    if FLAGS.semantic_vectors and is_chief(strategy):
+        from iep.static.knowledge_file import DEFAULT_NAME
+        from iep.static.learn import export_static_knowledge
+
+        path = os.path.join(run_dir, DEFAULT_NAME)
+        export_static_knowledge(student, distiller.vectors, data, FLAGS.eval_split, path, "joint", run_dir)
     print(
         f"done: last {summary['eval_split']} accuracy {summary['last_accuracy']:.4f}, "
         f"best {summary['best_accuracy']:.4f} (epoch {summary['best_epoch']}); metrics in {run_dir}/metrics.json"

@@ -32,7 +32,10 @@ REGISTRY = {
     "dml": ("iep.baselines.mutual", "DMLDistiller"),
     "kd_svd": ("iep.baselines.svd_kd", "KDSVDDistiller"),
     "kd_eid": ("iep.baselines.svd_kd", "KDEIDDistiller"),
+    # Static knowledge: semantic vectors of a teacher's neurons, no teacher network (iep/static).
+    "static_kd": ("iep.static.distillers", "StaticKD"),
 }
+STATIC_METHODS = ("static_kd",)
 METHODS = ("none", *REGISTRY, "iep", "iep_bb")
 # Student-initialization pre-phases last 30 % of the main steps in the author's code (FT's paraphraser, AB's,
 # FitNet's and FSP's initialization: 40 of 140 epochs in KD_methods_with_TF's train_w_distill.py, our
@@ -42,7 +45,7 @@ FRACTIONAL_PRE_PHASE = ("fitnet", "ft", "ab", "fsp")
 
 
 def needs_teacher(method: str) -> bool:
-    return method != "none"
+    return method != "none" and method not in STATIC_METHODS
 
 
 def parse_distill_args(items: Sequence[str] | None) -> dict[str, str]:
@@ -119,7 +122,7 @@ def _parameters(method: str) -> Mapping[str, inspect.Parameter]:
 
 def method_options(method: str) -> dict[str, object]:
     """The overridable keyword arguments of `method` with their defaults."""
-    skip = {"self", "teacher", "student", "seed", "main_steps", "epochs"}
+    skip = {"self", "teacher", "student", "seed", "main_steps", "epochs", "static_knowledge"}
     samples = {"int": 0, "float": 0.0, "bool": False, "str": ""}  # required ones: their annotation decides the type
     return {
         name: samples.get(str(p.annotation)) if p.default is inspect.Parameter.empty else p.default
@@ -142,6 +145,7 @@ def build_distiller(
     main_steps: int | None = None,
     epochs: int | None = None,
     overrides: Mapping[str, str] | None = None,
+    static_knowledge: object | None = None,
 ) -> Distiller:
     if method not in METHODS:
         raise ValueError(f"--distill must be one of {METHODS}, got {method!r}")
@@ -150,7 +154,10 @@ def build_distiller(
         raise ValueError(f"--distill_args is for the baselines; --distill={method} takes its own flags")
     if method == "none":
         return Distiller(teacher)
-    if teacher is None:
+    if method in STATIC_METHODS:
+        if static_knowledge is None:
+            raise ValueError(f"--distill={method} needs --static_knowledge=<file> (python -m iep.static.learn)")
+    elif teacher is None:
         raise ValueError(f"--distill={method} needs a --teacher")
     if method in REGISTRY:
         options = method_options(method)
@@ -167,6 +174,8 @@ def build_distiller(
             kwargs["student"] = student
         if "seed" in parameters:
             kwargs["seed"] = seed
+        if "static_knowledge" in parameters:
+            kwargs["static_knowledge"] = static_knowledge
         for name, value in (("main_steps", main_steps), ("epochs", epochs)):
             if name in parameters:
                 if value is None:

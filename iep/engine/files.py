@@ -33,13 +33,18 @@ def check_writable(directory: str, what: str) -> None:
 def write_json_atomic(path: str, payload: Any) -> None:
     """Writes `payload` as JSON by rename, so a reader never sees a torn file; a full or read-only disk is a
     ValueError naming the path (and leaves no temporary file)."""
+    write_bytes_atomic(path, json.dumps(payload, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes `data` by rename (never a torn file); a failed write is a ValueError naming the path."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -42,14 +42,16 @@ RESUME_KEYS = (
     "iep_module_lr",
     "distill_args",
     "precision",
+    "semantic_vectors",
+    "static_knowledge",
 )
 # Keys added after runs existed: a config.json without them was made with these values.
-RESUME_DEFAULTS = {"distill_args": None, "precision": "float32"}
+RESUME_DEFAULTS = {"distill_args": None, "precision": "float32", "semantic_vectors": 0, "static_knowledge": None}
 # What a run leaves in its directory; `--noresume` moves all of it aside before the new run's first step.
 RUN_STATE = (CHECKPOINT_SUBDIR, METRICS_FILE, TENSORBOARD_SUBDIR, EXPORT_SUBDIR, CONFIG_FILE)
 REPLACED_SUBDIR = "replaced"
 # Paths name the same thing whether given relative or absolute.
-PATH_KEYS = ("data_dir", "teacher")
+PATH_KEYS = ("data_dir", "teacher", "static_knowledge")
 
 
 def _comparable(key: str, value: Any) -> Any:

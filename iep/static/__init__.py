@@ -1,0 +1,1 @@
+"""Static knowledge distillation: semantic vectors of neurons, exported to a file, distilled without a teacher."""
