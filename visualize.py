@@ -10,6 +10,9 @@ For the teacher and every student (run directories of ours), on --split:
                               the MPNN readouts and messages) as heatmaps, and as graphs of the images
   embeddings/point<i>.png     each point's pooled features in 2-D: t-SNE and IVIS (rows) per network (columns);
                               IVIS is fitted on --ivis_fit_split and embeds --split with its learned mapping
+  static/<net>_point<i>_{map,neurons}.png
+                              with --static_knowledge: the semantic vectors in 2-D (each neuron drawn as its
+                              top image) and 16 neurons' top-5 images, titled with the alignment score
   cluster_metrics.json, cluster_metrics_<space>.png
                               k-NN accuracy, silhouette, intra/inter distance ratio per point and network,
                               on the features and on each embedding
@@ -44,6 +47,9 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "graph_images", 8, "Images drawn as graph nodes (one per class first, fixed by --seed).", lower_bound=0
 )
+flags.DEFINE_string(
+    "static_knowledge", None, "A static-knowledge file of --teacher: draw its neurons' semantic vectors."
+)
 flags.DEFINE_list("points", None, "Sensing-point indices to use (default: all).")
 flags.DEFINE_boolean("projector", True, "Write the TensorBoard Embedding Projector files.")
 flags.DEFINE_integer("seed", 0, "Seed of t-SNE and of the graph images.", lower_bound=0)
@@ -68,6 +74,7 @@ def _visualize() -> dict:
         ivis_fit_split=FLAGS.ivis_fit_split,
         ivis_fit_limit=FLAGS.ivis_fit_limit,
         graph_images=FLAGS.graph_images,
+        static_knowledge=FLAGS.static_knowledge,
         points=[int(p) for p in FLAGS.points] if FLAGS.points else None,
         projector=FLAGS.projector,
         seed=FLAGS.seed,

@@ -134,9 +134,35 @@ def student_command(p: Protocol, root: str, data_dir: str, method: str, rate: fl
         command.append(f"--teacher={root}/teacher")
     if method.startswith("iep"):
         command.append(f"--iep_module_steps={p.module_steps}")
+    if method == "static_kd":  # the teacher's semantic vectors, never the teacher network
+        command[command.index(f"--teacher={root}/teacher")] = f"--static_knowledge={static_knowledge_path(root)}"
     if method == "mhgd":  # the other pre-phases default to 30 % of the main steps
         command.append(f"--distill_args=pre_phase_steps={p.module_steps}")
     return command
+
+
+def static_knowledge_path(root: str) -> str:
+    return os.path.join(root, "teacher", "static_knowledge.npz")
+
+
+def static_knowledge_command(root: str) -> list[str]:
+    """Semantic vectors of the cached teacher, learned post hoc (d = 16, two passes over its training data)."""
+    return ["-m", "iep.static.learn", f"--teacher={root}/teacher", "--dim=16", "--epochs=2", "--seed=0"]
+
+
+def ensure_static_knowledge(root: str, wall_times_path: str) -> None:
+    """Learns the teacher's static knowledge once (after the teacher, before any static_kd student)."""
+    path = static_knowledge_path(root)
+    if os.path.exists(path):
+        return
+    command = static_knowledge_command(root)
+    print("\n$ python " + " ".join(command), flush=True)
+    start = time.monotonic()
+    subprocess.run([sys.executable, *command], check=True)
+    with _WALL_TIMES_LOCK:
+        times = read_json(wall_times_path) if os.path.exists(wall_times_path) else {}
+        times[os.path.abspath(path)] = times.get(os.path.abspath(path), 0.0) + time.monotonic() - start
+        write_json_atomic(wall_times_path, times)
 
 
 def student_dir(root: str, method: str, rate: float, seed: int) -> str:
@@ -393,6 +419,9 @@ def main(argv: list[str]) -> None:
     os.makedirs(root, exist_ok=True)
     if not FLAGS.report_only:
         job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates)
+        if "static_kd" in FLAGS.methods:
+            run_job(*job_list[0], os.path.join(root, "wall_times.json"))  # the teacher, then its vectors
+            ensure_static_knowledge(root, os.path.join(root, "wall_times.json"))
         run_all(job_list, os.path.join(root, "wall_times.json"), FLAGS.parallel)
     # The report covers every finished run, not only this invocation's --methods (a subset must not erase
     # the other methods' rows from the results files).

@@ -3,6 +3,9 @@ and the input pipeline (synthetic in-memory batches vs real CIFAR-10 TFRecords).
 
   python benchmarks/step_speed.py                               # this machine; writes results/step_speed.json
   python benchmarks/step_speed.py --precisions=float32,mixed_float16 --modes=function,xla   # on a GPU
+  python benchmarks/step_speed.py --pair=wrn-28-1:wrn-16-1 --classes=10 --methods=plain,static_kd,rkd,iep \
+      --modes=function --precisions=float32 --steps=20 --pipeline_rows=false \
+      --output=benchmarks/results/static_kd_step_speed.json   # static KD (no teacher) vs the others
 
 The same script runs on a GPU unchanged (mixed_float16 is the GPU's half
 type; bfloat16 needs AVX512-BF16/AMX on a CPU, Ampere or newer on a GPU).
@@ -29,7 +32,8 @@ from datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.distiller import Distiller  # noqa: E402
 from iep.engine.precision import precision_policy  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
-from iep.methods import build_distiller  # noqa: E402
+from iep.methods import STATIC_METHODS, build_distiller  # noqa: E402
+from iep.static.knowledge_file import StaticKnowledge  # noqa: E402
 from nets import build_network  # noqa: E402
 
 flags.DEFINE_string("pair", "wrn-40-4:wrn-16-4", "teacher:student.")
@@ -37,7 +41,8 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("classes", 100, "Classes (CIFAR-100 shapes).")
 flags.DEFINE_list("modes", ["eager", "function", "xla"], "Execution modes.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Network compute dtypes.")
-flags.DEFINE_list("methods", ["plain", "iep", "iep_bb"], "Steps to time.")
+flags.DEFINE_list("methods", ["plain", "iep", "iep_bb"], "Steps to time (plain or any --distill name).")
+flags.DEFINE_boolean("pipeline_rows", True, "Also time the real input pipeline.")
 flags.DEFINE_integer("steps", 3, "Timed steps per row.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps per row (tracing, compilation).")
 flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Real CIFAR-10 TFRecords for the input-pipeline rows.")
@@ -65,11 +70,15 @@ def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
         student = build_network(student_arch, FLAGS.classes, shape, data.mean, data.std, name="student")
         teacher = build_network(teacher_arch, FLAGS.classes, shape, data.mean, data.std, dropout=0.0, name="teacher")
     teacher.model.trainable = False
-    distiller = (
-        Distiller()
-        if method == "plain"
-        else build_distiller(method, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
-    )
+    if method == "plain":
+        distiller = Distiller()
+    elif method in STATIC_METHODS:  # the teacher's semantic vectors only (values do not change the step's cost)
+        vectors = [np.random.default_rng(i).normal(size=(s.shape[-1], 16)) for i, s in enumerate(teacher.tap_specs)]
+        points = [{"name": s.name, "shape": list(s.shape)} for s in teacher.tap_specs]
+        knowledge = StaticKnowledge(vectors, {"arch": teacher_arch, "points": points, "dim": 16})
+        distiller = build_distiller(method, None, student, seed=0, static_knowledge=knowledge)
+    else:
+        distiller = build_distiller(method, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
     config = TrainConfig(
         epochs=1, batch_size=FLAGS.batch_size, progress=False, export=False, jit_compile=jit, precision=precision
     )
@@ -108,9 +117,13 @@ def main(argv):
                 print(f"{precision:15s} {method:7s} {mode:9s} {seconds:7.3f} s/step  {speed:7.1f} img/s", flush=True)
     # The input pipeline: the fastest plain step fed by the real TFRecord pipeline instead of one in-memory batch.
     trainer = _trainer("plain", "float32", False, data)  # CIFAR-10's labels fit the 100-class head
-    real = _timed(trainer, trainer._train_step, data.train_dataset(0, FLAGS.batch_size, 0))
-    pipeline_only = _timed_pipeline(data)
-    for name, seconds in (("real_data", real), ("pipeline_alone", pipeline_only)):
+    pipeline = ()
+    if FLAGS.pipeline_rows:
+        pipeline = (
+            ("real_data", _timed(trainer, trainer._train_step, data.train_dataset(0, FLAGS.batch_size, 0))),
+            ("pipeline_alone", _timed_pipeline(data)),
+        )
+    for name, seconds in pipeline:
         rows.append({"input": name, "precision": "float32", "method": "plain", "mode": "function",
                      "seconds_per_step": seconds, "images_per_second": FLAGS.batch_size / seconds})  # fmt: skip
         print(f"plain step, {name}: {seconds:.3f} s/step ({FLAGS.batch_size / seconds:.0f} img/s)")

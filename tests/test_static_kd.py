@@ -1,6 +1,8 @@
 """Static knowledge: semantic vectors against NumPy references and planted channel groups, the file, and
 distillation that never builds a teacher."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -150,3 +152,23 @@ def test_static_mode_bad_inputs_are_one_line(teacher_with_vectors, tmp_path):
     with pytest.raises(ValueError, match="--static_knowledge is for --distill=static_kd"):
         _run_train(*args, f"--static_knowledge={teacher_with_vectors}")
     assert not (tmp_path / "x").exists() or not (tmp_path / "x" / "config.json").exists()
+
+
+def test_visualize_draws_the_semantic_vectors(teacher_with_vectors, tmp_path):
+    from iep.interpret.report import visualize
+    from iep.static.views import top_images, vector_map
+
+    pooled = np.array([[0.0, 5.0], [3.0, 1.0], [1.0, 2.0]])
+    np.testing.assert_array_equal(top_images(pooled, 2), [[1, 2], [0, 2]])  # per channel, highest first
+    assert vector_map(np.eye(3)).shape == (3, 2)
+    args = dict(limit=60, tsne_limit=50, embeddings=("tsne",), graph_images=2, projector=False)
+    visualize(str(teacher_with_vectors), static_knowledge=str(teacher_with_vectors), out=str(tmp_path), **args)
+    for p in range(3):
+        for kind in ("map", "neurons"):
+            assert os.path.getsize(tmp_path / "static" / f"{teacher_with_vectors.name}_point{p}_{kind}.png") > 5_000
+    other = StaticKnowledge(
+        [np.ones((8, 2))] * 3, {"arch": "x", "points": [{"name": "a", "shape": [1, 1, 8]}] * 3, "dim": 2}
+    )
+    path = save_static_knowledge(str(tmp_path / "other.npz"), other)
+    with pytest.raises(ValueError, match=r"holds x with 3 points of \[8, 8, 8\] channels; teacher .* \[16, 32, 64\]"):
+        visualize(str(teacher_with_vectors), static_knowledge=path, out=str(tmp_path / "o"), **args)

@@ -113,3 +113,33 @@ def metric_curves(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], spac
     figure.suptitle(f"cluster metrics per sensing point ({space})")
     figure.tight_layout()
     _save(figure, path)
+
+
+def image_scatter(coords: np.ndarray, images: np.ndarray, title: str, path: str) -> None:
+    """Each row of `coords` drawn as its image (thumbnail) at that 2-D position."""
+    figure, ax = plt.subplots(figsize=(7, 7))
+    ax.scatter(coords[:, 0], coords[:, 1], s=4, c="tab:gray")
+    zoom = 0.9 if len(coords) <= 32 else 0.55
+    for (x, y), image in zip(coords, images, strict=True):
+        ax.add_artist(AnnotationBbox(OffsetImage(image.astype(np.uint8), zoom=zoom), (x, y), frameon=False))
+    pad = 0.1 * (np.ptp(coords, axis=0) + 1e-6)
+    ax.set_xlim(coords[:, 0].min() - pad[0], coords[:, 0].max() + pad[0])
+    ax.set_ylim(coords[:, 1].min() - pad[1], coords[:, 1].max() + pad[1])
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    _save(figure, path)
+
+
+def image_rows(rows: Sequence[np.ndarray], labels: Sequence[str], title: str, path: str) -> None:
+    """A grid: one row of images per label."""
+    cols = max(len(r) for r in rows)
+    figure, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols + 1, 1.1 * len(rows)), squeeze=False)
+    for r, (images, label) in enumerate(zip(rows, labels, strict=True)):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c].astype(np.uint8))
+        axes[r][0].set_title(label, fontsize=7, loc="left")
+    figure.suptitle(title, fontsize=9)
+    _save(figure, path)

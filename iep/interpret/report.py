@@ -58,6 +58,7 @@ def visualize(
     ivis_fit_split: str = "train",
     ivis_fit_limit: int = 5000,
     graph_images: int = 8,
+    static_knowledge: str | None = None,
     points: Sequence[int] | None = None,
     projector: bool = True,
     seed: int = 0,
@@ -94,6 +95,13 @@ def visualize(
         networks[_network_name(run_dir)] = net
     selected = {name: _select_points(net, points, name) for name, net in networks.items()}
     iep = load_iep_modules(iep_run, data, teacher) if iep_run else None
+    knowledge = None
+    if static_knowledge:
+        from iep.static.knowledge_file import load_static_knowledge
+        from iep.static.views import check_matches
+
+        knowledge = load_static_knowledge(static_knowledge)
+        check_matches(knowledge, [s.shape[-1] for s in networks[teacher_name].tap_specs], f"teacher {teacher!r}")
 
     def subset(split_name: str, count: int | None):
         """A seeded random subset in split order (splits are often sorted by class); all images without a count."""
@@ -143,6 +151,12 @@ def visualize(
             [fit_pooled[p] for p in selected[name]] if fit_pooled else None,
         )
         metrics[name] = {f"point{p}": m for p, m in zip(selected[name], scores, strict=True)}
+        if knowledge is not None and name == teacher_name:
+            from iep.static.views import draw_static_knowledge
+
+            os.makedirs(os.path.join(out, "static"), exist_ok=True)
+            prefix = os.path.join(out, "static", name)
+            draw_static_knowledge(knowledge, feats.pooled, images, selected[name], prefix)
         for i, p in enumerate(selected[name]):
             maps_of_point.setdefault(p, {})[name] = {method: maps[method][i] for method in embeddings}
         print(f"{name}: " + json.dumps({p: round(m["features"]["knn_accuracy"], 4) for p, m in metrics[name].items()}))
