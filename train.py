@@ -194,7 +194,7 @@ def _train() -> dict:
                 FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
             )
             teacher = None
-            if FLAGS.teacher and needs_teacher(FLAGS.distill):
+            if FLAGS.teacher:  # static methods refuse --teacher (_static_flags)
                 teacher = load_teacher(
                     FLAGS.teacher, FLAGS.teacher_arch, data.num_classes, data.input_shape, class_names=data.class_names
                 )

@@ -117,7 +117,8 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
         changed = [
             k
             for k in RESUME_KEYS
-            if _comparable(k, saved.get(k, RESUME_DEFAULTS.get(k))) != _comparable(k, config.get(k))
+            if _comparable(k, saved.get(k, RESUME_DEFAULTS.get(k)))
+            != _comparable(k, config.get(k, RESUME_DEFAULTS.get(k)))
         ]
         if changed:
             details = ", ".join(f"--{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in changed)
