@@ -103,13 +103,18 @@ def metric_curves(metrics: Mapping[str, Mapping[str, Mapping[str, float]]], spac
     names = ("knn_accuracy", "silhouette", "intra_inter_ratio")
     figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6))
     for ax, metric in zip(axes, names, strict=True):
-        for network, per_point in metrics.items():
+        colours = plt.get_cmap("tab10" if len(metrics) <= 10 else "tab20")
+        for i, (network, per_point) in enumerate(metrics.items()):
             points = list(per_point)
-            ax.plot(range(len(points)), [per_point[p][space][metric] for p in points], marker="o", label=network)
+            values = [per_point[p][space][metric] for p in points]
+            style = {"color": colours(i % colours.N)}
+            if network.split("_s")[0] in ("none", "vanilla"):  # the reference line of every comparison
+                style = {"color": "black", "linestyle": "--"}
+            ax.plot(range(len(points)), values, marker="o", label=network, **style)
             ax.set_xticks(range(len(points)), points)
         ax.set(title=metric, xlabel="sensing point")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: many networks
     figure.suptitle(f"cluster metrics per sensing point ({space})")
     figure.tight_layout()
     _save(figure, path)
