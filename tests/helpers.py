@@ -69,6 +69,18 @@ def train_command(run_dir, *flags: str) -> list[str]:
     ]
 
 
+def train_in_process(run_dir, *flags: str) -> dict:
+    """The same run as `train_command`, in this process (no second TensorFlow start-up): for fixtures."""
+    from absl import flags as absl_flags
+    from absl.testing import flagsaver
+
+    import train
+
+    with flagsaver.flagsaver():
+        absl_flags.FLAGS(["train.py", *train_command(run_dir, *flags)[2:]])
+        return train._train()
+
+
 def subprocess_env() -> dict:
     from tests.conftest import ROOT
 

@@ -257,12 +257,10 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
     import json
     import subprocess
 
-    from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command
+    from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command, train_in_process
 
     teacher = tmp_path / "teacher"
-    subprocess.run(
-        train_command(teacher, "--epochs=1", "--arch=wrn-10-1"), env=subprocess_env(), check=True, timeout=600
-    )
+    train_in_process(teacher, "--epochs=1", "--arch=wrn-10-1")
     flags_ = ("--epochs=2", "--arch=wrn-10-1", "--distill=srm", f"--teacher={teacher}")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)

@@ -116,6 +116,7 @@ def test_visualize_writes_every_view_deterministically(trained_runs, tmp_path):
         limit=120,
         tsne_limit=90,
         ivis_fit_limit=150,
+        ivis_epochs=10,
         graph_images=6,
     )
     metrics = visualize(**args, out=str(tmp_path / "a"))

@@ -172,3 +172,22 @@ def test_visualize_draws_the_semantic_vectors(teacher_with_vectors, tmp_path):
     path = save_static_knowledge(str(tmp_path / "other.npz"), other)
     with pytest.raises(ValueError, match=r"holds x with 3 points of \[8, 8, 8\] channels; teacher .* \[16, 32, 64\]"):
         visualize(str(teacher_with_vectors), static_knowledge=path, out=str(tmp_path / "o"), **args)
+
+
+def test_static_maps_are_checkpointed_and_restored(teacher_with_vectors, tmp_path):
+    """Unequal widths (wrn-10-2: 32/64/128 vs the teacher's 16/32/64): the trained maps live in the checkpoint,
+    and a resumed run restores them (a finished run resumes to the same summary)."""
+    args = [
+        "--rate=0.3",
+        "--arch=wrn-10-2",
+        "--distill=static_kd",
+        f"--static_knowledge={teacher_with_vectors}",
+        f"--run_dir={tmp_path / 'run'}",
+    ]
+    first = _run_train(*args)
+    checkpoint = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    shapes = [tuple(shape) for _, shape in tf.train.list_variables(checkpoint)]  # filed under optimizer/...
+    for map_kernel in ((32, 16), (64, 32), (128, 64)):  # student channels → teacher channels, per point
+        assert map_kernel in shapes, map_kernel
+    again = _run_train(*args)
+    assert again["last_accuracy"] == first["last_accuracy"]

@@ -257,9 +257,7 @@ def test_teacher_of_other_class_names_is_refused_with_the_difference(trained_run
 
     run_dir, _ = trained_run
     digits = [str(d) for d in range(10)]
-    with pytest.raises(
-        ValueError, match=r"other classes than the data's \(only the model's: \['9'\], only the data's"
-    ):
+    with pytest.raises(ValueError, match=r"other classes than the data's \(only the model's: \['9'\], only the data's"):
         load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=[*digits[:9], "nine"])
     with pytest.raises(ValueError, match=r"same names in another order"):
         load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=digits[::-1])

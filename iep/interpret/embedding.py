@@ -33,6 +33,7 @@ def embed_and_score(
     seed: int,
     methods: Sequence[str] = EMBEDDINGS,
     fit_pooled: Sequence[np.ndarray] | None = None,
+    ivis_epochs: int = IvisConfig.epochs,
 ) -> tuple[dict[str, list[np.ndarray]], list[dict[str, dict[str, float]]]]:
     """For the first `limit` images of the split: per point, each method's 2-D map and the metrics of the
     features and of every map. t-SNE embeds those images directly; IVIS learns its mapping on `fit_pooled`
@@ -50,7 +51,7 @@ def embed_and_score(
             if method == "tsne":
                 embedding = tsne(features, seed)
             else:
-                embedding = Ivis(IvisConfig(seed=seed)).fit(fit_pooled[i]).transform(features)
+                embedding = Ivis(IvisConfig(seed=seed, epochs=ivis_epochs)).fit(fit_pooled[i]).transform(features)
             embeddings[method].append(embedding)
             scores[method] = cluster_metrics(embedding, labels)
         metrics.append(scores)

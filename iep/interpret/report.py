@@ -57,6 +57,7 @@ def visualize(
     embeddings: Sequence[str] = EMBEDDINGS,
     ivis_fit_split: str = "train",
     ivis_fit_limit: int = 5000,
+    ivis_epochs: int = 100,
     graph_images: int = 8,
     static_knowledge: str | None = None,
     points: Sequence[int] | None = None,
@@ -149,6 +150,7 @@ def visualize(
             seed,
             embeddings,
             [fit_pooled[p] for p in selected[name]] if fit_pooled else None,
+            ivis_epochs,
         )
         metrics[name] = {f"point{p}": m for p, m in zip(selected[name], scores, strict=True)}
         if knowledge is not None and name == teacher_name:
