@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.reproduce_small import finished, student_dir  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from iep.engine.files import read_json  # noqa: E402
 from iep.interpret.report import visualize  # noqa: E402
@@ -46,16 +47,13 @@ VANILLA = "none"
 
 
 def _finished_students(root: str, rate: float, seed: int, methods: list[str] | None) -> dict[str, str]:
+    """{method: run dir} of the finished students of this rate and seed (the reproduction's own test)."""
     folder = os.path.join(root, f"r{rate:g}")
-    found = {}
-    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
-        method, _, run_seed = name.rpartition("_s")
-        metrics = os.path.join(folder, name, "metrics.json")
-        if run_seed == str(seed) and os.path.exists(metrics) and (methods is None or method in methods):
-            history = read_json(metrics).get("history", [])
-            config = read_json(os.path.join(folder, name, "config.json"))
-            if history and len(history) == config["epochs"]:
-                found[method] = os.path.join(folder, name)
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    candidates = {
+        m: student_dir(root, m, rate, seed) for m, _, s in (n.rpartition("_s") for n in names) if s == str(seed)
+    }
+    found = {m: d for m, d in candidates.items() if (methods is None or m in methods) and finished(d)}
     if VANILLA not in found:
         raise ValueError(f"no finished vanilla student ({VANILLA}_s{seed}) under {folder}; train it first")
     return found

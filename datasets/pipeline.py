@@ -195,11 +195,12 @@ class ImagePipeline:
         return ds.batch(batch_size).prefetch(_AUTOTUNE)
 
 
-def build_pipeline(config: DataConfig) -> ImagePipeline:
+def build_pipeline(config: DataConfig, source: ImageSource | None = None) -> ImagePipeline:
+    """`source`: the config's data set when the caller has already loaded it (loading scans every shard)."""
     from datasets.sources import load_source
 
     if not 0.0 < config.rate <= 1.0:
         raise DataError(f"--rate must be in (0, 1], got {config.rate}")
     if config.image_size is not None and config.image_size < 8:
         raise DataError(f"--image_size must be at least 8, got {config.image_size}")
-    return ImagePipeline(load_source(config.dataset, config.data_dir, config.download), config)
+    return ImagePipeline(source or load_source(config.dataset, config.data_dir, config.download), config)

@@ -23,6 +23,8 @@ import time
 
 import tensorflow as tf
 
+from iep.engine.signals import stop_signals_handled_by
+
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 
@@ -89,9 +91,8 @@ def wait_for_peers(tf_config: dict, timeout: float, poll_seconds: float = 0.25) 
     bounded start-up wait for MultiWorkerMirroredStrategy."""
     cluster, task = tf_config["cluster"], tf_config["task"]
     me = f"{task['type']} {task.get('index', 0)}"
-    members = dict(_members(cluster))
-    own_port = int(members.get(me, cluster[task["type"]][task.get("index", 0)]).rpartition(":")[2])
-    peers = {name: address for name, address in members.items() if name != me}
+    own_port = int(cluster[task["type"]][task.get("index", 0)].rpartition(":")[2])
+    peers = {name: address for name, address in _members(cluster) if name != me}
     try:
         listener = socket.create_server(("", own_port), backlog=64)
     except OSError as error:
@@ -125,17 +126,8 @@ def _interrupt_as_error(doing: str):
     def handler(number, frame):
         raise TrainingInterrupted(f"stopped by {signal.Signals(number).name} while {doing}", number)
 
-    previous = {}
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, handler)
-    except ValueError:  # not the main thread: keep the default behaviour
-        pass
-    try:
+    with stop_signals_handled_by(handler):
         yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

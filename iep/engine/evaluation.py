@@ -97,7 +97,7 @@ def evaluate(
         predict, image_size, model_names = _saved_model_predictor(saved_model)
     source = load_source(dataset, data_dir, download)  # class names first: a mismatch costs no decoding
     check_class_names(model_names, source.class_names, repr(saved_model or run_dir))
-    data = build_pipeline(DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir))
+    data = build_pipeline(DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir), source)
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
         restore_model_weights(network.model, checkpoint or run_dir)

@@ -26,6 +26,7 @@ from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
 from iep.engine.files import read_json, write_json_atomic
 from iep.engine.precision import check_precision, needs_loss_scaling
+from iep.engine.signals import stop_signals_handled_by
 from iep.engine.tensorboard import purge_events_after
 from nets import TappedNetwork
 from op_utils import build_schedule, decayed_variables, l2_penalty
@@ -50,8 +51,7 @@ class TrainingInterrupted(RuntimeError):
 @contextlib.contextmanager
 def _stop_on_signals(requested: list[int]):
     """SIGTERM and SIGINT only record the request; the loop checks it after every step. A second signal
-    stops at once (a step that never returns must not make the process unkillable). Outside the main
-    thread (where handlers cannot be installed) signals keep their default behaviour."""
+    stops at once (a step that never returns must not make the process unkillable)."""
 
     def handler(number, frame):
         requested.append(number)
@@ -59,17 +59,8 @@ def _stop_on_signals(requested: list[int]):
             signal.signal(number, signal.SIG_DFL)
             os.kill(os.getpid(), number)
 
-    previous = {}
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, handler)
-    except ValueError:
-        pass
-    try:
+    with stop_signals_handled_by(handler):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -71,17 +71,16 @@ class StaticKD(Distiller):
         super().__init__(None)
         if teacher is not None:
             raise ValueError("--distill=static_kd learns from --static_knowledge only; drop --teacher")
-        knowledge = static_knowledge
         student_channels = [spec.shape[-1] for spec in student.tap_specs]
-        if len(student_channels) != len(knowledge.vectors):
+        if len(student_channels) != len(static_knowledge.vectors):
             raise ValueError(
-                f"--static_knowledge holds {knowledge.describe()}, but student {student.arch} has "
+                f"--static_knowledge holds {static_knowledge.describe()}, but student {student.arch} has "
                 f"{len(student_channels)} sensing points; use knowledge of a network with as many points"
             )
         self.weight = weight
-        self.targets = [tf.constant(vector_similarity(v).numpy()) for v in knowledge.vectors]
+        self.targets = [tf.constant(vector_similarity(v).numpy()) for v in static_knowledge.vectors]
         self.maps = []
-        for i, (c_s, c_t) in enumerate(zip(student_channels, knowledge.channels, strict=True)):
+        for i, (c_s, c_t) in enumerate(zip(student_channels, static_knowledge.channels, strict=True)):
             if c_s == c_t:
                 self.maps.append(None)
                 continue
