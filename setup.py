@@ -1,19 +1,30 @@
-"""Installs the iep library (iep, nets, op_utils, datasets) and the train/eval scripts."""
+"""Installs one import package, `iep`, with the root folders nets/, datasets/ and op_utils/ as its subpackages.
+
+Why `package_dir`: the repository's layout keeps those folders at the root, but installed as top-level
+packages `datasets` would shadow Hugging Face's (and `nets`, `op_utils` are generic names); as
+`iep.datasets`, `iep.nets`, `iep.op_utils` nothing we install can clash. The train/eval/visualize commands
+are `iep.apps.*` behind console scripts (the root scripts call the same code).
+"""
 
 from setuptools import find_packages, setup
+
+SUBPACKAGES = ("datasets", "nets", "op_utils")
 
 setup(
     name="iep-kd",
     version="0.1.0",
     description="Interpretable Embedding Procedure knowledge distillation (and baselines) in TensorFlow 2 / Keras 3",
     python_requires=">=3.10",
-    packages=find_packages(
-        include=["iep", "iep.*", "nets", "nets.*", "op_utils", "op_utils.*", "datasets", "datasets.*"]
-    ),
-    py_modules=["train", "eval", "visualize"],
+    packages=[
+        *find_packages(include=["iep", "iep.*"]),
+        *(f"iep.{name}" for name in SUBPACKAGES),
+        *(f"iep.{name}.{sub}" for name in SUBPACKAGES for sub in find_packages(where=name)),
+    ],
+    package_dir={f"iep.{name}": name for name in SUBPACKAGES},
     install_requires=[
-        "tensorflow>=2.16,<3",
-        "keras>=3.3",
+        # Upper bounds: the newest versions the test suite has passed on (TF 2.21, Keras 3.15).
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.3,<3.16",
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
         "absl-py>=2.0",
@@ -22,5 +33,11 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
-    entry_points={"console_scripts": ["iep-train=train:run", "iep-eval=eval:run", "iep-visualize=visualize:run"]},
+    entry_points={
+        "console_scripts": [
+            "iep-train=iep.apps.train:run",
+            "iep-eval=iep.apps.evaluate:run",
+            "iep-visualize=iep.apps.visualize:run",
+        ]
+    },
 )

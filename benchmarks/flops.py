@@ -20,7 +20,7 @@ from absl import app, flags  # noqa: E402
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: E402
 
 from benchmarks.results_io import write_results  # noqa: E402
-from nets import build_network  # noqa: E402
+from iep.nets import build_network  # noqa: E402
 
 flags.DEFINE_string("pair", "wrn-40-4:wrn-16-4", "teacher:student.")
 flags.DEFINE_integer("classes", 100, "Classes.")

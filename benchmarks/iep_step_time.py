@@ -28,11 +28,11 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks.results_io import write_results  # noqa: E402
-from datasets import DataConfig, build_pipeline  # noqa: E402
+from iep.datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.distiller import Distiller  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from iep.methods import build_distiller  # noqa: E402
-from nets import build_network  # noqa: E402
+from iep.nets import build_network  # noqa: E402
 
 flags.DEFINE_list("pairs", ["wrn-40-4:wrn-16-4", "wrn-16-2:wrn-16-1"], "teacher:student pairs.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")

@@ -25,10 +25,10 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks.results_io import write_results  # noqa: E402
-from datasets import DataConfig, build_pipeline  # noqa: E402
+from iep.datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
-from nets import build_network  # noqa: E402
-from op_utils import decayed_variables  # noqa: E402
+from iep.nets import build_network  # noqa: E402
+from iep.op_utils import decayed_variables  # noqa: E402
 
 flags.DEFINE_list("archs", ["wrn-16-1", "wrn-16-4"], "Architectures to measure.")
 flags.DEFINE_string("dataset", "digits", "Data set (as in train.py).")

@@ -4,9 +4,9 @@ Note: this top-level package is named `datasets` by the project layout; it
 shadows Hugging Face's `datasets` package inside this project.
 """
 
-from datasets.pipeline import DataConfig, ImagePipeline, build_pipeline
-from datasets.sampling import stratified_indices
-from datasets.sources import DataError, ImageSource, load_source
+from iep.datasets.pipeline import DataConfig, ImagePipeline, build_pipeline
+from iep.datasets.sampling import stratified_indices
+from iep.datasets.sources import DataError, ImageSource, load_source
 
 __all__ = [
     "DataConfig",

@@ -16,10 +16,10 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from datasets import augment
-from datasets.sampling import stratified_indices
-from datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable
-from datasets.stats import channel_stats
+from iep.datasets import augment
+from iep.datasets.sampling import stratified_indices
+from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable
+from iep.datasets.stats import channel_stats
 
 SMALL_IMAGE_MAX = 64
 LARGE_IMAGE_DEFAULT = 224
@@ -35,6 +35,7 @@ class DataConfig:
     sample_seed: int = 0
     image_size: int | None = None
     cache_dir: str | None = None
+    crop_to_bbox: bool = False
 
 
 def _epoch_seed(seed: int, epoch: int) -> np.ndarray:
@@ -197,10 +198,11 @@ class ImagePipeline:
 
 def build_pipeline(config: DataConfig, source: ImageSource | None = None) -> ImagePipeline:
     """`source`: the config's data set when the caller has already loaded it (loading scans every shard)."""
-    from datasets.sources import load_source
+    from iep.datasets.sources import load_source
 
     if not 0.0 < config.rate <= 1.0:
         raise DataError(f"--rate must be in (0, 1], got {config.rate}")
     if config.image_size is not None and config.image_size < 8:
         raise DataError(f"--image_size must be at least 8, got {config.image_size}")
-    return ImagePipeline(source or load_source(config.dataset, config.data_dir, config.download), config)
+    source = source or load_source(config.dataset, config.data_dir, config.download, config.crop_to_bbox)
+    return ImagePipeline(source, config)

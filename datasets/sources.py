@@ -298,11 +298,30 @@ def load_image_folder(data_dir: str) -> ImageSource:
     )
 
 
-def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageSource:
+def crop_to_box(image: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
+    """`image` (H×W×3) cropped to `box` = [ymin, xmin, ymax, xmax] in [0, 1] (tfds's BBoxFeature), at least
+    one pixel each way. Why: the paper's CUB-200-2011 protocol trains and tests on the bird's bounding box."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    top = tf.cast(tf.floor(box[0] * shape[0]), tf.int32)
+    left = tf.cast(tf.floor(box[1] * shape[1]), tf.int32)
+    bottom = tf.maximum(tf.cast(tf.math.ceil(box[2] * shape[0]), tf.int32), top + 1)
+    right = tf.maximum(tf.cast(tf.math.ceil(box[3] * shape[1]), tf.int32), left + 1)
+    size = tf.shape(image)[:2]
+    top, left = tf.minimum(top, size[0] - 1), tf.minimum(left, size[1] - 1)
+    return image[top : tf.minimum(bottom, size[0]), left : tf.minimum(right, size[1])]
+
+
+def _decode_and_crop(payload) -> tf.Tensor:
+    encoded, box = payload
+    return crop_to_box(decode_image_bytes(encoded), box)
+
+
+def load_tfds(name: str, data_dir: str | None, download: bool, crop_to_bbox: bool = False) -> ImageSource:
     """A TensorFlow Datasets image-classification set with `image` and `label` features.
 
     Uses already-prepared data under `data_dir` when present (offline use);
-    downloads and prepares only when `download` is set.
+    downloads and prepares only when `download` is set. `crop_to_bbox`: every image is cropped to its
+    `bbox` feature first (CUB-200-2011, `caltech_birds2011`).
     """
     import tensorflow_datasets as tfds
 
@@ -327,9 +346,15 @@ def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageSource:
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"--dataset={name!r} lacks 'image' and 'label' features; it is not an image classification set")
+    if crop_to_bbox and "bbox" not in features:
+        raise DataError(f"--crop_to_bbox: --dataset={name!r} has no 'bbox' feature (its features: {sorted(features)})")
     splits = {}
     for split, info in builder.info.splits.items():
         ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+        if crop_to_bbox:
+            records = ds.map(lambda ex: ((ex["image"], ex["bbox"]), tf.cast(ex["label"], tf.int32)))
+            splits[split] = SplitRecords(records, _decode_and_crop, int(info.num_examples))
+            continue
         records = ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)))
         splits[split] = SplitRecords(records, decode_image_bytes, int(info.num_examples))
     shape = features["image"].shape
@@ -338,13 +363,17 @@ def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageSource:
         name=name,
         class_names=tuple(features["label"].names),
         splits=splits,
-        fingerprint=f"tfds-{name}-{builder.info.version}",
-        native_size=native,
+        fingerprint=f"tfds-{name}-{builder.info.version}" + ("-bbox" if crop_to_bbox else ""),
+        native_size=None if crop_to_bbox else native,
     )
 
 
-def load_source(dataset: str, data_dir: str | None = None, download: bool = False) -> ImageSource:
+def load_source(
+    dataset: str, data_dir: str | None = None, download: bool = False, crop_to_bbox: bool = False
+) -> ImageSource:
     """`digits`, `tfrecord` or `folder` (with --data_dir), else a tfds name (optionally `tfds:<name>`)."""
+    if crop_to_bbox and dataset in (BUILTIN_DIGITS, TFRECORD, FOLDER):
+        raise DataError(f"--crop_to_bbox needs a tfds data set with a 'bbox' feature, not --dataset={dataset}")
     if dataset == BUILTIN_DIGITS:
         return load_digits()
     if dataset == TFRECORD:
@@ -353,4 +382,4 @@ def load_source(dataset: str, data_dir: str | None = None, download: bool = Fals
         return load_image_folder(data_dir)
     if data_dir is not None and not os.path.isdir(data_dir) and not download:
         raise DataError(f"--data_dir {data_dir!r} does not exist or is not a directory")
-    return load_tfds(dataset.removeprefix("tfds:"), data_dir, download)
+    return load_tfds(dataset.removeprefix("tfds:"), data_dir, download, crop_to_bbox)

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from datasets.sources import ImageSource, raise_if_undecodable
+from iep.datasets.sources import ImageSource, raise_if_undecodable
 from iep.engine.files import read_json, write_json_atomic
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nets import layers as L
+from iep.nets import layers as L
 
 
 class TapAdapter(keras.layers.Layer):

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from iep.mpnn import dense_without_bias
-from nets.layers import batch_norm
+from iep.nets.layers import batch_norm
 
 HEADS = 8  # one of them is the extrinsic (MPNN message) slot
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.engine.distiller import Distiller
-from op_utils.clipping import clip_schedule, clipped_multitask_gradients
+from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
 
 
 class ClippedDistiller(Distiller):

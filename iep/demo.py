@@ -27,9 +27,13 @@ flags.DEFINE_integer("module_steps", 100, "IEP phase-1 steps (the paper's 8,000 
 FLAGS = flags.FLAGS
 
 
+COMMANDS = {"train": "iep.apps.train", "eval": "iep.apps.evaluate"}
+
+
 def _run(args: list[str]) -> None:
-    command = [sys.executable, "-m", *args]
-    print("\n$ " + " ".join(["python", "-m", *args]), flush=True)
+    """`iep-train ...` / `iep-eval ...`, run as `python -m iep.apps.<module>` (the same code)."""
+    command = [sys.executable, "-m", COMMANDS[args[0]], *args[1:]]
+    print("\n$ " + " ".join([f"iep-{args[0]}", *args[1:]]), flush=True)
     subprocess.run(command, check=True)
 
 
@@ -75,4 +79,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    import iep
+
+    iep.leave_source_root_off_sys_path()
     app.run(main)

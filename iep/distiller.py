@@ -20,8 +20,8 @@ from iep.black_box import MultiHeadGraph
 from iep.clipped import ClippedDistiller
 from iep.losses import estimator_loss, kld, message_l1, module_l2
 from iep.mpnn import MessagePassing
+from iep.nets import TappedNetwork
 from iep.points import SensingPoints
-from nets import TappedNetwork
 
 KNOWLEDGE = ("alteration", "interim", "black_box")
 DEFAULT_MODULE_STEPS = 8000  # the code: 20 epochs of CIFAR at batch 128 ≈ 7,800 iterations

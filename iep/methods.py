@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from iep.engine.distiller import Distiller
-from nets import TappedNetwork
+from iep.nets import TappedNetwork
 
 # name → (module, class); "none" is plain training.
 REGISTRY = {
@@ -131,6 +131,18 @@ def method_options(method: str) -> dict[str, object]:
     }
 
 
+def _check_classes(distiller: Distiller, teacher: TappedNetwork | None, student: TappedNetwork) -> Distiller:
+    """A logit method with a teacher over other classes (an ImageNet model for a 67-class student) would
+    compare unrelated outputs: refuse, naming the feature methods that work."""
+    if distiller.uses_teacher_logits and teacher is not None and teacher.num_classes != student.num_classes:
+        raise ValueError(
+            f"--distill={distiller.name} compares logits, but the teacher has {teacher.num_classes} classes and the "
+            f"data {student.num_classes}; use a feature method (fitnet, at, ab, co, rkd, mhgd, iep, iep_bb, ...) "
+            "or a teacher fine-tuned on these classes"
+        )
+    return distiller
+
+
 def build_distiller(
     method: str,
     teacher: TappedNetwork | None,
@@ -181,7 +193,7 @@ def build_distiller(
                 if value is None:
                     raise ValueError(f"{method} sizes its schedule from the run: give {name}")
                 kwargs[name] = value
-        return method_class(method)(teacher, **kwargs)
+        return _check_classes(method_class(method)(teacher, **kwargs), teacher, student)
     from iep.distiller import DEFAULT_MODULE_STEPS, IEPDistiller
 
     if knowledge is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nets.layers import batch_norm
+from iep.nets.layers import batch_norm
 
 
 def dense_without_bias(units: int, name: str) -> keras.layers.Dense:

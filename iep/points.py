@@ -10,8 +10,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.adapters import TapAdapter, needs_adapter
+from iep.nets import TappedNetwork
 from iep.spca import StackedPCA, project_student
-from nets import TappedNetwork
 
 
 class SensingPoints:

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from op_utils.svd import truncated_svd
+from iep.op_utils.svd import truncated_svd
 
 SECOND_PCA_MODES = ("ipca", "pca")
 FIRST = "only_first_replica"  # under tf.distribute the IPCA state follows the first replica's batches

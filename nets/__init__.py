@@ -1,6 +1,6 @@
 """Image classifiers that expose their sensing points (method page §1)."""
 
-from nets.base import TappedNetwork, TapSpec
-from nets.factory import ARCH_HELP, build_network, default_dropout, parse_arch
+from iep.nets.base import TappedNetwork, TapSpec
+from iep.nets.factory import ARCH_HELP, build_network, default_dropout, parse_arch
 
 __all__ = ["ARCH_HELP", "TapSpec", "TappedNetwork", "build_network", "default_dropout", "parse_arch"]

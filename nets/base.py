@@ -1,9 +1,15 @@
-"""The network contract every KD method relies on: logits plus named sensing points."""
+"""The network contract every KD method relies on: logits plus named sensing points.
+
+A `TappedNetwork` is built from any functional Keras graph and the names (or output tensors) of the layers to
+tap. Only public Keras API is used to walk the graph (`model.layers`, `layer.input`, `layer.output`), so a
+Keras upgrade that changes its private tensor history cannot break it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -17,27 +23,71 @@ class TapSpec:
     shape: tuple[int, int, int]
 
 
-def _pre_activation(tap: keras.KerasTensor):
-    """(input of the ReLU-family layer that made `tap`, or `tap` itself; the BN layer feeding that input or None).
+def _producers(graph: keras.Model) -> dict[int, keras.layers.Layer]:
+    """id(output tensor) → the layer that made it, for every single-output layer of `graph`."""
+    out = {}
+    for layer in graph.layers:
+        try:
+            tensor = layer.output
+        except (AttributeError, ValueError):  # a layer called several times has no single output
+            continue
+        if isinstance(tensor, keras.KerasTensor):
+            out[id(tensor)] = layer
+    return out
 
-    Why: FitNet, AB and CO (as in the author's benchmarks) match features
-    *before* the final ReLU, where the sign (the activation boundary) is visible.
+
+def _is_relu(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
+        return True
+    if isinstance(layer, keras.layers.Activation):  # Keras Applications write activations as Activation("relu")
+        return keras.activations.serialize(layer.activation) in ("relu", "relu6", "leaky_relu")
+    return False
+
+
+def _views(layer: keras.layers.Layer, producers: dict[int, keras.layers.Layer]):
+    """(tap, pre-activation, stage output, BN before the activation or None) of one tapped layer.
+
+    Why the pre-activation: FitNet, AB and CO (as in the author's benchmarks) match features *before* the
+    final ReLU, where the sign (the activation boundary) is visible. Why the stage output: AT's official
+    code (attention-transfer `cifar.py`) reads the WRN group outputs, before any BN-ReLU, i.e. the tensor the
+    BN before the tap normalizes (a pre-activation net's residual stream).
     """
-    layer = tap._keras_history.operation
-    if not isinstance(layer, (keras.layers.ReLU, keras.layers.LeakyReLU)):
-        return tap, None
+    tap = layer.output
+    if not _is_relu(layer):
+        return tap, tap, tap, None
     preact = layer.input
-    source = preact._keras_history.operation
-    return preact, source if isinstance(source, keras.layers.BatchNormalization) else None
+    source = producers.get(id(preact))
+    if isinstance(source, keras.layers.BatchNormalization):
+        return tap, preact, source.input, source
+    return tap, preact, preact, None
 
 
-def _stage_output(preact: keras.KerasTensor, batch_norm) -> keras.KerasTensor:
-    """The tensor the BN before a tap normalizes (a pre-activation net's raw stage output, the residual
-    stream), or `preact` where no BN feeds the tap's activation.
+def _spatial(layer: keras.layers.Layer) -> tuple[int, int, int] | None:
+    shape = getattr(layer, "output", None)
+    shape = getattr(shape, "shape", None)
+    if shape is None or len(shape) != 4 or any(d is None for d in shape[1:]):
+        return None
+    return tuple(int(d) for d in shape[1:])
 
-    Why: AT's official code (attention-transfer `cifar.py`) reads the WRN group outputs, before any BN-ReLU.
+
+def stage_output_layers(graph: keras.Model) -> list[str]:
+    """The last layer of each spatial resolution: a generic guess at a CNN's stage outputs (what
+    `--teacher_taps` defaults to for an outside network).
+
+    Small inputs (≤ 64 px, CIFAR-style nets) count from the input's own resolution; larger ones from a
+    quarter of it, past the stem (ImageNet nets: 56, 28, 14, 7 at 224 px, as ResNet's four stages).
+    Padding layers are skipped (their odd sizes are no stage).
     """
-    return batch_norm.input if batch_norm is not None else preact
+    height = graph.inputs[0].shape[1]
+    limit = None if height is None else (height if height <= 64 else height // 4)
+    last: dict[tuple[int, int], str] = {}
+    for layer in graph.layers:  # topological order
+        shape = _spatial(layer)
+        if shape is None or isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
+            continue
+        if min(shape[:2]) > 1 and (limit is None or max(shape[:2]) <= limit):
+            last[shape[:2]] = layer.name
+    return list(last.values())
 
 
 class TappedNetwork:
@@ -50,27 +100,54 @@ class TappedNetwork:
     """
 
     def __init__(
-        self, arch: str, inputs: keras.KerasTensor, logits: keras.KerasTensor, taps: list[keras.KerasTensor], name: str
+        self,
+        arch: str,
+        inputs: keras.KerasTensor,
+        logits: keras.KerasTensor,
+        taps: Sequence[keras.KerasTensor | str],
+        name: str,
+        preprocess: Callable[[keras.KerasTensor], keras.KerasTensor] | None = None,
+        input_shape: Sequence[int] | None = None,
+        tap_names: Sequence[str] | None = None,
     ):
+        """`taps`: output tensors of layers of the graph from `inputs` to `logits`, or those layers' names.
+
+        `preprocess` (outside teachers) maps images of `input_shape` (what the student takes: raw pixels)
+        to what the graph expects, e.g. a pretrained model's own resizing and pixel scaling.
+        `tap_names` name taps that are no layer's single output (a SavedModel's named outputs); such a
+        point has no separate pre-activation view.
+        """
         self.arch = arch
-        preact = [_pre_activation(t) for t in taps]
-        self.model = keras.Model(
-            inputs,
-            {
-                "logits": logits,
-                "taps": list(taps),
-                "preact_taps": [p for p, _ in preact],
-                "stage_outputs": [_stage_output(p, bn) for p, bn in preact],
-            },
-            name=name,
-        )
+        graph = keras.Model(inputs, [logits, *[t for t in taps if not isinstance(t, str)]])
+        producers = _producers(graph)
+        names, views = [], []
+        for i, tap in enumerate(taps):
+            layer = graph.get_layer(tap) if isinstance(tap, str) else producers.get(id(tap))
+            if layer is None and tap_names is None:
+                raise ValueError(f"{arch}: sensing point {i} is not the output of a layer of the network")
+            names.append(tap_names[i] if tap_names is not None else layer.name)
+            views.append(_views(layer, producers) if layer is not None else (tap, tap, tap, None))
+        outputs = {
+            "logits": logits,
+            "taps": [v[0] for v in views],
+            "preact_taps": [v[1] for v in views],
+            "stage_outputs": [v[2] for v in views],
+        }
         # The BatchNormalization layer right before each tap's activation (None if there is none): CO's margins.
-        self.preact_batch_norms = tuple(bn for _, bn in preact)
-        self._inputs = inputs
-        self._logits = logits
+        self.preact_batch_norms = tuple(v[3] for v in views)
         self.tap_specs: tuple[TapSpec, ...] = tuple(
-            TapSpec(t._keras_history.operation.name, tuple(int(d) for d in t.shape[1:])) for t in taps
+            TapSpec(n, tuple(int(d) for d in view[0].shape[1:])) for n, view in zip(names, views, strict=True)
         )
+        self._nested = preprocess is not None
+        if preprocess is None:
+            self.model = keras.Model(inputs, outputs, name=name)
+            self._inputs, self._logits = inputs, logits
+        else:  # the graph as one nested model behind the preprocessing
+            extractor = keras.Model(inputs, outputs, name=f"{name}_graph")
+            self._inputs = keras.Input(shape=tuple(input_shape), name="images")
+            wrapped = extractor(preprocess(self._inputs))
+            self.model = keras.Model(self._inputs, wrapped, name=name)
+            self._logits = wrapped["logits"]
 
     @functools.cached_property
     def classifier(self) -> keras.Model:
@@ -87,6 +164,12 @@ class TappedNetwork:
     @property
     def tap_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tap_specs)
+
+    def retapped(self, taps: Sequence[str]) -> TappedNetwork:
+        """The same network (shared layers and weights) read at other layers, named."""
+        if self._nested:
+            raise ValueError(f"{self.arch}: only a network built in one graph can be re-tapped")
+        return TappedNetwork(self.arch, self._inputs, self._logits, list(taps), name=self.model.name)
 
     def __call__(self, images, training: bool = False) -> dict:
         """The outputs in float32 whatever the compute dtype (mixed precision): KD math stays in float32."""

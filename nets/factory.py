@@ -7,18 +7,20 @@ from collections.abc import Sequence
 
 import keras
 
-from nets import layers as L
-from nets import mobilenet_v2, resnet, vgg, wide_resnet
-from nets.base import TappedNetwork
+from iep.nets import imagenet_resnet, mobilenet_v2, resnet, vgg, wide_resnet
+from iep.nets import layers as L
+from iep.nets.base import TappedNetwork
 
 ARCH_HELP = (
-    "wrn-<depth>-<width> (e.g. wrn-16-4, wrn-40-4), resnet<depth> (e.g. resnet20), "
+    "wrn-<depth>-<width> (e.g. wrn-16-4, wrn-40-4), resnet<depth> (CIFAR 6n+2, e.g. resnet20), "
+    "resnet<18|34>-imagenet (224 px), "
     "mobilenetv2[-<alpha>], vgg<8|11|13|16|19>"
 )
 
 _PATTERNS = (
     (re.compile(r"^wrn-(\d+)-(\d+)$"), "wrn"),
     (re.compile(r"^resnet(\d+)$"), "resnet"),
+    (re.compile(r"^resnet(\d+)-imagenet$"), "imagenet_resnet"),
     (re.compile(r"^mobilenetv2(?:-(\d*\.?\d+))?$"), "mobilenetv2"),
     (re.compile(r"^vgg(\d+)$"), "vgg"),
 )
@@ -65,6 +67,8 @@ def build_network(
         logits, taps = wide_resnet.build(x, num_classes, int(args[0]), int(args[1]), dropout)
     elif family == "resnet":
         logits, taps = resnet.build(x, num_classes, int(args[0]))
+    elif family == "imagenet_resnet":
+        logits, taps = imagenet_resnet.build(x, num_classes, int(args[0]))
     elif family == "mobilenetv2":
         logits, taps = mobilenet_v2.build(x, num_classes, float(args[0]) if args[0] else 1.0)
     else:

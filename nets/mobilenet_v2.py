@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import keras
 
-from nets import layers as L
+from iep.nets import layers as L
 
 # (expansion t, channels c, repeats n, stride s); strides adapted to 32×32 input.
 _CIFAR_SETTINGS = (

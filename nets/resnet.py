@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from nets import layers as L
+from iep.nets import layers as L
 
 
 def _basic_block(x, out_channels: int, stride: int, name: str):

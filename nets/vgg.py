@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from nets import layers as L
+from iep.nets import layers as L
 
 CONFIGS = {
     8: ((64,), (128,), (256,), (512,), (512,)),

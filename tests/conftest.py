@@ -27,7 +27,7 @@ def cifar10_dir():
 
 @pytest.fixture(scope="session")
 def digits_pipeline():
-    from datasets import DataConfig, build_pipeline
+    from iep.datasets import DataConfig, build_pipeline
 
     return build_pipeline(DataConfig("digits"))
 
@@ -35,6 +35,6 @@ def digits_pipeline():
 @pytest.fixture(scope="session")
 def cifar10_subset(cifar10_dir):
     """1 % of real CIFAR-10 (500 training images), decoded once per session for the methods' step tests."""
-    from datasets import DataConfig, build_pipeline
+    from iep.datasets import DataConfig, build_pipeline
 
     return build_pipeline(DataConfig("tfrecord", cifar10_dir, rate=0.01))

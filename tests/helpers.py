@@ -74,7 +74,7 @@ def train_in_process(run_dir, *flags: str) -> dict:
     from absl import flags as absl_flags
     from absl.testing import flagsaver
 
-    import train
+    from iep.apps import train
 
     with flagsaver.flagsaver():
         absl_flags.FLAGS(["train.py", *train_command(run_dir, *flags)[2:]])
@@ -117,7 +117,7 @@ def frozen_teacher_and_student(data, teacher_arch: str, student_arch: str):
     """A frozen, untrained teacher and a student for `data` (seeded): enough to exercise a method's steps."""
     import keras
 
-    from nets import build_network
+    from iep.nets import build_network
 
     keras.utils.set_random_seed(0)
     teacher = build_network(teacher_arch, data.num_classes, data.input_shape, data.mean, data.std, name="teacher")

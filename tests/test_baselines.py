@@ -6,7 +6,7 @@ from iep.baselines.feature_kd import angle_potential, at_loss, attention_map, di
 from iep.baselines.logit_kd import DKDDistiller, dkd_loss, kd_loss
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller
-from nets import build_network
+from iep.nets import build_network
 from tests.helpers import frozen_teacher_and_student
 
 RNG = np.random.default_rng(0)

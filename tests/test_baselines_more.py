@@ -12,7 +12,7 @@ from iep.baselines.hints import ab_loss, activation_boundary_loss, fitnet_loss, 
 from iep.black_box import MultiHeadGraph
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller, parse_distill_args
-from nets import build_network
+from iep.nets import build_network
 from tests.helpers import frozen_teacher_and_student
 
 RNG = np.random.default_rng(3)

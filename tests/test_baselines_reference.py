@@ -12,7 +12,7 @@ from iep.baselines.srm import SparseCoder, atom_count, dictionary_loss, init_los
 from iep.baselines.svd_kd import svd_kd_loss
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller, method_options
-from nets import build_network
+from iep.nets import build_network
 from tests.helpers import frozen_teacher_and_student
 
 RNG = np.random.default_rng(7)

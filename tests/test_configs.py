@@ -14,7 +14,7 @@ EXPERIMENTS = [c for c in CONFIGS if os.path.basename(c) != "cifar100.cfg"]
 
 
 def _parse(path: str) -> dict:
-    import train  # noqa: F401  (defines the flags)
+    from iep.apps import train  # noqa: F401  (defines the flags)
 
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
@@ -39,7 +39,7 @@ def test_table7_has_every_method(monkeypatch):
 
 def test_configs_parse_and_point_at_the_shared_teacher(monkeypatch):
     from iep.methods import METHODS, needs_teacher
-    from nets import parse_arch
+    from iep.nets import parse_arch
 
     monkeypatch.chdir(ROOT)  # nested --flagfile paths are relative to the project root, as in the README
     teacher_run = _parse(os.path.join(ROOT, "configs", "paper", "teacher_wrn-40-4.cfg"))["run_dir"]

@@ -6,7 +6,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from datasets import DataConfig, DataError, build_pipeline
+from iep.datasets import DataConfig, DataError, build_pipeline
 from tests.helpers import write_image_folder, write_tfrecords
 
 LABELS = {"train": [0, 1, 2] * 4, "test": [0, 1, 2]}

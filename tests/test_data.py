@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets import DataConfig, DataError, build_pipeline, load_source, stratified_indices
-from datasets.augment import PAD, flip_pad_crop_batch
-from datasets.stats import compute_channel_stats
+from iep.datasets import DataConfig, DataError, build_pipeline, load_source, stratified_indices
+from iep.datasets.augment import PAD, flip_pad_crop_batch
+from iep.datasets.stats import compute_channel_stats
 from tests.helpers import write_image_folder, write_tfrecords
 
 

@@ -4,8 +4,8 @@ import tensorflow as tf
 from iep.black_box import MultiHeadGraph
 from iep.losses import estimator_loss, kld, message_l1, module_l2
 from iep.mpnn import MessagePassing
+from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
 from iep.spca import StackedPCA, batch_pca, cosine_affinity, first_pca, plane_mapping, project_student
-from op_utils.clipping import clip_schedule, clipped_multitask_gradients
 
 
 def _softmax(x):

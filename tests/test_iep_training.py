@@ -7,10 +7,10 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from datasets import DataConfig, build_pipeline
+from iep.datasets import DataConfig, build_pipeline
 from iep.distiller import IEPDistiller
 from iep.engine.trainer import TrainConfig, Trainer
-from nets import build_network
+from iep.nets import build_network
 
 CONFIG = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
 
@@ -103,7 +103,7 @@ def test_mismatched_tap_counts_are_rejected(digits):
 
 
 def _train(*argv):
-    import train
+    from iep.apps import train
 
     with flagsaver.flagsaver():
         flags.FLAGS(["train.py", "--progress=false", "--batch_size=64", *argv])

@@ -82,7 +82,7 @@ def test_graph_images_cover_classes_first_and_are_deterministic():
 
 
 def _train(*argv):
-    import train
+    from iep.apps import train
 
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nets import build_network, default_dropout
-from op_utils import decayed_variables
+from iep.nets import build_network, default_dropout
+from iep.op_utils import decayed_variables
 
 
 def trainable_count(network) -> int:

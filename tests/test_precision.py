@@ -8,11 +8,11 @@ from absl import flags
 from absl.testing import flagsaver
 
 from iep.engine.precision import precision_policy
-from nets import build_network
+from iep.nets import build_network
 
 
 def _train(*argv):
-    import train
+    from iep.apps import train
 
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()

@@ -51,7 +51,7 @@ def test_damaged_config_is_one_error_naming_the_file(tmp_path):
 
 
 def test_damaged_statistics_cache_is_recomputed_with_a_warning(tmp_path, capsys):
-    from datasets import DataConfig, build_pipeline
+    from iep.datasets import DataConfig, build_pipeline
 
     config = DataConfig("digits", cache_dir=str(tmp_path))
     first = build_pipeline(config)
@@ -103,7 +103,7 @@ def test_a_failed_checkpoint_save_leaves_no_temp_files(tmp_path, monkeypatch):
 
 
 def test_unwritable_statistics_cache_warns_and_trains_on(tmp_path, capsys):
-    from datasets import DataConfig, build_pipeline
+    from iep.datasets import DataConfig, build_pipeline
 
     blocker = tmp_path / "cache_is_a_file"
     blocker.write_text("")

@@ -14,7 +14,7 @@ from iep.static.semantic import alignment_loss, alignment_score, channel_similar
 
 
 def _run_train(*argv):
-    import train
+    from iep.apps import train
 
     with flagsaver.flagsaver():
         flags.FLAGS(["train.py", "--epochs=1", "--progress=false", "--export=false", "--arch=resnet8", *argv])
@@ -106,7 +106,7 @@ def test_joint_learning_writes_the_documented_file(teacher_with_vectors):
 
 def test_static_mode_never_builds_a_teacher(teacher_with_vectors, tmp_path, monkeypatch):
     import iep.engine.teacher
-    import nets
+    from iep import nets
 
     def no_teacher(*args, **kwargs):
         raise AssertionError("static KD loaded a teacher")

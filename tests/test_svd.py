@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from op_utils.svd import sign_fix, truncated_svd
+from iep.op_utils.svd import sign_fix, truncated_svd
 
 
 def _rng_matrix(shape, seed=0):

@@ -9,12 +9,12 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
-from datasets import DataConfig, build_pipeline
+from iep.datasets import DataConfig, build_pipeline
 from iep.engine.distiller import Distiller
 from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
 from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
-from nets import build_network
-from op_utils import build_schedule, decayed_variables, l2_penalty
+from iep.nets import build_network
+from iep.op_utils import build_schedule, decayed_variables, l2_penalty
 from tests.conftest import ROOT
 from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command
 
@@ -142,7 +142,7 @@ def test_saved_model_serves_the_same_logits_without_the_project(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    import train
+    from iep.apps import train
 
     run_dir = tmp_path_factory.mktemp("teacher_run")
     with flagsaver.flagsaver():
@@ -162,7 +162,7 @@ def trained_run(tmp_path_factory):
 
 
 def _run_train(*argv):
-    import train
+    from iep.apps import train
 
     with flagsaver.flagsaver():
         flags.FLAGS(["train.py", "--epochs=1", "--progress=false", "--export=false", *argv])

@@ -26,9 +26,9 @@ import keras
 import tensorflow as tf
 
 from iep.engine.distiller import Distiller
-from nets import TappedNetwork
-from nets import layers as L
-from op_utils import l2_penalty
+from iep.nets import TappedNetwork
+from iep.nets import layers as L
+from iep.op_utils import l2_penalty
 
 RATE = 0.5  # the paraphrase rate of the code
 

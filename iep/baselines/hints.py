@@ -39,8 +39,8 @@ import tensorflow as tf
 
 from iep.adapters import TapAdapter
 from iep.engine.distiller import Distiller
-from nets import TappedNetwork
-from op_utils import decayed_variables, l2_penalty
+from iep.nets import TappedNetwork
+from iep.op_utils import decayed_variables, l2_penalty
 
 
 def _require_equal_points(method: str, teacher: TappedNetwork, student: TappedNetwork) -> None:

@@ -50,6 +50,7 @@ def dkd_loss(student_logits, teacher_logits, labels, alpha: float, beta: float, 
 
 class KDDistiller(Distiller):
     name, loss_names = "kd", ("kd",)
+    uses_teacher_logits = True
 
     def __init__(self, teacher, temperature: float = 4.0, weight: float = 0.9, cross_entropy_weight: float = 0.1):
         super().__init__(teacher)
@@ -62,6 +63,7 @@ class KDDistiller(Distiller):
 
 class DKDDistiller(Distiller):
     name, loss_names = "dkd", ("dkd",)
+    uses_teacher_logits = True
 
     def __init__(
         self,

@@ -22,8 +22,8 @@ from iep.black_box import HEADS, MultiHeadGraph
 from iep.clipped import ClippedDistiller
 from iep.distiller import MODULE_WEIGHT_DECAY
 from iep.losses import estimator_loss, kld, module_l2
+from iep.nets import TappedNetwork
 from iep.points import SensingPoints
-from nets import TappedNetwork
 
 
 class MHGDDistiller(ClippedDistiller):

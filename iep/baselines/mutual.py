@@ -27,8 +27,8 @@ import tensorflow as tf
 
 from iep.baselines.logit_kd import kd_loss
 from iep.engine.distiller import Distiller
-from nets import TappedNetwork, build_network
-from op_utils import decayed_variables, l2_penalty
+from iep.nets import TappedNetwork, build_network, parse_arch
+from iep.op_utils import decayed_variables, l2_penalty
 
 
 def mutual_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
@@ -42,6 +42,13 @@ class DMLDistiller(Distiller):
 
     def __init__(self, teacher: TappedNetwork, student: TappedNetwork, weight_decay: float = 5e-4):
         super().__init__(teacher)
+        try:
+            parse_arch(teacher.arch)
+        except ValueError:
+            raise ValueError(
+                f"dml trains a peer of the teacher's architecture from scratch; {teacher.arch!r} is no architecture "
+                "of ours (use a teacher run of ours)"
+            ) from None
         standardize = student.model.get_layer("standardize")
         self.peer = build_network(
             teacher.arch,

@@ -50,8 +50,8 @@ import tensorflow as tf
 from iep.baselines.hints import _require_equal_points, student_body_variables
 from iep.baselines.logit_kd import kd_loss, teacher_logits
 from iep.engine.distiller import Distiller, PrePhase
-from nets import TappedNetwork
-from op_utils import l2_penalty
+from iep.nets import TappedNetwork
+from iep.op_utils import l2_penalty
 
 DICTIONARY_FRACTION = 100 / 200  # their CLUSTER_EPOCH total over KD_EPOCH total
 INIT_FRACTION = 160 / 200  # their INIT_EPOCH total over KD_EPOCH total
@@ -129,6 +129,7 @@ def init_losses(student_scores: tf.Tensor, teacher_codes: tf.Tensor, k: int) -> 
 
 class SRMDistiller(Distiller):
     name, loss_names = "srm", ("kd",)
+    uses_teacher_logits = True
 
     def __init__(
         self,

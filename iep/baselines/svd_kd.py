@@ -40,8 +40,8 @@ import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points
 from iep.clipped import ClippedDistiller
-from nets import TappedNetwork
-from op_utils.svd import finite_or_zero, truncated_svd
+from iep.nets import TappedNetwork
+from iep.op_utils.svd import finite_or_zero, truncated_svd
 
 RBF_WIDTH = 8.0
 

@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from datasets import DataError
+from iep.datasets import DataError
 
 USER_ERRORS = (ValueError, DataError, FileNotFoundError)
 

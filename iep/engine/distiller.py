@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
-from nets import TappedNetwork
+from iep.nets import TappedNetwork
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +60,7 @@ class Distiller:
     name = "none"
     loss_names: tuple[str, ...] = ()
     metric_names: tuple[str, ...] = ()  # per-step diagnostics returned by `step_metrics`
+    uses_teacher_logits = False  # True: the method compares logits, so teacher and student need the same classes
     cross_entropy_weight = 1.0  # weight of the student's own cross-entropy (KD's reference setting uses 0.1)
     separate_gradients = False  # True when `gradients` calls tape.gradient more than once (persistent tape)
     pre_phase_loss_names: tuple[str, ...] = ()

@@ -75,11 +75,11 @@ def evaluate(
     """Evaluates a run's newest checkpoint, a checkpoint prefix, or an exported SavedModel."""
     import tensorflow as tf
 
-    from datasets import DataConfig, build_pipeline
-    from datasets.sources import load_source
+    from iep.datasets import DataConfig, build_pipeline
+    from iep.datasets.sources import load_source
     from iep.engine.checkpointing import restore_model_weights
     from iep.engine.runs import check_class_names, load_run_config
-    from nets import build_network
+    from iep.nets import build_network
 
     if not (run_dir or checkpoint or saved_model):
         raise ValueError("give --run_dir, --checkpoint or --saved_model")
@@ -95,9 +95,11 @@ def evaluate(
     model_names = run_config.get("class_names")
     if saved_model:
         predict, image_size, model_names = _saved_model_predictor(saved_model)
-    source = load_source(dataset, data_dir, download)  # class names first: a mismatch costs no decoding
+    crop = bool(run_config.get("crop_to_bbox")) and dataset == run_config.get("dataset")  # as the run saw its images
+    source = load_source(dataset, data_dir, download, crop)  # class names first: a mismatch costs no decoding
     check_class_names(model_names, source.class_names, repr(saved_model or run_dir))
-    data = build_pipeline(DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir), source)
+    config = DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir, crop_to_bbox=crop)
+    data = build_pipeline(config, source)
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
         restore_model_weights(network.model, checkpoint or run_dir)

@@ -19,6 +19,7 @@ RESUME_KEYS = (
     "arch",
     "dataset",
     "data_dir",
+    "crop_to_bbox",
     "rate",
     "sample_seed",
     "image_size",
@@ -35,6 +36,10 @@ RESUME_KEYS = (
     "distill",
     "teacher",
     "teacher_arch",
+    "teacher_taps",
+    "teacher_preprocess",
+    "protocol",
+    "knowledge_epochs",
     "iep_second_pca",
     "iep_iterations",
     "iep_knowledge",
@@ -46,7 +51,17 @@ RESUME_KEYS = (
     "static_knowledge",
 )
 # Keys added after runs existed: a config.json without them was made with these values.
-RESUME_DEFAULTS = {"distill_args": None, "precision": "float32", "semantic_vectors": 0, "static_knowledge": None}
+RESUME_DEFAULTS = {
+    "distill_args": None,
+    "crop_to_bbox": False,
+    "precision": "float32",
+    "semantic_vectors": 0,
+    "static_knowledge": None,
+    "teacher_taps": None,
+    "teacher_preprocess": "auto",
+    "protocol": "distill",
+    "knowledge_epochs": None,
+}
 # What a run leaves in its directory; `--noresume` moves all of it aside before the new run's first step.
 RUN_STATE = (CHECKPOINT_SUBDIR, METRICS_FILE, TENSORBOARD_SUBDIR, EXPORT_SUBDIR, CONFIG_FILE)
 REPLACED_SUBDIR = "replaced"

@@ -1,4 +1,4 @@
-"""Loading a trained classifier (ours) as a frozen teacher, with clear errors for a mismatch."""
+"""Loading a trained classifier as a frozen teacher (ours, or from outside), with clear errors for a mismatch."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import os
 from collections.abc import Sequence
 
 from iep.engine.checkpointing import restore_model_weights
+from iep.engine.outside_teacher import is_outside_teacher, load_outside_teacher
 from iep.engine.runs import CONFIG_FILE, check_class_names, load_run_config
-from nets import TappedNetwork, build_network
+from iep.nets import TappedNetwork, build_network
 
 
 def load_teacher(
@@ -18,15 +19,25 @@ def load_teacher(
     flag: str = "--teacher",
     name: str = "teacher",
     class_names: Sequence[str] | None = None,
+    taps: Sequence[str] | None = None,
+    preprocess: str = "auto",
 ) -> TappedNetwork:
-    """A teacher from a run directory or checkpoint prefix of ours.
+    """A teacher from a run directory or checkpoint prefix of ours, or from outside (see outside_teacher.py:
+    a `.keras` file, a SavedModel, `keras:<Application>`, `kerashub:<preset>`).
 
     A run directory carries its architecture and statistics in config.json;
     `arch` (--teacher_arch) must then agree. A bare checkpoint needs `arch`.
     `flag` names the command-line flag in errors (any trained network loads this way, frozen).
     `class_names` (the data's) must equal the run's own, in order: a teacher whose label i means another
-    class would teach the wrong answers.
+    class would teach the wrong answers. `taps` (--teacher_taps) reads the teacher at other layers, by name;
+    `preprocess` (--teacher_preprocess) is the outside teacher's pixel scaling (ours standardize inside).
     """
+    if is_outside_teacher(path):
+        if arch:
+            raise ValueError(f"--teacher_arch is for teachers of ours; {flag} {path!r} carries its own network")
+        return load_outside_teacher(path, input_shape, taps, preprocess, flag, name)
+    if preprocess != "auto":
+        raise ValueError(f"--teacher_preprocess is for outside teachers; {flag} {path!r} standardizes inside")
     if not os.path.exists(path) and not os.path.exists(path + ".index"):
         raise ValueError(f"{flag} {path!r} does not exist")
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -47,5 +58,11 @@ def load_teacher(
         restore_model_weights(teacher.model, path)
     except ValueError as error:
         raise ValueError(f"{flag} {path!r} with --teacher_arch={arch!r}: {error}") from None
+    if taps:
+        known = [layer.name for layer in teacher.model.layers]
+        unknown = [t for t in taps if t not in known]
+        if unknown:
+            raise ValueError(f"--teacher_taps {unknown} are not layers of {arch} (its points: {teacher.tap_names})")
+        teacher = teacher.retapped(taps)
     teacher.model.trainable = False
     return teacher

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from datasets import ImagePipeline
+from iep.datasets import ImagePipeline
 from iep.engine.checkpointing import EpochCheckpoints
 from iep.engine.distiller import Distiller, PrePhase
 from iep.engine.distribute import is_chief
@@ -28,8 +28,8 @@ from iep.engine.files import read_json, write_json_atomic
 from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
 from iep.engine.tensorboard import purge_events_after
-from nets import TappedNetwork
-from op_utils import build_schedule, decayed_variables, l2_penalty
+from iep.nets import TappedNetwork
+from iep.op_utils import build_schedule, decayed_variables, l2_penalty
 
 METRICS_FILE = "metrics.json"
 TENSORBOARD_SUBDIR = "tensorboard"

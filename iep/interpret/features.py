@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from iep.nets import TappedNetwork
 from iep.spca import StackedPCA
-from nets import TappedNetwork
 
 
 @dataclasses.dataclass

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from datasets import ImagePipeline
+from iep.datasets import ImagePipeline
 from iep.engine.checkpointing import CHECKPOINT_SUBDIR, restore_part
 from iep.engine.runs import load_run_config
 from iep.engine.teacher import load_teacher
-from nets import TappedNetwork, build_network
+from iep.nets import TappedNetwork, build_network
 
 
 def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
@@ -23,7 +23,14 @@ def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
         raise ValueError(f"--iep_run {run_dir!r} trained --distill={config.get('distill')}; it needs an iep/iep_bb run")
     if os.path.normpath(os.path.abspath(config["teacher"])) != os.path.normpath(os.path.abspath(teacher_run)):
         raise ValueError(f"--iep_run {run_dir!r} distilled from {config['teacher']!r}, not --teacher {teacher_run!r}")
-    teacher = load_teacher(config["teacher"], config.get("teacher_arch"), data.num_classes, data.input_shape)
+    teacher = load_teacher(
+        config["teacher"],
+        config.get("teacher_arch"),
+        data.num_classes,
+        data.input_shape,
+        taps=config.get("teacher_taps"),
+        preprocess=config.get("teacher_preprocess", "auto"),
+    )
     student = build_network(config["arch"], data.num_classes, data.input_shape, config["mean"], config["std"])
     distiller = build_distiller(
         config["distill"],

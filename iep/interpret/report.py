@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from datasets import DataConfig, build_pipeline
+from iep.datasets import DataConfig, build_pipeline
 from iep.engine.files import write_json_atomic
 from iep.engine.runs import load_run_config
 from iep.engine.teacher import load_teacher

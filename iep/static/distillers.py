@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from iep.engine.distiller import Distiller
+from iep.nets import TappedNetwork
 from iep.static.knowledge_file import StaticKnowledge
 from iep.static.semantic import alignment_loss, channel_similarity, init_vectors, vector_similarity
-from nets import TappedNetwork
 
 
 class SemanticVectorLearner(Distiller):

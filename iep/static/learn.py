@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from iep.nets import TappedNetwork  # noqa: E402
 from iep.static.distillers import SemanticVectorLearner, average_activation_similarity  # noqa: E402
 from iep.static.knowledge_file import DEFAULT_NAME, StaticKnowledge, save_static_knowledge  # noqa: E402
 from iep.static.semantic import alignment_score, vector_similarity  # noqa: E402
-from nets import TappedNetwork  # noqa: E402
 
 
 def export_static_knowledge(
@@ -70,7 +70,7 @@ def learn_post_hoc(
     out: str | None = None,
     split: str = "test",
 ) -> StaticKnowledge:
-    from datasets import DataConfig, build_pipeline
+    from iep.datasets import DataConfig, build_pipeline
     from iep.engine.runs import load_run_config
     from iep.engine.teacher import load_teacher
 

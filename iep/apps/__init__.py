@@ -1,0 +1,1 @@
+"""The command-line programs: train, evaluate and visualize (root scripts and console entry points)."""

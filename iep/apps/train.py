@@ -1,0 +1,362 @@
+"""Train an image classifier, optionally by knowledge distillation from a teacher.
+
+  python train.py --epochs=20                         # built-in digits demo
+  python train.py --dataset=tfrecord --data_dir=../shared/data/cifar10 --arch=wrn-16-4
+  python train.py --dataset=cifar100 --download --arch=wrn-40-4
+  python train.py --dataset=folder --data_dir=mit67 --arch=resnet18-imagenet --teacher=keras:ResNet50 \
+      --distill=iep --protocol=transfer          # the paper's transfer experiment (configs/paper/table2)
+
+Outputs go to --run_dir: config.json, metrics.json, checkpoints/, tensorboard/,
+export/ (SavedModel of the classifier). Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from iep.engine.startup import import_tensorflow_quietly, parse_flags_or_exit  # noqa: E402
+
+import_tensorflow_quietly()
+
+from absl import app, flags, logging  # noqa: E402
+
+from iep.engine.distribute import DISTRIBUTIONS  # noqa: E402
+from iep.engine.outside_teacher import PREPROCESS  # noqa: E402
+from iep.engine.precision import PRECISIONS  # noqa: E402
+from iep.methods import METHODS  # noqa: E402
+from iep.transfer import PROTOCOLS  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("arch", "wrn-16-1", "Student architecture: wrn-D-K, resnetN, mobilenetv2[-alpha], vggN.")
+flags.DEFINE_string("dataset", "digits", "digits (built-in, offline), tfrecord, folder, or a tfds name (cifar100, …).")
+flags.DEFINE_string("data_dir", None, "Folder of the data: TFRecords, <split>/<class>/<image>, or tfds data_dir.")
+flags.DEFINE_boolean("download", False, "Let tfds download and prepare the data set (needs internet).")
+flags.DEFINE_boolean(
+    "crop_to_bbox", False, "Crop every image to its 'bbox' feature first (tfds caltech_birds2011: the CUB protocol)."
+)
+flags.DEFINE_float("rate", 1.0, "Fraction of the training split to keep, stratified per class, in (0, 1].")
+flags.DEFINE_integer("sample_seed", 0, "Seed of the --rate subset; keep it fixed to compare methods.")
+flags.DEFINE_integer("image_size", None, "Square input size; default: the data's own (≤64 px) or 224.")
+flags.DEFINE_integer("epochs", 100, "Training epochs.")
+flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+flags.DEFINE_float("lr", 0.1, "Base learning rate (SGD, Nesterov momentum).")
+flags.DEFINE_enum("lr_schedule", "step", ["step", "cosine", "constant"], "Learning-rate schedule.")
+flags.DEFINE_list("lr_decay_points", ["0.3", "0.6", "0.8"], "Fractions of the run where the step schedule decays.")
+flags.DEFINE_float("lr_decay_factor", 0.2, "Step-schedule multiplier at each decay point.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on conv and dense kernels (gradient wd·W).")
+flags.DEFINE_float("dropout", None, "Dropout inside blocks; default 0.3 for WRN on ≤64 px inputs, else 0.")
+flags.DEFINE_integer("seed", 0, "Seed of initialization, data order, augmentation and dropout.")
+flags.DEFINE_string("run_dir", None, "Run directory; default runs/<data>_<arch>_<distill>_r<rate>_s<seed>.")
+flags.DEFINE_boolean("resume", True, "Continue from the newest checkpoint in --run_dir.")
+flags.DEFINE_enum("distill", "none", list(METHODS), "Knowledge-distillation method (see the README's table).")
+flags.DEFINE_string(
+    "teacher",
+    None,
+    "Teacher: a run directory or checkpoint prefix of ours, a Keras model file (.keras), a SavedModel folder, "
+    "keras:<Keras Applications name> (e.g. keras:ResNet50, ImageNet weights) or kerashub:<preset or folder>.",
+)
+flags.DEFINE_string("teacher_arch", None, "Teacher architecture (needed for a bare checkpoint of ours).")
+flags.DEFINE_list(
+    "teacher_taps",
+    None,
+    "Teacher layers to read as sensing points (SavedModel: its output names); default: the network's own "
+    "points (ours), its stage outputs (outside models), the feature pyramid (KerasHub).",
+)
+flags.DEFINE_enum(
+    "teacher_preprocess",
+    "auto",
+    list(PREPROCESS),
+    "Outside teacher's pixel scaling from raw [0, 255] RGB: auto = the pretrained model's own (Keras "
+    "Applications, KerasHub), else raw; unit [0,1], symmetric [-1,1], caffe (BGR - mean), torch (ImageNet mean/std).",
+)
+flags.DEFINE_enum(
+    "protocol",
+    "distill",
+    list(PROTOCOLS),
+    "distill: the method as published (CIFAR protocol); transfer: the student learns the teacher's knowledge "
+    "alone for --knowledge_epochs, then is fine-tuned with labels for --epochs (the paper's Table 2).",
+)
+flags.DEFINE_integer("knowledge_epochs", None, "--protocol=transfer: epochs of the knowledge stage; default --epochs.")
+flags.DEFINE_enum("iep_second_pca", "ipca", ["ipca", "pca"], "IEP second PCA: incremental or per-batch.")
+flags.DEFINE_integer("iep_iterations", 2, "IEP MPNN message-passing iterations.")
+flags.DEFINE_list("iep_knowledge", None, "IEP terms to transfer: alteration,interim[,black_box]; default per method.")
+flags.DEFINE_integer("iep_module_steps", None, "IEP phase-1 (module training) steps; default 8000.")
+flags.DEFINE_float("iep_module_lr", 0.1, "IEP phase-1 learning rate (fixed, SGD Nesterov 0.9).")
+flags.DEFINE_list(
+    "distill_args", None, "Baseline overrides, key=value,... (e.g. beta=500 for at); see the README's method table."
+)
+flags.DEFINE_string("eval_split", "test", "Split evaluated after every epoch.")
+flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_enum(
+    "precision",
+    "float32",
+    list(PRECISIONS),
+    "Networks' compute dtype (KD math and modules stay float32; float16 adds loss scaling).",
+)
+flags.DEFINE_enum(
+    "distribute",
+    "none",
+    list(DISTRIBUTIONS),
+    "tf.distribute: mirrored = all local GPUs (or --logical_cpus), multi_worker = hosts from TF_CONFIG.",
+)
+flags.DEFINE_integer(
+    "semantic_vectors",
+    0,
+    "With --distill=none: learn d-dimensional semantic vectors of every sensing point's neurons alongside "
+    "training and write <run_dir>/static_knowledge.npz (0 = off).",
+)
+flags.DEFINE_string(
+    "static_knowledge", None, "--distill=static_kd: a static-knowledge file (.npz) or a run dir holding one."
+)
+flags.DEFINE_float(
+    "connect_timeout", 120.0, "multi_worker: seconds to wait for every peer in TF_CONFIG before failing (naming it)."
+)
+flags.DEFINE_integer("logical_cpus", 1, "Split the CPU into this many devices (try --distribute=mirrored on a CPU).")
+flags.DEFINE_boolean("export", True, "Export the trained classifier as a SavedModel to <run_dir>/export.")
+flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
+
+
+def _check_flags() -> None:
+    """The numeric flags TrainConfig does not hold, in range (NaN fails every check), before any compute."""
+    import math
+
+    checks = [
+        ("image_size", FLAGS.image_size is None or 8 <= FLAGS.image_size <= 1024, "between 8 and 1024 pixels"),
+        ("dropout", FLAGS.dropout is None or 0.0 <= FLAGS.dropout < 1.0, "in [0, 1)"),
+        ("sample_seed", FLAGS.sample_seed >= 0, ">= 0"),
+        ("iep_iterations", FLAGS.iep_iterations >= 1, ">= 1"),
+        ("iep_module_steps", FLAGS.iep_module_steps is None or FLAGS.iep_module_steps >= 0, ">= 0"),
+        ("iep_module_lr", math.isfinite(FLAGS.iep_module_lr) and FLAGS.iep_module_lr > 0, "a finite number > 0"),
+        ("logical_cpus", FLAGS.logical_cpus >= 1, ">= 1"),
+        ("semantic_vectors", FLAGS.semantic_vectors >= 0, ">= 0 (0 = off)"),
+        ("connect_timeout", math.isfinite(FLAGS.connect_timeout) and FLAGS.connect_timeout > 0, "a finite number > 0"),
+        ("knowledge_epochs", FLAGS.knowledge_epochs is None or FLAGS.knowledge_epochs >= 1, ">= 1"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"--{name} must be {expected}, got {FLAGS[name].value}")
+    if FLAGS.protocol == "transfer" and FLAGS.distill in ("none", "dml", "static_kd"):
+        reason = {"none": "there is no knowledge to transfer", "dml": "its peer learns from labels"}
+        raise ValueError(
+            f"--protocol=transfer trains a knowledge stage without labels; --distill={FLAGS.distill} has none "
+            f"({reason.get(FLAGS.distill, 'it has no teacher')})"
+        )
+    if FLAGS.knowledge_epochs is not None and FLAGS.protocol != "transfer":
+        raise ValueError("--knowledge_epochs is the first stage of --protocol=transfer; add it or drop the flag")
+
+
+def _static_flags():
+    """--semantic_vectors and --static_knowledge: checked (and the file read) before any data is decoded."""
+    from iep.methods import STATIC_METHODS
+
+    if FLAGS.semantic_vectors and FLAGS.distill != "none":
+        raise ValueError(
+            f"--semantic_vectors learns a teacher's vectors during plain training; drop --distill={FLAGS.distill}"
+        )
+    if FLAGS.distill in STATIC_METHODS:
+        if FLAGS.teacher:
+            raise ValueError(f"--distill={FLAGS.distill} never loads a teacher (static knowledge only); drop --teacher")
+        if not FLAGS.static_knowledge:
+            raise ValueError(f"--distill={FLAGS.distill} needs --static_knowledge=<file> (python -m iep.static.learn)")
+        from iep.static.knowledge_file import load_static_knowledge
+
+        return load_static_knowledge(FLAGS.static_knowledge)
+    if FLAGS.static_knowledge:
+        raise ValueError(f"--static_knowledge is for --distill=static_kd, not --distill={FLAGS.distill}")
+    return None
+
+
+def _train() -> dict:
+    import keras
+    import tensorflow as tf
+
+    from iep.datasets import DataConfig, build_pipeline
+    from iep.engine.cli import default_run_dir
+    from iep.engine.distribute import build_strategy, is_chief, split_cpu
+    from iep.engine.evaluation import collect_logits, top1_accuracy
+    from iep.engine.files import check_writable
+    from iep.engine.outside_teacher import is_outside_teacher
+    from iep.engine.precision import precision_policy
+    from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
+    from iep.engine.teacher import load_teacher
+    from iep.engine.trainer import TrainConfig, Trainer
+    from iep.methods import build_distiller, needs_teacher, parse_distill_args
+    from iep.nets import build_network, default_dropout, parse_arch
+
+    _check_flags()
+    split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
+    strategy = build_strategy(FLAGS.distribute, FLAGS.connect_timeout)  # multi-worker: also before any other op
+    # Cheap checks first: a typo must not cost a data-set decode.
+    parse_arch(FLAGS.arch)
+    if FLAGS.teacher_arch:
+        parse_arch(FLAGS.teacher_arch)
+    if (
+        FLAGS.teacher
+        and not is_outside_teacher(FLAGS.teacher)
+        and not (os.path.exists(FLAGS.teacher) or os.path.exists(FLAGS.teacher + ".index"))
+    ):
+        raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist")
+    distill_args = parse_distill_args(FLAGS.distill_args)
+    if needs_teacher(FLAGS.distill) and not FLAGS.teacher:
+        raise ValueError(
+            f"--distill={FLAGS.distill} needs --teacher (a run of ours, a .keras file, a SavedModel, keras:<name>)"
+        )
+    static_knowledge = _static_flags()
+    train_config = TrainConfig(
+        epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size,
+        lr=FLAGS.lr,
+        lr_schedule=FLAGS.lr_schedule,
+        lr_decay_points=tuple(float(p) for p in FLAGS.lr_decay_points),
+        lr_decay_factor=FLAGS.lr_decay_factor,
+        momentum=FLAGS.momentum,
+        weight_decay=FLAGS.weight_decay,
+        seed=FLAGS.seed,
+        eval_split=FLAGS.eval_split,
+        log_every=FLAGS.log_every,
+        jit_compile=FLAGS.jit_compile,
+        progress=FLAGS.progress,
+        export=FLAGS.export,
+        precision=FLAGS.precision,
+    )
+    train_config.validate()
+    data_config = DataConfig(
+        FLAGS.dataset,
+        FLAGS.data_dir,
+        FLAGS.download,
+        FLAGS.rate,
+        FLAGS.sample_seed,
+        FLAGS.image_size,
+        FLAGS.cache_dir,
+        FLAGS.crop_to_bbox,
+    )
+    run_dir = FLAGS.run_dir or default_run_dir(
+        FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed
+    )
+
+    if is_chief(strategy):  # the only writer; other workers keep private copies (and may race the probe)
+        check_writable(run_dir, "--run_dir")  # a read-only or missing location fails before the data is read
+    data = build_pipeline(data_config)
+    data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
+    dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)
+    keras.utils.set_random_seed(FLAGS.seed)
+    with strategy.scope():  # every variable (networks, modules, optimizer) is created under the strategy
+        with precision_policy(FLAGS.precision):  # networks only: the distiller's modules are built in float32
+            student = build_network(
+                FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
+            )
+            teacher = None
+            if FLAGS.teacher:  # static methods refuse --teacher (_static_flags)
+                teacher = load_teacher(
+                    FLAGS.teacher,
+                    FLAGS.teacher_arch,
+                    data.num_classes,
+                    data.input_shape,
+                    class_names=data.class_names,
+                    taps=FLAGS.teacher_taps,
+                    preprocess=FLAGS.teacher_preprocess,
+                )
+
+        distiller = build_distiller(
+            FLAGS.distill,
+            teacher,
+            student,
+            second_pca=FLAGS.iep_second_pca,
+            iterations=FLAGS.iep_iterations,
+            knowledge=FLAGS.iep_knowledge,
+            module_steps=FLAGS.iep_module_steps,
+            module_lr=FLAGS.iep_module_lr,
+            seed=FLAGS.seed,
+            main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
+            epochs=FLAGS.epochs,
+            overrides=distill_args,
+            static_knowledge=static_knowledge,
+        )
+        if FLAGS.protocol == "transfer":
+            from iep.transfer import transfer_protocol
+
+            knowledge_epochs = FLAGS.knowledge_epochs or FLAGS.epochs
+            distiller = transfer_protocol(
+                distiller,
+                student,
+                knowledge_steps=knowledge_epochs * data.steps_per_epoch(FLAGS.batch_size),
+                lr=FLAGS.lr,
+                lr_decay_points=train_config.lr_decay_points,
+                lr_decay_factor=FLAGS.lr_decay_factor,
+                lr_schedule=FLAGS.lr_schedule,
+                weight_decay=FLAGS.weight_decay,
+                epochs=FLAGS.epochs,
+            )
+        if FLAGS.semantic_vectors:
+            from iep.static.distillers import SemanticVectorLearner
+
+            distiller = SemanticVectorLearner(student, FLAGS.semantic_vectors, FLAGS.seed)
+        distiller.check_batch_size(FLAGS.batch_size // strategy.num_replicas_in_sync)
+        os.makedirs(run_dir, exist_ok=True)
+        if is_chief(strategy):  # one writer per run directory
+            save_or_check_run_config(
+                run_dir,
+                {
+                    **{name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
+                    "lr_decay_points": list(train_config.lr_decay_points),
+                    "dropout_rate": dropout,
+                    "num_classes": data.num_classes,
+                    "class_names": list(data.class_names),
+                    "input_shape": list(data.input_shape),
+                    "mean": data.mean,
+                    "std": data.std,
+                    "train_images": data.num_train,
+                },
+                resume=FLAGS.resume,
+            )
+        print(
+            f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
+            f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
+        )
+        trainer = Trainer(student, data, train_config, run_dir, distiller, strategy)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {FLAGS.batch_size}")
+    if teacher is not None and teacher.num_classes == data.num_classes:
+        predict = tf.function(lambda images: teacher.classifier(images, training=False))
+        teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))
+        print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {teacher_accuracy:.4f}")
+    elif teacher is not None:
+        points = ", ".join(f"{t.name} {t.shape}" for t in teacher.tap_specs)
+        print(f"teacher {FLAGS.teacher}: {teacher.num_classes} classes (the data has {data.num_classes}); {points}")
+    summary = trainer.fit(resume=FLAGS.resume)
+    if FLAGS.semantic_vectors and is_chief(strategy):
+        from iep.static.knowledge_file import DEFAULT_NAME
+        from iep.static.learn import export_static_knowledge
+
+        path = os.path.join(run_dir, DEFAULT_NAME)
+        export_static_knowledge(student, distiller.vectors, data, FLAGS.eval_split, path, "joint", run_dir)
+    print(
+        f"done: last {summary['eval_split']} accuracy {summary['last_accuracy']:.4f}, "
+        f"best {summary['best_accuracy']:.4f} (epoch {summary['best_epoch']}); metrics in {run_dir}/metrics.json"
+    )
+    return summary
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from iep.engine.cli import run_or_exit
+
+    logging.set_verbosity(logging.WARNING)
+
+    run_or_exit(_train)
+
+
+def run() -> None:
+    import iep
+
+    iep.leave_source_root_off_sys_path()
+    app.run(main, flags_parser=parse_flags_or_exit)
+
+
+if __name__ == "__main__":
+    run()

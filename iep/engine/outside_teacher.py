@@ -1,0 +1,289 @@
+"""Teachers trained elsewhere: a Keras model file, a SavedModel, a Keras Applications or KerasHub model.
+
+Each becomes a frozen `TappedNetwork` that takes what the student takes (float32 RGB pixels in [0, 255] at
+the data's size): the pretrained model's own input preprocessing (resizing to its resolution and its pixel
+scaling) is a layer in front of it, so it reaches the teacher only. Its sensing points are layers named by
+`--teacher_taps` (SavedModel: the named outputs of its serving endpoint), by default the stage outputs of
+the network (KerasHub: its feature pyramid). Shape differences with the student's points are handled where
+they always are, by the methods' adapters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from iep.nets import TappedNetwork
+from iep.nets.base import stage_output_layers
+
+KERAS_PREFIX = "keras:"
+KERASHUB_PREFIX = "kerashub:"
+# Pixel scalings of pretrained models, from raw [0, 255] RGB. "auto": the model's own when it is known
+# (Keras Applications: its module's preprocess_input; KerasHub: its image converter), else "raw".
+PREPROCESS = ("auto", "raw", "unit", "symmetric", "caffe", "torch")
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def is_outside_teacher(path: str) -> bool:
+    """A Keras model file, a SavedModel folder or a model name, as opposed to a run or checkpoint of ours."""
+    return (
+        path.startswith((KERAS_PREFIX, KERASHUB_PREFIX))
+        or path.endswith(".keras")
+        or os.path.isfile(os.path.join(path, "saved_model.pb"))
+    )
+
+
+@keras.saving.register_keras_serializable(package="iep")
+class TeacherInput(keras.layers.Layer):
+    """Raw [0, 255] RGB images → what a pretrained teacher expects: resized to `size` (when given and
+    different) and scaled by `mode` (or by a Keras Applications module's own `preprocess_input`)."""
+
+    def __init__(self, size: Sequence[int] | None = None, mode: str = "raw", application: str | None = None, **kw):
+        super().__init__(**kw)
+        if mode not in PREPROCESS[1:]:
+            raise ValueError(f"--teacher_preprocess must be one of {PREPROCESS}, got {mode!r}")
+        self.size = None if size is None else tuple(int(s) for s in size)
+        self.mode, self.application = mode, application
+
+    def call(self, images):
+        x = tf.cast(images, tf.float32)
+        if self.size is not None and tuple(x.shape[1:3]) != self.size:
+            x = tf.image.resize(x, self.size, method="bilinear")
+        if self.application:
+            return getattr(keras.applications, self.application).preprocess_input(x)
+        if self.mode == "unit":
+            return x / 255.0
+        if self.mode == "symmetric":
+            return x / 127.5 - 1.0
+        if self.mode == "caffe":
+            return x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN)
+        if self.mode == "torch":
+            return (x / 255.0 - tf.constant(_TORCH_MEAN)) / tf.constant(_TORCH_STD)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "mode": self.mode, "application": self.application}
+
+
+def _fixed_size(model: keras.Model) -> tuple[int, int] | None:
+    shape = model.inputs[0].shape
+    return (int(shape[1]), int(shape[2])) if shape[1] is not None and shape[2] is not None else None
+
+
+def _with_fixed_input(model: keras.Model, input_shape: Sequence[int]) -> keras.Model:
+    """A copy of a functional model with a dynamic-size input, rebuilt at `input_shape` (same weights), so
+    every layer has a static shape to tap."""
+    config = model.get_config()
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, *input_shape]
+    rebuilt = keras.Model.from_config(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _logits_of(model: keras.Model, flag: str, spec: str):
+    """The model's logits tensor: its single output (log-probabilities when its last layer is a softmax,
+    which KD treats identically: a per-sample constant does not change a softmax)."""
+    if len(model.outputs) != 1:
+        raise ValueError(f"{flag} {spec!r} has {len(model.outputs)} outputs; a teacher needs one (its logits)")
+    output = model.outputs[0]
+    if len(output.shape) != 2:
+        raise ValueError(f"{flag} {spec!r}: its output has shape {tuple(output.shape)}, expected (batch, classes)")
+    last = model.layers[-1]
+    if getattr(last, "activation", None) is not None and keras.activations.serialize(last.activation) == "softmax":
+        return keras.layers.Lambda(lambda p: keras.ops.log(keras.ops.maximum(p, 1e-30)), name="log_probs")(output)
+    return output
+
+
+def _check_taps(model: keras.Model, taps: Sequence[str], flag: str, spec: str) -> None:
+    names = [layer.name for layer in model.layers]
+    unknown = [t for t in taps if t not in names]
+    if unknown:
+        candidates = stage_output_layers(model)
+        raise ValueError(
+            f"--teacher_taps {unknown} are not layers of {flag} {spec!r}; its stage outputs are {candidates} "
+            f'(all {len(names)} layer names: python -c "import keras; keras.saving.load_model(PATH).summary()")'
+        )
+
+
+def _default_taps(model: keras.Model, flag: str, spec: str) -> list[str]:
+    taps = stage_output_layers(model)
+    if not taps:
+        raise ValueError(f"{flag} {spec!r}: no 4-D feature maps found to tap; name them with --teacher_taps")
+    return taps
+
+
+def _from_keras_model(
+    model: keras.Model,
+    spec: str,
+    input_shape: Sequence[int],
+    taps: Sequence[str] | None,
+    preprocess: TeacherInput,
+    flag: str,
+    name: str,
+) -> TappedNetwork:
+    if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or model.inputs is None:
+        raise ValueError(f"{flag} {spec!r} is not a functional Keras model (subclassed models have no layers to tap)")
+    if _fixed_size(model) is None:
+        model = _with_fixed_input(model, input_shape)
+    if taps:
+        _check_taps(model, taps, flag, spec)
+    taps = list(taps) if taps else _default_taps(model, flag, spec)
+    return TappedNetwork(
+        spec,
+        model.inputs[0],
+        _logits_of(model, flag, spec),
+        taps,
+        name=name,
+        preprocess=preprocess,
+        input_shape=input_shape,
+    )
+
+
+def _application(name: str, flag: str) -> tuple[keras.Model, str]:
+    """(ImageNet-pretrained Keras Applications model with logits, the module whose preprocess_input it
+    expects); an offline first use is one line naming the file to put in the cache."""
+    constructor = getattr(keras.applications, name, None)
+    if not callable(constructor) or not name[:1].isupper():
+        known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
+        raise ValueError(f"{flag}={KERAS_PREFIX}{name}: not a Keras Applications model; known: {', '.join(known)}")
+    module = constructor.__module__.rsplit(".", 1)[-1]  # keras.src.applications.resnet → keras.applications.resnet
+    if not hasattr(getattr(keras.applications, module, None), "preprocess_input"):
+        raise ValueError(f"{flag}={KERAS_PREFIX}{name}: keras.applications.{module} has no preprocess_input")
+    try:
+        model = constructor(weights="imagenet", classifier_activation=None)
+    except Exception as error:  # Keras raises a bare Exception for a failed download
+        match = re.search(r"https?://\S+?(?=:\s|$)", str(error))
+        if "fetch failure" not in str(error) or not match:
+            raise
+        cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
+        raise ValueError(
+            f"{flag}={KERAS_PREFIX}{name}: the ImageNet weights could not be downloaded (offline?); put "
+            f"{os.path.basename(match.group(0))} into {cache}/ (from {match.group(0)}) or run once with internet"
+        ) from None
+    return model, module
+
+
+def _kerashub(preset: str, input_shape, taps, preprocess_mode: str, flag: str, name: str) -> TappedNetwork:
+    """A KerasHub image classifier preset (a name, or a local preset folder): its backbone's feature pyramid
+    as sensing points, its head as logits, its image converter as preprocessing."""
+    try:
+        import keras_hub
+    except ImportError:
+        raise ValueError(f"{flag}={KERASHUB_PREFIX}{preset} needs KerasHub: pip install keras-hub") from None
+    try:
+        task = keras_hub.models.ImageClassifier.from_preset(preset)
+    except Exception as error:
+        cache = os.environ.get("KAGGLEHUB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
+        raise ValueError(
+            f"{flag}={KERASHUB_PREFIX}{preset}: the preset could not be loaded "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0][:160]}); offline, give a local preset "
+            f"folder (kerashub:/path/to/preset) or fill the KaggleHub cache {cache}"
+        ) from None
+    backbone = task.backbone
+    logits = task.output_dense(task.pooler(backbone.output))
+    if taps:
+        _check_taps(backbone, taps, flag, preset)
+    elif getattr(backbone, "pyramid_outputs", None):
+        taps = list(backbone.pyramid_outputs.values())
+    else:
+        taps = _default_taps(backbone, flag, preset)
+    converter = getattr(task.preprocessor, "image_converter", None) if task.preprocessor else None
+    if preprocess_mode == "auto" and converter is not None:
+        size = _fixed_size(backbone) or tuple(input_shape[:2])
+        preprocess = keras.Sequential([keras.layers.Resizing(*size), converter], name=f"{name}_input")
+    else:
+        preprocess = TeacherInput(_fixed_size(backbone), "raw" if preprocess_mode == "auto" else preprocess_mode)
+    return TappedNetwork(
+        f"{KERASHUB_PREFIX}{preset}",
+        backbone.inputs[0],
+        logits,
+        taps,
+        name=name,
+        preprocess=preprocess,
+        input_shape=input_shape,
+    )
+
+
+def _saved_model(path: str, input_shape, taps, preprocess: TeacherInput, flag: str, name: str) -> TappedNetwork:
+    """A SavedModel's graph has no layers to tap: its sensing points are the named outputs of its serving
+    endpoint (export a model whose outputs are a dict {"logits": ..., "<point>": ...})."""
+    signatures = tf.saved_model.load(path).signatures
+    endpoints = list(signatures)
+    if preprocess.size is None and "serving_default" in signatures:  # resize to a fixed input size it declares
+        specs = tf.nest.flatten(signatures["serving_default"].structured_input_signature)
+        shape = next((s.shape for s in specs if len(s.shape) == 4), None)
+        if shape is not None and shape[1] is not None and shape[2] is not None:
+            preprocess.size = (int(shape[1]), int(shape[2]))
+    loaded = None
+    for endpoint in ("serve", "serving_default", *endpoints):
+        try:
+            loaded = keras.layers.TFSMLayer(path, call_endpoint=endpoint, name=f"{name}_saved_model")
+            break
+        except ValueError:
+            continue
+    if loaded is None:
+        raise ValueError(f"{flag} {path!r}: the SavedModel has no callable endpoint (expected 'serve')")
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    outputs = loaded(preprocess(inputs))
+    if not isinstance(outputs, dict):
+        outputs = {"logits": outputs}
+    two_d = [k for k, v in outputs.items() if len(v.shape) == 2]
+    logits_key = "logits" if "logits" in outputs else (two_d[0] if len(two_d) == 1 else None)
+    if logits_key is None:
+        raise ValueError(f"{flag} {path!r}: none of its outputs {sorted(outputs)} is 'logits' (or the only 2-D one)")
+    maps = [k for k, v in outputs.items() if len(v.shape) == 4]
+    unknown = [t for t in taps or () if t not in outputs]
+    if unknown:
+        raise ValueError(f"--teacher_taps {unknown} are not outputs of the SavedModel {path!r}; it has {sorted(maps)}")
+    names = list(taps) if taps else sorted(maps)
+    return TappedNetwork(
+        f"saved_model:{os.path.basename(os.path.normpath(path))}",
+        inputs,
+        outputs[logits_key],
+        [outputs[k] for k in names],
+        name=name,
+        tap_names=names,
+    )
+
+
+def load_outside_teacher(
+    spec: str,
+    input_shape: Sequence[int],
+    taps: Sequence[str] | None = None,
+    preprocess: str = "auto",
+    flag: str = "--teacher",
+    name: str = "teacher",
+) -> TappedNetwork:
+    """`spec`: `keras:<ApplicationName>`, `kerashub:<preset or folder>`, a `.keras` file or a SavedModel
+    folder. Frozen, taking raw [0, 255] pixels of `input_shape`."""
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"--teacher_preprocess must be one of {PREPROCESS}, got {preprocess!r}")
+    mode = "raw" if preprocess == "auto" else preprocess
+    if spec.startswith(KERASHUB_PREFIX):
+        teacher = _kerashub(spec[len(KERASHUB_PREFIX) :], input_shape, taps, preprocess, flag, name)
+    elif spec.startswith(KERAS_PREFIX):
+        model, module = _application(spec[len(KERAS_PREFIX) :], flag)
+        application = module if preprocess == "auto" else None
+        layer = TeacherInput(_fixed_size(model), mode, application, name=f"{name}_input")
+        teacher = _from_keras_model(model, spec, input_shape, taps, layer, flag, name)
+    elif spec.endswith(".keras"):
+        if not os.path.isfile(spec):
+            raise ValueError(f"{flag} {spec!r} does not exist")
+        try:
+            model = keras.saving.load_model(spec, compile=False)
+        except Exception as error:  # a damaged zip, unknown custom objects, ...
+            first = str(error).splitlines()[0][:200] if str(error) else ""
+            raise ValueError(f"{flag} {spec!r} could not be loaded ({error.__class__.__name__}: {first})") from None
+        layer = TeacherInput(_fixed_size(model), mode, name=f"{name}_input")
+        teacher = _from_keras_model(model, spec, input_shape, taps, layer, flag, name)
+    else:
+        teacher = _saved_model(spec, input_shape, taps, TeacherInput(None, mode, name=f"{name}_input"), flag, name)
+    teacher.model.trainable = False
+    return teacher

@@ -1,0 +1,172 @@
+"""Teachers from outside: a .keras file, a SavedModel, Keras Applications names; taps by name; clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+
+from tests.helpers import subprocess_env, train_command, train_in_process
+
+WIDTHS = (8, 16, 24)  # unlike wrn-16-1's 16/32/64 points: every method's adapters are exercised
+
+
+def _small_cnn(classes: int = 10, size: int = 32, stem_stride: int = 1) -> keras.Model:
+    """A functional CNN that scales its own pixels (as an outside model does) with BN-ReLU stage outputs."""
+    x = keras.Input((size, size, 3), name="pixels")
+    y = keras.layers.Rescaling(1 / 255.0, name="scale")(x)
+    for i, width in enumerate(WIDTHS):
+        stride = stem_stride if i == 0 else 2
+        y = keras.layers.Conv2D(width, 3, strides=stride, padding="same", name=f"conv{i}")(y)
+        y = keras.layers.BatchNormalization(name=f"bn{i}")(y)
+        y = keras.layers.ReLU(name=f"relu{i}")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="pool")(y)
+    return keras.Model(x, keras.layers.Dense(classes, name="head")(y), name="small_cnn")
+
+
+@pytest.fixture(scope="module")
+def outside_files(tmp_path_factory):
+    """The same random network as a .keras file and as a SavedModel whose outputs are a dict."""
+    keras.utils.set_random_seed(3)
+    root = tmp_path_factory.mktemp("outside")
+    model = _small_cnn()
+    keras_file = str(root / "small.keras")
+    model.save(keras_file)
+    outputs = {"logits": model.output, **{f"relu{i}": model.get_layer(f"relu{i}").output for i in range(3)}}
+    saved_model = str(root / "small_saved_model")
+    keras.Model(model.input, outputs).export(saved_model, verbose=False)
+    return model, keras_file, saved_model
+
+
+def _images(seed: int = 0, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (4, size, size, 3)).astype(np.float32)
+
+
+def test_keras_file_teacher_matches_the_model_at_every_view(outside_files):
+    from iep.engine.outside_teacher import load_outside_teacher
+
+    model, keras_file, _ = outside_files
+    teacher = load_outside_teacher(keras_file, (32, 32, 3))
+    assert teacher.tap_names == ("relu0", "relu1", "relu2")  # the stage outputs, found by resolution
+    assert [t.shape for t in teacher.tap_specs] == [(32, 32, 8), (16, 16, 16), (8, 8, 24)]
+    images = _images()
+    out = teacher(images)
+    reference = keras.Model(
+        model.input,
+        {
+            "logits": model.output,
+            "taps": [model.get_layer(f"relu{i}").output for i in range(3)],
+            "preact": [model.get_layer(f"bn{i}").output for i in range(3)],  # before the ReLU
+            "stage": [model.get_layer(f"conv{i}").output for i in range(3)],  # before the BN
+        },
+    )(images)
+    np.testing.assert_allclose(out["logits"], reference["logits"], rtol=1e-5, atol=1e-5)
+    for view, ref in (("taps", "taps"), ("preact_taps", "preact"), ("stage_outputs", "stage")):
+        for ours, theirs in zip(out[view], reference[ref], strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert [bn.name for bn in teacher.preact_batch_norms] == ["bn0", "bn1", "bn2"]  # CO's margins
+    assert not teacher.model.trainable_weights
+
+
+def test_saved_model_teacher_taps_its_named_outputs(outside_files):
+    from iep.engine.outside_teacher import load_outside_teacher
+
+    model, _, saved_model = outside_files
+    teacher = load_outside_teacher(saved_model, (32, 32, 3), taps=["relu2", "relu0"])
+    assert teacher.tap_names == ("relu2", "relu0")
+    out, images = teacher(_images(1)), _images(1)
+    np.testing.assert_allclose(out["logits"], model(images), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out["taps"][1], keras.Model(model.input, model.get_layer("relu0").output)(images), atol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"--teacher_taps \['nope'\] are not outputs of the SavedModel .*'relu0'"):
+        load_outside_teacher(saved_model, (32, 32, 3), taps=["nope"])
+
+
+def test_preprocessing_reaches_the_teacher_only():
+    """A 224-px ImageNet-style model behind the 'torch' scaling: the wrapper resizes and scales raw pixels."""
+    import tensorflow as tf
+
+    from iep.engine.outside_teacher import TeacherInput
+
+    images = _images(2, size=40)
+    layer = TeacherInput((64, 64), "torch")
+    expected = (tf.image.resize(images, (64, 64)).numpy() / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(layer(images), expected, rtol=1e-5, atol=1e-5)
+    caffe = TeacherInput(None, "caffe")(images)
+    np.testing.assert_allclose(caffe, images[..., ::-1] - [103.939, 116.779, 123.68], atol=1e-4)
+    via_keras = TeacherInput(None, "raw", application="resnet50")(images)  # the module's own preprocess_input
+    np.testing.assert_allclose(via_keras, caffe, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["keras_file", "saved_model"])
+@pytest.mark.parametrize("method", ["kd", "iep"])
+def test_outside_teacher_trains_a_student(outside_files, tmp_path, kind, method):
+    import json
+
+    _, keras_file, saved_model = outside_files
+    teacher = keras_file if kind == "keras_file" else saved_model
+    summary = train_in_process(
+        tmp_path, "--epochs=1", "--rate=0.3", f"--distill={method}", f"--teacher={teacher}", "--iep_module_steps=3"
+    )
+    assert summary["finished"] and np.isfinite(summary["history"][0]["train_loss"])
+    losses = {k for k in summary["history"][0] if k.startswith("loss/")}
+    assert ({"loss/kd"} if method == "kd" else {"loss/alteration", "loss/interim"}) <= losses
+    config = json.load(open(tmp_path / "config.json"))
+    assert config["teacher"] == teacher and config["teacher_preprocess"] == "auto"
+
+
+def test_bad_outside_teachers_are_one_line_errors(outside_files, tmp_path):
+    _, keras_file, _ = outside_files
+    result = subprocess.run(
+        train_command(tmp_path / "run", "--distill=iep", f"--teacher={keras_file}", "--teacher_taps=relu0,bogus"),
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "--teacher_taps ['bogus'] are not layers of" in lines[0] and "['relu0', 'relu1', 'relu2']" in lines[0]
+
+
+def test_offline_download_names_the_cache_file(tmp_path, monkeypatch):
+    from iep.engine.outside_teacher import load_outside_teacher
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    with pytest.raises(ValueError) as error:
+        load_outside_teacher("keras:MobileNetV3Small", (32, 32, 3))
+    message = str(error.value)
+    assert "\n" not in message and "could not be downloaded" in message
+    assert os.path.join(str(tmp_path / "keras_home"), "models") in message
+    assert "weights_mobilenet_v3_small" in message  # the file to put there
+    with pytest.raises(ValueError, match="not a Keras Applications model; known: .*ResNet50"):
+        load_outside_teacher("keras:ResNet5O", (32, 32, 3))
+
+
+def test_logit_methods_refuse_a_teacher_over_other_classes(tmp_path):
+    keras.utils.set_random_seed(0)
+    five = str(tmp_path / "five.keras")
+    _small_cnn(classes=5).save(five)
+    with pytest.raises(
+        ValueError, match=r"--distill=kd compares logits, but the teacher has 5 classes and the data 10"
+    ):
+        train_in_process(tmp_path / "run", "--epochs=1", "--distill=kd", f"--teacher={five}")
+    with pytest.raises(ValueError, match=r"--teacher_arch is for teachers of ours"):
+        train_in_process(tmp_path / "run2", "--distill=at", f"--teacher={five}", "--teacher_arch=wrn-16-1")
+    summary = train_in_process(tmp_path / "run3", "--epochs=1", "--rate=0.2", "--distill=at", f"--teacher={five}")
+    assert summary["finished"]  # a feature method needs no common classes
+
+
+def test_our_runs_can_be_retapped_by_name():
+    from iep.nets import build_network
+
+    net = build_network("wrn-16-1", 10)
+    retapped = net.retapped(["stage1_block0_add", "final_preact"])
+    assert retapped.tap_names == ("stage1_block0_add", "final_preact")
+    images = _images(4)
+    np.testing.assert_allclose(retapped(images)["taps"][1], net(images)["taps"][2], atol=1e-6)  # shared weights
