@@ -1,8 +1,9 @@
 """Adapters for students whose sensing points differ from the teacher's (method page §8).
 
 Our design (the published code has none; the paper's Table 3 needs them):
-bring a student tap to the teacher tap's H×W by resizing (area averaging when
-shrinking, bilinear when enlarging) and to its channel count by a 1×1
+bring a student tap to the teacher tap's H×W by resizing (bilinear, antialiased
+when shrinking so every student pixel contributes, as area averaging would; TF's
+area resize has no gradient) and to its channel count by a 1×1
 convolution + BN. Adapters are trained with the student in the transfer phase
 by the distillation gradient alone (they have no task gradient, so the norm
 clip, which is relative to the task gradient, does not apply to them).
@@ -29,8 +30,7 @@ class TapAdapter(keras.layers.Layer):
         (sh, sw, sc), (th, tw, tc) = source_shape, target_shape
         self.resize = None
         if (sh, sw) != (th, tw):
-            shrinking = sh * sw > th * tw
-            self.resize = keras.layers.Resizing(th, tw, interpolation="area" if shrinking else "bilinear")
+            self.resize = keras.layers.Resizing(th, tw, interpolation="bilinear", antialias=sh * sw > th * tw)
         self.project = None
         if sc != tc or always_project:
             self.project = L.conv(tc, 1, name="project")

@@ -167,3 +167,63 @@ def test_unprepared_tfds_dataset_offline(tmp_path):
 def test_unknown_tfds_name():
     with pytest.raises(DataError, match="not a known data set"):
         load_source("no_such_dataset_xyz", None)
+
+
+def test_crop_to_box_equals_numpy_slicing():
+    from iep.datasets.sources import crop_to_box
+
+    image = np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3)
+    cropped = crop_to_box(tf.constant(image), tf.constant([0.2, 0.25, 0.7, 0.9]))
+    np.testing.assert_array_equal(cropped, image[2:7, 5:18])  # floor of the top-left, ceil of the bottom-right
+    np.testing.assert_array_equal(crop_to_box(tf.constant(image), tf.constant([0.5, 0.5, 0.5, 0.5])), image[5:6, 10:11])
+    np.testing.assert_array_equal(crop_to_box(tf.constant(image), tf.constant([0.0, 0.0, 1.0, 1.0])), image)
+
+
+class _FakeBirds:
+    """A prepared tfds builder in the shape of caltech_birds2011 (image, label, bbox), two 10×20 images."""
+
+    def __init__(self, with_bbox: bool = True):
+        import types
+
+        import tensorflow_datasets as tfds
+
+        features = {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(names=["tern", "wren"])}
+        if with_bbox:
+            features["bbox"] = tfds.features.BBoxFeature()
+        split = types.SimpleNamespace(num_examples=2)
+        self.info = types.SimpleNamespace(features=features, splits={"train": split, "test": split}, version="0.0.1")
+        self.data_dir = "/nowhere"
+        self.image = np.arange(10 * 20 * 3, dtype=np.uint8).reshape(10, 20, 3)
+
+    def is_prepared(self):
+        return True
+
+    def as_dataset(self, split, shuffle_files, decoders):
+        encoded = tf.io.encode_png(self.image)
+        return tf.data.Dataset.from_tensor_slices(
+            {
+                "image": tf.stack([encoded, encoded]),
+                "label": tf.constant([0, 1], tf.int64),
+                "bbox": tf.constant([[0.2, 0.25, 0.7, 0.9], [0.0, 0.0, 1.0, 1.0]]),
+            }
+        )
+
+
+def test_tfds_images_are_cropped_to_their_boxes(monkeypatch, tmp_path):
+    import tensorflow_datasets as tfds
+
+    fake = _FakeBirds()
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: fake)
+    source = load_source("caltech_birds2011", str(tmp_path), crop_to_bbox=True)
+    train = source.split("train")
+    images = [train.decode(payload).numpy() for payload, _ in train.records]
+    np.testing.assert_array_equal(images[0], fake.image[2:7, 5:18])
+    np.testing.assert_array_equal(images[1], fake.image)
+    assert source.native_size is None and source.fingerprint.endswith("-bbox")
+    plain = load_source("caltech_birds2011", str(tmp_path))
+    assert [plain.split("train").decode(p).shape for p, _ in plain.split("train").records] == [(10, 20, 3)] * 2
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: _FakeBirds(with_bbox=False))
+    with pytest.raises(DataError, match="--crop_to_bbox: --dataset='caltech_birds2011' has no 'bbox' feature"):
+        load_source("caltech_birds2011", str(tmp_path), crop_to_bbox=True)
+    with pytest.raises(DataError, match="--crop_to_bbox needs a tfds data set"):
+        load_source("folder", str(tmp_path), crop_to_bbox=True)

@@ -170,3 +170,76 @@ def test_our_runs_can_be_retapped_by_name():
     assert retapped.tap_names == ("stage1_block0_add", "final_preact")
     images = _images(4)
     np.testing.assert_allclose(retapped(images)["taps"][1], net(images)["taps"][2], atol=1e-6)  # shared weights
+
+
+def _fake_keras_hub(monkeypatch, fail: bool = False):
+    """A stand-in for the keras_hub package with the ImageClassifier API our loader uses (backbone with a
+    feature pyramid, pooler + output_dense head, preprocessor.image_converter): KerasHub is an optional
+    dependency, not installed for the tests."""
+    import sys
+    import types
+
+    keras.utils.set_random_seed(7)
+    backbone = _small_cnn(size=48, stem_stride=2)
+    backbone = keras.Model(backbone.input, backbone.get_layer("relu2").output, name="backbone")
+    backbone.pyramid_outputs = {"P2": backbone.get_layer("relu1").output, "P3": backbone.get_layer("relu2").output}
+    converter = keras.layers.Rescaling(1 / 255.0, name="image_converter")
+
+    class ImageClassifier:
+        @staticmethod
+        def from_preset(preset):
+            if fail:
+                raise OSError("Kaggle API unreachable\nmore detail")
+            task = types.SimpleNamespace(backbone=backbone, pooler=keras.layers.GlobalAveragePooling2D())
+            task.output_dense = keras.layers.Dense(4, name="predictions")
+            task.preprocessor = types.SimpleNamespace(image_converter=converter)
+            return task
+
+    module = types.ModuleType("keras_hub")
+    module.models = types.SimpleNamespace(ImageClassifier=ImageClassifier)
+    monkeypatch.setitem(sys.modules, "keras_hub", module)
+    return backbone, converter
+
+
+def test_kerashub_preset_taps_the_feature_pyramid(monkeypatch):
+    from iep.engine.outside_teacher import load_outside_teacher
+
+    backbone, converter = _fake_keras_hub(monkeypatch)
+    teacher = load_outside_teacher("kerashub:tiny_imagenet_preset", (32, 32, 3))
+    assert teacher.tap_names == ("relu1", "relu2") and teacher.num_classes == 4
+    images = _images(5)
+    expected = keras.Model(backbone.input, backbone.pyramid_outputs["P3"])(
+        converter(keras.layers.Resizing(48, 48)(images))
+    )
+    np.testing.assert_allclose(teacher(images)["taps"][1], expected, rtol=1e-5, atol=1e-5)
+    _fake_keras_hub(monkeypatch, fail=True)
+    with pytest.raises(
+        ValueError, match=r"kerashub:x: the preset could not be loaded \(OSError: Kaggle API unreachable\)"
+    ):
+        load_outside_teacher("kerashub:x", (32, 32, 3))
+
+
+def test_kerashub_without_the_package_names_the_install(monkeypatch):
+    import sys
+
+    from iep.engine.outside_teacher import load_outside_teacher
+
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # import fails as when it is not installed
+    with pytest.raises(ValueError, match="needs KerasHub: pip install keras-hub"):
+        load_outside_teacher("kerashub:resnet_18_imagenet", (32, 32, 3))
+
+
+def test_adapters_pass_gradients_when_they_shrink_a_point():
+    """An ImageNet teacher's 7×7 point against a student's 8×8 one: the resize must be differentiable."""
+    import tensorflow as tf
+
+    from iep.adapters import TapAdapter
+
+    adapter = TapAdapter((8, 8, 16), (7, 7, 24))
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 8, 8, 16)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = adapter(x, training=True)
+        loss = tf.reduce_sum(y**2)
+    grad = tape.gradient(loss, x)
+    assert y.shape == (2, 7, 7, 24) and np.isfinite(grad.numpy()).all() and np.abs(grad.numpy()).min() > 0
