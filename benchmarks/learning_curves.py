@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def plot_learning_curves(
-    curves: Mapping[str, Sequence[float]],
+    curves: Mapping[str, Sequence[float | None]],
     title: str,
     path: str,
     reference: str | None = "none",
@@ -40,7 +40,8 @@ def plot_learning_curves(
             style = dict(color="grey", linestyle=":")
         else:
             style = dict(color=colors[methods.index(name) % len(colors)])
-        axes.plot(range(1, len(accuracy) + 1), accuracy, marker="o", markersize=3, label=name, **style)
+        epochs = [e for e, a in enumerate(accuracy, start=1) if a is not None]  # --eval_every leaves gaps
+        axes.plot(epochs, [a for a in accuracy if a is not None], marker="o", markersize=3, label=name, **style)
     axes.set(xlabel="epoch", ylabel="test top-1 accuracy", title=title)
     axes.grid(alpha=0.3)
     axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")

@@ -22,6 +22,8 @@ from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_
 from iep.datasets.stats import channel_stats
 
 SMALL_IMAGE_MAX = 64
+VALIDATION = "validation"
+VALIDATION_SEED = 1_000_003  # fixed, and unlike any --sample_seed: one held-out set for every run
 LARGE_IMAGE_DEFAULT = 224
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -36,6 +38,7 @@ class DataConfig:
     image_size: int | None = None
     cache_dir: str | None = None
     crop_to_bbox: bool = False
+    validation_fraction: float = 0.0  # > 0: carve a stratified validation split out of the training split
 
 
 def _epoch_seed(seed: int, epoch: int) -> np.ndarray:
@@ -90,7 +93,18 @@ class ImagePipeline:
         self.small = self.image_size <= SMALL_IMAGE_MAX
 
         labels = np.fromiter(train.records.map(lambda _, y: y).as_numpy_iterator(), np.int32, count=train.size)
-        self.train_indices = stratified_indices(labels, config.rate, config.sample_seed)
+        pool, self._validation = np.arange(labels.size), None
+        if config.validation_fraction > 0:  # held out first, so no --rate subset ever contains these images
+            if VALIDATION in source.splits:
+                raise DataError(
+                    f"--validation_fraction carves a {VALIDATION} split, but {source.name} has one; "
+                    f"drop the flag (--eval_split={VALIDATION} evaluates on it)"
+                )
+            held_out = stratified_indices(labels, config.validation_fraction, VALIDATION_SEED)
+            pool = np.setdiff1d(pool, held_out)
+            records = _select(train.records, held_out, train.size)
+            self._validation = SplitRecords(records, train.decode, int(held_out.size), lambda i: f"validation {i}")
+        self.train_indices = pool[stratified_indices(labels[pool], config.rate, config.sample_seed)]
         self.train_labels = labels[self.train_indices]
         missing = sorted(set(range(source.num_classes)) - set(np.unique(labels).tolist()))
         if missing:
@@ -181,8 +195,14 @@ class ImagePipeline:
         ds = ds.enumerate().map(augment_one, num_parallel_calls=_AUTOTUNE)
         return ds.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
 
+    def split(self, name: str) -> SplitRecords:
+        """A split of the source, or the validation split carved out of its training split."""
+        if name == VALIDATION and self._validation is not None:
+            return self._validation
+        return self.source.split(name)
+
     def eval_dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
-        records = self.source.split(split)
+        records = self.split(split)
         if self.small:
             if split not in self._memory:
                 self._memory[split] = self._decode_all(records.records, records, split)
@@ -202,6 +222,8 @@ def build_pipeline(config: DataConfig, source: ImageSource | None = None) -> Ima
 
     if not 0.0 < config.rate <= 1.0:
         raise DataError(f"--rate must be in (0, 1], got {config.rate}")
+    if not 0.0 <= config.validation_fraction < 1.0:
+        raise DataError(f"--validation_fraction must be in [0, 1), got {config.validation_fraction}")
     if config.image_size is not None and config.image_size < 8:
         raise DataError(f"--image_size must be at least 8, got {config.image_size}")
     source = source or load_source(config.dataset, config.data_dir, config.download, config.crop_to_bbox)

@@ -227,3 +227,25 @@ def test_tfds_images_are_cropped_to_their_boxes(monkeypatch, tmp_path):
         load_source("caltech_birds2011", str(tmp_path), crop_to_bbox=True)
     with pytest.raises(DataError, match="--crop_to_bbox needs a tfds data set"):
         load_source("folder", str(tmp_path), crop_to_bbox=True)
+
+
+def test_validation_split_is_carved_out_of_training_before_the_rate_subset(digits_pipeline):
+    from iep.datasets.pipeline import VALIDATION_SEED
+
+    data = build_pipeline(DataConfig("digits", rate=0.5, validation_fraction=0.2))
+    train = data.source.split("train")
+    labels = np.fromiter(train.records.map(lambda _, y: y).as_numpy_iterator(), np.int32)
+    held_out = stratified_indices(labels, 0.2, VALIDATION_SEED)
+    assert not set(held_out) & set(data.train_indices)  # never trained on
+    assert data.split("validation").size == held_out.size == sum(round(0.2 * c) for c in np.bincount(labels))
+    images = np.concatenate([x for x, _ in data.eval_dataset("validation", 100).as_numpy_iterator()])
+    expected = np.stack([image for i, (image, _) in enumerate(train.records.as_numpy_iterator()) if i in set(held_out)])
+    np.testing.assert_array_equal(images, expected.astype(np.float32))
+    again = build_pipeline(DataConfig("digits", rate=0.5, validation_fraction=0.2))
+    np.testing.assert_array_equal(again.train_indices, data.train_indices)
+    # without the flag the --rate subset is exactly what it always was
+    np.testing.assert_array_equal(
+        build_pipeline(DataConfig("digits", rate=0.5)).train_indices, stratified_indices(labels, 0.5, 0)
+    )
+    with pytest.raises(DataError, match=r"--validation_fraction must be in \[0, 1\)"):
+        build_pipeline(DataConfig("digits", validation_fraction=1.0))

@@ -398,3 +398,23 @@ def test_resume_purges_tensorboard_events_past_the_checkpoint(tmp_path):
             seen.update((value.tag, event.step) for value in event.summary.value)
     assert seen and max(seen.values()) == 1, [k for k, n in seen.items() if n > 1][:5]
     assert {step for tag, step in seen if tag == "epoch/eval_accuracy"} == {1, 2}
+
+
+def test_eval_every_skips_epochs_but_never_the_last(tmp_path):
+    import glob
+
+    _, summary = _train(tmp_path / "run", epochs=5, eval_every=2)
+    evaluated = [h["epoch"] for h in summary["history"] if h["eval_accuracy"] is not None]
+    assert evaluated == [2, 4, 5]
+    assert summary["last_accuracy"] == summary["history"][-1]["eval_accuracy"]
+    best = max((h for h in summary["history"] if h["eval_accuracy"] is not None), key=lambda h: h["eval_accuracy"])
+    assert (summary["best_accuracy"], summary["best_epoch"]) == (best["eval_accuracy"], best["epoch"])
+    assert all(h["eval_seconds"] < 1e-3 for h in summary["history"] if h["eval_accuracy"] is None)
+    tags = set()
+    for path in glob.glob(str(tmp_path / "run" / "tensorboard" / "events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
+            tags.update(event.step for value in event.summary.value if value.tag == "epoch/eval_accuracy")
+    assert tags == {2, 4, 5}
+    with pytest.raises(ValueError, match="--eval_every must be >= 1"):
+        TrainConfig(eval_every=0).validate()

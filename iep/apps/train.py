@@ -36,6 +36,12 @@ flags.DEFINE_boolean(
     "crop_to_bbox", False, "Crop every image to its 'bbox' feature first (tfds caltech_birds2011: the CUB protocol)."
 )
 flags.DEFINE_float("rate", 1.0, "Fraction of the training split to keep, stratified per class, in (0, 1].")
+flags.DEFINE_float(
+    "validation_fraction",
+    0.0,
+    "Hold out this stratified fraction of the training split (fixed seed, before --rate) as the split "
+    "'validation', e.g. to select settings with --eval_split=validation without touching the test split.",
+)
 flags.DEFINE_integer("sample_seed", 0, "Seed of the --rate subset; keep it fixed to compare methods.")
 flags.DEFINE_integer("image_size", None, "Square input size; default: the data's own (≤64 px) or 224.")
 flags.DEFINE_integer("epochs", 100, "Training epochs.")
@@ -87,7 +93,8 @@ flags.DEFINE_float("iep_module_lr", 0.1, "IEP phase-1 learning rate (fixed, SGD 
 flags.DEFINE_list(
     "distill_args", None, "Baseline overrides, key=value,... (e.g. beta=500 for at); see the README's method table."
 )
-flags.DEFINE_string("eval_split", "test", "Split evaluated after every epoch.")
+flags.DEFINE_string("eval_split", "test", "Split evaluated after every --eval_every epochs.")
+flags.DEFINE_integer("eval_every", 1, "Evaluate after every this many epochs (and always after the last).")
 flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
 flags.DEFINE_enum(
@@ -217,6 +224,7 @@ def _train() -> dict:
         weight_decay=FLAGS.weight_decay,
         seed=FLAGS.seed,
         eval_split=FLAGS.eval_split,
+        eval_every=FLAGS.eval_every,
         log_every=FLAGS.log_every,
         jit_compile=FLAGS.jit_compile,
         progress=FLAGS.progress,
@@ -233,6 +241,7 @@ def _train() -> dict:
         FLAGS.image_size,
         FLAGS.cache_dir,
         FLAGS.crop_to_bbox,
+        FLAGS.validation_fraction,
     )
     run_dir = FLAGS.run_dir or default_run_dir(
         FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed
@@ -241,7 +250,7 @@ def _train() -> dict:
     if is_chief(strategy):  # the only writer; other workers keep private copies (and may race the probe)
         check_writable(run_dir, "--run_dir")  # a read-only or missing location fails before the data is read
     data = build_pipeline(data_config)
-    data.source.split(FLAGS.eval_split)  # fail now, not after the first epoch
+    data.split(FLAGS.eval_split)  # fail now, not after the first epoch
     dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)
     keras.utils.set_random_seed(FLAGS.seed)
     with strategy.scope():  # every variable (networks, modules, optimizer) is created under the strategy

@@ -20,6 +20,7 @@ RESUME_KEYS = (
     "dataset",
     "data_dir",
     "crop_to_bbox",
+    "validation_fraction",
     "rate",
     "sample_seed",
     "image_size",
@@ -54,6 +55,7 @@ RESUME_KEYS = (
 RESUME_DEFAULTS = {
     "distill_args": None,
     "crop_to_bbox": False,
+    "validation_fraction": 0.0,
     "precision": "float32",
     "semantic_vectors": 0,
     "static_knowledge": None,

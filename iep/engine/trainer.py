@@ -75,6 +75,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     eval_split: str = "test"
+    eval_every: int = 1  # evaluate after every this many epochs, and always after the last
     eval_batch_size: int = 500
     log_every: int = 50
     keep_checkpoints: int = 3
@@ -96,6 +97,7 @@ class TrainConfig:
             ("--seed", self.seed, self.seed >= 0, ">= 0"),
             ("--log_every", self.log_every, self.log_every >= 1, ">= 1 (steps between TensorBoard writes)"),
             ("--eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
+            ("--eval_every", self.eval_every, self.eval_every >= 1, ">= 1 (epochs between evaluations)"),
             ("keep_checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
         ]
         for flag, value, ok, expected in checks:
@@ -330,7 +332,8 @@ class Trainer:
         return [h for h in read_json(path).get("history", []) if h["epoch"] <= epochs_completed]
 
     def _write_metrics(self, history: list[dict], finished: bool) -> dict:
-        accuracies = [h["eval_accuracy"] for h in history]
+        evaluated = [h for h in history if h.get("eval_accuracy") is not None]  # --eval_every skips some epochs
+        accuracies = [h["eval_accuracy"] for h in evaluated]
         best = int(np.argmax(accuracies)) if accuracies else None
         summary = {
             "arch": self.student.arch,
@@ -341,7 +344,7 @@ class Trainer:
             "eval_split": self.config.eval_split,
             "last_accuracy": accuracies[-1] if accuracies else None,
             "best_accuracy": accuracies[best] if best is not None else None,
-            "best_epoch": history[best]["epoch"] if best is not None else None,
+            "best_epoch": evaluated[best]["epoch"] if best is not None else None,
             "train_images": self.data.num_train,
             "history": history,
         }
@@ -453,7 +456,10 @@ class Trainer:
         )
         seconds = time.perf_counter() - started
         epoch_means = self._epoch_means.read_and_reset()
-        eval_accuracy = self.evaluate()
+        due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        eval_started = time.perf_counter()
+        eval_accuracy = self.evaluate() if due else None
+        eval_seconds = time.perf_counter() - eval_started
         record = {
             "epoch": epoch + 1,
             "train_loss": epoch_means["loss/total"],
@@ -461,17 +467,20 @@ class Trainer:
             "eval_accuracy": eval_accuracy,
             "learning_rate": self._current_lr(),
             "seconds": seconds,
+            "eval_seconds": eval_seconds,
             "images_per_second": self.steps_per_epoch * cfg.batch_size / max(seconds, 1e-9),
             **{k: v for k, v in epoch_means.items() if k.startswith(("loss/", "distill/"))},
         }
         with writer.as_default(step=epoch + 1):
-            tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)
+            if eval_accuracy is not None:
+                tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)
             tf.summary.scalar("epoch/train_accuracy", record["train_accuracy"])
             tf.summary.scalar("epoch/images_per_second", record["images_per_second"])
         writer.flush()
         print(
             f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
-            f"{cfg.eval_split} acc {eval_accuracy:.4f}  ({record['images_per_second']:.0f} img/s)"
+            f"{cfg.eval_split} acc {'-' if eval_accuracy is None else f'{eval_accuracy:.4f}'}  "
+            f"({record['images_per_second']:.0f} img/s)"
         )
         return record
 
