@@ -101,22 +101,22 @@ def _logits_of(model: keras.Model, flag: str, spec: str):
     return output
 
 
-def _check_taps(model: keras.Model, taps: Sequence[str], flag: str, spec: str) -> None:
+def _taps_of(model: keras.Model, taps: Sequence[str] | None, flag: str, spec: str) -> list:
+    """The named layers, checked against the model's, or by default its stage outputs."""
+    if not taps:
+        default = stage_output_layers(model)
+        if not default:
+            raise ValueError(f"{flag} {spec!r}: no 4-D feature maps found to tap; name them with --teacher_taps")
+        return default
     names = [layer.name for layer in model.layers]
     unknown = [t for t in taps if t not in names]
     if unknown:
-        candidates = stage_output_layers(model)
         raise ValueError(
-            f"--teacher_taps {unknown} are not layers of {flag} {spec!r}; its stage outputs are {candidates} "
+            f"--teacher_taps {unknown} are not layers of {flag} {spec!r}; its stage outputs are "
+            f"{stage_output_layers(model)} "
             f'(all {len(names)} layer names: python -c "import keras; keras.saving.load_model(PATH).summary()")'
         )
-
-
-def _default_taps(model: keras.Model, flag: str, spec: str) -> list[str]:
-    taps = stage_output_layers(model)
-    if not taps:
-        raise ValueError(f"{flag} {spec!r}: no 4-D feature maps found to tap; name them with --teacher_taps")
-    return taps
+    return list(taps)
 
 
 def _from_keras_model(
@@ -132,9 +132,7 @@ def _from_keras_model(
         raise ValueError(f"{flag} {spec!r} is not a functional Keras model (subclassed models have no layers to tap)")
     if _fixed_size(model) is None:
         model = _with_fixed_input(model, input_shape)
-    if taps:
-        _check_taps(model, taps, flag, spec)
-    taps = list(taps) if taps else _default_taps(model, flag, spec)
+    taps = _taps_of(model, taps, flag, spec)
     return TappedNetwork(
         spec,
         model.inputs[0],
@@ -188,12 +186,8 @@ def _kerashub(preset: str, input_shape, taps, preprocess_mode: str, flag: str, n
         ) from None
     backbone = task.backbone
     logits = task.output_dense(task.pooler(backbone.output))
-    if taps:
-        _check_taps(backbone, taps, flag, preset)
-    elif getattr(backbone, "pyramid_outputs", None):
-        taps = list(backbone.pyramid_outputs.values())
-    else:
-        taps = _default_taps(backbone, flag, preset)
+    pyramid = getattr(backbone, "pyramid_outputs", None)
+    taps = list(pyramid.values()) if pyramid and not taps else _taps_of(backbone, taps, flag, preset)
     converter = getattr(task.preprocessor, "image_converter", None) if task.preprocessor else None
     if preprocess_mode == "auto" and converter is not None:
         size = _fixed_size(backbone) or tuple(input_shape[:2])
@@ -214,22 +208,19 @@ def _kerashub(preset: str, input_shape, taps, preprocess_mode: str, flag: str, n
 def _saved_model(path: str, input_shape, taps, preprocess: TeacherInput, flag: str, name: str) -> TappedNetwork:
     """A SavedModel's graph has no layers to tap: its sensing points are the named outputs of its serving
     endpoint (export a model whose outputs are a dict {"logits": ..., "<point>": ...})."""
-    signatures = tf.saved_model.load(path).signatures
-    endpoints = list(signatures)
+    reloaded = tf.saved_model.load(path)
+    signatures = reloaded.signatures
     if preprocess.size is None and "serving_default" in signatures:  # resize to a fixed input size it declares
         specs = tf.nest.flatten(signatures["serving_default"].structured_input_signature)
         shape = next((s.shape for s in specs if len(s.shape) == 4), None)
         if shape is not None and shape[1] is not None and shape[2] is not None:
             preprocess.size = (int(shape[1]), int(shape[2]))
-    loaded = None
-    for endpoint in ("serve", "serving_default", *endpoints):
-        try:
-            loaded = keras.layers.TFSMLayer(path, call_endpoint=endpoint, name=f"{name}_saved_model")
-            break
-        except ValueError:
-            continue
-    if loaded is None:
+    # The endpoint is chosen on the object already loaded (each TFSMLayer tried would load the model again).
+    endpoints = [e for e in ("serving_default", *signatures) if e in signatures]
+    endpoint = "serve" if callable(getattr(reloaded, "serve", None)) else next(iter(endpoints), None)
+    if endpoint is None:
         raise ValueError(f"{flag} {path!r}: the SavedModel has no callable endpoint (expected 'serve')")
+    loaded = keras.layers.TFSMLayer(path, call_endpoint=endpoint, name=f"{name}_saved_model")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     outputs = loaded(preprocess(inputs))
     if not isinstance(outputs, dict):
