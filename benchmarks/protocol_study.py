@@ -1,28 +1,32 @@
 """Why IEP ranks below FitNet and CO at CPU scale: the scaled-down protocol changed one factor at a time.
 
-  python benchmarks/protocol_study.py                                  # every factor, resumable (many hours)
-  python benchmarks/protocol_study.py --factors=baseline,module_20_epochs --methods=none,iep,iep_bb
+  python benchmarks/protocol_study.py --factors=baseline,module_20_epochs,dropout_0.3,wide_teacher,epochs_30,no_clip
   python benchmarks/protocol_study.py --factors=combined --combine=auto # after the single factors
+  python benchmarks/protocol_study.py                                  # all of the above in one go (many hours)
   python benchmarks/protocol_study.py --report_only
   python benchmarks/protocol_study.py --quick                          # plumbing only (minutes)
 
 Base: reproduce_small's CPU protocol (WRN-28-1 teacher for 10 epochs, WRN-16-1 students on 10 % of the
-shared CIFAR-10, 15 epochs, dropout 0, IEP's and MHGD's modules 200 steps) for vanilla, IEP, IEP+BB, FitNet
-and CO, seeds 0 and 1. Every student holds out a stratified 10 % of the training split as `validation`
-(`--validation_fraction`, fixed seed, before the 10 % subset is drawn) and is evaluated on it every 5 epochs;
-the test split is evaluated once, after the run. Factor selection for `combined --combine=auto` reads only
-validation accuracy, never test.
+shared CIFAR-10, 15 epochs, dropout 0, IEP's modules 200 steps) for vanilla, IEP, IEP+BB, FitNet and CO,
+seeds 0 and 1. A stratified 10 % of the training split is held out as `validation` (`--validation_fraction`,
+fixed seed, before the 10 % subset is drawn) from every student *and* every teacher; students are evaluated
+on it every 5 epochs, and on the test split once, after the run. Selection (`combined --combine=auto`) reads
+validation accuracy only, never test.
 
-Factors (the suspects named in the study's issue), each alone against the baseline:
-  module_20_epochs  IEP/IEP+BB module phase of 20 passes over the student's data (the code's 20 epochs; 700 steps
-                    here: the 4,500 images that 10 % of the 45,000 left after the validation holdout is)
+Factors (the suspects named in the study's issue), each alone against the baseline; a factor that cannot
+change a method (the module phase for FitNet, the teacher for the vanilla student) reuses the baseline run:
+  module_20_epochs  IEP/IEP+BB module phase of 20 passes over the student's data (`--iep_module_epochs=20`, the
+                    code's 20 epochs; 700 steps on CIFAR-10's 4,500 images left by the holdout and the 10 % subset)
   dropout_0.3       student dropout 0.3 (the paper's), teacher unchanged
   wide_teacher      a WRN-16-4 teacher (trained as the base one), so IEP compresses 32/64/128 PCs, and feature
                     regression needs a width change (the heterogeneous setting of the paper's Table 3)
   epochs_30         30 student epochs instead of 15
-  combined          the factors that raised both IEP and IEP+BB on validation (--combine=auto) or a given list
-Per run the report also gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`) and
-the last logged phase-1 module loss (`pre_phase/module_kld`).
+  no_clip           diagnostic, not a protocol setting: IEP's distillation gradient added uncapped (--noiep_clip);
+                    never combined
+  combined          the protocol factors that raised both IEP and IEP+BB on validation (--combine=auto) or a list
+Per run the report gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`), the phase-1
+loss at its last TensorBoard write (IEP's `pre_phase/module_kld`, FitNet's `pre_phase/hint`), and where the
+wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO.
 """
 
 from __future__ import annotations
@@ -53,6 +57,19 @@ class Factor:
     dropout: float = 0.0
     teacher_arch: str | None = None
     epochs: int | None = None
+    clip: bool = True  # False: IEP's distillation gradient uncapped (--noiep_clip), a diagnostic of the method
+
+    def changes(self, method: str) -> bool:
+        """Whether this factor alters `method`'s run: only IEP has the module phase and the clip, the vanilla
+        student no teacher."""
+        iep = method.startswith("iep")
+        relevant = dataclasses.replace(
+            self,
+            module_epochs=self.module_epochs if iep else None,
+            clip=self.clip if iep else True,
+            teacher_arch=self.teacher_arch if method != "none" else None,
+        )
+        return relevant != Factor()
 
 
 FACTORS = {
@@ -61,7 +78,10 @@ FACTORS = {
     "dropout_0.3": Factor(dropout=0.3),
     "wide_teacher": Factor(teacher_arch="wrn-16-4"),
     "epochs_30": Factor(epochs=30),
+    "no_clip": Factor(clip=False),
 }
+# Factors that change a method rather than the protocol: measured to explain, never combined.
+DIAGNOSTICS = ("no_clip",)
 
 
 def _define_flags() -> None:
@@ -78,30 +98,63 @@ def _define_flags() -> None:
 def combined_factor(names: list[str]) -> Factor:
     out = Factor()
     for name in names:
-        out = dataclasses.replace(out, **{k: v for k, v in dataclasses.asdict(FACTORS[name]).items() if v})
+        changed = {k: v for k, v in dataclasses.asdict(FACTORS[name]).items() if v != getattr(Factor(), k)}
+        out = dataclasses.replace(out, **changed)
     return out
 
 
-def teacher_dir(root: str, factor: Factor, p: small.Protocol) -> str:
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """Where one study's runs live, what they read, and how many seeds each cell has."""
+
+    protocol: small.Protocol
+    root: str
+    data_dir: str = small.DEFAULT_DATA_DIR
+    seeds: int = 2
+
+
+def teacher_dir(study: Study, factor: Factor) -> str:
+    p = study.protocol
     arch = factor.teacher_arch or p.teacher_arch
-    return os.path.join(root, "teacher" if arch == p.teacher_arch else f"teacher_{arch}")
+    return os.path.join(study.root, "teacher" if arch == p.teacher_arch else f"teacher_{arch}")
 
 
-def student_run(p: small.Protocol, root: str, factor_name: str, factor: Factor, method: str, seed: int):
+def teacher_run(study: Study, factor: Factor) -> tuple[list[str], str]:
+    """(train.py command, run dir) of the factor's teacher: reproduce_small's, on the students' training split."""
+    p = study.protocol
+    run_dir = teacher_dir(study, factor)
+    arch_protocol = dataclasses.replace(p, teacher_arch=factor.teacher_arch or p.teacher_arch)
+    command = small.teacher_command(arch_protocol, study.root, study.data_dir)
+    command = [c for c in command if not c.startswith("--run_dir=")] + [f"--run_dir={run_dir}"]
+    # The students' validation images are held out from the teacher too, so selection never sees an image
+    # that shaped any network of the run (the teacher still reports test accuracy; it is not selected).
+    command += [f"--validation_fraction={VALIDATION_FRACTION}", f"--eval_every={EVAL_EVERY}"]
+    return command, run_dir
+
+
+def student_run(study: Study, factor_name: str, factor: Factor, method: str, seed: int) -> tuple[list[str], str]:
     """(train.py command, run dir) of one student of one factor: reproduce_small's command, changed."""
-    steps_per_epoch = round(50_000 * (1 - VALIDATION_FRACTION) * min(p.rates)) // 128
+    p = study.protocol
     protocol = dataclasses.replace(p, student_epochs=factor.epochs or p.student_epochs)
-    base = os.path.join(root, factor_name)
-    command = small.student_command(protocol, base, FLAGS.data_dir, method, min(p.rates), seed)
+    base = os.path.join(study.root, factor_name)
+    command = small.student_command(protocol, base, study.data_dir, method, min(p.rates), seed)
     command = [c for c in command if not c.startswith(("--dropout=", "--teacher="))]
     command += [f"--dropout={factor.dropout:g}", f"--validation_fraction={VALIDATION_FRACTION}"]
     command += ["--eval_split=validation", f"--eval_every={EVAL_EVERY}"]
     if method != "none":
-        command.append(f"--teacher={teacher_dir(root, factor, p)}")
+        command.append(f"--teacher={teacher_dir(study, factor)}")
     if factor.module_epochs and method.startswith("iep"):
         command = [c for c in command if not c.startswith("--iep_module_steps=")]
-        command.append(f"--iep_module_steps={factor.module_epochs * steps_per_epoch}")
+        command.append(f"--iep_module_epochs={factor.module_epochs}")
+    if not factor.clip and method.startswith("iep"):
+        command.append("--noiep_clip")
     return command, small.student_dir(base, method, min(p.rates), seed)
+
+
+# The loss each method's phase 1 minimizes, read at its last TensorBoard write (a mean over the last
+# `--log_every` steps): IEP's module KLD, FitNet's hint regression. CO and vanilla have no phase 1.
+PHASE1_LOSS = {"iep": "pre_phase/module_kld", "iep_bb": "pre_phase/module_kld", "fitnet": "pre_phase/hint"}
+RIVALS = ("fitnet", "co")  # the methods that lead IEP at CPU scale
 
 
 def _last_scalar(run_dir: str, tag: str) -> float | None:
@@ -125,31 +178,62 @@ def test_accuracy(run_dir: str) -> float:
     return read_json(path)["top1"]
 
 
-def summarize(p: small.Protocol, root: str, factor_names: list[str]) -> list[dict]:
+def factor_of(study: Study, name: str) -> Factor:
+    return FACTORS.get(name) or combined_factor(read_json(os.path.join(study.root, "combined.json"))["factors"])
+
+
+def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: dict) -> dict:
+    """One finished student: accuracies, its phase-1 plateau and clip ratio, and where its wall time went."""
+    history = metrics["history"]
+    clip = [h["distill/clip_ratio"] for h in history if "distill/clip_ratio" in h]
+    evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
+    return {
+        "seed": seed,
+        "validation": metrics["last_accuracy"],
+        "test": test_accuracy(run_dir),
+        "clip_ratio": statistics.mean(clip) if clip else None,
+        "phase1_loss": _last_scalar(run_dir, PHASE1_LOSS[method]) if method in PHASE1_LOSS else None,
+        "epochs": len(history),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "evaluations": len(evals),
+        "eval_seconds": sum(evals),
+        "wall_seconds": small.wall_seconds(run_dir, metrics, wall_times),
+    }
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def summarize(study: Study, factor_names: list[str], wall_times: dict | None = None) -> list[dict]:
+    """One row per (factor, method) with finished runs: means and spreads over seeds, and every run."""
+    wall_times = wall_times or {}
     rows = []
     for name in factor_names:
-        factor = FACTORS.get(name) or combined_factor(read_json(os.path.join(root, "combined.json"))["factors"])
+        factor = factor_of(study, name)
         for method in METHODS:
-            done = []
-            for seed in range(FLAGS.seeds):
-                _, run_dir = student_run(p, root, name, factor, method, seed)
+            runs = []
+            for seed in range(study.seeds):
+                _, run_dir = student_run(study, name, factor, method, seed)
                 if metrics := small.finished_metrics(run_dir):
-                    done.append((run_dir, metrics))
-            if not done:
+                    runs.append(run_record(run_dir, metrics, method, seed, wall_times))
+            if not runs:
                 continue
-            clip = [h.get("distill/clip_ratio") for _, m in done for h in m["history"] if "distill/clip_ratio" in h]
-            plateau = [_last_scalar(r, "pre_phase/module_kld") for r, _ in done if method.startswith("iep")]
+            validation, test = [r["validation"] for r in runs], [r["test"] for r in runs]
             rows.append(
                 {
                     "factor": name,
                     "method": method,
-                    "seeds": len(done),
-                    "validation": statistics.mean(m["last_accuracy"] for _, m in done),
-                    "test": statistics.mean(test_accuracy(r) for r, _ in done),
-                    "test_per_seed": [test_accuracy(r) for r, _ in done],
-                    "clip_ratio": statistics.mean(clip) if clip else None,
-                    "module_kld_last": statistics.mean(plateau) if plateau and None not in plateau else None,
-                    "train_seconds": statistics.mean(sum(h["seconds"] for h in m["history"]) for _, m in done),
+                    "seeds": len(runs),
+                    "validation": statistics.mean(validation),
+                    "validation_std": statistics.stdev(validation) if len(runs) > 1 else 0.0,
+                    "test": statistics.mean(test),
+                    "test_std": statistics.stdev(test) if len(runs) > 1 else 0.0,
+                    "clip_ratio": _mean([r["clip_ratio"] for r in runs]),
+                    "phase1_loss": _mean([r["phase1_loss"] for r in runs]),
+                    "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+                    "runs": runs,
                 }
             )
     base = {r["method"]: r for r in rows if r["factor"] == "baseline"}
@@ -160,74 +244,197 @@ def summarize(p: small.Protocol, root: str, factor_names: list[str]) -> list[dic
     return rows
 
 
+def accuracy_table(rows: list[dict], factors: dict[str, Factor], split: str) -> dict[str, dict[str, float]]:
+    """factor → method → mean accuracy on `split`; a factor that leaves a method unchanged inherits its baseline."""
+    by_key = {(r["factor"], r["method"]): r[split] for r in rows}
+    table = {}
+    for name, factor in factors.items():
+        table[name] = {}
+        for method in METHODS:
+            if (name, method) in by_key:
+                table[name][method] = by_key[(name, method)]
+            elif not factor.changes(method) and ("baseline", method) in by_key:
+                table[name][method] = by_key[("baseline", method)]
+    return table
+
+
+def gaps(rows: list[dict], factors: dict[str, Factor]) -> list[dict]:
+    """Per factor: IEP and IEP+BB minus the better of FitNet and CO, on validation and test (the study's question)."""
+    out = []
+    tables = {split: accuracy_table(rows, factors, split) for split in ("validation", "test")}
+    for name in factors:
+        row = {"factor": name}
+        for split, table in tables.items():
+            accuracy = table[name]
+            rivals = [accuracy[m] for m in RIVALS if m in accuracy]
+            row[split] = accuracy
+            for method in ("iep", "iep_bb"):
+                ready = method in accuracy and len(rivals) == len(RIVALS)
+                row[f"{method}_gap_{split}"] = accuracy[method] - max(rivals) if ready else None
+        out.append(row)
+    return out
+
+
 def auto_combination(rows: list[dict]) -> list[str]:
-    """The single factors whose validation gain was positive for both IEP and IEP+BB."""
+    """The single protocol factors whose validation gain was positive for both IEP and IEP+BB."""
     gains = {(r["factor"], r["method"]): r["validation_gain"] for r in rows}
-    return [f for f in FACTORS if f != "baseline" and all((gains.get((f, m)) or 0) > 0 for m in ("iep", "iep_bb"))]
+    candidates = [f for f in FACTORS if f != "baseline" and f not in DIAGNOSTICS]
+    return [f for f in candidates if all((gains.get((f, m)) or 0) > 0 for m in ("iep", "iep_bb"))]
 
 
-def markdown(rows: list[dict]) -> str:
+def overhead(rows: list[dict], teachers: list[dict]) -> dict:
+    """The study's measured wall time, and the same runs had every epoch been evaluated.
+
+    The second figure is derived, not run: each run's measured wall time plus its skipped evaluations at that
+    run's own measured mean seconds per evaluation.
+    """
+    runs = [r for row in rows for r in row["runs"]] + teachers
+    skipped = sum((r["epochs"] - r["evaluations"]) * r["eval_seconds"] / max(r["evaluations"], 1) for r in runs)
+    measured = sum(r["wall_seconds"] for r in runs)
+    return {
+        "runs": len(runs),
+        "wall_seconds_measured": measured,
+        "train_seconds": sum(r["train_seconds"] for r in runs),
+        "eval_seconds": sum(r["eval_seconds"] for r in runs),
+        "evaluations": sum(r["evaluations"] for r in runs),
+        "wall_seconds_if_every_epoch_evaluated": measured + skipped,
+    }
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    return "—" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
+
+
+def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     lines = [
-        "| factor | method | seeds | val | gain (val) | test | gain (test) | clip ratio | module KLD | epochs s |",
+        "| factor | method | seeds | val ± std | gain (val) | test ± std | gain (test) | clip ratio | phase-1 loss "
+        "| train s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-
-    def pct(x, signed=False):
-        return "—" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
-
     for r in rows:
         clip = "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"
-        kld = "—" if r["module_kld_last"] is None else f"{r['module_kld_last']:.2f}"
+        phase1 = "—" if r["phase1_loss"] is None else f"{r['phase1_loss']:.2f}"
         lines.append(
-            f"| {r['factor']} | {r['method']} | {r['seeds']} | {pct(r['validation'])} | "
-            f"{pct(r['validation_gain'], True)} | {pct(r['test'])} | {pct(r['test_gain'], True)} | {clip} | {kld} "
-            f"| {r['train_seconds']:.0f} |"
+            f"| {r['factor']} | {r['method']} | {r['seeds']} | {_pct(r['validation'])} ± {_pct(r['validation_std'])} "
+            f"| {_pct(r['validation_gain'], True)} | {_pct(r['test'])} ± {_pct(r['test_std'])} "
+            f"| {_pct(r['test_gain'], True)} | {clip} | {phase1} | {r['train_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Gap to the better of FitNet and CO (points; negative: IEP behind):",
+        "",
+        "| factor | val: none / IEP / IEP+BB / FitNet / CO | IEP gap (val) | IEP+BB gap (val) | IEP gap (test) "
+        "| IEP+BB gap (test) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in gap_rows:
+        accuracies = " / ".join(_pct(g["validation"].get(m)) for m in METHODS)
+        lines.append(
+            f"| {g['factor']} | {accuracies} | {_pct(g['iep_gap_validation'], True)} "
+            f"| {_pct(g['iep_bb_gap_validation'], True)} | {_pct(g['iep_gap_test'], True)} "
+            f"| {_pct(g['iep_bb_gap_test'], True)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def teacher_records(study: Study, factor_names: list[str], wall_times: dict) -> list[dict]:
+    """The finished teachers of these factors, once each, in run_record's shape (for accuracy and overhead)."""
+    out = {}
+    for name in factor_names:
+        run_dir = teacher_dir(study, factor_of(study, name))
+        if run_dir not in out and (metrics := small.finished_metrics(run_dir)):
+            history = metrics["history"]
+            evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
+            out[run_dir] = {
+                "run_dir": os.path.relpath(run_dir, study.root),
+                "arch": metrics["arch"],
+                "test": metrics["last_accuracy"],
+                "epochs": len(history),
+                "train_seconds": sum(h["seconds"] for h in history),
+                "evaluations": len(evals),
+                "eval_seconds": sum(evals),
+                "wall_seconds": small.wall_seconds(run_dir, metrics, wall_times),
+            }
+    return list(out.values())
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     unknown = sorted(set(FLAGS.factors) - {*FACTORS, "combined"}) + sorted(set(FLAGS.methods) - set(METHODS))
+    unknown += sorted(set(FLAGS.combine) - {"auto", *FACTORS} - {"baseline"})
     if unknown:
-        raise app.UsageError(f"unknown --factors/--methods {unknown}; factors {[*FACTORS, 'combined']}, {METHODS}")
-    p = small.QUICK if FLAGS.quick else small.FULL
-    root = FLAGS.root or os.path.join("runs", "protocol_study_quick" if FLAGS.quick else "protocol_study")
-    os.makedirs(root, exist_ok=True)
-    wall_times = os.path.join(root, "wall_times.json")
-    names = [f for f in FLAGS.factors if f != "combined"]
+        raise app.UsageError(f"unknown --factors/--methods/--combine {unknown}; factors {[*FACTORS, 'combined']}")
+    if FLAGS.seeds < 1:
+        raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
+    if not os.path.isdir(FLAGS.data_dir):
+        raise app.UsageError(f"--data_dir {FLAGS.data_dir!r} is not a directory of CIFAR-10 TFRecords")
+    quick = "_quick" if FLAGS.quick else ""
+    study = Study(
+        small.QUICK if FLAGS.quick else small.FULL,
+        FLAGS.root or os.path.join("runs", f"protocol_study{quick}"),
+        FLAGS.data_dir,
+        FLAGS.seeds,
+    )
+    os.makedirs(study.root, exist_ok=True)
     if not FLAGS.report_only:
-        for name in names:
-            factor = FACTORS[name]
-            teacher = teacher_dir(root, factor, p)
-            arch_protocol = dataclasses.replace(p, teacher_arch=factor.teacher_arch or p.teacher_arch)
-            command = small.teacher_command(arch_protocol, root, FLAGS.data_dir)
-            command = [c for c in command if not c.startswith("--run_dir=")] + [f"--run_dir={teacher}"]
-            small.run_job(command, teacher, wall_times)
-            for seed in range(FLAGS.seeds):
-                for method in FLAGS.methods:
-                    if name == "module_20_epochs" and not method.startswith("iep"):
-                        continue  # the factor changes nothing else: those rows are the baseline's
-                    small.run_job(*student_run(p, root, name, factor, method, seed), wall_times)
+        run_factors(study, [f for f in FLAGS.factors if f != "combined"], FLAGS.methods)
         if "combined" in FLAGS.factors:
-            chosen = auto_combination(summarize(p, root, list(FACTORS))) if FLAGS.combine == ["auto"] else FLAGS.combine
-            if not chosen:
-                print("combined: no single factor raised both IEP and IEP+BB on validation; nothing to combine")
-            else:
-                write_json_atomic(os.path.join(root, "combined.json"), {"factors": chosen})
-                factor = combined_factor(chosen)
-                for seed in range(FLAGS.seeds):
-                    for method in FLAGS.methods:
-                        small.run_job(*student_run(p, root, "combined", factor, method, seed), wall_times)
-    has_combined = os.path.exists(os.path.join(root, "combined.json"))
-    rows = summarize(p, root, [*FACTORS, *(["combined"] if has_combined else [])])
-    name = "protocol_study_quick" if FLAGS.quick else "protocol_study"
+            run_combined(study, FLAGS.combine, FLAGS.methods)
+    report(study, f"protocol_study{quick}")
+
+
+def run_factors(study: Study, names: list[str], methods: list[str]) -> None:
+    """Each factor's teacher, then its students seed by seed (skipping runs the factor cannot change)."""
+    wall_times = os.path.join(study.root, "wall_times.json")
+    for name in names:
+        factor = FACTORS[name]
+        small.run_job(*teacher_run(study, factor), wall_times)
+        for seed in range(study.seeds):
+            for method in methods:
+                if name == "baseline" or factor.changes(method):  # else the run is the baseline's
+                    small.run_job(*student_run(study, name, factor, method, seed), wall_times)
+
+
+def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
+    chosen = auto_combination(summarize(study, list(FACTORS))) if combine == ["auto"] else combine
+    if not chosen:
+        print("combined: no single factor raised both IEP and IEP+BB on validation; nothing to combine")
+        return
+    write_json_atomic(os.path.join(study.root, "combined.json"), {"factors": chosen})
+    factor = combined_factor(chosen)
+    wall_times = os.path.join(study.root, "wall_times.json")
+    small.run_job(*teacher_run(study, factor), wall_times)
+    for seed in range(study.seeds):
+        for method in methods:
+            if factor.changes(method):  # else the run is the baseline's
+                small.run_job(*student_run(study, "combined", factor, method, seed), wall_times)
+
+
+def report(study: Study, name: str) -> None:
+    """Aggregates every finished run of the study into benchmarks/results/<name>.{json,md}."""
+    from benchmarks.results_io import write_results
+
+    combined = os.path.join(study.root, "combined.json")
+    names = [*FACTORS, *(["combined"] if os.path.exists(combined) else [])]
+    wall_times = os.path.join(study.root, "wall_times.json")
     times = read_json(wall_times) if os.path.exists(wall_times) else {}
-    result = {"protocol": dataclasses.asdict(p), "wall_seconds_total": sum(times.values()), "rows": rows}
+    rows = summarize(study, names, times)
+    gap_rows = gaps(rows, {n: factor_of(study, n) for n in names if any(r["factor"] == n for r in rows)})
+    teachers = teacher_records(study, names, times)
+    settings = {
+        "protocol": dataclasses.asdict(study.protocol),
+        "seeds": study.seeds,
+        "validation_fraction": VALIDATION_FRACTION,
+        "eval_every": EVAL_EVERY,
+        "combined_factors": read_json(combined)["factors"] if os.path.exists(combined) else None,
+        "teachers": teachers,
+        "overhead": overhead(rows, teachers),
+        "gaps": gap_rows,
+    }
     os.makedirs(small.RESULTS_DIR, exist_ok=True)
-    write_json_atomic(os.path.join(small.RESULTS_DIR, f"{name}.json"), result)
-    table = markdown(rows)
+    write_results(os.path.join(small.RESULTS_DIR, f"{name}.json"), settings, rows)
+    table = markdown(rows, gap_rows)
     with open(os.path.join(small.RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(table)
     print(table)

@@ -12,8 +12,9 @@ class ClippedDistiller(Distiller):
     separate_gradients = True  # the clip needs ∇CE, ∇wd and ∇dist apart
     metric_names = ("clip_ratio", "clipped_fraction", "clip_scale")
 
-    def __init__(self, teacher):
+    def __init__(self, teacher, clip: bool = True):
         super().__init__(teacher)
+        self.clip = clip  # False: the plain sum ∇CE + ∇wd + ∇dist, an ablation (the reference always clips)
         self._step_stats: dict[str, tf.Tensor] = {}
 
     def gradients(self, tape, task_loss, weight_decay, distill_loss, variables, epoch) -> list[tf.Tensor]:
@@ -24,7 +25,7 @@ class ClippedDistiller(Distiller):
             tape.gradient(task_loss, variables),
             tape.gradient(weight_decay, variables),
             tape.gradient(distill_loss, variables),
-            scale,
+            scale if self.clip else None,
             stats=self._step_stats,
         )
 

@@ -43,8 +43,9 @@ class IEPDistiller(ClippedDistiller):
         module_steps: int = DEFAULT_MODULE_STEPS,
         module_lr: float = 0.1,
         seed: int | None = None,
+        clip: bool = True,
     ):
-        super().__init__(teacher)
+        super().__init__(teacher, clip=clip)
         unknown = sorted(set(knowledge) - set(KNOWLEDGE))
         if unknown or not knowledge:
             raise ValueError(f"--iep_knowledge must be a non-empty subset of {KNOWLEDGE}, got {list(knowledge)}")

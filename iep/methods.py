@@ -153,6 +153,7 @@ def build_distiller(
     knowledge: Sequence[str] | None = None,
     module_steps: int | None = None,
     module_lr: float = 0.1,
+    clip: bool = True,
     seed: int | None = None,
     main_steps: int | None = None,
     epochs: int | None = None,
@@ -209,4 +210,5 @@ def build_distiller(
         module_steps=DEFAULT_MODULE_STEPS if module_steps is None else module_steps,
         module_lr=module_lr,
         seed=seed,
+        clip=clip,
     )

@@ -28,13 +28,14 @@ def clipped_multitask_gradients(
     target: Sequence[tf.Tensor | None],
     decay: Sequence[tf.Tensor | None],
     distill: Sequence[tf.Tensor | None],
-    scale: tf.Tensor,
+    scale: tf.Tensor | None,
     stats: dict | None = None,
 ) -> list[tf.Tensor | None]:
     """Combines per-variable gradients; None means "no gradient from that loss".
 
     A variable without a target gradient (a distillation-only adapter) has
     no norm to be capped by: its distillation gradient passes unclipped.
+    `scale=None` caps nothing (the plain sum; an ablation, never the reference).
     If `stats` is a dict, it receives `clip_ratio` (Σ‖kept‖ / Σ‖raw‖ of the
     distillation gradients; 1 = nothing clipped) and `clipped_fraction`.
     """
@@ -42,7 +43,8 @@ def clipped_multitask_gradients(
     for g_target, g_decay, g_distill in zip(target, decay, distill, strict=True):
         parts = [g for g in (g_target, g_decay) if g is not None]
         if g_distill is not None:
-            kept = g_distill if g_target is None else clip_to_norm(g_distill, tf.norm(g_target) * scale)
+            uncapped = g_target is None or scale is None
+            kept = g_distill if uncapped else clip_to_norm(g_distill, tf.norm(g_target) * scale)
             parts.append(kept)
             raw_norms.append(tf.norm(g_distill))
             kept_norms.append(tf.norm(kept))

@@ -2,6 +2,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.black_box import MultiHeadGraph
+from iep.clipped import ClippedDistiller
 from iep.losses import estimator_loss, kld, message_l1, module_l2
 from iep.mpnn import MessagePassing
 from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
@@ -167,3 +168,24 @@ def test_clipped_gradient_caps_distillation_and_keeps_the_target():
     np.testing.assert_allclose(only_distill[0].numpy(), [3.0, 4.0])  # adapters: nothing to cap by
     zeros = clipped_multitask_gradients([tf.zeros(2)], [None], [tf.zeros(2)], tf.constant(0.5))
     assert np.all(np.isfinite(zeros[0].numpy()))
+
+
+def test_unclipped_ablation_adds_the_raw_distillation_gradient():
+    """--noiep_clip: g = ∇CE + ∇wd + ∇dist exactly; the clipped default caps the same ∇dist at ‖∇CE‖·σ(0)."""
+    a, b, w = np.array([0.3, -0.4]), np.array([30.0, 40.0]), np.array([1.0, 2.0])
+    variable = tf.Variable(w.astype(np.float32))
+
+    def grads(distiller):
+        with tf.GradientTape(persistent=True) as tape:
+            task = tf.reduce_sum(variable * a.astype(np.float32))
+            decay = 1e-3 * tf.reduce_sum(variable**2)
+            distill = tf.reduce_sum(variable * b.astype(np.float32))
+        (g,) = distiller.gradients(tape, task, decay, distill, [variable], tf.constant(0.0))
+        return g.numpy(), float(distiller.step_metrics()["clip_ratio"])
+
+    raw, ratio = grads(ClippedDistiller(None, clip=False))
+    np.testing.assert_allclose(raw, a + 2e-3 * w + b, rtol=1e-6)
+    assert ratio == 1.0
+    clipped, ratio = grads(ClippedDistiller(None))
+    np.testing.assert_allclose(clipped, a + 2e-3 * w + b * (0.5 * 0.5 / 50.0), rtol=1e-6)  # ‖a‖ = 0.5, ‖b‖ = 50
+    np.testing.assert_allclose(ratio, 0.25 / 50.0, rtol=1e-6)

@@ -110,6 +110,14 @@ def _train(*argv):
         return train._train()
 
 
+def _logged_steps(run_dir, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    return [event.step for event in events.Tensors(tag)]
+
+
 def test_short_iep_runs_on_real_cifar10(cifar10_dir, tmp_path):
     data = ["--dataset=tfrecord", f"--data_dir={cifar10_dir}", "--rate=0.05", "--arch=resnet8"]
     teacher = _train(*data, "--epochs=3", "--lr_schedule=constant", "--lr=0.05", f"--run_dir={tmp_path / 't'}")
@@ -121,11 +129,12 @@ def test_short_iep_runs_on_real_cifar10(cifar10_dir, tmp_path):
             f"--distill={method}",
             f"--teacher={tmp_path / 't'}",
             "--epochs=2",
-            "--iep_module_steps=30",
+            "--iep_module_epochs=1",  # one pass: 2,500 images // 64 = 39 module steps
             "--lr_schedule=constant",
             "--lr=0.05",
             f"--run_dir={run}",
         )
+        assert _logged_steps(run, "pre_phase/module_kld")[-1] == 39
         last = summary["history"][-1]
         terms = ["loss/alteration", "loss/interim"] + (["loss/black_box"] if method == "iep_bb" else [])
         assert all(np.isfinite(last[t]) for t in terms + ["train_loss"])

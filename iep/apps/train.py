@@ -89,7 +89,19 @@ flags.DEFINE_enum("iep_second_pca", "ipca", ["ipca", "pca"], "IEP second PCA: in
 flags.DEFINE_integer("iep_iterations", 2, "IEP MPNN message-passing iterations.")
 flags.DEFINE_list("iep_knowledge", None, "IEP terms to transfer: alteration,interim[,black_box]; default per method.")
 flags.DEFINE_integer("iep_module_steps", None, "IEP phase-1 (module training) steps; default 8000.")
+flags.DEFINE_integer(
+    "iep_module_epochs",
+    None,
+    "IEP phase 1 as passes over the training data instead of steps (the reference code trains the module for 20 "
+    "epochs); excludes --iep_module_steps.",
+)
 flags.DEFINE_float("iep_module_lr", 0.1, "IEP phase-1 learning rate (fixed, SGD Nesterov 0.9).")
+flags.DEFINE_boolean(
+    "iep_clip",
+    True,
+    "IEP phase 2 caps each variable's distillation gradient at ‖∇CE‖·σ(e − e₀), as the reference code does; "
+    "--noiep_clip adds it uncapped (an ablation).",
+)
 flags.DEFINE_list(
     "distill_args", None, "Baseline overrides, key=value,... (e.g. beta=500 for at); see the README's method table."
 )
@@ -137,6 +149,7 @@ def _check_flags() -> None:
         ("sample_seed", FLAGS.sample_seed >= 0, ">= 0"),
         ("iep_iterations", FLAGS.iep_iterations >= 1, ">= 1"),
         ("iep_module_steps", FLAGS.iep_module_steps is None or FLAGS.iep_module_steps >= 0, ">= 0"),
+        ("iep_module_epochs", FLAGS.iep_module_epochs is None or FLAGS.iep_module_epochs >= 1, ">= 1"),
         ("iep_module_lr", math.isfinite(FLAGS.iep_module_lr) and FLAGS.iep_module_lr > 0, "a finite number > 0"),
         ("logical_cpus", FLAGS.logical_cpus >= 1, ">= 1"),
         ("semantic_vectors", FLAGS.semantic_vectors >= 0, ">= 0 (0 = off)"),
@@ -152,6 +165,10 @@ def _check_flags() -> None:
             f"--protocol=transfer trains a knowledge stage without labels; --distill={FLAGS.distill} has none "
             f"({reason.get(FLAGS.distill, 'it has no teacher')})"
         )
+    if FLAGS.iep_module_epochs is not None and FLAGS.iep_module_steps is not None:
+        raise ValueError("--iep_module_epochs and --iep_module_steps both size IEP's phase 1: give one")
+    if not FLAGS.iep_clip and FLAGS.distill not in ("iep", "iep_bb"):
+        raise ValueError(f"--noiep_clip is an ablation of --distill=iep/iep_bb, not of --distill={FLAGS.distill}")
     if FLAGS.knowledge_epochs is not None and FLAGS.protocol != "transfer":
         raise ValueError("--knowledge_epochs is the first stage of --protocol=transfer; add it or drop the flag")
 
@@ -277,8 +294,13 @@ def _train() -> dict:
             second_pca=FLAGS.iep_second_pca,
             iterations=FLAGS.iep_iterations,
             knowledge=FLAGS.iep_knowledge,
-            module_steps=FLAGS.iep_module_steps,
+            module_steps=(
+                FLAGS.iep_module_steps
+                if FLAGS.iep_module_epochs is None
+                else FLAGS.iep_module_epochs * data.steps_per_epoch(FLAGS.batch_size)
+            ),
             module_lr=FLAGS.iep_module_lr,
+            clip=FLAGS.iep_clip,
             seed=FLAGS.seed,
             main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
             epochs=FLAGS.epochs,

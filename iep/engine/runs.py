@@ -45,7 +45,9 @@ RESUME_KEYS = (
     "iep_iterations",
     "iep_knowledge",
     "iep_module_steps",
+    "iep_module_epochs",
     "iep_module_lr",
+    "iep_clip",
     "distill_args",
     "precision",
     "semantic_vectors",
@@ -63,6 +65,8 @@ RESUME_DEFAULTS = {
     "teacher_preprocess": "auto",
     "protocol": "distill",
     "knowledge_epochs": None,
+    "iep_clip": True,
+    "iep_module_epochs": None,
 }
 # What a run leaves in its directory; `--noresume` moves all of it aside before the new run's first step.
 RUN_STATE = (CHECKPOINT_SUBDIR, METRICS_FILE, TENSORBOARD_SUBDIR, EXPORT_SUBDIR, CONFIG_FILE)

@@ -1,0 +1,151 @@
+"""benchmarks/protocol_study.py: each factor's commands, selection, gaps and overhead (no training here)."""
+
+import json
+import statistics
+
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from benchmarks import protocol_study as ps
+from benchmarks import reproduce_small as rs
+
+STUDY = ps.Study(rs.FULL, "root", "data", seeds=2)
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    return dict(c[2:].split("=", 1) if "=" in c else (c[2:], "") for c in command if c.startswith("--"))
+
+
+def test_each_factor_changes_only_its_own_flags():
+    base = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "iep", 0)[0])
+    assert base["teacher"] == "root/teacher" and base["iep_module_steps"] == "200" and base["epochs"] == "15"
+    assert base["validation_fraction"] == "0.1" and base["eval_split"] == "validation" and base["eval_every"] == "5"
+    assert base["dropout"] == "0" and "noiep_clip" not in base
+    expected = {
+        "module_20_epochs": ("iep", {"iep_module_epochs": "20"}, {"iep_module_steps"}),
+        "dropout_0.3": ("iep", {"dropout": "0.3"}, set()),
+        "wide_teacher": ("iep", {"teacher": "root/teacher_wrn-16-4"}, set()),
+        "epochs_30": ("iep", {"epochs": "30"}, set()),
+        "no_clip": ("iep", {"noiep_clip": ""}, set()),
+    }
+    for name, (method, changed, dropped) in expected.items():
+        command, run_dir = ps.student_run(STUDY, name, ps.FACTORS[name], method, 1)
+        got = _flags(command)
+        assert run_dir == f"root/{name}/r0.1/{method}_s1" == got["run_dir"]
+        differs = {k for k in base.keys() | got.keys() if base.get(k) != got.get(k)} - {"run_dir", "seed"}
+        assert differs == set(changed) | dropped, name
+        assert all(got[k] == v for k, v in changed.items()), name
+    vanilla = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "none", 0)[0])
+    assert "teacher" not in vanilla and "iep_module_steps" not in vanilla
+
+
+def test_teacher_holds_out_the_students_validation_split():
+    command, run_dir = ps.teacher_run(STUDY, ps.FACTORS["wide_teacher"])
+    got = _flags(command)
+    assert run_dir == "root/teacher_wrn-16-4" == got["run_dir"] and got["arch"] == "wrn-16-4"
+    assert got["validation_fraction"] == "0.1" and got["rate"] == "1.0"
+    assert ps.teacher_run(STUDY, ps.FACTORS["dropout_0.3"])[1] == "root/teacher"  # students' dropout only
+
+
+def test_every_command_parses_with_train_flags():
+    """A misspelt flag would fail hours into the study: every command of every factor must parse."""
+    from iep.apps import train  # noqa: F401 (defines train.py's flags)
+
+    commands = [ps.teacher_run(STUDY, f)[0] for f in ps.FACTORS.values()]
+    commands += [ps.student_run(STUDY, n, f, m, 0)[0] for n, f in ps.FACTORS.items() for m in ps.METHODS]
+    for command in commands:
+        with flagsaver.flagsaver():
+            flags.FLAGS(command)  # raises on an unknown flag or a bad value
+
+
+def test_a_factor_reuses_the_baseline_where_it_cannot_change_the_method():
+    changes = {(n, m): f.changes(m) for n, f in ps.FACTORS.items() for m in ps.METHODS}
+    assert not any(changes[("baseline", m)] for m in ps.METHODS)
+    assert [m for m in ps.METHODS if changes[("module_20_epochs", m)]] == ["iep", "iep_bb"]
+    assert [m for m in ps.METHODS if changes[("no_clip", m)]] == ["iep", "iep_bb"]
+    assert [m for m in ps.METHODS if changes[("wide_teacher", m)]] == ["iep", "iep_bb", "fitnet", "co"]
+    assert all(changes[("dropout_0.3", m)] and changes[("epochs_30", m)] for m in ps.METHODS)
+
+
+def _row(factor, method, validation, test=None, gain=None):
+    return {"factor": factor, "method": method, "validation": validation, "test": test or validation,
+            "validation_gain": gain}  # fmt: skip
+
+
+def test_combination_takes_protocol_factors_that_raised_both_iep_variants():
+    rows = [
+        _row("dropout_0.3", "iep", 0.7, gain=0.01),
+        _row("dropout_0.3", "iep_bb", 0.7, gain=0.002),
+        _row("epochs_30", "iep", 0.7, gain=0.03),
+        _row("epochs_30", "iep_bb", 0.7, gain=-0.001),  # one variant fell: not combined
+        _row("no_clip", "iep", 0.7, gain=0.05),  # a diagnostic: never combined
+        _row("no_clip", "iep_bb", 0.7, gain=0.05),
+        _row("module_20_epochs", "iep", 0.7, gain=0.02),
+        _row("module_20_epochs", "iep_bb", 0.7, gain=0.02),
+    ]
+    chosen = ps.auto_combination(rows)
+    assert chosen == ["module_20_epochs", "dropout_0.3"]
+    assert ps.combined_factor(chosen) == ps.Factor(module_epochs=20, dropout=0.3)
+    assert ps.combined_factor(["wide_teacher", "epochs_30"]) == ps.Factor(teacher_arch="wrn-16-4", epochs=30)
+
+
+def test_gap_is_to_the_better_rival_and_unchanged_methods_inherit_the_baseline():
+    rows = [
+        _row("baseline", "none", 0.59),
+        _row("baseline", "iep", 0.67),
+        _row("baseline", "iep_bb", 0.68, test=0.66),
+        _row("baseline", "fitnet", 0.73),
+        _row("baseline", "co", 0.74, test=0.70),
+        _row("module_20_epochs", "iep", 0.68),
+        _row("module_20_epochs", "iep_bb", 0.69),
+        _row("dropout_0.3", "iep", 0.70),  # FitNet and CO not run yet: no gap
+    ]
+    factors = {n: ps.FACTORS[n] for n in ("baseline", "module_20_epochs", "dropout_0.3")}
+    by_factor = {g["factor"]: g for g in ps.gaps(rows, factors)}
+    assert by_factor["baseline"]["iep_bb_gap_validation"] == pytest.approx(0.68 - 0.74)
+    assert by_factor["baseline"]["iep_bb_gap_test"] == pytest.approx(0.66 - 0.73)  # FitNet leads on test
+    assert by_factor["module_20_epochs"]["validation"]["co"] == 0.74  # inherited
+    assert by_factor["module_20_epochs"]["iep_gap_validation"] == pytest.approx(0.68 - 0.74)
+    assert by_factor["dropout_0.3"]["iep_gap_validation"] is None
+    assert "fitnet" not in by_factor["dropout_0.3"]["validation"]  # dropout changes FitNet: never inherited
+
+
+def _finished_student(path, validation, test, epochs, evaluated, eval_seconds, clip=None):
+    path.mkdir(parents=True)
+    history = []
+    for epoch in range(1, epochs + 1):
+        entry = {"epoch": epoch, "seconds": 10.0, "eval_accuracy": None, "eval_seconds": None}
+        if epoch in evaluated:
+            entry.update(eval_accuracy=validation, eval_seconds=eval_seconds)
+        if clip is not None:
+            entry["distill/clip_ratio"] = clip
+        history.append(entry)
+    metrics = {"finished": True, "last_accuracy": validation, "best_accuracy": validation, "history": history}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    (path / "study_test.json").write_text(json.dumps({"top1": test}))  # evaluated once already: not again
+
+
+def test_summary_overhead_and_table_from_finished_runs(tmp_path):
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
+    base = tmp_path / "baseline" / "r0.1"
+    _finished_student(base / "none_s0", 0.58, 0.57, 15, {5, 10, 15}, 2.0)
+    _finished_student(base / "none_s1", 0.60, 0.61, 15, {5, 10, 15}, 2.0)
+    _finished_student(base / "iep_s0", 0.67, 0.66, 15, {5, 10, 15}, 3.0, clip=0.04)
+    (base / "iep_s1").mkdir()  # unfinished: ignored
+    wall = {str(base / "none_s0"): 200.0}
+    rows = ps.summarize(study, ["baseline"], wall)
+    by_method = {r["method"]: r for r in rows}
+    assert set(by_method) == {"none", "iep"}
+    assert by_method["none"]["validation"] == pytest.approx(0.59)
+    assert by_method["none"]["test_std"] == pytest.approx(statistics.stdev([0.57, 0.61]))
+    assert by_method["iep"]["seeds"] == 1 and by_method["iep"]["clip_ratio"] == pytest.approx(0.04)
+    assert by_method["iep"]["phase1_loss"] is None  # no TensorBoard events in this fake run
+    runs = [r for row in rows for r in row["runs"]]
+    cost = ps.overhead(rows, [])
+    # wall: 200 s (the script's clock) + 150 + 150 (epoch sums); 12 skipped evaluations each at 2, 2 and 3 s
+    assert cost["wall_seconds_measured"] == pytest.approx(500.0) and cost["evaluations"] == 9
+    assert cost["wall_seconds_if_every_epoch_evaluated"] == pytest.approx(500.0 + 12 * (2 + 2 + 3))
+    assert len(runs) == 3
+    table = ps.markdown(rows, ps.gaps(rows, {"baseline": ps.FACTORS["baseline"]}))
+    assert "| baseline | iep | 1 | 67.00 ± 0.00 | +0.00 | 66.00 ± 0.00 | +0.00 | 0.040 | — | 150 |" in table
