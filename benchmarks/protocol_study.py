@@ -168,7 +168,7 @@ def _last_scalar(run_dir: str, tag: str) -> float | None:
     return max(values)[1] if values else None
 
 
-def test_accuracy(run_dir: str) -> float:
+def final_test_accuracy(run_dir: str) -> float:
     """The test split, once, after the run (cached beside it)."""
     path = os.path.join(run_dir, "study_test.json")
     if not os.path.exists(path):
@@ -190,7 +190,7 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
     return {
         "seed": seed,
         "validation": metrics["last_accuracy"],
-        "test": test_accuracy(run_dir),
+        "test": final_test_accuracy(run_dir),
         "clip_ratio": statistics.mean(clip) if clip else None,
         "phase1_loss": _last_scalar(run_dir, PHASE1_LOSS[method]) if method in PHASE1_LOSS else None,
         "epochs": len(history),
@@ -241,6 +241,11 @@ def summarize(study: Study, factor_names: list[str], wall_times: dict | None = N
         ref = base.get(row["method"])
         row["validation_gain"] = row["validation"] - ref["validation"] if ref else None
         row["test_gain"] = row["test"] - ref["test"] if ref else None
+        # Seeds pair runs (same initialization and data order), so per-seed gains show whether a gain is consistent.
+        ref_runs = {r["seed"]: r for r in ref["runs"]} if ref else {}
+        row["validation_gain_per_seed"] = [
+            r["validation"] - ref_runs[r["seed"]]["validation"] for r in row["runs"] if r["seed"] in ref_runs
+        ]
     return rows
 
 

@@ -133,7 +133,12 @@ def test_summary_overhead_and_table_from_finished_runs(tmp_path):
     _finished_student(base / "none_s1", 0.60, 0.61, 15, {5, 10, 15}, 2.0)
     _finished_student(base / "iep_s0", 0.67, 0.66, 15, {5, 10, 15}, 3.0, clip=0.04)
     (base / "iep_s1").mkdir()  # unfinished: ignored
+    _finished_student(tmp_path / "dropout_0.3" / "r0.1" / "none_s1", 0.63, 0.62, 15, {5, 10, 15}, 2.0)
     wall = {str(base / "none_s0"): 200.0}
+    dropout = ps.summarize(study, ["baseline", "dropout_0.3"], wall)[-1]
+    assert dropout["factor"] == "dropout_0.3" and dropout["seeds"] == 1
+    assert dropout["validation_gain"] == pytest.approx(0.63 - 0.59)  # against the baseline's mean
+    assert dropout["validation_gain_per_seed"] == [pytest.approx(0.63 - 0.60)]  # against its own seed
     rows = ps.summarize(study, ["baseline"], wall)
     by_method = {r["method"]: r for r in rows}
     assert set(by_method) == {"none", "iep"}
