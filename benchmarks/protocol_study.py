@@ -14,7 +14,8 @@ on it every 5 epochs, and on the test split once, after the run. Selection (`com
 validation accuracy only, never test.
 
 Factors (the suspects named in the study's issue), each alone against the baseline; a factor that cannot
-change a method (the module phase for FitNet, the teacher for the vanilla student) reuses the baseline run:
+change a method (the module phase for FitNet, the teacher for the vanilla student) reuses the baseline run,
+and a combination reuses a single factor's run where only that factor reaches the method:
   module_20_epochs  IEP/IEP+BB module phase of 20 passes over the student's data (`--iep_module_epochs=20`, the
                     code's 20 epochs; 700 steps on CIFAR-10's 4,500 images left by the holdout and the 10 % subset)
   dropout_0.3       student dropout 0.3 (the paper's), teacher unchanged
@@ -59,17 +60,20 @@ class Factor:
     epochs: int | None = None
     clip: bool = True  # False: IEP's distillation gradient uncapped (--noiep_clip), a diagnostic of the method
 
-    def changes(self, method: str) -> bool:
-        """Whether this factor alters `method`'s run: only IEP has the module phase and the clip, the vanilla
+    def seen_by(self, method: str) -> Factor:
+        """The part of this factor `method`'s run sees: only IEP has the module phase and the clip, the vanilla
         student no teacher."""
         iep = method.startswith("iep")
-        relevant = dataclasses.replace(
+        return dataclasses.replace(
             self,
             module_epochs=self.module_epochs if iep else None,
             clip=self.clip if iep else True,
             teacher_arch=self.teacher_arch if method != "none" else None,
         )
-        return relevant != Factor()
+
+    def changes(self, method: str) -> bool:
+        """Whether this factor alters `method`'s run at all."""
+        return self.seen_by(method) != Factor()
 
 
 FACTORS = {
@@ -111,6 +115,14 @@ class Study:
     root: str
     data_dir: str = small.DEFAULT_DATA_DIR
     seeds: int = 2
+
+
+def run_source(name: str, factor: Factor, method: str) -> str:
+    """The factor whose run `method` uses under `name`: the first single factor its run would be identical to
+    (the baseline where `name` cannot change the method; `epochs_30` for FitNet under module_20_epochs +
+    epochs_30), else `name` itself. Identical runs are run once."""
+    seen = factor.seen_by(method)
+    return next((n for n, f in FACTORS.items() if f.seen_by(method) == seen), name)
 
 
 def teacher_dir(study: Study, factor: Factor) -> str:
@@ -213,6 +225,8 @@ def summarize(study: Study, factor_names: list[str], wall_times: dict | None = N
     for name in factor_names:
         factor = factor_of(study, name)
         for method in METHODS:
+            if run_source(name, factor, method) != name:  # that factor's row has these runs
+                continue
             runs = []
             for seed in range(study.seeds):
                 _, run_dir = student_run(study, name, factor, method, seed)
@@ -250,16 +264,16 @@ def summarize(study: Study, factor_names: list[str], wall_times: dict | None = N
 
 
 def accuracy_table(rows: list[dict], factors: dict[str, Factor], split: str) -> dict[str, dict[str, float]]:
-    """factor → method → mean accuracy on `split`; a factor that leaves a method unchanged inherits its baseline."""
+    """factor → method → mean accuracy on `split`; a method's run under a factor that cannot change it
+    is the baseline's (in a combination, the one single factor's that can)."""
     by_key = {(r["factor"], r["method"]): r[split] for r in rows}
     table = {}
     for name, factor in factors.items():
         table[name] = {}
         for method in METHODS:
-            if (name, method) in by_key:
-                table[name][method] = by_key[(name, method)]
-            elif not factor.changes(method) and ("baseline", method) in by_key:
-                table[name][method] = by_key[("baseline", method)]
+            key = (run_source(name, factor, method), method)
+            if key in by_key:
+                table[name][method] = by_key[key]
     return table
 
 
@@ -397,7 +411,7 @@ def run_factors(study: Study, names: list[str], methods: list[str]) -> None:
         small.run_job(*teacher_run(study, factor), wall_times)
         for seed in range(study.seeds):
             for method in methods:
-                if name == "baseline" or factor.changes(method):  # else the run is the baseline's
+                if run_source(name, factor, method) == name:  # else the run is the baseline's
                     small.run_job(*student_run(study, name, factor, method, seed), wall_times)
 
 
@@ -412,7 +426,7 @@ def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
     small.run_job(*teacher_run(study, factor), wall_times)
     for seed in range(study.seeds):
         for method in methods:
-            if factor.changes(method):  # else the run is the baseline's
+            if run_source("combined", factor, method) == "combined":  # else a single factor's run
                 small.run_job(*student_run(study, "combined", factor, method, seed), wall_times)
 
 

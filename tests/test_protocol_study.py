@@ -68,6 +68,16 @@ def test_a_factor_reuses_the_baseline_where_it_cannot_change_the_method():
     assert all(changes[("dropout_0.3", m)] and changes[("epochs_30", m)] for m in ps.METHODS)
 
 
+def test_a_combination_reuses_the_single_factors_runs_it_cannot_add_to():
+    combined = ps.combined_factor(["module_20_epochs", "epochs_30"])
+    sources = {m: ps.run_source("combined", combined, m) for m in ps.METHODS}
+    # FitNet, CO and the vanilla student see only the 30 epochs; IEP sees both factors: a run of its own.
+    assert sources == {"none": "epochs_30", "iep": "combined", "iep_bb": "combined", "fitnet": "epochs_30",
+                       "co": "epochs_30"}  # fmt: skip
+    assert ps.run_source("module_20_epochs", ps.FACTORS["module_20_epochs"], "co") == "baseline"
+    assert all(ps.run_source(n, f, "iep") == n for n, f in ps.FACTORS.items())
+
+
 def _row(factor, method, validation, test=None, gain=None):
     return {"factor": factor, "method": method, "validation": validation, "test": test or validation,
             "validation_gain": gain}  # fmt: skip
@@ -101,8 +111,14 @@ def test_gap_is_to_the_better_rival_and_unchanged_methods_inherit_the_baseline()
         _row("module_20_epochs", "iep_bb", 0.69),
         _row("dropout_0.3", "iep", 0.70),  # FitNet and CO not run yet: no gap
     ]
+    rows += [_row("epochs_30", m, v) for m, v in (("none", 0.65), ("fitnet", 0.77), ("co", 0.78))]
+    rows += [_row("combined", "iep", 0.75), _row("combined", "iep_bb", 0.80)]
     factors = {n: ps.FACTORS[n] for n in ("baseline", "module_20_epochs", "dropout_0.3")}
+    factors["combined"] = ps.combined_factor(["module_20_epochs", "epochs_30"])
     by_factor = {g["factor"]: g for g in ps.gaps(rows, factors)}
+    assert by_factor["combined"]["validation"] == {"none": 0.65, "iep": 0.75, "iep_bb": 0.80, "fitnet": 0.77,
+                                                   "co": 0.78}  # fmt: skip
+    assert by_factor["combined"]["iep_bb_gap_validation"] == pytest.approx(0.80 - 0.78)
     assert by_factor["baseline"]["iep_bb_gap_validation"] == pytest.approx(0.68 - 0.74)
     assert by_factor["baseline"]["iep_bb_gap_test"] == pytest.approx(0.66 - 0.73)  # FitNet leads on test
     assert by_factor["module_20_epochs"]["validation"]["co"] == 0.74  # inherited
