@@ -71,10 +71,6 @@ class Factor:
             teacher_arch=self.teacher_arch if method != "none" else None,
         )
 
-    def changes(self, method: str) -> bool:
-        """Whether this factor alters `method`'s run at all."""
-        return self.seen_by(method) != Factor()
-
 
 FACTORS = {
     "baseline": Factor(),
