@@ -318,6 +318,22 @@ def test_eval_report_matches_training_metrics(trained_run):
     assert exported["confusion_matrix"] == report["confusion_matrix"]
 
 
+def test_eval_scores_the_validation_split_the_run_held_out(tmp_path):
+    """`--split=validation` on a run trained with --validation_fraction: the same held-out images."""
+    from iep.datasets import DataConfig, build_pipeline
+    from iep.engine.evaluation import evaluate
+
+    run_dir = str(tmp_path / "run")
+    summary = _run_train(
+        "--arch=resnet8", "--rate=0.3", "--batch_size=64", "--validation_fraction=0.2", "--eval_split=validation",
+        f"--run_dir={run_dir}",
+    )  # fmt: skip
+    report = evaluate(run_dir=run_dir, split="validation")
+    held_out = build_pipeline(DataConfig("digits", validation_fraction=0.2)).split("validation").size
+    assert report["examples"] == held_out and 0 < held_out < 1437
+    assert report["top1"] == pytest.approx(summary["last_accuracy"])
+
+
 def test_eval_refuses_data_with_other_class_names(trained_run, cifar10_dir):
     """A digits model scored on CIFAR-10 (also 10 classes) printed ~10 % with exit 0; now the names differ."""
     from iep.engine.evaluation import evaluate

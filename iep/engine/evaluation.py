@@ -98,7 +98,18 @@ def evaluate(
     crop = bool(run_config.get("crop_to_bbox")) and dataset == run_config.get("dataset")  # as the run saw its images
     source = load_source(dataset, data_dir, download, crop)  # class names first: a mismatch costs no decoding
     check_class_names(model_names, source.class_names, repr(saved_model or run_dir))
-    config = DataConfig(dataset, data_dir, download, image_size=image_size, cache_dir=cache_dir, crop_to_bbox=crop)
+    # A run that carved a validation split out of its training split is scored on the same held-out images.
+    same_data = dataset == run_config.get("dataset") and data_dir == run_config.get("data_dir")
+    holdout = (run_config.get("validation_fraction") or 0.0) if split == "validation" and same_data else 0.0
+    config = DataConfig(
+        dataset,
+        data_dir,
+        download,
+        image_size=image_size,
+        cache_dir=cache_dir,
+        crop_to_bbox=crop,
+        validation_fraction=holdout,
+    )
     data = build_pipeline(config, source)
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
