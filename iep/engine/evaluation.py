@@ -89,17 +89,18 @@ def evaluate(
     dataset = dataset or run_config.get("dataset")
     if not dataset:
         raise ValueError("--dataset is required (no run directory to take it from)")
-    if data_dir is None and dataset == run_config.get("dataset"):
+    same_dataset = dataset == run_config.get("dataset")
+    if data_dir is None and same_dataset:
         data_dir = run_config.get("data_dir")
     predict, image_size = None, (run_config.get("input_shape") or [None])[0]
     model_names = run_config.get("class_names")
     if saved_model:
         predict, image_size, model_names = _saved_model_predictor(saved_model)
-    crop = bool(run_config.get("crop_to_bbox")) and dataset == run_config.get("dataset")  # as the run saw its images
+    crop = bool(run_config.get("crop_to_bbox")) and same_dataset  # as the run saw its images
     source = load_source(dataset, data_dir, download, crop)  # class names first: a mismatch costs no decoding
     check_class_names(model_names, source.class_names, repr(saved_model or run_dir))
     # A run that carved a validation split out of its training split is scored on the same held-out images.
-    same_data = dataset == run_config.get("dataset") and data_dir == run_config.get("data_dir")
+    same_data = same_dataset and data_dir == run_config.get("data_dir")
     holdout = (run_config.get("validation_fraction") or 0.0) if split == "validation" and same_data else 0.0
     config = DataConfig(
         dataset,
