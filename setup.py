@@ -22,9 +22,11 @@ setup(
     ],
     package_dir={f"iep.{name}": name for name in SUBPACKAGES},
     install_requires=[
-        # Upper bounds: the newest versions the test suite has passed on (TF 2.21, Keras 3.15).
+        # Upper bounds: the newest versions the test suite has passed on (TF 2.21, Keras 3.15). Lower bounds:
+        # the oldest it passes on, tested by .ci/run against .ci/lowest.txt (Keras 3.3.3 fails building a
+        # network, 3.4.1 and 3.5.0 crash at export; with TF 2.16 pin tensorflow-metadata<1.17, see there).
         "tensorflow>=2.16,<2.22",
-        "keras>=3.3,<3.16",
+        "keras>=3.6,<3.16",
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
         "absl-py>=2.0",

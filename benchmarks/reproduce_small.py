@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
-from iep.methods import METHODS, PRE_PHASE_FRACTION  # noqa: E402
+from iep.methods import METHODS, PRE_PHASE  # noqa: E402
 
 # Controls: runs that test an explanation of the results, not methods of the paper. Opt in with --methods.
 # `none_long` asks whether FitNet's / AB's lead is just the extra passes of their initialization phase: it is
@@ -119,8 +119,8 @@ def teacher_command(p: Protocol, root: str, data_dir: str) -> list[str]:
 
 
 def control_epochs(p: Protocol) -> int:
-    """Epochs of `none_long`: the main phase plus a pre-phase's 30 %, rounded up (never fewer passes)."""
-    return math.ceil(p.student_epochs * (1.0 + PRE_PHASE_FRACTION))
+    """Epochs of `none_long`: the main phase plus FitNet's / AB's pre-phase share, rounded up (never fewer passes)."""
+    return math.ceil(p.student_epochs * (1.0 + PRE_PHASE["fitnet"][1]))
 
 
 def student_command(p: Protocol, root: str, data_dir: str, method: str, rate: float, seed: int) -> list[str]:

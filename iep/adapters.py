@@ -28,9 +28,9 @@ class TapAdapter(keras.layers.Layer):
         """`always_project`: keep the 1×1 conv + BN even at equal widths (FitNet/AB/CO connectors)."""
         super().__init__(**kwargs)
         (sh, sw, sc), (th, tw, tc) = source_shape, target_shape
-        self.resize = None
-        if (sh, sw) != (th, tw):
-            self.resize = keras.layers.Resizing(th, tw, interpolation="bilinear", antialias=sh * sw > th * tw)
+        # tf.image.resize, not keras.layers.Resizing: Keras 3.6 (our lowest) has no `antialias` argument there.
+        self.resize = (th, tw) if (sh, sw) != (th, tw) else None
+        self.antialias = sh * sw > th * tw
         self.project = None
         if sc != tc or always_project:
             self.project = L.conv(tc, 1, name="project")
@@ -38,7 +38,7 @@ class TapAdapter(keras.layers.Layer):
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         if self.resize is not None:
-            x = self.resize(x)
+            x = tf.cast(tf.image.resize(x, self.resize, "bilinear", antialias=self.antialias), x.dtype)
         if self.project is not None:
             x = self.project_bn(self.project(x), training=training)
         return x

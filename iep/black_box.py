@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from iep.mpnn import dense_without_bias
-from iep.nets.layers import batch_norm
+from iep.nets.layers import batch_norm, kernel_initializer
 
 HEADS = 8  # one of them is the extrinsic (MPNN message) slot
 
@@ -38,7 +38,10 @@ class MultiHeadGraph(keras.layers.Layer):
         self.key_dense, self.key_bn = dense_without_bias(units, "key_dense"), batch_norm("key_bn")
         self.query_dense, self.query_bn = dense_without_bias(units, "query_dense"), batch_norm("query_bn")
         self.value_dense, self.value_bn = dense_without_bias(self.head_width, "value_dense"), batch_norm("value_bn")
-        self.out_dense = keras.layers.Dense(width_to, bias_initializer="zeros", name="out_dense")
+        # IEPKT `nets/Distillation.py` `Estimator` 'fc1': the arg scope's fan-out kernel, an explicit zero bias.
+        self.out_dense = keras.layers.Dense(
+            width_to, kernel_initializer=kernel_initializer(), bias_initializer="zeros", name="out_dense"
+        )
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def attention(self, x_from: tf.Tensor, x_to: tf.Tensor, training: bool = False) -> tf.Tensor:

@@ -24,7 +24,11 @@ from iep.nets import TappedNetwork
 from iep.points import SensingPoints
 
 KNOWLEDGE = ("alteration", "interim", "black_box")
-DEFAULT_MODULE_STEPS = 8000  # the code: 20 epochs of CIFAR at batch 128 ≈ 7,800 iterations
+# Phase 1 counts epochs as the reference does: IEPKT trains the modules for 20 epochs (method page §7).
+# `build_distiller` turns them into the run's steps; the step count is for callers that give no run size
+# (20 CIFAR epochs at batch 128 ≈ 7,800 iterations).
+DEFAULT_MODULE_EPOCHS = 20
+DEFAULT_MODULE_STEPS = 8000
 MODULE_WEIGHT_DECAY = 5e-4
 
 

@@ -36,12 +36,63 @@ REGISTRY = {
     "static_kd": ("iep.static.distillers", "StaticKD"),
 }
 STATIC_METHODS = ("static_kd",)
-METHODS = ("none", *REGISTRY, "iep", "iep_bb")
-# Student-initialization pre-phases last 30 % of the main steps in the author's code (FT's paraphraser, AB's,
-# FitNet's and FSP's initialization: 40 of 140 epochs in KD_methods_with_TF's train_w_distill.py, our
-# rounding of the IEP code's 30 %). SRM sizes its two stages itself from `main_steps` (srm.py).
-PRE_PHASE_FRACTION = 0.3
-FRACTIONAL_PRE_PHASE = ("fitnet", "ft", "ab", "fsp")
+METHODS = ("none", *REGISTRY, "iep", "iep_bb")  # the built-in methods; `methods()` adds registered ones
+_REGISTERED: dict[str, type[Distiller]] = {}
+
+
+def register(name: str):
+    """Class decorator: a `Distiller` subclass becomes `--distill=<name>` and `build_distiller(name, ...)`.
+
+    Its keyword arguments with defaults become its `--distill_args` options (each numeric one needs a range in
+    `OPTION_RANGES`); `student`, `seed`, `main_steps` and `epochs` are passed when its constructor names them.
+    From train.py, name the file or module with `--plugins` so it is imported before the flags are checked.
+    """
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"a method name is letters, digits and '_', got {name!r}")
+
+    def decorate(cls: type[Distiller]) -> type[Distiller]:
+        if not (isinstance(cls, type) and issubclass(cls, Distiller)):
+            raise TypeError(f"register({name!r}) decorates a Distiller subclass, got {cls!r}")
+        known = _REGISTERED.get(name, cls)
+        same = (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)  # a re-import
+        if name in METHODS or not same:
+            raise ValueError(f"--distill={name} exists already; choose another name")
+        _REGISTERED[name] = cls
+        return cls
+
+    return decorate
+
+
+def methods() -> tuple[str, ...]:
+    """Every method `--distill` and `build_distiller` accept: the built-ins, then the registered ones."""
+    return (*METHODS, *_REGISTERED)
+
+
+# How long each method's pre-phase runs when `pre_phase_steps` is not given, as its reference counts it:
+# ("fraction", f) of the main steps, or ("epochs", n) passes over the training data.
+# * FitNet, AB, FT: 30 % — the TF2 benchmark the modules follow trains the auxiliary stage for
+#   `int(args.train_epoch*.3)` epochs (Knowledge_distillation_via_TF2.0 `distiller/FT.py`, `auxiliary_training`).
+# * FSP: 40 % — KD_methods_with_TF `train_w_distill.py`: `init_epoch = 40` before `train_epoch = 100`.
+# * MHGD: 40 epochs — the same line (MHGD is in its initialization set); a count, not a share, so a short main
+#   phase does not starve the attention module (at the reference's 100 epochs both readings agree).
+# SRM sizes its two stages itself from `main_steps` (srm.py).
+PRE_PHASE = {
+    "fitnet": ("fraction", 0.3),
+    "ab": ("fraction", 0.3),
+    "ft": ("fraction", 0.3),
+    "fsp": ("fraction", 0.4),
+    "mhgd": ("epochs", 40.0),
+}
+
+
+def default_pre_phase_steps(method: str, main_steps: int | None, epochs: int | None) -> int:
+    """`method`'s pre-phase length in steps as its reference counts it (see PRE_PHASE)."""
+    unit, amount = PRE_PHASE[method]
+    if main_steps is None or (unit == "epochs" and not epochs):
+        needs = "main_steps" if unit == "fraction" else "main_steps and epochs"
+        raise ValueError(f"{method}: give pre_phase_steps (or {needs} for the reference's {amount:g} {unit})")
+    steps = amount * main_steps if unit == "fraction" else amount * main_steps / epochs
+    return max(1, round(steps))
 
 
 def needs_teacher(method: str) -> bool:
@@ -93,6 +144,7 @@ OPTION_RANGES = {
     "warmup_fraction": (lambda x: 0 <= x <= 1, "in [0, 1]"),
     "heads": (lambda x: x >= 1, ">= 1"),
     "components": (lambda x: x >= 1, ">= 1"),
+    "student_components": (lambda x: x >= 1, ">= 1"),
     **dict.fromkeys(
         ("alpha", "beta", "weight", "angle_weight", "distance_weight", "cross_entropy_weight", "margin"), _NON_NEGATIVE
     ),
@@ -112,6 +164,8 @@ def _check_range(method: str, key: str, value: object) -> object:
 
 
 def method_class(method: str) -> type[Distiller]:
+    if method in _REGISTERED:
+        return _REGISTERED[method]
     module, name = REGISTRY[method]
     return getattr(importlib.import_module(module), name)
 
@@ -160,8 +214,8 @@ def build_distiller(
     overrides: Mapping[str, str] | None = None,
     static_knowledge: object | None = None,
 ) -> Distiller:
-    if method not in METHODS:
-        raise ValueError(f"--distill must be one of {METHODS}, got {method!r}")
+    if method not in methods():
+        raise ValueError(f"--distill must be one of {methods()}, got {method!r}")
     overrides = dict(overrides or {})
     if method in ("none", "iep", "iep_bb") and overrides:
         raise ValueError(f"--distill_args is for the baselines; --distill={method} takes its own flags")
@@ -172,16 +226,14 @@ def build_distiller(
             raise ValueError(f"--distill={method} needs --static_knowledge=<file> (python -m iep.static.learn)")
     elif teacher is None:
         raise ValueError(f"--distill={method} needs a --teacher")
-    if method in REGISTRY:
+    if method in REGISTRY or method in _REGISTERED:
         options = method_options(method)
         unknown = sorted(set(overrides) - set(options))
         if unknown:
             raise ValueError(f"--distill_args {unknown} unknown for {method}; it accepts {sorted(options)}")
         kwargs = {k: _check_range(method, k, _convert(method, k, v, options[k])) for k, v in overrides.items()}
-        if method in FRACTIONAL_PRE_PHASE and "pre_phase_steps" not in kwargs:
-            if main_steps is None:
-                raise ValueError(f"{method}: give pre_phase_steps (or main_steps for the 30 % default)")
-            kwargs["pre_phase_steps"] = max(1, round(PRE_PHASE_FRACTION * main_steps))
+        if method in PRE_PHASE and "pre_phase_steps" not in kwargs:
+            kwargs["pre_phase_steps"] = default_pre_phase_steps(method, main_steps, epochs)
         parameters = _parameters(method)
         if "student" in parameters:
             kwargs["student"] = student
@@ -195,7 +247,11 @@ def build_distiller(
                     raise ValueError(f"{method} sizes its schedule from the run: give {name}")
                 kwargs[name] = value
         return _check_classes(method_class(method)(teacher, **kwargs), teacher, student)
-    from iep.distiller import DEFAULT_MODULE_STEPS, IEPDistiller
+    from iep.distiller import DEFAULT_MODULE_EPOCHS, DEFAULT_MODULE_STEPS, IEPDistiller
+
+    if module_steps is None:  # the reference's 20 epochs, in this run's steps where the run's size is known
+        per_epoch = main_steps / epochs if main_steps and epochs else None
+        module_steps = max(1, round(DEFAULT_MODULE_EPOCHS * per_epoch)) if per_epoch else DEFAULT_MODULE_STEPS
 
     if knowledge is None:
         knowledge = ("alteration", "interim") + (("black_box",) if method == "iep_bb" else ())
@@ -207,7 +263,7 @@ def build_distiller(
         second_pca=second_pca,
         iterations=iterations,
         knowledge=knowledge,
-        module_steps=DEFAULT_MODULE_STEPS if module_steps is None else module_steps,
+        module_steps=module_steps,
         module_lr=module_lr,
         seed=seed,
         clip=clip,

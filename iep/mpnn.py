@@ -12,12 +12,16 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from iep.nets.layers import batch_norm
+from iep.nets.layers import batch_norm, kernel_initializer
 
 
 def dense_without_bias(units: int, name: str) -> keras.layers.Dense:
-    """Module dense layer; no bias because BN follows (method page §4)."""
-    return keras.layers.Dense(units, use_bias=False, name=name)
+    """Module dense layer; no bias because BN follows (method page §4).
+
+    Initialized as IEPKT `nets/WResNet.py` (`WResNet_arg_scope`) sets every `fully_connected`, the modules'
+    included: `variance_scaling_initializer(mode='FAN_OUT')` (factor 2, truncated normal), `biases_initializer=None`.
+    """
+    return keras.layers.Dense(units, use_bias=False, kernel_initializer=kernel_initializer(), name=name)
 
 
 class MessagePassing(keras.layers.Layer):

@@ -133,6 +133,9 @@ class TappedNetwork:
             "preact_taps": [v[1] for v in views],
             "stage_outputs": [v[2] for v in views],
         }
+        # The layer whose output is the logits, whatever its name (None if the logits are no layer's output,
+        # e.g. a SavedModel's named output): feature methods leave it out of what their hints train.
+        self.head: keras.layers.Layer | None = producers.get(id(logits))
         # The BatchNormalization layer right before each tap's activation (None if there is none): CO's margins.
         self.preact_batch_norms = tuple(v[3] for v in views)
         self.tap_specs: tuple[TapSpec, ...] = tuple(

@@ -9,10 +9,12 @@ What is decayed is our choice, because the references disagree or are silent:
   classifier's bias;
 * the author's TF2 code adds wd · v to the gradient of every variable it
   trains (e.g. `distiller/FT.py`, the paraphraser).
-We decay the kernels of convolutions (regular and depthwise) and of dense
-layers only: no biases, no BN scale/offset, no non-trainable statistics.
-Methods whose reference says otherwise for their own modules decay those as
-the reference does (FT's paraphraser, SRM's initialization).
+`decayed_variables` picks the kernels of convolutions (regular and depthwise)
+and of dense layers only: no biases, no BN scale/offset, no non-trainable
+statistics. Plain training and IEP use it (IEPKT's own choice cannot be read).
+The baselines decay as their references do, every trained variable, through
+`Distiller.decay_every_variable` (iep/engine/distiller.py); FT's paraphraser
+and SRM's initialization decay their own modules in their pre-phases.
 """
 
 from __future__ import annotations

@@ -177,3 +177,28 @@ def test_method_pre_phase_and_steps_on_real_cifar10(cifar10_subset, tmp_path, me
     parts += sum(record[f"loss/{n}"] for n in distiller.loss_names)
     assert record["loss/total"] == pytest.approx(parts, rel=1e-5)
     assert all(np.isfinite(v.numpy()).all() for v in [*student.model.weights, *distiller.trainable_variables])
+
+
+def _user_network(head_name: str):
+    """A user's own functional Keras model, its classifier named anything."""
+    import keras
+
+    from iep.nets import TappedNetwork
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU(name="r1")(keras.layers.BatchNormalization(name="b1")(x))
+    y = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="c2")(x)
+    y = keras.layers.ReLU(name="r2")(keras.layers.BatchNormalization(name="b2")(y))
+    logits = keras.layers.Dense(10, name=head_name)(keras.layers.GlobalAveragePooling2D()(y))
+    return TappedNetwork("user", inputs, logits, ["r1", "r2"], name=f"user_{head_name}")
+
+
+def test_fitnet_finds_the_classifier_whatever_its_name():
+    teacher, student = _user_network("logits"), _user_network("fc")
+    assert student.head.name == "fc"
+    distiller = build_distiller("fitnet", teacher, student, main_steps=10)
+    head = {id(v) for v in student.model.get_layer("fc").weights}
+    body = [v for v in distiller.pre_phase_variables if id(v) in {id(w) for w in student.model.trainable_variables}]
+    assert body and not head & {id(v) for v in body}
+    assert len(body) == len(student.model.trainable_variables) - 2  # all but the Dense kernel and bias

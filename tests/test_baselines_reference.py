@@ -87,11 +87,17 @@ def _np_rkd(s, t, wd=25.0, wa=50.0):
     return wd * smooth_l1(ds, dt) + wa * smooth_l1(angles(s), angles(t))
 
 
-def test_rkd_equals_repdistiller_at_its_defaults():
-    assert method_options("rkd") == {"distance_weight": 25.0, "angle_weight": 50.0}
+def test_rkd_equals_the_authors_fixed_rkd_at_its_defaults():
+    """KD_methods_with_TF `nets/Relation.py` RKD: the embeddings L2-normalized, then RepDistiller's potentials at
+    weights 25 / 50."""
+    assert method_options("rkd") == {"distance_weight": 25.0, "angle_weight": 50.0, "normalize": True}
     s, t = RNG.normal(size=(6, 5)), RNG.normal(size=(6, 5)) * 3
+    unit = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in (s, t)]
     got = rkd_loss(tf.constant(s, tf.float32), tf.constant(t, tf.float32), 25.0, 50.0).numpy()
-    np.testing.assert_allclose(got, _np_rkd(s, t), rtol=1e-5)
+    np.testing.assert_allclose(got, _np_rkd(*unit), rtol=1e-5)
+    raw = rkd_loss(tf.constant(s, tf.float32), tf.constant(t, tf.float32), 25.0, 50.0, normalize=False).numpy()
+    np.testing.assert_allclose(raw, _np_rkd(s, t), rtol=1e-5)  # RepDistiller's own, without the normalization
+    assert abs(got - raw) > 1e-3
 
 
 def test_at_reads_the_raw_group_outputs():
@@ -133,19 +139,23 @@ def test_dml_mutual_term_against_numpy():
     np.testing.assert_allclose(mutual_kl(tf.constant(a), tf.constant(b)).numpy(), expected, rtol=1e-10)
 
 
-def _np_svd_kd(student_maps, teacher_maps):
-    """KD_methods_with_TF Shared.KD_SVD with K = 1, student aligned to the teacher, by NumPy's SVD."""
+def _np_svd_kd(student_maps, teacher_maps, k_student=4):
+    """KD_methods_with_TF Shared.KD_SVD: the teacher's K = 1 vector, the student's K+3 = 4 aligned to it
+    (SVP.Align_rsv(V_S, V_T): the student vector of largest |cosine|, times that cosine's sign), by NumPy's SVD."""
 
-    def top(x):
+    def top(x, k):
         b, h, w, d = x.shape
         _, s, vt = np.linalg.svd(x.reshape(b, h * w, d), full_matrices=False)
-        v = vt[:, 0, :]  # [B, D]; s normalized over K = 1 is 1
-        return v * np.sign(v.max(-1, keepdims=True) + v.min(-1, keepdims=True))  # op_utils.svd's sign rule
+        v = np.swapaxes(vt[:, :k, :], 1, 2)  # [B, D, k]; s normalized over K = 1 is 1
+        return v * np.sign(v.max(1, keepdims=True) + v.min(1, keepdims=True))  # op_utils.svd's sign rule
 
     loss, previous = 0.0, None
     for s_map, t_map in zip(student_maps, teacher_maps, strict=True):
-        v_t, v_s = top(t_map), top(s_map)
-        v_s = v_s * np.sign((v_s * v_t).sum(-1, keepdims=True))
+        v_t, v_s = top(t_map, 1)[..., 0], top(s_map, k_student)
+        cosine = np.einsum("bdk,bd->bk", v_s, v_t)
+        best = np.abs(cosine).argmax(-1)
+        rows = np.arange(len(best))
+        v_s = v_s[rows, :, best] * np.sign(cosine[rows, best])[:, None]
         if previous is not None:
             r_s = np.exp(-((v_s[:, :, None] - previous[0][:, None, :]) ** 2) / 8)
             r_t = np.exp(-((v_t[:, :, None] - previous[1][:, None, :]) ** 2) / 8)
@@ -156,14 +166,19 @@ def _np_svd_kd(student_maps, teacher_maps):
 
 @pytest.mark.parametrize("decomposition", ["svd", "eigh"])
 def test_kd_svd_and_kd_eid_against_numpy(decomposition):
+    assert method_options("kd_svd") == {"components": 1, "student_components": 4}  # Shared.py: K = 1, K+3
     shapes = [(3, 6, 6, 4), (3, 3, 3, 5), (3, 3, 3, 5)]
     student = [RNG.normal(size=s).astype(np.float32) for s in shapes]
     teacher = [RNG.normal(size=s).astype(np.float32) for s in shapes]
-    got = svd_kd_loss([tf.constant(x) for x in student], [tf.constant(x) for x in teacher], 1, decomposition)
+    got = svd_kd_loss([tf.constant(x) for x in student], [tf.constant(x) for x in teacher], 1, decomposition, 4)
     np.testing.assert_allclose(got.numpy(), _np_svd_kd(student, teacher), rtol=1e-3)
+    # With one student vector the loss is a different number: the K+3 candidates change which vector is matched.
+    one = svd_kd_loss([tf.constant(x) for x in student], [tf.constant(x) for x in teacher], 1, decomposition, 1)
+    np.testing.assert_allclose(one.numpy(), _np_svd_kd(student, teacher, k_student=1), rtol=1e-3)
+    assert abs(float(one) - float(got)) > 1e-3
     variables = [tf.Variable(x) for x in student]
     with tf.GradientTape() as tape:
-        loss = svd_kd_loss(variables, [tf.constant(x) for x in teacher], 1, decomposition)
+        loss = svd_kd_loss(variables, [tf.constant(x) for x in teacher], 1, decomposition, 4)
     grads = tape.gradient(loss, variables)
     assert all(np.isfinite(g.numpy()).all() for g in grads) and any(np.abs(g.numpy()).max() > 0 for g in grads)
 
@@ -283,10 +298,10 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
     assert [h["epoch"] for h in history] == [1, 2]
 
 
-def test_ab_has_a_connector_only_where_widths_differ():
+def test_ab_has_a_connector_at_every_point_as_the_tf2_code():
     student = build_network("wrn-10-1", 10)
     equal = build_distiller("ab", build_network("wrn-10-1", 10), student, main_steps=10)
-    assert all(c.project is None and c.resize is None for c in equal.connectors)
+    assert all(c.project is not None and c.resize is None for c in equal.connectors)  # equal widths too
     wider = build_distiller("ab", build_network("wrn-10-2", 10), student, main_steps=10)
     assert all(c.project is not None for c in wider.connectors)
 

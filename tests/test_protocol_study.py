@@ -28,6 +28,7 @@ def test_each_factor_changes_only_its_own_flags():
         "wide_teacher": ("iep", {"teacher": "root/teacher_wrn-16-4"}, set()),
         "epochs_30": ("iep", {"epochs": "30"}, set()),
         "no_clip": ("iep", {"noiep_clip": ""}, set()),
+        "paper_schedule": ("iep", {"epochs": "100", "iep_module_epochs": "20"}, {"iep_module_steps"}),
     }
     for name, (method, changed, dropped) in expected.items():
         command, run_dir = ps.student_run(STUDY, name, ps.FACTORS[name], method, 1)
@@ -65,7 +66,9 @@ def test_a_factor_reuses_the_baseline_where_it_cannot_change_the_method():
     assert [m for m in ps.METHODS if own[("module_20_epochs", m)]] == ["iep", "iep_bb"]
     assert [m for m in ps.METHODS if own[("no_clip", m)]] == ["iep", "iep_bb"]
     assert [m for m in ps.METHODS if own[("wide_teacher", m)]] == ["iep", "iep_bb", "fitnet", "co"]
-    assert all(own[("dropout_0.3", m)] and own[("epochs_30", m)] for m in ps.METHODS)
+    assert all(own[("dropout_0.3", m)] and own[("epochs_30", m)] and own[("paper_schedule", m)] for m in ps.METHODS)
+    fitnet = _flags(ps.student_run(STUDY, "paper_schedule", ps.FACTORS["paper_schedule"], "fitnet", 0)[0])
+    assert fitnet["epochs"] == "100" and "iep_module_epochs" not in fitnet  # the module phase is IEP's alone
 
 
 def test_a_combination_reuses_the_single_factors_runs_it_cannot_add_to():
@@ -93,6 +96,8 @@ def test_combination_takes_protocol_factors_that_raised_both_iep_variants():
         _row("no_clip", "iep_bb", 0.7, gain=0.05),
         _row("module_20_epochs", "iep", 0.7, gain=0.02),
         _row("module_20_epochs", "iep_bb", 0.7, gain=0.02),
+        _row("paper_schedule", "iep", 0.8, gain=0.1),  # the destination, not a suspect: never combined
+        _row("paper_schedule", "iep_bb", 0.8, gain=0.1),
     ]
     chosen = ps.auto_combination(rows)
     assert chosen == ["module_20_epochs", "dropout_0.3"]

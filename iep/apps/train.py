@@ -56,7 +56,14 @@ flags.DEFINE_float("dropout", None, "Dropout inside blocks; default 0.3 for WRN 
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data order, augmentation and dropout.")
 flags.DEFINE_string("run_dir", None, "Run directory; default runs/<data>_<arch>_<distill>_r<rate>_s<seed>.")
 flags.DEFINE_boolean("resume", True, "Continue from the newest checkpoint in --run_dir.")
-flags.DEFINE_enum("distill", "none", list(METHODS), "Knowledge-distillation method (see the README's table).")
+flags.DEFINE_string(
+    "distill", "none", f"Knowledge-distillation method: {', '.join(METHODS)}, or one a --plugins file registers."
+)
+flags.DEFINE_list(
+    "plugins",
+    [],
+    "Python files or module names imported first, e.g. ones that register methods with @iep.methods.register.",
+)
 flags.DEFINE_string(
     "teacher",
     None,
@@ -88,11 +95,13 @@ flags.DEFINE_integer("knowledge_epochs", None, "--protocol=transfer: epochs of t
 flags.DEFINE_enum("iep_second_pca", "ipca", ["ipca", "pca"], "IEP second PCA: incremental or per-batch.")
 flags.DEFINE_integer("iep_iterations", 2, "IEP MPNN message-passing iterations.")
 flags.DEFINE_list("iep_knowledge", None, "IEP terms to transfer: alteration,interim[,black_box]; default per method.")
-flags.DEFINE_integer("iep_module_steps", None, "IEP phase-1 (module training) steps; default 8000.")
+flags.DEFINE_integer(
+    "iep_module_steps", None, "IEP phase-1 (module training) steps; default --iep_module_epochs' 20 epochs."
+)
 flags.DEFINE_integer(
     "iep_module_epochs",
     None,
-    "IEP phase 1 as passes over the training data instead of steps (the reference code trains the module for 20 "
+    "IEP phase 1 as passes over the training data (default 20: the reference code trains the modules for 20 "
     "epochs); excludes --iep_module_steps.",
 )
 flags.DEFINE_float("iep_module_lr", 0.1, "IEP phase-1 learning rate (fixed, SGD Nesterov 0.9).")
@@ -139,9 +148,36 @@ flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
 
 
+def _load_plugins(plugins: list[str]) -> None:
+    """Imports each --plugins entry (a .py path or a module name), so what it registers is known."""
+    import importlib
+    import importlib.util
+    import os
+
+    for plugin in plugins:
+        if plugin.endswith(".py"):
+            if not os.path.isfile(plugin):
+                raise ValueError(f"--plugins {plugin!r}: no such file")
+            name = "iep_plugin_" + os.path.splitext(os.path.basename(plugin))[0]
+            spec = importlib.util.spec_from_file_location(name, plugin)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(plugin)
+            except ModuleNotFoundError as error:
+                raise ValueError(f"--plugins {plugin!r}: {error}") from None
+
+
 def _check_flags() -> None:
     """The numeric flags TrainConfig does not hold, in range (NaN fails every check), before any compute."""
     import math
+
+    from iep.methods import methods
+
+    _load_plugins(FLAGS.plugins)
+    if FLAGS.distill not in methods():
+        raise ValueError(f"--distill must be one of {list(methods())}, got {FLAGS.distill!r}")
 
     checks = [
         ("image_size", FLAGS.image_size is None or 8 <= FLAGS.image_size <= 1024, "between 8 and 1024 pixels"),
@@ -192,6 +228,11 @@ def _static_flags():
     if FLAGS.static_knowledge:
         raise ValueError(f"--static_knowledge is for --distill=static_kd, not --distill={FLAGS.distill}")
     return None
+
+
+def _points(network) -> list[list]:
+    """[[layer name, [H, W, C]], ...]: a network's sensing points as config.json records them."""
+    return [[t.name, list(t.shape)] for t in network.tap_specs]
 
 
 def _train() -> dict:
@@ -341,6 +382,9 @@ def _train() -> dict:
                     "mean": data.mean,
                     "std": data.std,
                     "train_images": data.num_train,
+                    # The layers the method reads, as resolved (the --teacher_taps default included).
+                    "student_points": _points(student),
+                    "teacher_points": _points(teacher) if teacher is not None else None,
                 },
                 resume=FLAGS.resume,
             )
@@ -351,13 +395,15 @@ def _train() -> dict:
         trainer = Trainer(student, data, train_config, run_dir, distiller, strategy)
     if strategy.num_replicas_in_sync > 1:
         print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {FLAGS.batch_size}")
-    if teacher is not None and teacher.num_classes == data.num_classes:
-        predict = tf.function(lambda images: teacher.classifier(images, training=False))
-        teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))
-        print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {teacher_accuracy:.4f}")
-    elif teacher is not None:
-        points = ", ".join(f"{t.name} {t.shape}" for t in teacher.tap_specs)
-        print(f"teacher {FLAGS.teacher}: {teacher.num_classes} classes (the data has {data.num_classes}); {points}")
+    if teacher is not None:
+        if teacher.num_classes == data.num_classes:
+            predict = tf.function(lambda images: teacher.classifier(images, training=False))
+            teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))
+            print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {teacher_accuracy:.4f}")
+        else:
+            print(f"teacher {FLAGS.teacher}: {teacher.num_classes} classes (the data has {data.num_classes})")
+        for who, network in (("teacher", teacher), ("student", student)):
+            print(f"{who} points: " + ", ".join(f"{name} {tuple(shape)}" for name, shape in _points(network)))
     summary = trainer.fit(resume=FLAGS.resume)
     if FLAGS.semantic_vectors and is_chief(strategy):
         from iep.static.knowledge_file import DEFAULT_NAME

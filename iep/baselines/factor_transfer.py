@@ -1,23 +1,36 @@
-"""FT — factor transfer (Kim, Park & Kwak, NeurIPS 2018), as in the IEP author's TF2 benchmark `distiller/FT.py`.
+"""FT — factor transfer (Kim, Park & Kwak, NeurIPS 2018), as the IEP author's TF2 benchmark executes it.
 
-Pre-phase: a *paraphraser* (3×3 convs to D/2, D/4 at stride 2, D/8, with BN
-and leaky ReLU; mirrored by transposed convs back to D) learns to rebuild the
-teacher's last sensing point (D channels, after its ReLU):
-Σ|F − ReLU(dec(enc))| / (B·H·W) + 1e-6 · Σ|enc| / (B·H·W), SGD at 1e-3, for 30 %
-of the main steps, weight decay 5e-4 on every paraphraser variable (the TF2
-code adds wd · v to each gradient, BN γ/β and the last bias included). Main
-phase: a *translator* on the student's last point (the encoder's layout,
-trained with the student) must match the frozen
-paraphraser's factor: β · mean|n(T) − n(S)| with n the per-sample L2
-normalization over H·W·C and β = 100.
+Reference: `sseung0703/Knowledge_distillation_via_TF2.0`, `distiller/FT.py`
+with the layers of `nets/tcl.py`. There, `tcl.arg_scope` *overwrites* the
+explicit keyword arguments with the class's `pre_defined` ones, and FT.py sets
+`Conv2d` and `Conv2d_transpose` to `use_biases=False` and `BatchNorm` to
+`activation_fn=tf.nn.leaky_relu`. So, as executed (not as the constructor
+calls read):
 
-Checked layer by layer against `distiller/FT.py`: the encoder, decoder and
-translator stacks and their activations (leaky ReLU 0.2 after the BNs of the
-first two convs, none after the third; the decoder's last transposed conv
-with bias and no BN; ReLU on the rebuild; no activation on the factor in the
-main phase) are the TF2 code's. The TF1 benchmark (`KD_methods_with_TF/nets/
-Response.py`, `Factor_Transfer`) differs: no BN, leaky ReLU after every conv,
-normalization over channels only, weight 5e2; we follow the TF2 code.
+* every conv and transposed conv keeps `tcl`'s default ReLU (only the
+  translator's last conv passes `activation_fn=None`, a key that is not
+  overwritten), and none has a bias — the decoder's last transposed conv
+  included, despite its `use_biases=True`;
+* every BN ends in a leaky ReLU (α 0.2) — the last one of the encoder and of
+  the translator included, despite their `activation_fn=None`;
+* the paraphraser's BNs are never run in training mode (`auxiliary_training`
+  calls the encoder and decoder without `training`, the main phase with
+  `training=False`), so they normalize with their initial moving statistics,
+  mean 0 and variance 1, and only γ and β learn; the translator's BNs use
+  batch statistics (`training=True`).
+
+Kernels are `tcl`'s variance-scaling fan-out (`nets.layers.kernel_initializer`).
+Pre-phase (the auxiliary training, 30 % of the main steps: `int(train_epoch*.3)`
+epochs there), on the teacher's last sensing point F (D channels, after its
+ReLU): enc = leaky(P_enc(F)), F̂ = ReLU(P_dec(enc)),
+Σ|F − F̂| / (B·H·W) + 1e-6 · Σ|enc| / (B·H·W), SGD Nesterov at 1e-3 with
+wd · v added to the gradient of every paraphraser variable (BN γ/β included).
+Main phase: β · mean|n(P_enc(F_T)) − n(T(F_S))| with n the per-sample L2
+normalization over H·W·C, β = 100, the translator T trained with the student
+(both decayed: the benchmark's `op_util.py` decays every model variable).
+The TF1 benchmark (`KD_methods_with_TF/nets/Response.py`, `Factor_Transfer`)
+differs (no BN, normalization over channels only, weight 5e2); we follow the
+TF2 code.
 """
 
 from __future__ import annotations
@@ -31,32 +44,43 @@ from iep.nets import layers as L
 from iep.op_utils import l2_penalty
 
 RATE = 0.5  # the paraphrase rate of the code
+LEAKY_SLOPE = 0.2  # tf.nn.leaky_relu's default
 
 
-def _conv_bn(filters: int, stride: int, name: str, transpose: bool = False, act: bool = True) -> list:
-    conv = (
-        keras.layers.Conv2DTranspose(filters, 3, stride, padding="same", use_bias=False, name=f"{name}_convt")
-        if transpose
-        else L.conv(filters, 3, stride, name=f"{name}_conv")
+def _conv(filters: int, stride: int, name: str, transpose: bool = False, relu: bool = True) -> list:
+    """A bias-free (transposed) conv and, unless told otherwise, tcl's default ReLU after it."""
+    layer = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    conv = layer(
+        filters, 3, stride, padding="same", use_bias=False, kernel_initializer=L.kernel_initializer(), name=name
     )
-    return [conv, L.batch_norm(f"{name}_bn")] + ([keras.layers.LeakyReLU(0.2, name=f"{name}_act")] if act else [])
+    return [conv] + ([keras.layers.ReLU(name=f"{name}_relu")] if relu else [])
 
 
-def encoder(channels: int, name: str) -> keras.Sequential:
-    """D → D·r (stride 1) → D·r² (stride 1/r) → D·r³ (stride 1, no activation)."""
+def _bn(name: str) -> list:
+    """tcl.BatchNorm as FT.py overrides it: always followed by a leaky ReLU."""
+    return [L.batch_norm(name), keras.layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_leaky")]
+
+
+def encoder(channels: int, name: str, last_relu: bool = True) -> keras.Sequential:
+    """D → D·r (stride 1) → D·r² (stride 1/r) → D·r³ (stride 1); `last_relu=False` is the translator's."""
     return keras.Sequential(
-        _conv_bn(int(channels * RATE), 1, f"{name}0")
-        + _conv_bn(int(channels * RATE**2), int(1 / RATE), f"{name}1")
-        + _conv_bn(int(channels * RATE**3), 1, f"{name}2", act=False),
+        _conv(int(channels * RATE), 1, f"{name}_conv0")
+        + _bn(f"{name}_bn0")
+        + _conv(int(channels * RATE**2), int(1 / RATE), f"{name}_conv1")
+        + _bn(f"{name}_bn1")
+        + _conv(int(channels * RATE**3), 1, f"{name}_conv2", relu=last_relu)
+        + _bn(f"{name}_bn2"),
         name=name,
     )
 
 
 def decoder(channels: int, name: str) -> keras.Sequential:
     return keras.Sequential(
-        _conv_bn(int(channels * RATE**2), 1, f"{name}0", transpose=True)
-        + _conv_bn(int(channels * RATE), int(1 / RATE), f"{name}1", transpose=True)
-        + [keras.layers.Conv2DTranspose(channels, 3, 1, padding="same", name=f"{name}2_convt")],
+        _conv(int(channels * RATE**2), 1, f"{name}_convt0", transpose=True)
+        + _bn(f"{name}_bnt0")
+        + _conv(int(channels * RATE), int(1 / RATE), f"{name}_convt1", transpose=True)
+        + _bn(f"{name}_bnt1")
+        + _conv(channels, 1, f"{name}_convt2", transpose=True),
         name=name,
     )
 
@@ -74,6 +98,8 @@ def factor_loss(student_factor: tf.Tensor, teacher_factor: tf.Tensor, beta: floa
 
 class FTDistiller(Distiller):
     name, loss_names = "ft", ("factor",)
+    # TF2 `op_util.py`: wd·v on every variable of the model, the translator (`student.aux_layers`) included.
+    decay_every_variable = True
     pre_phase_loss_names = ("paraphrase", "weight_decay")
 
     def __init__(
@@ -96,7 +122,7 @@ class FTDistiller(Distiller):
         channels = t_shape[-1]
         self.paraphraser_encoder = encoder(channels, "ft_paraphraser_enc")
         self.paraphraser_decoder = decoder(channels, "ft_paraphraser_dec")
-        self.translator = encoder(channels, "ft_translator")
+        self.translator = encoder(channels, "ft_translator", last_relu=False)
         self.paraphraser_decoder(self.paraphraser_encoder(tf.zeros((2, *t_shape))))
         self.translator(tf.zeros((2, *s_shape)))
 
@@ -116,8 +142,9 @@ class FTDistiller(Distiller):
 
     def pre_phase_losses(self, images, labels):
         features = tf.stop_gradient(self.teacher(images, training=False)["taps"][-1])
-        factor = tf.nn.leaky_relu(self.paraphraser_encoder(features, training=True), 0.2)
-        rebuilt = tf.nn.relu(self.paraphraser_decoder(factor, training=True))
+        # training=False: the reference never runs the paraphraser's BNs in training mode (module docstring).
+        factor = tf.nn.leaky_relu(self.paraphraser_encoder(features, training=False), LEAKY_SLOPE)
+        rebuilt = tf.nn.relu(self.paraphraser_decoder(factor, training=False))
         return {
             "paraphrase": paraphraser_loss(features, factor, rebuilt),
             "weight_decay": l2_penalty(

@@ -8,15 +8,18 @@ F², flattened and L2-normalized per sample; loss β · Σ_points mean((Q_s − 
 (no ½: the IEP author's TF1 benchmark, `KD_methods_with_TF/nets/Distillation.py`,
 uses β/2 on post-ReLU features; we follow the method's own code). Teacher and
 student points must have equal H×W (channels may differ).
-RKD — RepDistiller, `distiller_zoo/RKD.py` (`RKDLoss`, w_d = 25, w_a = 50)
-on `feat[-1]` as its `train_student.py` passes it: the penultimate embedding
-(global-average-pooled last sensing point, not normalized). Smooth-L1 (mean
-over all entries) between distance-wise potentials (pairwise distances over
-their mean over the positive entries; the diagonal is 0) and angle-wise
-potentials (cosines of the angles of every sample triple), plus the
-student's cross-entropy (β = 1). The weights 25/50 are also mdistiller's
-CIFAR setting; the 100/200 of the IEP author's TF2 code belong to
-L2-normalized logits, not to this embedding.
+RKD — the IEP author's TF1 benchmark, `KD_methods_with_TF/nets/Relation.py`
+(`RKD`, the "RKD fixed" of its README: `source = tf.nn.l2_normalize(source, 1)`,
+likewise the target, before the potentials), at RepDistiller's weights w_d = 25,
+w_a = 50 (`distiller_zoo/RKD.py`; also mdistiller's CIFAR setting), on the
+penultimate embedding (global-average-pooled last sensing point: `feat[-1]`
+as RepDistiller's `train_student.py` passes it, the TF1 code's pooled
+feature). Smooth-L1 (mean over all entries) between distance-wise potentials
+(pairwise distances over their mean over the positive entries; the diagonal
+is 0) and angle-wise potentials (cosines of the angles of every sample
+triple), plus the student's cross-entropy (β = 1). `normalize=False` is
+RepDistiller's own RKD (no normalization). The 100/200 of the author's TF2
+code belong to L2-normalized logits, not to this embedding.
 """
 
 from __future__ import annotations
@@ -59,7 +62,11 @@ def angle_potential(x: tf.Tensor) -> tf.Tensor:
     return tf.matmul(e, e, transpose_b=True)
 
 
-def rkd_loss(student: tf.Tensor, teacher: tf.Tensor, distance_weight: float, angle_weight: float) -> tf.Tensor:
+def rkd_loss(
+    student: tf.Tensor, teacher: tf.Tensor, distance_weight: float, angle_weight: float, normalize: bool = True
+) -> tf.Tensor:
+    if normalize:
+        student, teacher = tf.math.l2_normalize(student, axis=1), tf.math.l2_normalize(teacher, axis=1)
     return distance_weight * huber(distance_potential(student), distance_potential(teacher)) + angle_weight * huber(
         angle_potential(student), angle_potential(teacher)
     )
@@ -67,6 +74,7 @@ def rkd_loss(student: tf.Tensor, teacher: tf.Tensor, distance_weight: float, ang
 
 class ATDistiller(Distiller):
     name, loss_names = "at", ("at",)
+    decay_every_variable = True  # attention-transfer `cifar.py`: SGD weight_decay over every parameter
 
     def __init__(self, teacher, student, beta: float = 1000.0):
         super().__init__(teacher)
@@ -82,15 +90,17 @@ class ATDistiller(Distiller):
 
 class RKDDistiller(Distiller):
     name, loss_names = "rkd", ("rkd",)
+    decay_every_variable = True  # RepDistiller `train_student.py`: SGD(trainable_list, weight_decay)
     min_batch_size = 3  # angles need sample triples
 
-    def __init__(self, teacher, distance_weight: float = 25.0, angle_weight: float = 50.0):
+    def __init__(self, teacher, distance_weight: float = 25.0, angle_weight: float = 50.0, normalize: bool = True):
         super().__init__(teacher)
-        self.distance_weight, self.angle_weight = distance_weight, angle_weight
+        self.distance_weight, self.angle_weight, self.normalize = distance_weight, angle_weight, normalize
 
     def losses(self, images, labels, student_outputs, epoch):
         def embed(taps):
             return tf.reduce_mean(tf.cast(taps[-1], tf.float32), axis=[1, 2])
 
         teacher = tf.stop_gradient(embed(self.teacher(images, training=False)["taps"]))
-        return {"rkd": rkd_loss(embed(student_outputs["taps"]), teacher, self.distance_weight, self.angle_weight)}
+        student = embed(student_outputs["taps"])
+        return {"rkd": rkd_loss(student, teacher, self.distance_weight, self.angle_weight, self.normalize)}

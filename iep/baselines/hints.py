@@ -11,11 +11,15 @@ WRN-40-4→WRN-16-4.
   Σ_points Σ(s − t)² / (B·H·W) at the base learning rate; the main phase is
   plain training.
 * AB (Heo et al., AAAI 2019) — the same initialization scheme with the
-  activation-boundary loss (margin 1), point i of n weighted 2^(i−n+1). A
-  connector only where the widths differ: at equal widths the student's
-  point is compared directly, as in the official AB code and the IEP
-  author's TF1 benchmark (`KD_methods_with_TF/nets/Distillation.py`,
-  `AB_distillation`: the map is built only `if Ds != Dt`).
+  activation-boundary loss (margin 1) as the TF2 benchmark's
+  `distiller/AB.py` executes it: a connector (1×1 conv + BN) at *every*
+  point, equal widths included (`self.student.aux_layers` is built for each
+  pair with no width test; the `if Ds != Dt` guard of the TF1 benchmark's
+  `AB_distillation` is gone from KD_methods_with_TF since commit ce248ac).
+  Loss scale per point: Σ|(s+m)²·[s > −m ∧ t ≤ 0] + (s−m)²·[s ≤ m ∧ t > 0]|
+  over the batch, divided by B·H·W (a sum over channels, a mean over
+  pixels), point i of n weighted 2^(i−n+1); no global weight (the file's
+  `self.weight = 1e-4` is never used).
 * CO (Heo et al., ICCV 2019, "overhaul") — no pre-phase; trained with the
   student: teacher features clamped below at the expected negative response
   of their BN (margin m), partial L2 Σ(s − t)²·[s > t ∨ t > 0], point i of n
@@ -23,7 +27,8 @@ WRN-40-4→WRN-16-4.
 * FSP (Yim et al., CVPR 2017) — as in the IEP author's TF1 benchmark
   `KD_methods_with_TF/nets/Shared.py` (`FSP`, weight 1e-3) with the
   initialization schedule of its `train_w_distill.py` (FSP is one of
-  {FitNet, FSP, AB}: distillation first, then plain training). On the
+  {FitNet, FSP, AB}: distillation first, then plain training; `init_epoch =
+  40` before `train_epoch = 100`, so the pre-phase is 40 % of the main steps). On the
   activated stage outputs (`taps`, the benchmark's `feat` collection): for
   consecutive points the flow matrix G = Fᵢᵀ·Fᵢ₊₁ / (H·W) (Fᵢ 2×2 max-pooled
   first where it is larger), loss weight · Σ_pairs mean_batch Σ(G_T − G_S)² / 2.
@@ -40,7 +45,7 @@ import tensorflow as tf
 from iep.adapters import TapAdapter
 from iep.engine.distiller import Distiller
 from iep.nets import TappedNetwork
-from iep.op_utils import decayed_variables, l2_penalty
+from iep.op_utils import l2_penalty
 
 
 def _require_equal_points(method: str, teacher: TappedNetwork, student: TappedNetwork) -> None:
@@ -65,8 +70,14 @@ def connectors(
 
 
 def student_body_variables(student: TappedNetwork) -> list[tf.Variable]:
-    """The student's trainable variables below its classifier (which no feature loss reaches)."""
-    head = {id(v) for v in student.model.get_layer("logits").weights}
+    """The student's trainable variables below its classifier (which no feature loss reaches): all but the
+    weights of the layer that outputs the logits, found from the graph, whatever it is named."""
+    if student.head is None:
+        raise ValueError(
+            f"{student.arch}: the student's logits are no layer's output, so its classifier cannot be told apart "
+            "from its body; end the student's graph in a layer (e.g. a Dense) whose output is the logits"
+        )
+    head = {id(v) for v in student.head.weights}
     return [v for v in student.model.trainable_variables if id(v) not in head]
 
 
@@ -123,6 +134,8 @@ class _Initialization(Distiller):
     """Pre-phase: student + connectors learn `hint_loss` (plus weight decay); main phase: plain training."""
 
     hint_name = "hint"
+    # TF2 `op_util.py` (FitNet, AB) and TF1 `ResNet_arg_scope` (FSP): every trained variable is decayed.
+    decay_every_variable = True
 
     def __init__(
         self,
@@ -164,7 +177,7 @@ class _Initialization(Distiller):
             student_maps = [c(s, training=True) for c, s in zip(self.connectors, student_maps, strict=True)]
         return {
             self.hint_name: self.hint_loss(student_maps, teacher_maps),
-            "weight_decay": l2_penalty(decayed_variables(self.pre_phase_variables), self.weight_decay),
+            "weight_decay": l2_penalty(self.decayed(self.pre_phase_variables), self.weight_decay),
         }
 
 
@@ -181,9 +194,6 @@ class ABDistiller(_Initialization):
     def __init__(self, teacher, student, pre_phase_steps: int, margin: float = 1.0, **kwargs):
         super().__init__(teacher, student, pre_phase_steps, **kwargs)
         self.margin = margin
-
-    def build_connectors(self, teacher, student):
-        return connectors(teacher, student, self.name, always_project=False)
 
     def hint_loss(self, student_maps, teacher_maps):
         return ab_loss(student_maps, teacher_maps, self.margin)
@@ -232,6 +242,8 @@ class FSPDistiller(_Initialization):
 
 class CODistiller(Distiller):
     name, loss_names = "co", ("overhaul",)
+    # Overhaul `CIFAR-100/train_with_distillation.py:137`: SGD over student and connectors, weight_decay on all.
+    decay_every_variable = True
 
     def __init__(self, teacher: TappedNetwork, student: TappedNetwork, weight: float = 1e-3):
         super().__init__(teacher)

@@ -1,15 +1,24 @@
 """Logit distillation: KD (Hinton et al. 2015) and DKD (Zhao et al., CVPR 2022).
 
-Defaults are the CIFAR-100 settings of mdistiller (the DKD authors' code base):
-KD — temperature 4, cross-entropy weight 0.1, KD weight 0.9;
+KD has two named settings (`setting=`, `--distill_args=setting=...`):
+* `author` (default; the paper's Table 7, the only table with KD): the IEP
+  author's TF1 benchmark, KD_methods_with_TF `nets/ResNet.py`
+  (`Response.Soft_logits(logits, logits_tch, 4)`: T = 4), `nets/Response.py`
+  (`Soft_logits`: mean_batch KL(softmax(t/T) ‖ softmax(s/T)), no T²) and
+  `op_util.py` (`Optimizer_w_Distillation`: 0.7 · CE + 0.3 · KL);
+* `mdistiller`: the DKD authors' CIFAR-100 setting (mdistiller
+  `configs/cifar100/kd.yaml`, `mdistiller/distillers/KD.py`): T = 4,
+  0.1 · CE + 0.9 · T² · KL.
+`temperature`, `weight` and `cross_entropy_weight` override the setting's values.
+
 DKD — mdistiller's WRN pair, `configs/cifar100/dkd/wrn40_2_wrn_16_2.yaml`
 (β = 6; `mdistiller/engine/cfg.py` gives the rest: temperature 4, α
 (target-class term) 1, cross-entropy weight 1, warm-up 20 epochs; β = 8 is
 the cfg default their other pairs keep) with `mdistiller/distillers/DKD.py`'s
 linear warm-up min(epoch / 20, 1) over their 240-epoch run. The warm-up is
 kept as that fraction of our run (1/12 of it), so a short run reaches full
-weight as theirs does; `warmup_fraction` overrides it.
-KL terms are batch means scaled by T², as there.
+weight as theirs does; `warmup_fraction` overrides it. KL terms are batch
+means scaled by T², as there.
 """
 
 from __future__ import annotations
@@ -24,11 +33,21 @@ def teacher_logits(teacher, images) -> tf.Tensor:
     return tf.stop_gradient(tf.cast(teacher(images, training=False)["logits"], tf.float32))
 
 
-def kd_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor, temperature: float) -> tf.Tensor:
-    """T² · mean_batch KL(softmax(t/T) ‖ softmax(s/T))."""
+def kd_loss(
+    student_logits: tf.Tensor, teacher_logits: tf.Tensor, temperature: float, scale_by_t2: bool = True
+) -> tf.Tensor:
+    """T² · mean_batch KL(softmax(t/T) ‖ softmax(s/T)) (without the T² if not `scale_by_t2`)."""
     p_teacher = tf.nn.softmax(teacher_logits / temperature)
     log_ratio = tf.nn.log_softmax(teacher_logits / temperature) - tf.nn.log_softmax(student_logits / temperature)
-    return temperature**2 * tf.reduce_mean(tf.reduce_sum(p_teacher * log_ratio, axis=-1))
+    scale = temperature**2 if scale_by_t2 else 1.0
+    return scale * tf.reduce_mean(tf.reduce_sum(p_teacher * log_ratio, axis=-1))
+
+
+# setting → (temperature, KL weight, cross-entropy weight, KL scaled by T²); see the module docstring.
+KD_SETTINGS = {
+    "author": (4.0, 0.3, 0.7, False),
+    "mdistiller": (4.0, 0.9, 0.1, True),
+}
 
 
 def dkd_loss(student_logits, teacher_logits, labels, alpha: float, beta: float, temperature: float) -> tf.Tensor:
@@ -51,19 +70,35 @@ def dkd_loss(student_logits, teacher_logits, labels, alpha: float, beta: float, 
 class KDDistiller(Distiller):
     name, loss_names = "kd", ("kd",)
     uses_teacher_logits = True
+    decay_every_variable = True  # mdistiller `engine/trainer.py`: torch SGD weight_decay over all parameters
 
-    def __init__(self, teacher, temperature: float = 4.0, weight: float = 0.9, cross_entropy_weight: float = 0.1):
+    def __init__(
+        self,
+        teacher,
+        setting: str = "author",
+        temperature: float | None = None,
+        weight: float | None = None,
+        cross_entropy_weight: float | None = None,
+    ):
         super().__init__(teacher)
-        self.temperature, self.weight, self.cross_entropy_weight = temperature, weight, cross_entropy_weight
+        if setting not in KD_SETTINGS:
+            raise ValueError(f"--distill_args setting for kd must be one of {sorted(KD_SETTINGS)}, got {setting!r}")
+        default_t, default_w, default_ce, self.scale_by_t2 = KD_SETTINGS[setting]
+        self.setting = setting
+        self.temperature = default_t if temperature is None else temperature
+        self.weight = default_w if weight is None else weight
+        self.cross_entropy_weight = default_ce if cross_entropy_weight is None else cross_entropy_weight
 
     def losses(self, images, labels, student_outputs, epoch):
         student = tf.cast(student_outputs["logits"], tf.float32)
-        return {"kd": self.weight * kd_loss(student, teacher_logits(self.teacher, images), self.temperature)}
+        kl = kd_loss(student, teacher_logits(self.teacher, images), self.temperature, self.scale_by_t2)
+        return {"kd": self.weight * kl}
 
 
 class DKDDistiller(Distiller):
     name, loss_names = "dkd", ("dkd",)
     uses_teacher_logits = True
+    decay_every_variable = True  # mdistiller `engine/trainer.py`: torch SGD weight_decay over all parameters
 
     def __init__(
         self,

@@ -3,15 +3,24 @@
 The IEP author's earlier method, and IEP+BB's black-box term without the
 MPNN message: per pair of consecutive sensing points, 8 learned attention
 heads relate the samples of a batch (G_h = K_h Q_hᵀ, B×B). Pre-phase: the
-heads and an estimator learn to rebuild the later point's compressed PCs from
-the earlier one (random head drop; loss mean(1 − cos)), for 8,000 steps at
-LR 0.1 as IEP's module phase. Main phase: the student matches
+heads and an estimator learn to rebuild the later point's compressed vectors
+from the earlier one (random head drop; loss mean(1 − cos)) at LR 0.1, for
+40 epochs by default: KD_methods_with_TF `train_w_distill.py` sets
+`init_epoch = 40` for MHGD (`iep.methods.PRE_PHASE`; `pre_phase_steps`
+overrides). Main phase: the student matches
 KL(softmax(tanh G_S) ‖ softmax(tanh G_T)) with the module frozen, combined by
 the author's norm-clipped multi-task gradient.
 
-Our choice: the points are compressed by IEP's stacked PCA (first PCA per
-sample, IPCA over the batch) so MHGD and IEP+BB see identical inputs; the
-MHGD paper compresses by the SVD of KD-SVD, which the IEP paper replaces.
+What the heads read — a deliberate difference from the reference, stated so
+that no result is mistaken for the reference's: MHGD's own code
+(KD_methods_with_TF `nets/Relation.py`, `MHGD`) compresses each point by
+KD-SVD's decomposition (the teacher's first right singular vector, the
+student's best-aligned of 4, `SVP.SVD_eid` + `SVP.Align_rsv`). Ours feeds the
+heads IEP's stacked-PCA components (first PCA per sample, IPCA over the
+batch: `iep.points.SensingPoints`), so that MHGD and IEP+BB's black-box term
+see identical inputs and differ only by the MPNN message; the IEP paper
+introduces the stacked PCA as the replacement of that SVD. A run of this
+distiller is therefore "MHGD on IEP's inputs", not the BMVC paper's MHGD.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from iep.points import SensingPoints
 
 class MHGDDistiller(ClippedDistiller):
     name, loss_names = "mhgd", ("graph",)
+    decay_every_variable = True  # KD_methods_with_TF `nets/ResNet.py` arg scope: kernels, BN γ/β, biases
     min_batch_size = 2  # attention between the samples of a batch
     pre_phase_loss_names = ("estimator", "module_l2")
 
@@ -35,7 +45,7 @@ class MHGDDistiller(ClippedDistiller):
         self,
         teacher: TappedNetwork,
         student: TappedNetwork,
-        pre_phase_steps: int = 8000,
+        pre_phase_steps: int,
         pre_phase_lr: float = 0.1,
         heads: int = HEADS,
         second_pca: str = "ipca",

@@ -10,9 +10,12 @@ student; weight decay 5e-4).
 
 How it fits the one loop (our design): the peer is a module of the
 distiller, so its variables train with the student's optimizer and
-schedule. The distillation terms are the peer's cross-entropy, the peer's
-weight decay and the mutual term ½[KL(p_P ‖ p_S) + KL(p_S ‖ p_P)]; each
-network's gradient of that sum is exactly its own objective in the
+schedule. The distillation terms are the peer's cross-entropy and the
+mutual term ½[KL(p_P ‖ p_S) + KL(p_S ‖ p_P)]; the loop's weight decay
+covers both networks' every variable (`decay_every_variable`: the TF1
+benchmark's `ResNet_arg_scope` regularizes kernels, BN γ/β and the
+classifier bias of student and peer alike, at the loop's `--weight_decay`).
+Each network's gradient of that sum is exactly its own objective in the
 reference (the other network's CE and decay do not reach it). One
 difference: the reference updates the peer first and then the student
 against the updated peer; here both update from the same forward pass
@@ -28,7 +31,6 @@ import tensorflow as tf
 from iep.baselines.logit_kd import kd_loss
 from iep.engine.distiller import Distiller
 from iep.nets import TappedNetwork, build_network, parse_arch
-from iep.op_utils import decayed_variables, l2_penalty
 
 
 def mutual_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
@@ -38,9 +40,10 @@ def mutual_kl(logits_a: tf.Tensor, logits_b: tf.Tensor) -> tf.Tensor:
 
 
 class DMLDistiller(Distiller):
-    name, loss_names = "dml", ("mutual", "peer_cross_entropy", "peer_weight_decay")
+    name, loss_names = "dml", ("mutual", "peer_cross_entropy")
+    decay_every_variable = True
 
-    def __init__(self, teacher: TappedNetwork, student: TappedNetwork, weight_decay: float = 5e-4):
+    def __init__(self, teacher: TappedNetwork, student: TappedNetwork):
         super().__init__(teacher)
         try:
             parse_arch(teacher.arch)
@@ -59,7 +62,6 @@ class DMLDistiller(Distiller):
             dropout=0.0,
             name="dml_peer",
         )
-        self.weight_decay = weight_decay
 
     @property
     def trainable_variables(self):
@@ -75,5 +77,4 @@ class DMLDistiller(Distiller):
         return {
             "mutual": mutual_kl(peer, student),
             "peer_cross_entropy": cross_entropy,
-            "peer_weight_decay": l2_penalty(decayed_variables(self.peer.model.trainable_variables), self.weight_decay),
         }

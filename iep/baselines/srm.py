@@ -130,6 +130,7 @@ def init_losses(student_scores: tf.Tensor, teacher_codes: tf.Tensor, k: int) -> 
 class SRMDistiller(Distiller):
     name, loss_names = "srm", ("kd",)
     uses_teacher_logits = True
+    decay_every_variable = True  # SRM `cifar100/code/Utility.py` kd_epoch_trainer: Adam(S_model.parameters(), wd)
 
     def __init__(
         self,

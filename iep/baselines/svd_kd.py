@@ -7,12 +7,14 @@ gradient is clipped by the norm of the cross-entropy gradient times
 σ(epoch), our `ClippedDistiller`). On the activated stage outputs (`taps`,
 the benchmark's `feat` collection), per sensing point:
 
-* the top-K singular triplets of the sample's H·W×D feature matrix (K = 1
-  as `Shared.py` sets it; the ECCV paper and the older `Distillation.py`
-  use 4), with s L2-normalized over the K values;
-* the student's right singular vectors aligned to the teacher's: each
-  teacher vector takes the student vector of largest |cosine| with its sign
-  (`SVP.Align_rsv(V_S, V_T)`); both sets scaled by the teacher's s;
+* the teacher's top-K singular triplets of the sample's H·W×D feature
+  matrix (K = 1) and the student's top K+3 = 4 (`Shared.py` lines 47 and 53:
+  `SVP.SVD(tfm, K)`, `SVP.SVD(sfm, K+3)`; the ECCV paper and the older
+  `Distillation.py` use 4 for both), with s L2-normalized over the K values;
+* the student's right singular vectors aligned to the teacher's:
+  `SVP.Align_rsv(V_S, V_T)` gives each teacher vector the student vector of
+  largest |cosine| among the 4, with that cosine's sign (the alignment is
+  outside the gradient, a mask); both sets scaled by the teacher's s;
 * between consecutive points, the RBF relation exp(−(v_i,a − v_{i−1},c)²/8)
   of every pair of entries, per vector; loss Σ (R_S − R_T)² (a sum over
   batch, entries and pairs of points; non-finite terms zeroed).
@@ -22,16 +24,12 @@ KD-SVD and KD-EID differ only in how the decomposition is computed:
 matrix (KD-EID); both use `op_utils.svd`'s matrix-backprop gradient, as both
 reference paths use the same custom gradient.
 
-Our reading, where the benchmark's code contradicts itself: its latest
-`Shared.py` calls `Align_rsv(V_T, V_S)` against an `SVP.py` whose
-`Align_rsv(x, y)` returns `x` re-ordered, which would replace the student's
-vectors by the teacher's and leave the student no gradient; we align the
-student to the teacher (the paper's description and the earlier call order).
-The teacher's singular vectors carry `op_utils.svd`'s sign rule (largest
-entry positive), where the reference keeps whatever sign its decomposition
-returns; the RBF relation between points depends on it, so ours is
-deterministic where theirs depends on the SVD routine. Needs equal widths at
-every point (the alignment compares D-vectors).
+One difference, ours: the singular vectors carry `op_utils.svd`'s sign rule
+(largest entry positive), where the reference keeps whatever sign its
+decomposition returns. The alignment's sign flip makes the student's side
+sign-free; the teacher's RBF relation between points depends on it, so ours
+is deterministic where theirs depends on the SVD routine. Needs equal widths
+at every point (the alignment compares D-vectors).
 """
 
 from __future__ import annotations
@@ -66,11 +64,13 @@ def rbf_relation(later: tf.Tensor, earlier: tf.Tensor) -> tf.Tensor:
     return tf.exp(-tf.square(later[:, :, None, :] - earlier[:, None, :, :]) / RBF_WIDTH)
 
 
-def svd_kd_loss(student_maps, teacher_maps, k: int, decomposition: str) -> tf.Tensor:
+def svd_kd_loss(student_maps, teacher_maps, k: int, decomposition: str, k_student: int | None = None) -> tf.Tensor:
+    """KD-SVD's loss: the teacher's top-k right singular vectors, each matched by the best of the student's
+    top `k_student` (default k)."""
     terms, previous = [], None
     for s_map, t_map in zip(student_maps, teacher_maps, strict=True):
         s_t, v_t = singular_vectors(tf.stop_gradient(t_map), k, decomposition)
-        _, v_s = singular_vectors(s_map, k, decomposition)
+        _, v_s = singular_vectors(s_map, k_student or k, decomposition)
         v_s = align_to_teacher(v_s, v_t)
         scale = tf.stop_gradient(s_t)[:, None, :]
         v_t, v_s = tf.stop_gradient(v_t * scale), v_s * scale
@@ -84,9 +84,12 @@ def svd_kd_loss(student_maps, teacher_maps, k: int, decomposition: str) -> tf.Te
 
 class KDSVDDistiller(ClippedDistiller):
     name, loss_names = "kd_svd", ("svd",)
+    decay_every_variable = True  # KD_methods_with_TF `nets/ResNet.py` arg scope: kernels, BN γ/β, biases
     decomposition = "svd"
 
-    def __init__(self, teacher: TappedNetwork, student: TappedNetwork, components: int = 1):
+    def __init__(
+        self, teacher: TappedNetwork, student: TappedNetwork, components: int = 1, student_components: int = 4
+    ):
         super().__init__(teacher)
         _require_equal_points(self.name, teacher, student)
         if len(teacher.tap_specs) < 2:
@@ -96,13 +99,19 @@ class KDSVDDistiller(ClippedDistiller):
                 raise ValueError(
                     f"{self.name} aligns singular vectors: it needs equal widths; student {s.shape} vs {t.shape}"
                 )
-            if not 1 <= components <= min(s.shape[0] * s.shape[1], s.shape[-1]):
-                raise ValueError(f"{self.name} components must be in [1, min(H·W, D)] at {s.shape}, got {components}")
-        self.components = components
+            rank = min(s.shape[0] * s.shape[1], s.shape[-1])
+            if not 1 <= components <= student_components <= rank:
+                raise ValueError(
+                    f"{self.name} needs 1 <= components <= student_components <= min(H·W, D) = {rank} at {s.shape}, "
+                    f"got {components} and {student_components}"
+                )
+        self.components, self.student_components = components, student_components
 
     def losses(self, images, labels, student_outputs, epoch):
         teacher_maps = self.teacher(images, training=False)["taps"]
-        loss = svd_kd_loss(student_outputs["taps"], teacher_maps, self.components, self.decomposition)
+        loss = svd_kd_loss(
+            student_outputs["taps"], teacher_maps, self.components, self.decomposition, self.student_components
+        )
         return {self.loss_names[0]: loss}
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import tensorflow as tf
 
 from iep.nets import TappedNetwork
+from iep.op_utils import decayed_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +69,12 @@ class Distiller:
     pre_phase_lr: float = 0.1
     # Relation methods compare the samples of a batch; below this many per replica their loss is identically 0.
     min_batch_size: int = 1
+    # What weight decay reaches. False: conv/dense kernels of the student (`op_utils.regularizers`, our reading
+    # of IEPKT, whose arg scopes set no regularizer). True: every trained variable — the student's BN γ/β and
+    # biases and the method's own modules (`trainable_variables`: connectors, translator, adapters) — as the
+    # baselines' reference code does (torch `SGD(..., weight_decay)` over all parameters; the TF2 benchmark's
+    # `op_util.py` adds wd·v to every gradient; the TF1 benchmark's arg scope regularizes kernels, BN and biases).
+    decay_every_variable: bool = False
 
     def __init__(self, teacher: TappedNetwork | None = None):
         self.teacher = teacher
@@ -83,6 +90,18 @@ class Distiller:
     @property
     def trainable_variables(self) -> list[tf.Variable]:
         return []
+
+    def decayed(self, variables: Sequence[tf.Variable]) -> list[tf.Variable]:
+        """The variables weight decay reaches among `variables` (plus this method's own modules when it decays
+        every variable); see `decay_every_variable`."""
+        if not self.decay_every_variable:
+            return decayed_variables(variables)
+        out, seen = [], set()
+        for v in (*variables, *self.trainable_variables):
+            if v.trainable and id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+        return out
 
     @property
     def pre_phase_variables(self) -> list[tf.Variable]:

@@ -78,7 +78,7 @@ def evaluate(
     from iep.datasets import DataConfig, build_pipeline
     from iep.datasets.sources import load_source
     from iep.engine.checkpointing import restore_model_weights
-    from iep.engine.runs import check_class_names, load_run_config
+    from iep.engine.runs import check_class_names, load_run_config, run_data_config
     from iep.nets import build_network
 
     if not (run_dir or checkpoint or saved_model):
@@ -99,18 +99,11 @@ def evaluate(
     crop = bool(run_config.get("crop_to_bbox")) and same_dataset  # as the run saw its images
     source = load_source(dataset, data_dir, download, crop)  # class names first: a mismatch costs no decoding
     check_class_names(model_names, source.class_names, repr(saved_model or run_dir))
-    # A run that carved a validation split out of its training split is scored on the same held-out images.
+    # On the run's own data, the run's data settings (a validation split carved out of its training split is
+    # scored on the same held-out images); on other data, only what the caller gave.
     same_data = same_dataset and data_dir == run_config.get("data_dir")
-    holdout = (run_config.get("validation_fraction") or 0.0) if split == "validation" and same_data else 0.0
-    config = DataConfig(
-        dataset,
-        data_dir,
-        download,
-        image_size=image_size,
-        cache_dir=cache_dir,
-        crop_to_bbox=crop,
-        validation_fraction=holdout,
-    )
+    settings = {"download": download, "image_size": image_size, "cache_dir": cache_dir, "crop_to_bbox": crop}
+    config = run_data_config(run_config, **settings) if same_data else DataConfig(dataset, data_dir, **settings)
     data = build_pipeline(config, source)
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)

@@ -276,5 +276,16 @@ def load_outside_teacher(
         teacher = _from_keras_model(model, spec, input_shape, taps, layer, flag, name)
     else:
         teacher = _saved_model(spec, input_shape, taps, TeacherInput(None, mode, name=f"{name}_input"), flag, name)
-    teacher.model.trainable = False
+    freeze(teacher.model)
     return teacher
+
+
+def freeze(model: keras.Model) -> None:
+    """`model.trainable = False`. Keras 3.6 cannot set it through a `TFSMLayer` (the SavedModel's
+    restored variables have no `trainable` setter, AttributeError); there every layer's own flag is cleared,
+    which empties `trainable_variables` just the same."""
+    try:
+        model.trainable = False
+    except AttributeError:
+        for layer in model._flatten_layers(include_self=True):
+            layer._trainable = False

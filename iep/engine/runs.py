@@ -96,6 +96,28 @@ def check_class_names(model_names, data_names, what: str) -> None:
     raise ValueError(f"{what} was trained on other classes than the data's ({detail})")
 
 
+def run_data_config(run_config: dict[str, Any], **overrides: Any):
+    """The `DataConfig` a run trained on, from its config.json: data set, folder, bbox crop, the held-out
+    validation fraction, the --rate subset and its seed, the image size. Each caller overrides only what it
+    means to change (another folder, the cache), so the training images a reader sees are the run's own —
+    and never its held-out ones (the holdout is carved before the --rate subset is drawn)."""
+    from iep.datasets import DataConfig
+
+    fields = {
+        "dataset": run_config["dataset"],
+        "data_dir": run_config.get("data_dir"),
+        "crop_to_bbox": bool(run_config.get("crop_to_bbox", RESUME_DEFAULTS["crop_to_bbox"])),
+        "validation_fraction": run_config.get("validation_fraction") or 0.0,
+        "rate": run_config.get("rate", 1.0),
+        "sample_seed": run_config.get("sample_seed", 0),
+        "image_size": (run_config.get("input_shape") or [None])[0],
+    }
+    unknown = sorted(set(overrides) - set(DataConfig.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"run_data_config: {unknown} are no DataConfig fields")
+    return DataConfig(**{**fields, **overrides})
+
+
 def load_run_config(run_dir: str) -> dict[str, Any]:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):

@@ -29,7 +29,7 @@ from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
 from iep.engine.tensorboard import purge_events_after
 from iep.nets import TappedNetwork
-from iep.op_utils import build_schedule, decayed_variables, l2_penalty
+from iep.op_utils import build_schedule, l2_penalty
 
 METRICS_FILE = "metrics.json"
 TENSORBOARD_SUBDIR = "tensorboard"
@@ -225,7 +225,7 @@ class Trainer:
         )
         self.variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
         self.optimizer.build(self.variables)
-        self._decayed = decayed_variables(student.model.trainable_variables)
+        self._decayed = self.distiller.decayed(student.model.trainable_variables)
         self.loss_names = (
             ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train")
             + tuple(f"loss/{n}" for n in self.distiller.loss_names)

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from iep.datasets import DataConfig, build_pipeline
+from iep.datasets import build_pipeline
 from iep.engine.files import write_json_atomic
-from iep.engine.runs import load_run_config
+from iep.engine.runs import load_run_config, run_data_config
 from iep.engine.teacher import load_teacher
 from iep.interpret import features as F
 from iep.interpret import plots
@@ -80,14 +80,9 @@ def visualize(
     if ivis_fit_limit < 3:
         raise ValueError(f"--ivis_fit_limit must be >= 3, got {ivis_fit_limit}")
     config = load_run_config(teacher)
-    data = build_pipeline(
-        DataConfig(
-            dataset or config["dataset"],
-            data_dir or config.get("data_dir"),
-            image_size=config["input_shape"][0],
-            cache_dir=cache_dir,
-        )
-    )
+    if dataset and dataset != config["dataset"]:  # another data set: none of the run's data settings apply
+        config = {"dataset": dataset, "input_shape": config["input_shape"]}
+    data = build_pipeline(run_data_config(config, data_dir=data_dir or config.get("data_dir"), cache_dir=cache_dir))
     shape = data.input_shape
     teacher_name = _network_name(teacher)
     networks = {teacher_name: load_teacher(teacher, None, data.num_classes, shape)}

@@ -70,24 +70,15 @@ def learn_post_hoc(
     out: str | None = None,
     split: str = "test",
 ) -> StaticKnowledge:
-    from iep.datasets import DataConfig, build_pipeline
-    from iep.engine.runs import load_run_config
+    from iep.datasets import build_pipeline
+    from iep.engine.runs import load_run_config, run_data_config
     from iep.engine.teacher import load_teacher
 
     if dim < 1 or epochs < 1 or batch_size < 2 or not lr > 0:
         raise ValueError(
             f"need --dim >= 1, --epochs >= 1, --batch_size >= 2, --lr > 0; got {dim}, {epochs}, {batch_size}, {lr}"
         )
-    config = load_run_config(teacher_run)
-    data = build_pipeline(
-        DataConfig(
-            config["dataset"],
-            config.get("data_dir"),
-            rate=config.get("rate", 1.0),
-            sample_seed=config.get("sample_seed", 0),
-            image_size=config["input_shape"][0],
-        )
-    )
+    data = build_pipeline(run_data_config(load_run_config(teacher_run)))  # the run's own training images
     teacher = load_teacher(teacher_run, None, data.num_classes, data.input_shape, class_names=data.class_names)
     keras.utils.set_random_seed(seed)
     learner = SemanticVectorLearner(teacher, dim, seed)

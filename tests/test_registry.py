@@ -1,0 +1,79 @@
+"""A method in a user's own file: `@register`, `--plugins`, its options and a run end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iep.engine.distiller import Distiller
+from iep.methods import METHODS, build_distiller, methods, register
+from iep.nets import build_network
+from tests.conftest import ROOT
+from tests.helpers import train_in_process
+
+EXAMPLE = os.path.join(ROOT, "examples", "logit_l2_method.py")
+
+
+def _load_example():
+    from iep.apps.train import _load_plugins
+
+    _load_plugins([EXAMPLE])
+
+
+def test_a_registered_method_builds_with_its_options_and_its_loss():
+    _load_example()
+    _load_example()  # importing the same file again is not a clash
+    assert "logit_l2" in methods() and "logit_l2" not in METHODS
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    distiller = build_distiller("logit_l2", teacher, student, overrides={"weight": "0.25"})
+    assert distiller.weight == 0.25
+    with pytest.raises(ValueError, match="weight for logit_l2 must be >= 0"):
+        build_distiller("logit_l2", teacher, student, overrides={"weight": "-1"})
+    with pytest.raises(ValueError, match=r"unknown for logit_l2; it accepts \['weight'\]"):
+        build_distiller("logit_l2", teacher, student, overrides={"beta": "1"})
+    images = tf.random.uniform((3, 32, 32, 3), 0, 255, seed=0)
+    outputs = student(images, training=False)
+    got = float(distiller.losses(images, tf.zeros([3], tf.int32), outputs, tf.constant(0.0))["logit_l2"])
+    gap = outputs["logits"].numpy() - teacher(images)["logits"].numpy()
+    assert got == pytest.approx(0.25 * np.mean(gap**2), rel=1e-5)
+
+
+def test_register_refuses_a_taken_name_and_a_non_distiller():
+    with pytest.raises(ValueError, match="--distill=kd exists already"):
+        register("kd")(type("MyKD", (Distiller,), {}))
+    with pytest.raises(TypeError, match="decorates a Distiller subclass"):
+        register("not_a_distiller")(object)
+    with pytest.raises(ValueError, match="letters, digits and '_'"):
+        register("bad name")
+
+
+def test_train_py_runs_a_plugin_method_and_records_its_points(tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    train_in_process(teacher, "--arch=resnet8", "--epochs=1")
+    run = tmp_path / "student"
+    train_in_process(
+        run,
+        "--arch=resnet8",
+        "--epochs=1",
+        f"--plugins={EXAMPLE}",
+        "--distill=logit_l2",
+        f"--teacher={teacher}",
+        "--distill_args=weight=0.1",
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["history"][0]["loss/logit_l2"] > 0
+    # The points the run reads are printed and recorded, though the classes agree and no --teacher_taps was given.
+    config = json.loads((run / "config.json").read_text())
+    assert config["teacher_taps"] is None
+    expected = [
+        [name, list(shape)] for name, shape in ((t.name, t.shape) for t in build_network("resnet8", 10).tap_specs)
+    ]
+    assert config["teacher_points"] == config["student_points"] == expected
+    out = capsys.readouterr().out
+    assert f"teacher points: {expected[0][0]} {tuple(expected[0][1])}" in out and "student points: " in out
+    with pytest.raises(ValueError, match="--plugins 'no_such_plugin_module'"):
+        train_in_process(tmp_path / "x", "--plugins=no_such_plugin_module", "--distill=logit_l2")
+    with pytest.raises(ValueError, match=r"--distill must be one of .*'logit_l2'.*, got 'nope'"):
+        train_in_process(tmp_path / "y", "--distill=nope")
