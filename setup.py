@@ -8,7 +8,7 @@ are `iep.apps.*` behind console scripts (the root scripts call the same code).
 
 from setuptools import find_packages, setup
 
-SUBPACKAGES = ("datasets", "nets", "op_utils")
+SUBPACKAGES = ("datasets", "nets", "op_utils", "configs")  # configs/: the shipped flag files (package data)
 
 setup(
     name="iep-kd",
@@ -21,6 +21,7 @@ setup(
         *(f"iep.{name}.{sub}" for name in SUBPACKAGES for sub in find_packages(where=name)),
     ],
     package_dir={f"iep.{name}": name for name in SUBPACKAGES},
+    package_data={"iep.configs": ["*.cfg", "*/*.cfg", "*/*/*.cfg", "*/*/*/*.cfg", "*/*/*/*/*.cfg"]},
     install_requires=[
         # Upper bounds: the newest versions the test suite has passed on (TF 2.21, Keras 3.15). Lower bounds:
         # the oldest it passes on, tested by .ci/run against .ci/lowest.txt (Keras 3.3.3 fails building a

@@ -100,6 +100,9 @@ def test_preprocessing_reaches_the_teacher_only():
     np.testing.assert_allclose(caffe, images[..., ::-1] - [103.939, 116.779, 123.68], atol=1e-4)
     via_keras = TeacherInput(None, "raw", application="resnet50")(images)  # the module's own preprocess_input
     np.testing.assert_allclose(via_keras, caffe, atol=1e-4)
+    np.testing.assert_allclose(TeacherInput(None, "symmetric")(images), images / 127.5 - 1.0, atol=1e-5)
+    np.testing.assert_allclose(TeacherInput(None, "unit")(images), images / 255.0, atol=1e-6)
+    np.testing.assert_allclose(TeacherInput(None, "raw")(images), images, atol=0)
 
 
 @pytest.mark.parametrize("kind", ["keras_file", "saved_model"])

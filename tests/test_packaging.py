@@ -92,7 +92,7 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
     source.mkdir()
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), source / name)
-    for name in ("iep", "nets", "datasets", "op_utils"):
+    for name in ("iep", "nets", "datasets", "op_utils", "configs"):
         shutil.copytree(os.path.join(ROOT, name), source / name, ignore=shutil.ignore_patterns("__pycache__"))
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
@@ -107,5 +107,8 @@ def test_the_wheel_holds_one_top_level_package(tmp_path):
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"iep"}
     for module in ("iep/nets/base.py", "iep/datasets/pipeline.py", "iep/op_utils/svd.py", "iep/apps/train.py"):
         assert module in names
+    shipped = {n for n in names if n.startswith("iep/configs/") and n.endswith(".cfg")}
+    assert "iep/configs/paper/table1/r0.1/iep.cfg" in shipped and "iep/configs/paper/cifar100.cfg" in shipped
+    assert len(shipped) == sum(f.endswith(".cfg") for _, _, fs in os.walk(os.path.join(ROOT, "configs")) for f in fs)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "iep-train = iep.apps.train:run" in zipfile.ZipFile(tmp_path / wheel).read(entry_points).decode()

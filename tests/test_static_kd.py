@@ -156,7 +156,7 @@ def test_static_mode_bad_inputs_are_one_line(teacher_with_vectors, tmp_path):
 
 def test_visualize_draws_the_semantic_vectors(teacher_with_vectors, tmp_path):
     from iep.interpret.report import visualize
-    from iep.static.views import top_images, vector_map
+    from iep.interpret.static_views import top_images, vector_map
 
     pooled = np.array([[0.0, 5.0], [3.0, 1.0], [1.0, 2.0]])
     np.testing.assert_array_equal(top_images(pooled, 2), [[1, 2], [0, 2]])  # per channel, highest first

@@ -28,6 +28,11 @@ from iep.transfer import PROTOCOLS  # noqa: E402
 
 FLAGS = flags.FLAGS
 
+flags.DEFINE_string(
+    "config",
+    None,
+    "A shipped flag file by name, e.g. paper/table1/r0.1/iep.cfg (from any directory; flags after it override it).",
+)
 flags.DEFINE_string("arch", "wrn-16-1", "Student architecture: wrn-D-K, resnetN, mobilenetv2[-alpha], vggN.")
 flags.DEFINE_string("dataset", "digits", "digits (built-in, offline), tfrecord, folder, or a tfds name (cifar100, …).")
 flags.DEFINE_string("data_dir", None, "Folder of the data: TFRecords, <split>/<class>/<image>, or tfds data_dir.")
@@ -175,6 +180,8 @@ def _check_flags() -> None:
 
     from iep.methods import methods
 
+    if FLAGS.config:  # only a caller that parses flags itself, past iep.engine.configs.expand_configs, gets here
+        raise ValueError(f"--config={FLAGS.config}: expand it first (iep.engine.configs.expand_configs)")
     _load_plugins(FLAGS.plugins)
     if FLAGS.distill not in methods():
         raise ValueError(f"--distill must be one of {list(methods())}, got {FLAGS.distill!r}")

@@ -22,7 +22,7 @@ def run_or_exit(main: Callable[[], object]) -> object:
     run whose peer stopped 4, also in one line."""
     import tensorflow as tf
 
-    from iep.engine.trainer import TrainingDiverged, TrainingInterrupted
+    from iep.engine.errors import TrainingDiverged, TrainingInterrupted
 
     try:
         return main()

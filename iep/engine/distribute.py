@@ -121,7 +121,7 @@ def wait_for_peers(tf_config: dict, timeout: float, poll_seconds: float = 0.25) 
 @contextlib.contextmanager
 def _interrupt_as_error(doing: str):
     """SIGTERM/Ctrl-C while waiting become TrainingInterrupted (one line, exit 128 + signal)."""
-    from iep.engine.trainer import TrainingInterrupted
+    from iep.engine.errors import TrainingInterrupted
 
     def handler(number, frame):
         raise TrainingInterrupted(f"stopped by {signal.Signals(number).name} while {doing}", number)

@@ -18,24 +18,27 @@ def collect_logits(predict, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Top-1 (and top-5 from 5 classes on), per-class accuracy and the confusion matrix (rows: true class),
+    by scikit-learn's metrics."""
+    from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+
     num_classes = logits.shape[1]
     if len(class_names) != num_classes:
         raise ValueError(f"the model predicts {num_classes} classes but the data set has {len(class_names)}")
-    ranked = np.argsort(-logits, axis=1)
-    top1 = ranked[:, 0]
-    confusion = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(confusion, (labels, top1), 1)
+    classes = np.arange(num_classes)
+    top1 = np.argmax(logits, axis=1)
+    confusion = confusion_matrix(labels, top1, labels=classes)
     support = confusion.sum(axis=1)
     per_class = np.divide(np.diag(confusion), support, out=np.zeros(num_classes), where=support > 0)
     report = {
         "examples": int(labels.size),
         "top1": float(np.mean(top1 == labels)),
         "per_class_accuracy": {name: float(acc) for name, acc in zip(class_names, per_class, strict=True)},
-        "confusion_matrix": confusion.tolist(),
+        "confusion_matrix": confusion.astype(np.int64).tolist(),
         "class_names": list(class_names),
     }
     if num_classes >= 5:
-        report["top5"] = float(np.mean(np.any(ranked[:, :5] == labels[:, None], axis=1)))
+        report["top5"] = float(top_k_accuracy_score(labels, logits, k=5, labels=classes))
     return report
 
 

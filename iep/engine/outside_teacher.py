@@ -25,8 +25,7 @@ KERASHUB_PREFIX = "kerashub:"
 # Pixel scalings of pretrained models, from raw [0, 255] RGB. "auto": the model's own when it is known
 # (Keras Applications: its module's preprocess_input; KerasHub: its image converter), else "raw".
 PREPROCESS = ("auto", "raw", "unit", "symmetric", "caffe", "torch")
-_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-_TORCH_MEAN, _TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_IMAGENET_MODES = {"caffe": "caffe", "torch": "torch", "symmetric": "tf"}  # ours → imagenet_utils' names
 
 
 def is_outside_teacher(path: str) -> bool:
@@ -56,15 +55,9 @@ class TeacherInput(keras.layers.Layer):
             x = tf.image.resize(x, self.size, method="bilinear")
         if self.application:
             return getattr(keras.applications, self.application).preprocess_input(x)
-        if self.mode == "unit":
-            return x / 255.0
-        if self.mode == "symmetric":
-            return x / 127.5 - 1.0
-        if self.mode == "caffe":
-            return x[..., ::-1] - tf.constant(_CAFFE_BGR_MEAN)
-        if self.mode == "torch":
-            return (x / 255.0 - tf.constant(_TORCH_MEAN)) / tf.constant(_TORCH_STD)
-        return x
+        if self.mode in _IMAGENET_MODES:  # Keras's own ImageNet scalings (BGR mean / torch mean-std / [-1, 1])
+            return keras.applications.imagenet_utils.preprocess_input(x, mode=_IMAGENET_MODES[self.mode])
+        return x / 255.0 if self.mode == "unit" else x
 
     def get_config(self):
         return {**super().get_config(), "size": self.size, "mode": self.mode, "application": self.application}

@@ -11,9 +11,8 @@ from typing import Any
 from iep.engine.checkpointing import CHECKPOINT_SUBDIR
 from iep.engine.export import EXPORT_SUBDIR
 from iep.engine.files import read_json, write_json_atomic
-from iep.engine.trainer import METRICS_FILE, TENSORBOARD_SUBDIR
+from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
 
-CONFIG_FILE = "config.json"
 # Changing any of these mid-run would silently train a different experiment.
 RESUME_KEYS = (
     "arch",

@@ -42,8 +42,10 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
     """absl's flag parsing, but a bad flag is one line and exit status 2 like every other user error."""
     from absl import flags
 
+    from iep.engine.configs import expand_configs
+
     try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
+        return flags.FLAGS(expand_configs(argv))
+    except (flags.Error, ValueError) as error:  # ValueError: a --config that names no file
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

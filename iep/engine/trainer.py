@@ -12,40 +12,29 @@ import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from iep.datasets import ImagePipeline
+from iep.datasets.user_data import UserData, as_loop_data
 from iep.engine.checkpointing import EpochCheckpoints
 from iep.engine.distiller import Distiller, PrePhase
 from iep.engine.distribute import is_chief
+from iep.engine.errors import TrainingDiverged, TrainingInterrupted
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
 from iep.engine.files import read_json, write_json_atomic
+from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
 from iep.engine.tensorboard import purge_events_after
 from iep.nets import TappedNetwork
 from iep.op_utils import build_schedule, l2_penalty
 
-METRICS_FILE = "metrics.json"
-TENSORBOARD_SUBDIR = "tensorboard"
 PRE_PHASE_EPOCH_OFFSET = 1_000_000  # pre-phase passes draw data orders disjoint from the main epochs
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or Inf; raised instead of training on garbage."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGTERM or Ctrl-C arrived: the loop stopped at a step boundary (the run resumes from its last checkpoint)."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 @contextlib.contextmanager
@@ -109,7 +98,12 @@ class TrainConfig:
 
 
 class _RunningMeans:
-    """Sums and counts kept in variables so the step never syncs with Python."""
+    """Sums and counts kept in variables so the step never syncs with Python.
+
+    Not `keras.metrics.Mean` per name, on purpose: one shared count for all terms, float64 sums (an epoch of
+    a long run adds thousands of float32 values per name), and replica-local variables that a read sums
+    over the replicas of a tf.distribute strategy (tests/test_distribute.py checks the logged means).
+    """
 
     def __init__(self, names: Sequence[str], prefix: str = ""):
         self.names, self.prefix = tuple(names), prefix
@@ -195,14 +189,27 @@ class Trainer:
     def __init__(
         self,
         student: TappedNetwork,
-        data: ImagePipeline,
+        data: ImagePipeline | UserData | tf.data.Dataset | tuple,
         config: TrainConfig,
         run_dir: str,
         distiller: Distiller | None = None,
         strategy: tf.distribute.Strategy | None = None,
+        *,
+        eval_data: Mapping[str, object] | None = None,
     ):
-        """Networks and distiller must have been built under `strategy.scope()` (default: no distribution)."""
+        """Networks and distiller must have been built under `strategy.scope()` (default: no distribution).
+
+        `data`: an `ImagePipeline`, a `UserData`, or the user's own training data as a `tf.data.Dataset` of
+        (image, label) pairs or an (images, labels) pair of arrays; then `eval_data` names the splits to
+        evaluate on, e.g. {"test": (x_test, y_test)} (`config.eval_split` must be one of them).
+        """
         config.validate()
+        data = as_loop_data(data, eval_data)
+        if hasattr(data, "splits") and config.eval_split not in data.splits:
+            raise ValueError(
+                f"evaluation reads split {config.eval_split!r} (TrainConfig.eval_split), but the data has only "
+                f"{list(data.splits)}; pass eval_data={{{config.eval_split!r}: ...}} or another eval_split"
+            )
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.chief = is_chief(self.strategy)

@@ -93,8 +93,8 @@ def visualize(
     iep = load_iep_modules(iep_run, data, teacher) if iep_run else None
     knowledge = None
     if static_knowledge:
+        from iep.interpret.static_views import check_matches
         from iep.static.knowledge_file import load_static_knowledge
-        from iep.static.views import check_matches
 
         knowledge = load_static_knowledge(static_knowledge)
         check_matches(knowledge, [s.shape[-1] for s in networks[teacher_name].tap_specs], f"teacher {teacher!r}")
@@ -149,7 +149,7 @@ def visualize(
         )
         metrics[name] = {f"point{p}": m for p, m in zip(selected[name], scores, strict=True)}
         if knowledge is not None and name == teacher_name:
-            from iep.static.views import draw_static_knowledge
+            from iep.interpret.static_views import draw_static_knowledge
 
             os.makedirs(os.path.join(out, "static"), exist_ok=True)
             prefix = os.path.join(out, "static", name)

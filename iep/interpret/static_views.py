@@ -1,4 +1,6 @@
-"""Pictures of static knowledge: where each neuron's semantic vector lies, and what the neuron responds to."""
+"""Pictures of static knowledge (iep/static): where each neuron's semantic vector lies, and what it responds to.
+
+Here, not in iep/static, because drawing is the interpret layer's job: iep/static never imports iep/interpret."""
 
 from __future__ import annotations
 

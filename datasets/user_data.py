@@ -1,0 +1,161 @@
+"""Data a user already holds — NumPy arrays or `tf.data` datasets of (image, label) — served to the loop.
+
+`Trainer` reads data through a small interface (`steps_per_epoch`, `train_dataset(epoch, ...)`,
+`eval_dataset(split, ...)`, `num_train`, `class_names`); `ImagePipeline` implements it for the data sets we
+load, `UserData` for the user's own. Why a class and not a bare dataset: resume is exact only if every
+epoch is a pure function of (seed, epoch), so the order is reshuffled here with a seed, never by the
+dataset itself. Images are pixels in [0, 255] (our networks standardize inside; a user's own model gets
+exactly what it is given, cast to float32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from iep.datasets import augment
+from iep.datasets.sources import DataError
+
+_AUTOTUNE = tf.data.AUTOTUNE
+EXPECTED = "a tf.data.Dataset of (image, label) pairs (batched or not) or an (images, labels) pair of arrays"
+
+
+def _as_dataset(value: Any, name: str) -> tf.data.Dataset:
+    """One split as an unbatched dataset of (image [H, W, C], int32 label)."""
+    if isinstance(value, tf.data.Dataset):
+        spec = value.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
+            raise DataError(f"{name}: expected {EXPECTED}; its elements are {spec}")
+        images, labels = spec
+        if images.shape.rank == 4 and labels.shape.rank == 1:
+            value = value.unbatch()
+        elif not (images.shape.rank == 3 and labels.shape.rank == 0):
+            raise DataError(
+                f"{name}: images must be [H, W, C] (or batches [B, H, W, C]) with one label each; got images "
+                f"{images.shape} and labels {labels.shape}"
+            )
+        return value.map(lambda x, y: (x, tf.cast(y, tf.int32)))
+    if isinstance(value, Sequence) and len(value) == 2:
+        images, labels = np.asarray(value[0]), np.asarray(value[1]).reshape(-1)
+        if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{name}: expected images [N, H, W, C] and N labels; got images {images.shape}, labels {labels.shape}"
+            )
+        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    raise DataError(f"{name}: expected {EXPECTED}; got {type(value).__name__}")
+
+
+def _count_and_classes(dataset: tf.data.Dataset) -> tuple[int, int]:
+    """(number of examples, largest label + 1) in one pass."""
+    count, top = dataset.reduce(
+        (tf.constant(0, tf.int64), tf.constant(-1, tf.int32)),
+        lambda state, example: (state[0] + 1, tf.maximum(state[1], example[1])),
+    )
+    return int(count), int(top) + 1
+
+
+class UserData:
+    """The loop's data from a user's arrays or datasets: seeded epochs of `train`, batches of every split."""
+
+    def __init__(
+        self,
+        train: Any,
+        *,
+        splits: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        augment_images: bool = True,
+        shuffle_buffer: int = 10_000,
+    ):
+        """`splits`: evaluation splits by name, e.g. {"test": (x_test, y_test)}. `augment_images`: random flips and
+        4-pixel shifts per batch (the CIFAR recipe), as our pipeline applies to small images."""
+        self._train = _as_dataset(train, "train data").cache()
+        self._splits = {name: _as_dataset(value, f"split {name!r}").cache() for name, value in (splits or {}).items()}
+        images = self._train.element_spec[0]
+        if not images.shape.is_fully_defined():
+            raise DataError(f"train data: every image must have one known shape [H, W, C]; got {images.shape}")
+        self.input_shape: tuple[int, int, int] = tuple(int(d) for d in images.shape)
+        self.num_train, labelled = _count_and_classes(self._train)
+        if self.num_train == 0:
+            raise DataError("train data: it is empty")
+        if class_names is not None and len(class_names) < labelled:
+            raise DataError(f"train data: label {labelled - 1} has no name among the {len(class_names)} class_names")
+        self.class_names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(labelled))
+        self.augment_images, self.shuffle_buffer = augment_images, shuffle_buffer
+        self._stats: tuple[list[float], list[float]] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self._splits)
+
+    @property
+    def mean(self) -> list[float]:
+        """Per-channel mean of the training images (for `build_network`'s standardization)."""
+        return self._channel_stats()[0]
+
+    @property
+    def std(self) -> list[float]:
+        return self._channel_stats()[1]
+
+    def _channel_stats(self) -> tuple[list[float], list[float]]:
+        if self._stats is None:
+
+            def add(state, image):
+                pixels = tf.reshape(tf.cast(image, tf.float64), [-1, self.input_shape[-1]])
+                return state[0] + tf.reduce_sum(pixels, 0), state[1] + tf.reduce_sum(pixels**2, 0), state[2] + 1.0
+
+            channels = self.input_shape[-1]
+            start = (tf.zeros([channels], tf.float64), tf.zeros([channels], tf.float64), tf.constant(0.0, tf.float64))
+            sums, squares, images = self._train.map(lambda x, _: x).reduce(start, add)
+            pixels = images * self.input_shape[0] * self.input_shape[1]
+            mean = sums / pixels
+            std = tf.sqrt(tf.maximum(squares / pixels - mean * mean, 1e-12))
+            self._stats = (mean.numpy().tolist(), std.numpy().tolist())
+        return self._stats
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        steps = self.num_train // batch_size
+        if steps == 0:
+            raise DataError(f"--batch_size {batch_size} exceeds the {self.num_train} training images")
+        return steps
+
+    def split(self, name: str) -> tf.data.Dataset:
+        if name == "train":
+            return self._train
+        if name not in self._splits:
+            raise DataError(f"the data has no split {name!r}; it has {list(self.splits)} (UserData(splits=...))")
+        return self._splits[name]
+
+    def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation."""
+        shuffle_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
+        ds = self._train.shuffle(min(self.num_train, self.shuffle_buffer), seed=shuffle_seed)
+        ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+
+        def prepare(index, batch):
+            images, labels = batch
+            if self.augment_images:
+                pair = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+                images = augment.flip_pad_crop_batch(images, pair)
+            return tf.cast(images, tf.float32), labels
+
+        return ds.map(prepare, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
+
+    def eval_dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
+        ds = self.split(split).batch(batch_size)
+        return ds.map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(_AUTOTUNE)
+
+
+def as_loop_data(data: Any, eval_data: Mapping[str, Any] | None = None) -> Any:
+    """`data` if it already serves the loop (an `ImagePipeline`, a `UserData`), else `UserData(data, ...)`."""
+    if hasattr(data, "train_dataset") and hasattr(data, "steps_per_epoch"):
+        if eval_data:
+            raise DataError("eval_data goes with raw arrays or datasets; give UserData(splits=...) its splits instead")
+        return data
+    return UserData(data, splits=eval_data)
