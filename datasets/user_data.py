@@ -30,14 +30,16 @@ def _as_dataset(value: Any, name: str) -> tf.data.Dataset:
         if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
             raise DataError(f"{name}: expected {EXPECTED}; its elements are {spec}")
         images, labels = spec
-        if images.shape.rank == 4 and labels.shape.rank == 1:
-            value = value.unbatch()
-        elif not (images.shape.rank == 3 and labels.shape.rank == 0):
+        batched = images.shape.rank == 4
+        # one label per image: [B] or [B, 1] for batches (keras.datasets' labels are [N, 1]), [] or [1] alone
+        label_dims = labels.shape.as_list()[1:] if batched else labels.shape.as_list()
+        if images.shape.rank not in (3, 4) or label_dims not in ([], [1]):
             raise DataError(
                 f"{name}: images must be [H, W, C] (or batches [B, H, W, C]) with one label each; got images "
                 f"{images.shape} and labels {labels.shape}"
             )
-        return value.map(lambda x, y: (x, tf.cast(y, tf.int32)))
+        value = value.map(lambda x, y: (x, tf.reshape(tf.cast(y, tf.int32), [-1] if batched else [])))
+        return value.unbatch() if batched else value
     if isinstance(value, Sequence) and len(value) == 2:
         images, labels = np.asarray(value[0]), np.asarray(value[1]).reshape(-1)
         if images.ndim != 4 or images.shape[0] != labels.shape[0]:

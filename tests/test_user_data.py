@@ -31,6 +31,15 @@ def test_user_data_counts_classes_and_statistics_like_numpy():
     assert data.steps_per_epoch(16) == 2
 
 
+def test_keras_datasets_style_labels_of_shape_n_by_1_are_read():
+    images, labels = _arrays(12)
+    column = labels.reshape(-1, 1)  # keras.datasets.cifar10 gives labels [N, 1]
+    for train in ((images, column), tf.data.Dataset.from_tensor_slices((images, column)).batch(5)):
+        data = UserData(train, augment_images=False)
+        assert data.num_train == 12 and data.num_classes == 4
+        assert sorted(np.concatenate([y.numpy() for _, y in data.train_dataset(0, 4, 0)]).tolist()) == sorted(labels)
+
+
 def test_epochs_are_seeded_and_cover_the_data():
     images, labels = _arrays(32)
     data = UserData((images, labels), augment_images=False)

@@ -149,6 +149,12 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer("logical_cpus", 1, "Split the CPU into this many devices (try --distribute=mirrored on a CPU).")
 flags.DEFINE_boolean("export", True, "Export the trained classifier as a SavedModel to <run_dir>/export.")
+flags.DEFINE_list(
+    "export_formats",
+    ["savedmodel"],
+    "With --export: savedmodel (<run_dir>/export), keras (student.keras), tflite (student.tflite) and "
+    "tflite_int8 (student_int8.tflite, calibrated on training images); float32 pixels in, logits out.",
+)
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics; default $IEP_CACHE_DIR or ~/.cache/iep.")
 
@@ -294,6 +300,7 @@ def _train() -> dict:
         jit_compile=FLAGS.jit_compile,
         progress=FLAGS.progress,
         export=FLAGS.export,
+        export_formats=tuple(FLAGS.export_formats),
         precision=FLAGS.precision,
     )
     train_config.validate()

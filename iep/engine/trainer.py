@@ -25,9 +25,9 @@ from iep.engine.distiller import Distiller, PrePhase
 from iep.engine.distribute import is_chief
 from iep.engine.errors import TrainingDiverged, TrainingInterrupted
 from iep.engine.evaluation import collect_logits, top1_accuracy
-from iep.engine.export import EXPORT_SUBDIR, export_classifier
 from iep.engine.files import read_json, write_json_atomic
 from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
+from iep.engine.mobile_export import check_formats, export_student, representative_images
 from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
 from iep.engine.tensorboard import purge_events_after
@@ -71,11 +71,13 @@ class TrainConfig:
     jit_compile: bool = False
     progress: bool = True
     export: bool = True
+    export_formats: Sequence[str] = ("savedmodel",)  # any of iep.engine.mobile_export.EXPORT_FORMATS
     precision: str = "float32"  # the networks' policy (set when they were built); float16 adds loss scaling
 
     def validate(self) -> None:
         """Every numeric setting in range (NaN fails every check) before anything is built or written."""
         check_precision(self.precision)
+        check_formats(self.export_formats)
         checks = [
             ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
             ("--batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
@@ -95,6 +97,48 @@ class TrainConfig:
         points = list(self.lr_decay_points)
         if any(not 0 < p < 1 for p in points) or points != sorted(points):
             raise ValueError(f"--lr_decay_points must be increasing fractions in (0, 1), got {points}")
+
+
+def distillation_gradients(
+    student: TappedNetwork,
+    distiller: Distiller,
+    images: tf.Tensor,
+    labels: tf.Tensor,
+    variables: Sequence[tf.Variable],
+    decayed: Sequence[tf.Variable],
+    weight_decay: float,
+    epoch: tf.Variable,
+    scale=None,
+) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
+    """One step's gradient per variable and its logged values: the student's cross-entropy (times the method's
+    weight), weight decay and the method's terms, combined by `distiller.gradients` (IEP: norm-clipped).
+
+    The one definition of a training step: `Trainer` and `iep.keras_fit.DistillationModel` both call it.
+    `scale` maps each loss before differentiation (replica averaging, loss scaling).
+    """
+    scale = scale or (lambda loss: loss)
+    with tf.GradientTape(persistent=distiller.separate_gradients) as tape:
+        outputs = student(images, training=True)
+        logits = outputs["logits"]
+        cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        decay = l2_penalty(decayed, weight_decay)
+        terms = distiller.losses(images, labels, outputs, epoch)
+        distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
+        cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
+        distill = tf.debugging.check_numerics(distill, "distillation loss")
+        task = distiller.cross_entropy_weight * cross_entropy
+        scaled = [scale(x) for x in (task, decay, distill)]
+    grads = distiller.gradients(tape, *scaled, variables, epoch)
+    correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+    values = {
+        "loss/total": task + decay + distill,
+        "loss/cross_entropy": cross_entropy,
+        "loss/weight_decay": decay,
+        "accuracy/train": correct,
+    }
+    values.update({f"loss/{k}": v for k, v in terms.items()})
+    values.update({f"distill/{k}": v for k, v in distiller.step_metrics().items()})
+    return grads, values
 
 
 class _RunningMeans:
@@ -280,28 +324,18 @@ class Trainer:
 
     # -- the step -----------------------------------------------------------
     def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
-        with tf.GradientTape(persistent=self.distiller.separate_gradients) as tape:
-            outputs = self.student(images, training=True)
-            logits = outputs["logits"]
-            cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-            decay = l2_penalty(self._decayed, self.config.weight_decay)
-            terms = self.distiller.losses(images, labels, outputs, self._epoch_var)
-            distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
-            cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
-            distill = tf.debugging.check_numerics(distill, "distillation loss")
-            task = self.distiller.cross_entropy_weight * cross_entropy
-            scaled = [self._scaled(self.optimizer, x) for x in (task, decay, distill)]
-        grads = self.distiller.gradients(tape, *scaled, self.variables, self._epoch_var)
+        grads, values = distillation_gradients(
+            self.student,
+            self.distiller,
+            images,
+            labels,
+            self.variables,
+            self._decayed,
+            self.config.weight_decay,
+            self._epoch_var,
+            scale=lambda loss: self._scaled(self.optimizer, loss),
+        )
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
-        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-        values = {
-            "loss/total": task + decay + distill,
-            "loss/cross_entropy": cross_entropy,
-            "loss/weight_decay": decay,
-            "accuracy/train": correct,
-        }
-        values.update({f"loss/{k}": v for k, v in terms.items()})
-        values.update({f"distill/{k}": v for k, v in self.distiller.step_metrics().items()})
         self._interval.add(values)
         self._epoch_means.add(values)
 
@@ -524,5 +558,9 @@ class Trainer:
         summary = self._write_metrics(history, finished=True)
         self.checkpoints.discard_private()
         if self.config.export and self.chief:
-            export_classifier(self.student.classifier, os.path.join(self.run_dir, EXPORT_SUBDIR), self.data.class_names)
+            formats = self.config.export_formats
+            representative = None
+            if "tflite_int8" in formats:  # calibration images from the training split, never from a test split
+                representative = representative_images(self.data.train_dataset(0, self.config.batch_size, 0))
+            export_student(self.student.classifier, self.run_dir, formats, self.data.class_names, representative)
         return summary

@@ -1,0 +1,131 @@
+"""Each export format of a trained network against its SavedModel: test accuracy, file size, one-image latency.
+
+  python benchmarks/export_formats.py --run_dir=runs/protocol_study/teacher
+      # → benchmarks/results/export_formats.{json,md} (a few minutes on 2 cores)
+
+The run's newest checkpoint is exported as every format of `--export_formats` (int8 calibrated on 256
+training images of the run's own data settings), then each is scored on the run's data set's test split: the
+SavedModel and .keras (loaded, called inside a tf.function) by batches, both TFLite files one image at a
+time through the TFLite interpreter, as on a phone. Latency: the median of `--latency_runs` single-image calls after 20 warm-up calls, one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E402 (benchmarks.*)
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_string("run_dir", None, "A finished run of ours (its newest checkpoint is exported).", required=True)
+flags.DEFINE_string("out", "runs/export_formats", "Where the exported files go.")
+flags.DEFINE_integer("latency_runs", 200, "Single-image calls timed per format.")
+flags.DEFINE_integer("limit", None, "Score only the first N test images (all by default).")
+FLAGS = flags.FLAGS
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _latency_ms(predict, image, runs: int) -> float:
+    for _ in range(20):
+        predict(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        predict(image)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def main(argv: list[str]) -> None:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from benchmarks.reproduce_small import RESULTS_DIR
+    from benchmarks.results_io import write_results
+    from iep.datasets import build_pipeline
+    from iep.engine.checkpointing import restore_model_weights
+    from iep.engine.mobile_export import EXPORT_FORMATS, TFLiteClassifier, export_student, representative_images
+    from iep.engine.runs import load_run_config, run_data_config
+    from iep.nets import build_network
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # one-image latency as one core sees it
+    config = load_run_config(FLAGS.run_dir)
+    data = build_pipeline(run_data_config(config))
+    network = build_network(config["arch"], data.num_classes, data.input_shape, data.mean, data.std)
+    restore_model_weights(network.model, FLAGS.run_dir)
+    calibration = representative_images(data.train_dataset(0, 128, 0))
+    paths = export_student(network.classifier, FLAGS.out, EXPORT_FORMATS, data.class_names, calibration)
+
+    images, labels = [], []
+    for x, y in data.eval_dataset("test", 500):
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    images, labels = np.concatenate(images)[: FLAGS.limit], np.concatenate(labels)[: FLAGS.limit]
+    loaded = tf.saved_model.load(paths["savedmodel"])
+    from_keras = keras.saving.load_model(paths["keras"])
+    keras_call = tf.function(lambda x: from_keras(x, training=False), reduce_retracing=True)  # as served, not eager
+    batched = {
+        "savedmodel": lambda x: loaded.serve(tf.constant(x))["logits"].numpy(),
+        "keras": lambda x: keras_call(tf.constant(x)).numpy(),
+    }
+    predictors = {**batched, **{f: TFLiteClassifier(paths[f]) for f in ("tflite", "tflite_int8")}}
+    reference = np.concatenate([batched["savedmodel"](images[i : i + 500]) for i in range(0, len(images), 500)])
+    rows = []
+    for fmt, predict in predictors.items():
+        start = time.perf_counter()
+        if fmt in batched:
+            logits = np.concatenate([predict(images[i : i + 500]) for i in range(0, len(images), 500)])
+        else:
+            logits = predict(images)
+        seconds = time.perf_counter() - start
+        rows.append(
+            {
+                "format": fmt,
+                "path": os.path.relpath(paths[fmt]),
+                "bytes": _size(paths[fmt]),
+                "top1": float(np.mean(logits.argmax(1) == labels)),
+                "agreement_with_savedmodel": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+                "max_abs_logit_difference": float(np.abs(logits - reference).max()),
+                "latency_ms_one_image": _latency_ms(predict, images[:1], FLAGS.latency_runs),
+                "scoring_seconds": seconds,
+            }
+        )
+        print(rows[-1], flush=True)
+    settings = {
+        "run_dir": FLAGS.run_dir,
+        "arch": config["arch"],
+        "dataset": config["dataset"],
+        "test_images": int(len(labels)),
+        "calibration_images": len(calibration),
+        "threads": 1,
+    }
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    write_results(os.path.join(RESULTS_DIR, "export_formats.json"), settings, rows)
+    lines = [
+        f"{config['arch']} from {FLAGS.run_dir}, {len(labels)} test images of {config['dataset']}, one thread.",
+        "",
+        "| format | size (KiB) | top-1 % | agrees with SavedModel % | max logit diff | one image (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['format']} | {r['bytes'] / 1024:.0f} | {100 * r['top1']:.2f} | "
+            f"{100 * r['agreement_with_savedmodel']:.2f} | {r['max_abs_logit_difference']:.4f} | "
+            f"{r['latency_ms_one_image']:.2f} |"
+        )
+    with open(os.path.join(RESULTS_DIR, "export_formats.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    app.run(main)

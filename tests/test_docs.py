@@ -1,0 +1,57 @@
+"""The README's Python example runs (on tiny arrays instead of CIFAR-10), and the generated results chart
+in the docs is what benchmarks/plot_results.py writes from the results file today."""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from benchmarks import plot_results
+from tests.conftest import ROOT
+
+
+def _readme_python() -> str:
+    text = open(os.path.join(ROOT, "README.md")).read()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "DistillationModel" in b]
+    return block
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    """Same code; only the data (no download here), the teacher (a fresh network), the size and the epochs
+    are swapped, each by a literal replacement that must apply."""
+    code = _readme_python()
+    swaps = {
+        "keras.datasets.cifar10.load_data()": "_tiny_cifar()",
+        'load_teacher("runs/teacher", None, 10, (32, 32, 3))': (
+            'build_network("resnet8", 10, (32, 32, 3), stats.mean, stats.std, name="teacher")'
+        ),
+        '"wrn-16-1"': '"resnet8"',
+        "main_steps=390 * 100, epochs=100": "main_steps=2, epochs=1, module_steps=2",
+        "TrainConfig(epochs=100)": "TrainConfig(epochs=1, batch_size=16, progress=False, export=False)",
+        "epochs=30": "epochs=1",
+        ".batch(128)": ".batch(16)",
+        '"runs/mine"': "str(tmp_path / 'mine')",
+        '"runs/fit"': "str(tmp_path / 'fit')",
+    }
+    for old, new in swaps.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    rng = np.random.default_rng(0)
+
+    def _tiny_cifar():
+        x = rng.integers(0, 255, size=(40, 32, 32, 3)).astype(np.uint8)
+        return (x[:32], (np.arange(32) % 10).reshape(-1, 1)), (x[32:], (np.arange(8) % 10).reshape(-1, 1))
+
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {"_tiny_cifar": _tiny_cifar, "tmp_path": tmp_path})
+    assert json.loads((tmp_path / "mine" / "metrics.json").read_text())["history"][0]["loss/alteration"] > 0
+    assert os.listdir(tmp_path / "fit")  # the TensorBoard callback wrote its logs
+
+
+def test_the_results_chart_is_up_to_date():
+    block = plot_results.chart(json.load(open(plot_results.RESULTS)))
+    for path in plot_results.TARGETS:
+        text = open(path).read()
+        assert block in text, f"{os.path.relpath(path, ROOT)}: run python benchmarks/plot_results.py"
+    assert "bar [" in block and block.count(",") >= 10

@@ -1,0 +1,53 @@
+"""--export_formats: the student as SavedModel, .keras, TFLite float and int8, each checked against the
+SavedModel on the same images."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iep.engine.mobile_export import TFLiteClassifier, check_formats
+from tests.helpers import train_in_process
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    run = tmp_path_factory.mktemp("mobile") / "run"
+    train_in_process(
+        run, "--arch=resnet8", "--epochs=2", "--export=true", "--export_formats=savedmodel,keras,tflite,tflite_int8"
+    )
+    return run
+
+
+def _images():
+    from iep.datasets import DataConfig, build_pipeline
+
+    data = build_pipeline(DataConfig("digits", rate=0.5))
+    images, labels = next(iter(data.eval_dataset("test", 64)))
+    return images.numpy(), labels.numpy()
+
+
+def test_every_format_is_written_and_agrees_with_the_saved_model(exported):
+    for name in ("export/saved_model.pb", "student.keras", "student.tflite", "student_int8.tflite"):
+        assert os.path.exists(exported / name), name
+    images, _ = _images()
+    loaded = tf.saved_model.load(str(exported / "export"))  # kept: its variables live as long as it does
+    reference = loaded.serve(tf.constant(images))["logits"].numpy()
+    from_keras = keras.saving.load_model(str(exported / "student.keras"))(images).numpy()
+    np.testing.assert_allclose(from_keras, reference, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(TFLiteClassifier(str(exported / "student.tflite"))(images), reference, atol=1e-3)
+    quantized = TFLiteClassifier(str(exported / "student_int8.tflite"))(images)
+    assert np.mean(quantized.argmax(1) == reference.argmax(1)) >= 0.9  # int8 keeps nearly every decision
+    assert np.abs(quantized - reference).max() < 0.2 * np.abs(reference).max() + 0.5
+    # int8 weights: about a quarter of the float file (the graph's own bytes take the rest)
+    assert os.path.getsize(exported / "student_int8.tflite") < 0.5 * os.path.getsize(exported / "student.tflite")
+
+
+def test_unknown_formats_are_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"--export_formats \['onnx'\] unknown; choose from"):
+        check_formats(["tflite", "onnx"])
+    with pytest.raises(ValueError, match=r"--export_formats \['onnx'\] unknown"):
+        train_in_process(tmp_path / "run", "--epochs=1", "--export=true", "--export_formats=onnx")
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
