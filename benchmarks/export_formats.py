@@ -3,10 +3,11 @@
   python benchmarks/export_formats.py --run_dir=runs/protocol_study/teacher
       # → benchmarks/results/export_formats.{json,md} (a few minutes on 2 cores)
 
-The run's newest checkpoint is exported as every format of `--export_formats` (int8 calibrated on 256
-training images of the run's own data settings), then each is scored on the run's data set's test split: the
-SavedModel and .keras (loaded, called inside a tf.function) by batches, both TFLite files one image at a
-time through the TFLite interpreter, as on a phone. Latency: the median of `--latency_runs` single-image calls after 20 warm-up calls, one thread.
+The run's newest checkpoint is exported in every format (int8 calibrated on 256 training images of the
+run's own data settings), then each is scored on the run's data set's test split: the SavedModel and
+.keras (loaded, called inside a tf.function) by batches, both TFLite files one image at a time through the
+TFLite interpreter, as on a phone. Latency: the median of `--latency_runs` single-image calls after 20
+warm-up calls, one thread.
 """
 
 from __future__ import annotations

@@ -110,3 +110,29 @@ def test_unwritable_statistics_cache_warns_and_trains_on(tmp_path, capsys):
     pipeline = build_pipeline(DataConfig("digits", cache_dir=str(blocker)))
     assert len(pipeline.mean) == 3
     assert f"warning: statistics not cached: cannot write {blocker}/stats/" in capsys.readouterr().err
+
+
+def test_readers_of_a_run_see_its_own_training_images(tmp_path):
+    """run_data_config: the run's holdout, --rate subset and seed, so static learning, evaluation and the
+    interpret report read the images the run trained on (never its held-out validation images)."""
+    import numpy as np
+
+    from iep.datasets import DataConfig, build_pipeline
+    from iep.engine.runs import run_data_config
+
+    run = {"dataset": "digits", "data_dir": None, "rate": 0.5, "sample_seed": 3, "validation_fraction": 0.2,
+           "input_shape": [32, 32, 3], "crop_to_bbox": False}  # fmt: skip
+    trained = build_pipeline(DataConfig("digits", rate=0.5, sample_seed=3, validation_fraction=0.2))
+    read = build_pipeline(run_data_config(run))
+    np.testing.assert_array_equal(read.train_indices, trained.train_indices)
+    held_out = build_pipeline(run_data_config(run)).split("validation").size
+    assert held_out == trained.split("validation").size > 0
+    naive = build_pipeline(DataConfig("digits", rate=0.5, sample_seed=3))  # what static learning used to build
+    assert not np.array_equal(naive.train_indices, trained.train_indices)
+    assert run_data_config(run, cache_dir=str(tmp_path)).cache_dir == str(tmp_path)
+    old = {"dataset": "digits", "input_shape": [32, 32, 3]}  # a config.json from before these keys existed
+    assert run_data_config(old) == DataConfig("digits", image_size=32)
+    import pytest
+
+    with pytest.raises(TypeError, match="no DataConfig fields"):
+        run_data_config(run, sampling_rate=1.0)
