@@ -136,7 +136,7 @@ def student_command(p: Protocol, root: str, data_dir: str, method: str, rate: fl
         command.append(f"--iep_module_steps={p.module_steps}")
     if method == "static_kd":  # the teacher's semantic vectors, never the teacher network
         command[command.index(f"--teacher={root}/teacher")] = f"--static_knowledge={static_knowledge_path(root)}"
-    if method == "mhgd":  # the other pre-phases default to 30 % of the main steps
+    if method == "mhgd":  # the other pre-phases default to their reference share (iep.methods.PRE_PHASE)
         command.append(f"--distill_args=pre_phase_steps={p.module_steps}")
     return command
 

@@ -247,7 +247,7 @@ def build_distiller(
                     raise ValueError(f"{method} sizes its schedule from the run: give {name}")
                 kwargs[name] = value
         return _check_classes(method_class(method)(teacher, **kwargs), teacher, student)
-    from iep.distiller import DEFAULT_MODULE_EPOCHS, DEFAULT_MODULE_STEPS, IEPDistiller
+    from iep.procedure.distiller import DEFAULT_MODULE_EPOCHS, DEFAULT_MODULE_STEPS, IEPDistiller
 
     if module_steps is None:  # the reference's 20 epochs, in this run's steps where the run's size is known
         per_epoch = main_steps / epochs if main_steps and epochs else None

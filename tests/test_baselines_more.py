@@ -9,10 +9,10 @@ import tensorflow as tf
 
 from iep.baselines.factor_transfer import factor_loss, paraphraser_loss
 from iep.baselines.hints import ab_loss, activation_boundary_loss, fitnet_loss, overhaul_loss, overhaul_margin
-from iep.black_box import MultiHeadGraph
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.methods import build_distiller, parse_distill_args
 from iep.nets import build_network
+from iep.procedure.black_box import MultiHeadGraph
 from tests.helpers import frozen_teacher_and_student
 
 RNG = np.random.default_rng(3)

@@ -1,12 +1,12 @@
 import numpy as np
 import tensorflow as tf
 
-from iep.black_box import MultiHeadGraph
-from iep.clipped import ClippedDistiller
-from iep.losses import estimator_loss, kld, message_l1, module_l2
-from iep.mpnn import MessagePassing
 from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
-from iep.spca import StackedPCA, batch_pca, cosine_affinity, first_pca, plane_mapping, project_student
+from iep.procedure.black_box import MultiHeadGraph
+from iep.procedure.clipped import ClippedDistiller
+from iep.procedure.losses import estimator_loss, kld, message_l1, module_l2
+from iep.procedure.mpnn import MessagePassing
+from iep.procedure.spca import StackedPCA, batch_pca, cosine_affinity, first_pca, plane_mapping, project_student
 
 
 def _softmax(x):

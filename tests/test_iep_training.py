@@ -8,9 +8,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from iep.datasets import DataConfig, build_pipeline
-from iep.distiller import IEPDistiller
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.nets import build_network
+from iep.procedure.distiller import IEPDistiller
 
 CONFIG = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
 

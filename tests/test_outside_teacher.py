@@ -236,7 +236,7 @@ def test_adapters_pass_gradients_when_they_shrink_a_point():
     """An ImageNet teacher's 7×7 point against a student's 8×8 one: the resize must be differentiable."""
     import tensorflow as tf
 
-    from iep.adapters import TapAdapter
+    from iep.procedure.adapters import TapAdapter
 
     adapter = TapAdapter((8, 8, 16), (7, 7, 24))
     x = tf.constant(np.random.default_rng(0).normal(size=(2, 8, 8, 16)), tf.float32)

@@ -42,10 +42,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from iep.adapters import TapAdapter
 from iep.engine.distiller import Distiller
 from iep.nets import TappedNetwork
 from iep.op_utils import l2_penalty
+from iep.procedure.adapters import TapAdapter
 
 
 def _require_equal_points(method: str, teacher: TappedNetwork, student: TappedNetwork) -> None:

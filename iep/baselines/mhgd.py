@@ -17,7 +17,7 @@ that no result is mistaken for the reference's: MHGD's own code
 KD-SVD's decomposition (the teacher's first right singular vector, the
 student's best-aligned of 4, `SVP.SVD_eid` + `SVP.Align_rsv`). Ours feeds the
 heads IEP's stacked-PCA components (first PCA per sample, IPCA over the
-batch: `iep.points.SensingPoints`), so that MHGD and IEP+BB's black-box term
+batch: `iep.procedure.points.SensingPoints`), so that MHGD and IEP+BB's black-box term
 see identical inputs and differ only by the MPNN message; the IEP paper
 introduces the stacked PCA as the replacement of that SVD. A run of this
 distiller is therefore "MHGD on IEP's inputs", not the BMVC paper's MHGD.
@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from iep.black_box import HEADS, MultiHeadGraph
-from iep.clipped import ClippedDistiller
-from iep.distiller import MODULE_WEIGHT_DECAY
-from iep.losses import estimator_loss, kld, module_l2
 from iep.nets import TappedNetwork
-from iep.points import SensingPoints
+from iep.procedure.black_box import HEADS, MultiHeadGraph
+from iep.procedure.clipped import ClippedDistiller
+from iep.procedure.distiller import MODULE_WEIGHT_DECAY
+from iep.procedure.losses import estimator_loss, kld, module_l2
+from iep.procedure.points import SensingPoints
 
 
 class MHGDDistiller(ClippedDistiller):

@@ -37,9 +37,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points
-from iep.clipped import ClippedDistiller
 from iep.nets import TappedNetwork
 from iep.op_utils.svd import finite_or_zero, truncated_svd
+from iep.procedure.clipped import ClippedDistiller
 
 RBF_WIDTH = 8.0
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.nets import TappedNetwork
-from iep.spca import StackedPCA
+from iep.procedure.spca import StackedPCA
 
 
 @dataclasses.dataclass

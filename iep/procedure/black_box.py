@@ -12,8 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from iep.mpnn import dense_without_bias
 from iep.nets.layers import batch_norm, kernel_initializer
+from iep.procedure.mpnn import dense_without_bias
 
 HEADS = 8  # one of them is the extrinsic (MPNN message) slot
 

@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from iep.black_box import MultiHeadGraph
-from iep.clipped import ClippedDistiller
-from iep.losses import estimator_loss, kld, message_l1, module_l2
-from iep.mpnn import MessagePassing
 from iep.nets import TappedNetwork
-from iep.points import SensingPoints
+from iep.procedure.black_box import MultiHeadGraph
+from iep.procedure.clipped import ClippedDistiller
+from iep.procedure.losses import estimator_loss, kld, message_l1, module_l2
+from iep.procedure.mpnn import MessagePassing
+from iep.procedure.points import SensingPoints
 
 KNOWLEDGE = ("alteration", "interim", "black_box")
 # Phase 1 counts epochs as the reference does: IEPKT trains the modules for 20 epochs (method page §7).

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from iep.adapters import TapAdapter, needs_adapter
 from iep.nets import TappedNetwork
-from iep.spca import StackedPCA, project_student
+from iep.procedure.adapters import TapAdapter, needs_adapter
+from iep.procedure.spca import StackedPCA, project_student
 
 
 class SensingPoints:
