@@ -14,6 +14,12 @@ PAD = 4
 RESIZE_RATIO = 0.875  # eval: resize the shorter side to size/0.875, then center-crop (224 <- 256)
 
 
+def augment_seed(seed: int, epoch: int, index: tf.Tensor) -> tf.Tensor:
+    """The stateless seed pair of batch (or image) `index` of `epoch`: what makes an epoch's augmentation a pure
+    function of (seed, epoch, index), shared by every pipeline."""
+    return tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), tf.cast(index, tf.int64)])
+
+
 def flip_pad_crop_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """images: [B, S, S, C] any dtype; seed: int32/int64 [2]. Same shape out."""
     batch, size = tf.shape(images)[0], tf.shape(images)[1]

@@ -177,7 +177,7 @@ class ImagePipeline:
 
             def augment_batch(index, batch):
                 x, y = batch
-                seed_pair = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+                seed_pair = augment.augment_seed(seed, epoch, index)
                 return tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32), y
 
             return ds.map(augment_batch, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
@@ -186,7 +186,7 @@ class ImagePipeline:
 
         def augment_one(index, record):
             payload, label = record
-            pair = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+            pair = augment.augment_seed(seed, epoch, index)
             return augment.random_resized_crop(decode(payload), size, pair), label
 
         ds = self._train_records.shuffle(

@@ -143,7 +143,7 @@ class UserData:
         def prepare(index, batch):
             images, labels = batch
             if self.augment_images:
-                pair = tf.stack([tf.constant(seed * 1_000_003 + epoch, tf.int64), index])
+                pair = augment.augment_seed(seed, epoch, index)
                 images = augment.flip_pad_crop_batch(images, pair)
             return tf.cast(images, tf.float32), labels
 

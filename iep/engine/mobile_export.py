@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
+from iep.engine.files import write_bytes_atomic
 
 EXPORT_FORMATS = ("savedmodel", "keras", "tflite", "tflite_int8")
 FILE_NAMES = {"keras": "student.keras", "tflite": "student.tflite", "tflite_int8": "student_int8.tflite"}
@@ -35,13 +36,6 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 def export_path(run_dir: str, fmt: str) -> str:
     return os.path.join(run_dir, EXPORT_SUBDIR if fmt == "savedmodel" else FILE_NAMES[fmt])
-
-
-def _write_atomically(path: str, payload: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, path)
 
 
 def tflite_bytes(saved_model_dir: str, representative: Iterable[np.ndarray] | None = None) -> bytes:
@@ -93,12 +87,12 @@ def export_student(
         paths["keras"] = path
     if "tflite" in formats:
         paths["tflite"] = export_path(run_dir, "tflite")
-        _write_atomically(paths["tflite"], tflite_bytes(saved_model))
+        write_bytes_atomic(paths["tflite"], tflite_bytes(saved_model))
     if "tflite_int8" in formats:
         if representative is None:
             raise ValueError("tflite_int8 needs representative training images (representative=...)")
         paths["tflite_int8"] = export_path(run_dir, "tflite_int8")
-        _write_atomically(paths["tflite_int8"], tflite_bytes(saved_model, representative))
+        write_bytes_atomic(paths["tflite_int8"], tflite_bytes(saved_model, representative))
     return paths
 
 
