@@ -100,6 +100,12 @@ def _define_flags() -> None:
     flags.DEFINE_list("combine", ["auto"], "Factors of `combined`: auto (those that raised IEP and IEP+BB) or names.")
     flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
     flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs.")
+    flags.DEFINE_boolean(
+        "rerun_recorded",
+        False,
+        "Train runs again that the results file records but this machine has no run directory for (default: "
+        "keep the record; a study resumed on another machine does so once its retrained teacher matches).",
+    )
     flags.DEFINE_string(
         "results_name",
         None,
@@ -199,6 +205,45 @@ def final_test_accuracy(run_dir: str) -> float:
     return read_json(path)["top1"]
 
 
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """The runs a committed results file records, so a study resumed on another machine (whose run directories
+    are gone) trains only what is missing. Students are keyed by (factor, method, seed), teachers by run dir
+    relative to the study root."""
+
+    students: dict = dataclasses.field(default_factory=dict)
+    teachers: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: str) -> Recorded:
+        if not os.path.exists(path):
+            return cls()
+        results = read_json(path)
+        students = {
+            (row["factor"], row["method"], run["seed"]): run for row in results["results"] for run in row["runs"]
+        }
+        return cls(students, {t["run_dir"]: t for t in results.get("teachers", [])})
+
+
+def check_teacher_matches_record(study: Study, factor: Factor, recorded: Recorded) -> None:
+    """Recorded students learnt from the recorded teacher: mixing them with students of a retrained teacher is
+    sound only if retraining reproduced it (training is deterministic on one kind of machine). Compares every
+    figure both records have (test accuracy; the last epoch's loss where recorded)."""
+    run_dir = teacher_dir(study, factor)
+    old = recorded.teachers.get(os.path.relpath(run_dir, study.root))
+    metrics = small.finished_metrics(run_dir)
+    if old is None or metrics is None:
+        return
+    new = teacher_record(study, run_dir, metrics, {})
+    differ = {k: (old[k], new[k]) for k in ("test", "final_loss") if k in old and old[k] != new[k]}
+    if differ:
+        raise RuntimeError(
+            f"the teacher retrained in {run_dir} differs from the one the results file records "
+            f"(recorded, retrained: {differ}), so its recorded students did not learn from this teacher. "
+            "Re-run with --rerun_recorded to train every student again against this teacher."
+        )
+
+
 def factor_of(study: Study, name: str) -> Factor:
     return FACTORS.get(name) or combined_factor(read_json(os.path.join(study.root, "combined.json"))["factors"])
 
@@ -227,9 +272,13 @@ def _mean(values: list) -> float | None:
     return statistics.mean(values) if values else None
 
 
-def summarize(study: Study, factor_names: list[str], wall_times: dict | None = None) -> list[dict]:
-    """One row per (factor, method) with finished runs: means and spreads over seeds, and every run."""
+def summarize(
+    study: Study, factor_names: list[str], wall_times: dict | None = None, recorded: Recorded | None = None
+) -> list[dict]:
+    """One row per (factor, method) with finished runs: means and spreads over seeds, and every run. A run
+    finished here wins; else a `recorded` one (marked `"recorded": true`) stands in for it."""
     wall_times = wall_times or {}
+    recorded = recorded or Recorded()
     rows = []
     for name in factor_names:
         factor = factor_of(study, name)
@@ -241,6 +290,8 @@ def summarize(study: Study, factor_names: list[str], wall_times: dict | None = N
                 _, run_dir = student_run(study, name, factor, method, seed)
                 if metrics := small.finished_metrics(run_dir):
                     runs.append(run_record(run_dir, metrics, method, seed, wall_times))
+                elif old := recorded.students.get((name, method, seed)):
+                    runs.append({**old, "recorded": True})
             if not runs:
                 continue
             validation, test = [r["validation"] for r in runs], [r["test"] for r in runs]
@@ -365,24 +416,39 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def teacher_records(study: Study, factor_names: list[str], wall_times: dict) -> list[dict]:
-    """The finished teachers of these factors, once each, in run_record's shape (for accuracy and overhead)."""
+def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) -> dict:
+    """One finished teacher in run_record's shape (for accuracy and overhead), with its last epoch's loss, the
+    figure that tells a retrained teacher from the recorded one."""
+    history = metrics["history"]
+    evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
+    return {
+        "run_dir": os.path.relpath(run_dir, study.root),
+        "arch": metrics["arch"],
+        "test": metrics["last_accuracy"],
+        "final_loss": history[-1].get("train_loss"),
+        "epochs": len(history),
+        "train_seconds": sum(h["seconds"] for h in history),
+        "evaluations": len(evals),
+        "eval_seconds": sum(evals),
+        "wall_seconds": small.wall_seconds(run_dir, metrics, wall_times),
+    }
+
+
+def teacher_records(
+    study: Study, factor_names: list[str], wall_times: dict, recorded: Recorded | None = None
+) -> list[dict]:
+    """The finished teachers of these factors, once each (a recorded one where this machine has none)."""
+    recorded = recorded or Recorded()
     out = {}
     for name in factor_names:
         run_dir = teacher_dir(study, factor_of(study, name))
-        if run_dir not in out and (metrics := small.finished_metrics(run_dir)):
-            history = metrics["history"]
-            evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
-            out[run_dir] = {
-                "run_dir": os.path.relpath(run_dir, study.root),
-                "arch": metrics["arch"],
-                "test": metrics["last_accuracy"],
-                "epochs": len(history),
-                "train_seconds": sum(h["seconds"] for h in history),
-                "evaluations": len(evals),
-                "eval_seconds": sum(evals),
-                "wall_seconds": small.wall_seconds(run_dir, metrics, wall_times),
-            }
+        key = os.path.relpath(run_dir, study.root)
+        if key in out:
+            continue
+        if metrics := small.finished_metrics(run_dir):
+            out[key] = teacher_record(study, run_dir, metrics, wall_times)
+        elif key in recorded.teachers:
+            out[key] = {**recorded.teachers[key], "recorded": True}
     return list(out.values())
 
 
@@ -405,23 +471,37 @@ def main(argv: list[str]) -> None:
         FLAGS.seeds,
     )
     os.makedirs(study.root, exist_ok=True)
+    name = FLAGS.results_name or f"protocol_study{quick}"
+    recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results_path(name))
     if not FLAGS.report_only:
-        run_factors(study, [f for f in FLAGS.factors if f != "combined"], FLAGS.methods)
+        run_factors(study, [f for f in FLAGS.factors if f != "combined"], FLAGS.methods, recorded)
         if "combined" in FLAGS.factors:
             run_combined(study, FLAGS.combine, FLAGS.methods)
-    report(study, FLAGS.results_name or f"protocol_study{quick}")
+    report(study, name, recorded)
 
 
-def run_factors(study: Study, names: list[str], methods: list[str]) -> None:
-    """Each factor's teacher, then its students seed by seed (skipping runs the factor cannot change)."""
+def results_path(name: str) -> str:
+    return os.path.join(small.RESULTS_DIR, f"{name}.json")
+
+
+def run_factors(study: Study, names: list[str], methods: list[str], recorded: Recorded | None = None) -> None:
+    """Each factor's teacher, then its students seed by seed (skipping runs the factor cannot change, and runs
+    the results file records that this machine has no finished run of: see `Recorded`)."""
+    recorded = recorded or Recorded()
     wall_times = os.path.join(study.root, "wall_times.json")
     for name in names:
         factor = FACTORS[name]
         small.run_job(*teacher_run(study, factor), wall_times)
+        check_teacher_matches_record(study, factor, recorded)
         for seed in range(study.seeds):
             for method in methods:
-                if run_source(name, factor, method) == name:  # else the run is the baseline's
-                    small.run_job(*student_run(study, name, factor, method, seed), wall_times)
+                if run_source(name, factor, method) != name:  # the run is the baseline's
+                    continue
+                command, run_dir = student_run(study, name, factor, method, seed)
+                if (name, method, seed) in recorded.students and not small.finished(run_dir):
+                    print(f"recorded in the results file, not trained again: {name} {method} seed {seed}")
+                    continue
+                small.run_job(command, run_dir, wall_times)
 
 
 def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
@@ -439,17 +519,17 @@ def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
                 small.run_job(*student_run(study, "combined", factor, method, seed), wall_times)
 
 
-def report(study: Study, name: str) -> None:
-    """Aggregates every finished run of the study into benchmarks/results/<name>.{json,md}."""
+def report(study: Study, name: str, recorded: Recorded | None = None) -> None:
+    """Aggregates every finished (or recorded) run of the study into benchmarks/results/<name>.{json,md}."""
     from benchmarks.results_io import write_results
 
     combined = os.path.join(study.root, "combined.json")
     names = [*FACTORS, *(["combined"] if os.path.exists(combined) else [])]
     wall_times = os.path.join(study.root, "wall_times.json")
     times = read_json(wall_times) if os.path.exists(wall_times) else {}
-    rows = summarize(study, names, times)
+    rows = summarize(study, names, times, recorded)
     gap_rows = gaps(rows, {n: factor_of(study, n) for n in names if any(r["factor"] == n for r in rows)})
-    teachers = teacher_records(study, names, times)
+    teachers = teacher_records(study, names, times, recorded)
     settings = {
         "protocol": dataclasses.asdict(study.protocol),
         "seeds": study.seeds,
@@ -461,7 +541,7 @@ def report(study: Study, name: str) -> None:
         "gaps": gap_rows,
     }
     os.makedirs(small.RESULTS_DIR, exist_ok=True)
-    write_results(os.path.join(small.RESULTS_DIR, f"{name}.json"), settings, rows)
+    write_results(results_path(name), settings, rows)
     table = markdown(rows, gap_rows)
     with open(os.path.join(small.RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(table)

@@ -139,9 +139,9 @@ def test_dml_mutual_term_against_numpy():
     np.testing.assert_allclose(mutual_kl(tf.constant(a), tf.constant(b)).numpy(), expected, rtol=1e-10)
 
 
-def _np_svd_kd(student_maps, teacher_maps, k_student=4):
-    """KD_methods_with_TF Shared.KD_SVD: the teacher's K = 1 vector, the student's K+3 = 4 aligned to it
-    (SVP.Align_rsv(V_S, V_T): the student vector of largest |cosine|, times that cosine's sign), by NumPy's SVD."""
+def _np_aligned(s_map, t_map, k_student=4):
+    """KD_methods_with_TF `SVP.SVD*(tfm, 1)`, `SVP.SVD*(sfm, K+3)` and `SVP.Align_rsv(V_S, V_T)` (the student
+    vector of largest |cosine| with the teacher's, times that cosine's sign), by NumPy's SVD: (v_s, v_t), [B, D]."""
 
     def top(x, k):
         b, h, w, d = x.shape
@@ -149,13 +149,18 @@ def _np_svd_kd(student_maps, teacher_maps, k_student=4):
         v = np.swapaxes(vt[:, :k, :], 1, 2)  # [B, D, k]; s normalized over K = 1 is 1
         return v * np.sign(v.max(1, keepdims=True) + v.min(1, keepdims=True))  # op_utils.svd's sign rule
 
+    v_t, v_s = top(t_map, 1)[..., 0], top(s_map, k_student)
+    cosine = np.einsum("bdk,bd->bk", v_s, v_t)
+    best = np.abs(cosine).argmax(-1)
+    rows = np.arange(len(best))
+    return v_s[rows, :, best] * np.sign(cosine[rows, best])[:, None], v_t
+
+
+def _np_svd_kd(student_maps, teacher_maps, k_student=4):
+    """KD_methods_with_TF Shared.KD_SVD: the RBF relations of the aligned vectors between consecutive points."""
     loss, previous = 0.0, None
     for s_map, t_map in zip(student_maps, teacher_maps, strict=True):
-        v_t, v_s = top(t_map, 1)[..., 0], top(s_map, k_student)
-        cosine = np.einsum("bdk,bd->bk", v_s, v_t)
-        best = np.abs(cosine).argmax(-1)
-        rows = np.arange(len(best))
-        v_s = v_s[rows, :, best] * np.sign(cosine[rows, best])[:, None]
+        v_s, v_t = _np_aligned(s_map, t_map, k_student)
         if previous is not None:
             r_s = np.exp(-((v_s[:, :, None] - previous[0][:, None, :]) ** 2) / 8)
             r_t = np.exp(-((v_t[:, :, None] - previous[1][:, None, :]) ** 2) / 8)
@@ -181,6 +186,46 @@ def test_kd_svd_and_kd_eid_against_numpy(decomposition):
         loss = svd_kd_loss(variables, [tf.constant(x) for x in teacher], 1, decomposition, 4)
     grads = tape.gradient(loss, variables)
     assert all(np.isfinite(g.numpy()).all() for g in grads) and any(np.abs(g.numpy()).max() > 0 for g in grads)
+
+
+def test_mhgd_heads_read_kd_svd_vectors_as_relation_py_does():
+    """KD_methods_with_TF `nets/Relation.py` MHGD: per point the teacher's first right singular vector and the
+    student's best-aligned of 4 (SVD_eid), [B, D]; the graph loss is KL(softmax(tanh G_S) ‖ softmax(tanh G_T))
+    of the heads' attention between consecutive points, summed."""
+    from iep.procedure.losses import kld
+
+    assert method_options("mhgd")["inputs"] == "svd"
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    distiller = build_distiller("mhgd", teacher, student, overrides={"pre_phase_steps": "1"}, seed=0)
+    assert distiller.trainable_variables == []  # no adapters: the vectors live in the points' own width
+    images = tf.constant(RNG.normal(size=(4, 32, 32, 3)).astype(np.float32))
+    s_maps = student(images, training=False)["taps"]
+    t_maps = teacher(images, training=False)["taps"]
+    teacher_c, student_c = distiller._compressed(images, s_maps)
+    expected = [
+        _np_aligned(s.numpy().astype(np.float64), t.numpy().astype(np.float64))
+        for s, t in zip(s_maps, t_maps, strict=True)
+    ]
+    for got_s, got_t, (v_s, v_t) in zip(student_c, teacher_c, expected, strict=True):
+        np.testing.assert_allclose(got_t.numpy(), v_t, atol=2e-3)
+        np.testing.assert_allclose(got_s.numpy(), v_s, atol=2e-3)
+    graph = 0.0
+    for i, module in enumerate(distiller.heads, start=1):
+        g_t = module.attention(tf.constant(expected[i - 1][1], tf.float32), tf.constant(expected[i][1], tf.float32))
+        g_s = module.attention(tf.constant(expected[i - 1][0], tf.float32), tf.constant(expected[i][0], tf.float32))
+        graph += float(kld(tf.tanh(g_s), tf.tanh(g_t)))
+    got = distiller.losses(images, None, {"taps": s_maps}, 0)["graph"]
+    np.testing.assert_allclose(float(got), graph, rtol=1e-2)  # the vectors agree to ~1e-4 (float32 eigh)
+    # The pre-phase estimator rebuilds the teacher's next vector from the previous one: same vectors.
+    assert np.isfinite(float(distiller.pre_phase_losses(images, None)["estimator"]))
+    # Widths differ: the alignment cannot compare the vectors; the stacked-PCA variant can.
+    wide = build_network("wrn-10-2", 10)
+    with pytest.raises(ValueError, match="mhgd aligns singular vectors: it needs equal widths"):
+        build_distiller("mhgd", teacher, wide, overrides={"pre_phase_steps": "1"})
+    spca = build_distiller("mhgd", teacher, wide, overrides={"pre_phase_steps": "1", "inputs": "spca"})
+    assert spca.trainable_variables  # its adapters
+    with pytest.raises(ValueError, match=r"inputs for mhgd must be one of \('svd', 'spca'\), got 'pca'"):
+        build_distiller("mhgd", teacher, student, overrides={"pre_phase_steps": "1", "inputs": "pca"})
 
 
 def test_srm_stages_train_their_own_variables_on_real_cifar10(cifar10_subset, tmp_path):

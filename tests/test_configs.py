@@ -30,6 +30,7 @@ def _parse(path: str) -> dict:
         flags.FLAGS(["train.py", f"--flagfile={os.path.relpath(path, ROOT)}"])
         names = ("arch", "distill", "rate", "teacher", "run_dir", "epochs", "dataset", "image_size", "protocol")
         names += ("knowledge_epochs", "teacher_taps", "crop_to_bbox", "batch_size", "lr", "lr_decay_points")
+        names += ("distill_args",)
         return {name: flags.FLAGS[name].value for name in names}
 
 
@@ -112,7 +113,7 @@ def resnet50_teacher_and_student():
 
 @pytest.mark.parametrize("data", ["mit67", "cub200"])
 def test_table2_configs_build_every_method_on_an_imagenet_teacher(monkeypatch, data, resnet50_teacher_and_student):
-    from iep.methods import build_distiller
+    from iep.methods import build_distiller, parse_distill_args
     from iep.transfer import transfer_protocol
 
     monkeypatch.chdir(ROOT)
@@ -127,6 +128,10 @@ def test_table2_configs_build_every_method_on_an_imagenet_teacher(monkeypatch, d
             continue
         assert (row["teacher"], row["protocol"], row["knowledge_epochs"]) == ("keras:ResNet50", "transfer", 50)
         teacher = build_teacher(row["teacher_taps"])
-        inner = build_distiller(method, teacher, student, main_steps=100, epochs=50, module_steps=10)
+        overrides = parse_distill_args(row["distill_args"])
+        assert overrides == ({"inputs": "spca"} if method == "mhgd" else {})  # ResNet-50's widths: no SVD alignment
+        inner = build_distiller(
+            method, teacher, student, main_steps=100, epochs=50, module_steps=10, overrides=overrides
+        )
         stages = transfer_protocol(inner, student, 100, 0.01, (0.5, 0.75), 0.1, "step", 5e-4, epochs=50).pre_phases()
         assert stages and stages[-1].steps == 100, method

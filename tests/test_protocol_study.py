@@ -1,6 +1,7 @@
 """benchmarks/protocol_study.py: each factor's commands, selection, gaps and overhead (no training here)."""
 
 import json
+import os
 import statistics
 
 import pytest
@@ -175,3 +176,60 @@ def test_summary_overhead_and_table_from_finished_runs(tmp_path):
     assert len(runs) == 3
     table = ps.markdown(rows, ps.gaps(rows, {"baseline": ps.FACTORS["baseline"]}))
     assert "| baseline | iep | 1 | 67.00 ± 0.00 | +0.00 | 66.00 ± 0.00 | +0.00 | 0.040 | — | 150 |" in table
+
+
+def _finished_teacher(path, test, loss):
+    path.mkdir(parents=True)
+    history = [{"epoch": 1, "seconds": 10.0, "train_loss": loss, "eval_accuracy": test, "eval_seconds": 1.0}]
+    metrics = {"finished": True, "arch": "wrn-28-1", "last_accuracy": test, "history": history}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _results_file(path, study, factor, runs, teacher):
+    """A committed results file as report() writes it, made from finished runs that are then deleted."""
+    rows = ps.summarize(study, [factor])
+    teachers = ps.teacher_records(study, [factor], {})
+    (path).write_text(json.dumps({"teachers": teachers, "results": rows}))
+    for run in [*runs, teacher]:
+        for f in run.iterdir():
+            f.unlink()
+        run.rmdir()
+
+
+def test_a_study_resumed_elsewhere_keeps_recorded_runs_and_trains_only_the_rest(tmp_path, monkeypatch):
+    study = ps.Study(rs.FULL, str(tmp_path / "old"), seeds=2)
+    base = tmp_path / "old" / "paper_schedule" / "r0.1"
+    old_runs = [base / "iep_s0", base / "none_s0"]
+    _finished_student(old_runs[0], 0.80, 0.79, 100, {100}, 2.0, clip=0.05)
+    _finished_student(old_runs[1], 0.74, 0.72, 100, {100}, 2.0)
+    _finished_teacher(tmp_path / "old" / "teacher", 0.8348, 0.7090)
+    results = tmp_path / "paper_schedule.json"
+    _results_file(results, study, "paper_schedule", old_runs, tmp_path / "old" / "teacher")
+    recorded = ps.Recorded.read(str(results))
+    assert set(recorded.students) == {("paper_schedule", "iep", 0), ("paper_schedule", "none", 0)}
+    assert recorded.teachers["teacher"]["final_loss"] == 0.7090
+
+    # Another machine: no run directories. Its retrained teacher matches, so only the missing cells train.
+    study = ps.Study(rs.FULL, str(tmp_path / "new"), seeds=2)
+    trained = []
+
+    def run_job(command, run_dir, wall_times):
+        trained.append(os.path.relpath(run_dir, study.root))
+        if run_dir.endswith("teacher"):
+            _finished_teacher(tmp_path / "new" / "teacher", 0.8348, 0.7090)
+
+    monkeypatch.setattr(rs, "run_job", run_job)
+    ps.run_factors(study, ["paper_schedule"], ["none", "iep"], recorded)
+    assert trained == ["teacher", "paper_schedule/r0.1/none_s1", "paper_schedule/r0.1/iep_s1"]
+
+    # The report takes a run finished here over a record, and a record where nothing finished here.
+    _finished_student(tmp_path / "new" / "paper_schedule" / "r0.1" / "iep_s1", 0.82, 0.81, 100, {100}, 2.0)
+    (row,) = [r for r in ps.summarize(study, ["paper_schedule"], {}, recorded) if r["method"] == "iep"]
+    assert [(r["seed"], r.get("recorded", False)) for r in row["runs"]] == [(0, True), (1, False)]
+    assert row["validation"] == pytest.approx((0.80 + 0.82) / 2)
+    assert ps.teacher_records(study, ["paper_schedule"], {}, recorded)[0].get("recorded") is None  # retrained
+
+    # A retrained teacher that differs would mix students of two teachers: refused, naming the way out.
+    _finished_teacher(tmp_path / "other" / "teacher", 0.8348, 0.7102)
+    with pytest.raises(RuntimeError, match="rerun_recorded"):
+        ps.check_teacher_matches_record(ps.Study(rs.FULL, str(tmp_path / "other")), ps.FACTORS["baseline"], recorded)

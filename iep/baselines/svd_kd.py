@@ -59,6 +59,39 @@ def singular_vectors(feature_map: tf.Tensor, k: int, decomposition: str) -> tupl
     return tf.math.l2_normalize(s, axis=1), v
 
 
+def require_alignable_points(
+    method: str, teacher: TappedNetwork, student: TappedNetwork, components: int, student_components: int
+) -> None:
+    """Singular vectors are aligned point by point: equal point counts (at least 2, the relations are between
+    consecutive points), equal widths, and enough rank for the student's vectors."""
+    _require_equal_points(method, teacher, student)
+    if len(teacher.tap_specs) < 2:
+        raise ValueError(f"{method} relates consecutive sensing points: it needs at least 2")
+    for s, t in zip(student.tap_specs, teacher.tap_specs, strict=True):
+        if s.shape[-1] != t.shape[-1]:
+            raise ValueError(f"{method} aligns singular vectors: it needs equal widths; student {s.shape} vs {t.shape}")
+        rank = min(s.shape[0] * s.shape[1], s.shape[-1])
+        if not 1 <= components <= student_components <= rank:
+            raise ValueError(
+                f"{method} needs 1 <= components <= student_components <= min(H·W, D) = {rank} at {s.shape}, "
+                f"got {components} and {student_components}"
+            )
+
+
+def aligned_vectors(
+    student_map: tf.Tensor | None, teacher_map: tf.Tensor, k: int, k_student: int, decomposition: str
+) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+    """(teacher's s [B, k], teacher's right singular vectors [B, D, k], the student's top `k_student` aligned
+    to them [B, D, k] or None without a student map): the compression KD-SVD and MHGD share
+    (KD_methods_with_TF `nets/Shared.py`, `nets/Relation.py`: `SVP.SVD*(tfm, K)`, `SVP.SVD*(sfm, K+3)`,
+    `SVP.Align_rsv`). The teacher's side is outside the gradient."""
+    s_t, v_t = singular_vectors(tf.stop_gradient(teacher_map), k, decomposition)
+    if student_map is None:
+        return s_t, v_t, None
+    _, v_s = singular_vectors(student_map, k_student, decomposition)
+    return s_t, v_t, align_to_teacher(v_s, v_t)
+
+
 def rbf_relation(later: tf.Tensor, earlier: tf.Tensor) -> tf.Tensor:
     """[B, D_later, D_earlier, K]: exp(−(later_a − earlier_c)² / 8) per vector."""
     return tf.exp(-tf.square(later[:, :, None, :] - earlier[:, None, :, :]) / RBF_WIDTH)
@@ -69,9 +102,7 @@ def svd_kd_loss(student_maps, teacher_maps, k: int, decomposition: str, k_studen
     top `k_student` (default k)."""
     terms, previous = [], None
     for s_map, t_map in zip(student_maps, teacher_maps, strict=True):
-        s_t, v_t = singular_vectors(tf.stop_gradient(t_map), k, decomposition)
-        _, v_s = singular_vectors(s_map, k_student or k, decomposition)
-        v_s = align_to_teacher(v_s, v_t)
+        s_t, v_t, v_s = aligned_vectors(s_map, t_map, k, k_student or k, decomposition)
         scale = tf.stop_gradient(s_t)[:, None, :]
         v_t, v_s = tf.stop_gradient(v_t * scale), v_s * scale
         if previous is not None:
@@ -91,20 +122,7 @@ class KDSVDDistiller(ClippedDistiller):
         self, teacher: TappedNetwork, student: TappedNetwork, components: int = 1, student_components: int = 4
     ):
         super().__init__(teacher)
-        _require_equal_points(self.name, teacher, student)
-        if len(teacher.tap_specs) < 2:
-            raise ValueError(f"{self.name} relates consecutive sensing points: it needs at least 2")
-        for s, t in zip(student.tap_specs, teacher.tap_specs, strict=True):
-            if s.shape[-1] != t.shape[-1]:
-                raise ValueError(
-                    f"{self.name} aligns singular vectors: it needs equal widths; student {s.shape} vs {t.shape}"
-                )
-            rank = min(s.shape[0] * s.shape[1], s.shape[-1])
-            if not 1 <= components <= student_components <= rank:
-                raise ValueError(
-                    f"{self.name} needs 1 <= components <= student_components <= min(H·W, D) = {rank} at {s.shape}, "
-                    f"got {components} and {student_components}"
-                )
+        require_alignable_points(self.name, teacher, student, components, student_components)
         self.components, self.student_components = components, student_components
 
     def losses(self, images, labels, student_outputs, epoch):
