@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags  # noqa: E402
 
 from benchmarks import reproduce_small as small  # noqa: E402
+from benchmarks.recorded import Recorded, define_rerun_flag  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -100,12 +101,7 @@ def _define_flags() -> None:
     flags.DEFINE_list("combine", ["auto"], "Factors of `combined`: auto (those that raised IEP and IEP+BB) or names.")
     flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
     flags.DEFINE_boolean("report_only", False, "Only aggregate finished runs.")
-    flags.DEFINE_boolean(
-        "rerun_recorded",
-        False,
-        "Train runs again that the results file records but this machine has no run directory for (default: "
-        "keep the record; a study resumed on another machine does so once its retrained teacher matches).",
-    )
+    define_rerun_flag(flags)
     flags.DEFINE_string(
         "results_name",
         None,
@@ -205,43 +201,12 @@ def final_test_accuracy(run_dir: str) -> float:
     return read_json(path)["top1"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Recorded:
-    """The runs a committed results file records, so a study resumed on another machine (whose run directories
-    are gone) trains only what is missing. Students are keyed by (factor, method, seed), teachers by run dir
-    relative to the study root."""
-
-    students: dict = dataclasses.field(default_factory=dict)
-    teachers: dict = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: str) -> Recorded:
-        if not os.path.exists(path):
-            return cls()
-        results = read_json(path)
-        students = {
-            (row["factor"], row["method"], run["seed"]): run for row in results["results"] for run in row["runs"]
-        }
-        return cls(students, {t["run_dir"]: t for t in results.get("teachers", [])})
-
-
 def check_teacher_matches_record(study: Study, factor: Factor, recorded: Recorded) -> None:
-    """Recorded students learnt from the recorded teacher: mixing them with students of a retrained teacher is
-    sound only if retraining reproduced it (training is deterministic on one kind of machine). Compares every
-    figure both records have (test accuracy; the last epoch's loss where recorded)."""
+    """Recorded students learnt from the recorded teacher (see benchmarks/recorded.py)."""
     run_dir = teacher_dir(study, factor)
-    old = recorded.teachers.get(os.path.relpath(run_dir, study.root))
-    metrics = small.finished_metrics(run_dir)
-    if old is None or metrics is None:
-        return
-    new = teacher_record(study, run_dir, metrics, {})
-    differ = {k: (old[k], new[k]) for k in ("test", "final_loss") if k in old and old[k] != new[k]}
-    if differ:
-        raise RuntimeError(
-            f"the teacher retrained in {run_dir} differs from the one the results file records "
-            f"(recorded, retrained: {differ}), so its recorded students did not learn from this teacher. "
-            "Re-run with --rerun_recorded to train every student again against this teacher."
-        )
+    if metrics := small.finished_metrics(run_dir):
+        retrained = teacher_record(study, run_dir, metrics, {})
+        recorded.check_teacher(retrained["run_dir"], retrained, run_dir)
 
 
 def factor_of(study: Study, name: str) -> Factor:
@@ -290,8 +255,8 @@ def summarize(
                 _, run_dir = student_run(study, name, factor, method, seed)
                 if metrics := small.finished_metrics(run_dir):
                     runs.append(run_record(run_dir, metrics, method, seed, wall_times))
-                elif old := recorded.students.get((name, method, seed)):
-                    runs.append({**old, "recorded": True})
+                elif old := recorded.run(name, method, seed):
+                    runs.append(old)
             if not runs:
                 continue
             validation, test = [r["validation"] for r in runs], [r["test"] for r in runs]
@@ -472,7 +437,7 @@ def main(argv: list[str]) -> None:
     )
     os.makedirs(study.root, exist_ok=True)
     name = FLAGS.results_name or f"protocol_study{quick}"
-    recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results_path(name))
+    recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results_path(name), ("factor", "method"))
     if not FLAGS.report_only:
         run_factors(study, [f for f in FLAGS.factors if f != "combined"], FLAGS.methods, recorded)
         if "combined" in FLAGS.factors:
@@ -498,7 +463,7 @@ def run_factors(study: Study, names: list[str], methods: list[str], recorded: Re
                 if run_source(name, factor, method) != name:  # the run is the baseline's
                     continue
                 command, run_dir = student_run(study, name, factor, method, seed)
-                if (name, method, seed) in recorded.students and not small.finished(run_dir):
+                if recorded.run(name, method, seed) and not small.finished(run_dir):
                     print(f"recorded in the results file, not trained again: {name} {method} seed {seed}")
                     continue
                 small.run_job(command, run_dir, wall_times)

@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.recorded import Recorded, define_rerun_flag  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS, PRE_PHASE  # noqa: E402
 
@@ -73,6 +74,7 @@ def _define_flags() -> None:
         "Base name of the results files in benchmarks/results; default reproduce_small[_quick]. A re-run of some "
         "methods under another name keeps the earlier results file as the record of the earlier numbers.",
     )
+    define_rerun_flag(flags)
     flags.DEFINE_integer(
         "parallel",
         1,
@@ -259,13 +261,20 @@ def run_all(job_list: list[tuple[list[str], str]], wall_times_path: str, paralle
 
 
 def jobs(
-    p: Protocol, root: str, data_dir: str, methods: list[str], seeds_other_rates: int
+    p: Protocol,
+    root: str,
+    data_dir: str,
+    methods: list[str],
+    seeds_other_rates: int,
+    recorded: Recorded | None = None,
 ) -> list[tuple[list[str], str]]:
-    """Teacher first; then vanilla, IEP+BB and IEP for every (seed, rate); then the baselines likewise.
+    """Teacher first; then vanilla, IEP+BB and IEP for every (seed, rate); then the baselines likewise; less
+    the runs `recorded` keeps that have no finished run directory here.
 
     The order is what an interrupted run should have finished first: the
     paper's claim needs the first group at every rate and seed.
     """
+    recorded = recorded or Recorded()
     out = [(teacher_command(p, root, data_dir), f"{root}/teacher")]
     smallest = min(p.rates)
     first = [m for m in ("none", "iep_bb", "iep") if m in methods]
@@ -275,7 +284,9 @@ def jobs(
                 if rate != smallest and seed >= seeds_other_rates:
                     continue
                 out += [
-                    (student_command(p, root, data_dir, m, rate, seed), student_dir(root, m, rate, seed)) for m in group
+                    (student_command(p, root, data_dir, m, rate, seed), student_dir(root, m, rate, seed))
+                    for m in group
+                    if finished(student_dir(root, m, rate, seed)) or not recorded.run(rate, m, seed)
                 ]
     return out
 
@@ -287,51 +298,78 @@ def wall_seconds(run_dir: str, metrics: dict, wall_times: dict) -> float:
     return max(wall_times.get(os.path.abspath(run_dir), 0.0), epochs)
 
 
+def run_record(run_dir: str, metrics: dict, seed: int, wall_times: dict) -> dict:
+    """One finished student as the results file keeps it (enough to stand in for its run directory)."""
+    return {
+        "seed": seed,
+        "last": metrics["last_accuracy"],
+        "best": metrics["best_accuracy"],
+        "wall_seconds": wall_seconds(run_dir, metrics, wall_times),
+        "curve": [h.get("eval_accuracy") for h in metrics["history"]],
+    }
+
+
+def teacher_record(p: Protocol, run_dir: str, metrics: dict, wall_times: dict) -> dict:
+    return {
+        "arch": p.teacher_arch,
+        "last_accuracy": metrics["last_accuracy"],
+        "best_accuracy": metrics["best_accuracy"],
+        "final_loss": metrics["history"][-1].get("train_loss"),  # tells a retrained teacher from this one
+        "wall_seconds": wall_seconds(run_dir, metrics, wall_times),
+    }
+
+
 def summarize(
-    p: Protocol, root: str, methods: list[str], wall_times: dict, data_dir: str = DEFAULT_DATA_DIR
+    p: Protocol,
+    root: str,
+    methods: list[str],
+    wall_times: dict,
+    data_dir: str = DEFAULT_DATA_DIR,
+    recorded: Recorded | None = None,
 ) -> tuple[dict, list[dict]]:
-    teacher = finished_metrics(f"{root}/teacher")
+    """One row per (rate, method) with finished runs; a run finished here wins, else a `recorded` one stands in."""
+    recorded = recorded or Recorded()
+    teacher_metrics = finished_metrics(f"{root}/teacher")
+    if teacher_metrics:
+        teacher = teacher_record(p, f"{root}/teacher", teacher_metrics, wall_times)
+    else:
+        teacher = recorded.teachers.get("teacher") and {**recorded.teachers["teacher"], "recorded": True}
     rows = []
-    student_seconds = 0.0
     for rate in p.rates:
         for method in methods:
-            runs = [student_dir(root, method, rate, s) for s in range(p.seeds)]
-            done = {r: m for r in runs if (m := finished_metrics(r))}
-            if not done:
+            runs = []
+            for seed in range(p.seeds):
+                run_dir = student_dir(root, method, rate, seed)
+                if metrics := finished_metrics(run_dir):
+                    runs.append(run_record(run_dir, metrics, seed, wall_times))
+                elif old := recorded.run(rate, method, seed):
+                    runs.append(old)
+            if not runs:
                 continue
-            last = [m["last_accuracy"] for m in done.values()]
-            best = [m["best_accuracy"] for m in done.values()]
-            seconds = [wall_seconds(r, m, wall_times) for r, m in done.items()]
-            student_seconds += sum(seconds)
+            last, best = [r["last"] for r in runs], [r["best"] for r in runs]
             rows.append(
                 {
                     "rate": rate,
                     "method": method,
-                    "seeds": len(done),
+                    "seeds": len(runs),
                     "last_mean": statistics.mean(last),
                     "last_std": statistics.stdev(last) if len(last) > 1 else 0.0,
                     "best_mean": statistics.mean(best),
                     "best_std": statistics.stdev(best) if len(best) > 1 else 0.0,
                     "last_per_seed": last,
-                    "wall_seconds_mean": statistics.mean(seconds) if seconds else None,
+                    "wall_seconds_mean": statistics.mean(r["wall_seconds"] for r in runs),
+                    "runs": runs,
                 }
             )
     vanilla = {r["rate"]: r["last_mean"] for r in rows if r["method"] == "none"}
     for row in rows:
         row["gain_over_vanilla"] = row["last_mean"] - vanilla[row["rate"]] if row["rate"] in vanilla else None
-    teacher_seconds = wall_seconds(f"{root}/teacher", teacher, wall_times) if teacher else 0.0
+    student_seconds = sum(r["wall_seconds"] for row in rows for r in row["runs"])
     header = {
         "protocol": dataclasses.asdict(p),
-        # What the whole protocol cost on this machine (finished runs only).
-        "wall_seconds_total": teacher_seconds + student_seconds,
-        "teacher": None
-        if teacher is None
-        else {
-            "arch": p.teacher_arch,
-            "last_accuracy": teacher["last_accuracy"],
-            "best_accuracy": teacher["best_accuracy"],
-            "wall_seconds": teacher_seconds,
-        },
+        # What the whole protocol cost (finished and recorded runs).
+        "wall_seconds_total": (teacher["wall_seconds"] if teacher else 0.0) + student_seconds,
+        "teacher": teacher,
         "commands": {
             "teacher": "python " + " ".join(teacher_command(p, root, data_dir)),
             "student_example": "python " + " ".join(student_command(p, root, data_dir, "iep_bb", min(p.rates), 0)),
@@ -340,24 +378,35 @@ def summarize(
     return header, rows
 
 
-def write_report(p: Protocol, root: str, methods: list[str], name: str, data_dir: str) -> None:
+def check_teacher_matches_record(p: Protocol, root: str, recorded: Recorded) -> None:
+    """Recorded students learnt from the recorded teacher (see benchmarks/recorded.py)."""
+    if metrics := finished_metrics(f"{root}/teacher"):
+        recorded.check_teacher("teacher", teacher_record(p, f"{root}/teacher", metrics, {}), f"{root}/teacher")
+
+
+def write_report(
+    p: Protocol, root: str, methods: list[str], name: str, data_dir: str, recorded: Recorded | None = None
+) -> None:
     from benchmarks.learning_curves import plot_learning_curves
     from benchmarks.results_io import write_results
 
     wall_path = os.path.join(root, "wall_times.json")
-    header, rows = summarize(p, root, methods, read_json(wall_path) if os.path.exists(wall_path) else {}, data_dir)
+    wall_times = read_json(wall_path) if os.path.exists(wall_path) else {}
+    header, rows = summarize(p, root, methods, wall_times, data_dir, recorded)
     os.makedirs(RESULTS_DIR, exist_ok=True)
     write_results(os.path.join(RESULTS_DIR, f"{name}.json"), header, rows)
     with open(os.path.join(RESULTS_DIR, f"{name}.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "last_per_seed"] if rows else ["rate"])
+        per_run = ("last_per_seed", "runs")
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k not in per_run] if rows else ["rate"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: v for k, v in row.items() if k != "last_per_seed"})
+            writer.writerow({k: v for k, v in row.items() if k not in per_run})
     for rate in p.rates:
         curves = {}
-        for method in methods:
-            if metrics := finished_metrics(student_dir(root, method, rate, 0)):
-                curves[method] = [h["eval_accuracy"] for h in metrics["history"]]
+        for row in rows:
+            seed0 = [r for r in row["runs"] if r["seed"] == 0]
+            if row["rate"] == rate and seed0 and None not in seed0[0]["curve"]:
+                curves[row["method"]] = seed0[0]["curve"]
         if curves:
             out = os.path.join(root, f"curves_r{rate:g}.png")
             plot_learning_curves(curves, f"WRN-16-1 on {rate:g} of CIFAR-10 (seed 0)", out, controls=CONTROLS)
@@ -417,15 +466,19 @@ def main(argv: list[str]) -> None:
     name = FLAGS.results_name or default_name
     root = FLAGS.root or os.path.join("runs", default_name)  # runs are shared whatever the results file is named
     os.makedirs(root, exist_ok=True)
+    results = os.path.join(RESULTS_DIR, f"{name}.json")
+    recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results, ("rate", "method"))
     if not FLAGS.report_only:
-        job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates)
+        wall_times = os.path.join(root, "wall_times.json")
+        job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates, recorded)
+        run_job(*job_list[0], wall_times)  # the teacher first: the recorded students need it to match
+        check_teacher_matches_record(protocol, root, recorded)
         if "static_kd" in FLAGS.methods:
-            run_job(*job_list[0], os.path.join(root, "wall_times.json"))  # the teacher, then its vectors
-            ensure_static_knowledge(root, os.path.join(root, "wall_times.json"))
-        run_all(job_list, os.path.join(root, "wall_times.json"), FLAGS.parallel)
+            ensure_static_knowledge(root, wall_times)
+        run_all(job_list, wall_times, FLAGS.parallel)
     # The report covers every finished run, not only this invocation's --methods (a subset must not erase
     # the other methods' rows from the results files).
-    write_report(protocol, root, [*METHODS, *CONTROLS], name, FLAGS.data_dir)
+    write_report(protocol, root, [*METHODS, *CONTROLS], name, FLAGS.data_dir, recorded)
 
 
 if __name__ == "__main__":

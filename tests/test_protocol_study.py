@@ -205,8 +205,8 @@ def test_a_study_resumed_elsewhere_keeps_recorded_runs_and_trains_only_the_rest(
     _finished_teacher(tmp_path / "old" / "teacher", 0.8348, 0.7090)
     results = tmp_path / "paper_schedule.json"
     _results_file(results, study, "paper_schedule", old_runs, tmp_path / "old" / "teacher")
-    recorded = ps.Recorded.read(str(results))
-    assert set(recorded.students) == {("paper_schedule", "iep", 0), ("paper_schedule", "none", 0)}
+    recorded = ps.Recorded.read(str(results), ("factor", "method"))
+    assert set(recorded.runs) == {("paper_schedule", "iep", 0), ("paper_schedule", "none", 0)}
     assert recorded.teachers["teacher"]["final_loss"] == 0.7090
 
     # Another machine: no run directories. Its retrained teacher matches, so only the missing cells train.

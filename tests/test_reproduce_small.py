@@ -111,3 +111,33 @@ def test_finished_runs_are_skipped_and_a_failure_stops_the_rest(tmp_path):
         rs.run_all([*_fake_jobs(tmp_path, ["teacher", "a"], 0.0), failing, *_fake_jobs(tmp_path, ["c"], 0.0)], wall)
     assert _read(tmp_path, "a") == before  # finished: not run again
     assert not (tmp_path / "c").exists()  # sequential: nothing after the failed run
+
+
+def test_a_run_another_machine_recorded_stands_in_and_is_not_trained_again(tmp_path):
+    from benchmarks.recorded import Recorded
+
+    protocol = rs.Protocol(rates=(0.1,), seeds=2)
+    old = tmp_path / "old"
+    _finished_run(old / "teacher", 0.8348, 0.8348, 10.0)
+    _finished_run(old / "r0.1" / "kd_s0", 0.64, 0.65, 60.0)
+    header, rows = rs.summarize(protocol, str(old), ["kd"], {})
+    results = tmp_path / "reproduce_small.json"
+    results.write_text(json.dumps({**header, "results": rows}))  # as write_results lays it out
+    recorded = Recorded.read(str(results), ("rate", "method"))
+    assert set(recorded.runs) == {(0.1, "kd", 0)} and recorded.teachers["teacher"]["last_accuracy"] == 0.8348
+
+    new = tmp_path / "new"  # another machine: no run directories
+    runs = [d for _, d in rs.jobs(protocol, str(new), "data", ["none", "kd"], 1, recorded)]
+    assert f"{new}/r0.1/kd_s0" not in runs and f"{new}/r0.1/kd_s1" in runs and f"{new}/r0.1/none_s0" in runs
+    _finished_run(new / "r0.1" / "kd_s1", 0.66, 0.66, 60.0)
+    header, rows = rs.summarize(protocol, str(new), ["kd"], {}, recorded=recorded)
+    (kd,) = rows
+    assert [(r["seed"], r.get("recorded", False)) for r in kd["runs"]] == [(0, True), (1, False)]
+    assert kd["last_mean"] == pytest.approx(0.65) and kd["runs"][0]["curve"] == [0.65, 0.64]
+    assert header["teacher"]["recorded"] and header["wall_seconds_total"] == pytest.approx(10.0 + 60.0 + 60.0)
+
+    _finished_run(new / "teacher", 0.8348, 0.8348, 10.0)
+    rs.check_teacher_matches_record(protocol, str(new), recorded)  # the same teacher: the records stand
+    _finished_run(tmp_path / "other" / "teacher", 0.8351, 0.8351, 10.0)
+    with pytest.raises(RuntimeError, match=r"differs from the one the results file records.*--rerun_recorded"):
+        rs.check_teacher_matches_record(protocol, str(tmp_path / "other"), recorded)
