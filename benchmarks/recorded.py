@@ -46,6 +46,10 @@ class Recorded:
             teachers["teacher"] = results["teacher"]
         return cls(runs, teachers)
 
+    def has(self, *key) -> bool:
+        """Whether (*cell, seed) is recorded: a study skips training it unless it finished here."""
+        return tuple(key) in self.runs
+
     def run(self, *key) -> dict | None:
         """The recorded run of (*cell, seed), marked as recorded; None if there is none."""
         found = self.runs.get(tuple(key))

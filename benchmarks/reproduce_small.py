@@ -286,7 +286,7 @@ def jobs(
                 out += [
                     (student_command(p, root, data_dir, m, rate, seed), student_dir(root, m, rate, seed))
                     for m in group
-                    if finished(student_dir(root, m, rate, seed)) or not recorded.run(rate, m, seed)
+                    if finished(student_dir(root, m, rate, seed)) or not recorded.has(rate, m, seed)
                 ]
     return out
 
