@@ -35,7 +35,7 @@ setup(
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"]},
     entry_points={
         "console_scripts": [
             "iep-train=iep.apps.train:run",
