@@ -211,6 +211,8 @@ def run_job(
         return
     print("\n$ python " + " ".join(command) + (f"\n  (output: {log_path})" if log_path else ""), flush=True)
     start = time.monotonic()
+    if log_path:  # beside the run dir, whose parent train.py has not made yet on a fresh root
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     log = open(log_path, "a") if log_path else None
     try:
         stderr = subprocess.STDOUT if log else None

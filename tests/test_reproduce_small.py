@@ -92,14 +92,15 @@ def _read(tmp_path, name):
 def test_parallel_runs_students_together_after_the_teacher(tmp_path, monkeypatch):
     monkeypatch.setattr(rs.os, "cpu_count", lambda: 4)
     wall = str(tmp_path / "wall_times.json")
-    rs.run_all(_fake_jobs(tmp_path, ["teacher", "a", "b"], 1.0), wall, parallel=2)
-    teacher, a, b = (_read(tmp_path, n) for n in ("teacher", "a", "b"))
+    students = ["r0.1/a", "r0.1/b"]  # logs go beside run dirs whose parent no run has made yet (a fresh root)
+    rs.run_all(_fake_jobs(tmp_path, ["teacher", *students], 1.0), wall, parallel=2)
+    teacher, a, b = (_read(tmp_path, n) for n in ("teacher", *students))
     assert teacher["end"] <= min(a["start"], b["start"])  # students wait for the teacher
     assert a["start"] < b["end"] and b["start"] < a["end"]  # and overlap each other
     assert teacher["threads"] is None and a["threads"] == b["threads"] == "2"  # 4 cores shared by 2 runs
-    assert "trained" in (tmp_path / "a.log").read_text()
+    assert "trained" in (tmp_path / "r0.1" / "a.log").read_text()
     times = json.loads(open(wall).read())
-    assert set(times) == {str(tmp_path / n) for n in ("teacher", "a", "b")} and min(times.values()) >= 1.0
+    assert set(times) == {str(tmp_path / n) for n in ("teacher", *students)} and min(times.values()) >= 1.0
 
 
 def test_finished_runs_are_skipped_and_a_failure_stops_the_rest(tmp_path):
