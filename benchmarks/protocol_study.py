@@ -463,7 +463,7 @@ def run_factors(study: Study, names: list[str], methods: list[str], recorded: Re
                 if run_source(name, factor, method) != name:  # the run is the baseline's
                     continue
                 command, run_dir = student_run(study, name, factor, method, seed)
-                if recorded.has(name, method, seed) and not small.finished(run_dir):
+                if recorded.stands_in(run_dir, name, method, seed):
                     print(f"recorded in the results file, not trained again: {name} {method} seed {seed}")
                     continue
                 small.run_job(command, run_dir, wall_times)

@@ -22,6 +22,17 @@ from iep.engine.files import read_json
 TEACHER_FIGURES = ("test", "last_accuracy", "final_loss")
 
 
+def finished_metrics(run_dir: str) -> dict | None:
+    """The run's metrics.json if the run finished, else None (read once: the report needs its contents too)."""
+    path = os.path.join(run_dir, "metrics.json")
+    metrics = read_json(path) if os.path.exists(path) else None
+    return metrics if metrics and metrics.get("finished") else None
+
+
+def finished(run_dir: str) -> bool:
+    return finished_metrics(run_dir) is not None
+
+
 @dataclasses.dataclass(frozen=True)
 class Recorded:
     """`runs`: (*cell, seed) → run record, the cell being the row fields that name it (protocol study:
@@ -46,9 +57,10 @@ class Recorded:
             teachers["teacher"] = results["teacher"]
         return cls(runs, teachers)
 
-    def has(self, *key) -> bool:
-        """Whether (*cell, seed) is recorded: a study skips training it unless it finished here."""
-        return tuple(key) in self.runs
+    def stands_in(self, run_dir: str, *key) -> bool:
+        """Whether the record of (*cell, seed) stands in for training `run_dir`: it is recorded and did not
+        finish here (a run that finished here is reported from its own metrics)."""
+        return tuple(key) in self.runs and not finished(run_dir)
 
     def run(self, *key) -> dict | None:
         """The recorded run of (*cell, seed), marked as recorded; None if there is none."""

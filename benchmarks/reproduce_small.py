@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks.recorded import Recorded, define_rerun_flag  # noqa: E402
+from benchmarks.recorded import Recorded, define_rerun_flag, finished, finished_metrics  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS, PRE_PHASE  # noqa: E402
 
@@ -171,17 +171,6 @@ def student_dir(root: str, method: str, rate: float, seed: int) -> str:
     return os.path.join(root, f"r{rate:g}", f"{method}_s{seed}")
 
 
-def finished_metrics(run_dir: str) -> dict | None:
-    """The run's metrics.json if the run finished, else None (read once: the report needs its contents too)."""
-    path = os.path.join(run_dir, "metrics.json")
-    metrics = read_json(path) if os.path.exists(path) else None
-    return metrics if metrics and metrics.get("finished") else None
-
-
-def finished(run_dir: str) -> bool:
-    return finished_metrics(run_dir) is not None
-
-
 _WALL_TIMES_LOCK = threading.Lock()
 _RUNNING: set[subprocess.Popen] = set()
 
@@ -211,9 +200,10 @@ def run_job(
         return
     print("\n$ python " + " ".join(command) + (f"\n  (output: {log_path})" if log_path else ""), flush=True)
     start = time.monotonic()
+    log = None
     if log_path:  # beside the run dir, whose parent train.py has not made yet on a fresh root
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
-    log = open(log_path, "a") if log_path else None
+        log = open(log_path, "a")
     try:
         stderr = subprocess.STDOUT if log else None
         process = subprocess.Popen([sys.executable, *command], env=env, stdout=log, stderr=stderr)
@@ -288,7 +278,7 @@ def jobs(
                 out += [
                     (student_command(p, root, data_dir, m, rate, seed), student_dir(root, m, rate, seed))
                     for m in group
-                    if finished(student_dir(root, m, rate, seed)) or not recorded.has(rate, m, seed)
+                    if not recorded.stands_in(student_dir(root, m, rate, seed), rate, m, seed)
                 ]
     return out
 
