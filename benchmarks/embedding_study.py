@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks.reproduce_small import finished, student_dir  # noqa: E402
+from benchmarks.recorded import finished  # noqa: E402
+from benchmarks.reproduce_small import student_dir  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from iep.engine.files import read_json  # noqa: E402
 from iep.interpret.report import visualize  # noqa: E402

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags  # noqa: E402
 
 from benchmarks import reproduce_small as small  # noqa: E402
-from benchmarks.recorded import Recorded, define_rerun_flag  # noqa: E402
+from benchmarks.recorded import Recorded, define_rerun_flag, finished_metrics  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -204,7 +204,7 @@ def final_test_accuracy(run_dir: str) -> float:
 def check_teacher_matches_record(study: Study, factor: Factor, recorded: Recorded) -> None:
     """Recorded students learnt from the recorded teacher (see benchmarks/recorded.py)."""
     run_dir = teacher_dir(study, factor)
-    if metrics := small.finished_metrics(run_dir):
+    if metrics := finished_metrics(run_dir):
         retrained = teacher_record(study, run_dir, metrics, {})
         recorded.check_teacher(retrained["run_dir"], retrained, run_dir)
 
@@ -253,7 +253,7 @@ def summarize(
             runs = []
             for seed in range(study.seeds):
                 _, run_dir = student_run(study, name, factor, method, seed)
-                if metrics := small.finished_metrics(run_dir):
+                if metrics := finished_metrics(run_dir):
                     runs.append(run_record(run_dir, metrics, method, seed, wall_times))
                 elif old := recorded.run(name, method, seed):
                     runs.append(old)
@@ -410,7 +410,7 @@ def teacher_records(
         key = os.path.relpath(run_dir, study.root)
         if key in out:
             continue
-        if metrics := small.finished_metrics(run_dir):
+        if metrics := finished_metrics(run_dir):
             out[key] = teacher_record(study, run_dir, metrics, wall_times)
         elif key in recorded.teachers:
             out[key] = {**recorded.teachers[key], "recorded": True}

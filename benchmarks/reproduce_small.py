@@ -275,11 +275,10 @@ def jobs(
             for rate in p.rates:
                 if rate != smallest and seed >= seeds_other_rates:
                     continue
-                out += [
-                    (student_command(p, root, data_dir, m, rate, seed), student_dir(root, m, rate, seed))
-                    for m in group
-                    if not recorded.stands_in(student_dir(root, m, rate, seed), rate, m, seed)
-                ]
+                for m in group:
+                    run_dir = student_dir(root, m, rate, seed)
+                    if not recorded.stands_in(run_dir, rate, m, seed):
+                        out.append((student_command(p, root, data_dir, m, rate, seed), run_dir))
     return out
 
 
