@@ -5,6 +5,8 @@
   python benchmarks/protocol_study.py                                  # all of the above in one go (many hours)
   python benchmarks/protocol_study.py --report_only
   python benchmarks/protocol_study.py --factors=paper_schedule --results_name=paper_schedule  # 100 epochs
+  python benchmarks/protocol_study.py --factors=paper_schedule --results_name=paper_schedule --methods=all \
+      --parallel=2                                                     # the table: every method, 100 epochs
   python benchmarks/protocol_study.py --quick                          # plumbing only (minutes)
 
 Base: reproduce_small's CPU protocol (WRN-28-1 teacher for 10 epochs, WRN-16-1 students on 10 % of the
@@ -28,6 +30,10 @@ and a combination reuses a single factor's run where only that factor reaches th
   paper_schedule    the paper's budget: 100 student epochs (LR x0.2 at 30/60/80 %) with the module phase of
                     module_20_epochs; never combined
   combined          the protocol factors that raised both IEP and IEP+BB on validation (--combine=auto) or a list
+
+The comparison table (`--methods=all`, meant for `paper_schedule`): every built-in method with a teacher
+network, each with its module phase as its reference counts it (IEP 20 passes, MHGD its 40), plus IEP and
+IEP+BB with each distillation term clipped on its own (`iep_termclip`, `iep_bb_termclip`).
 Per run the report gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`), the phase-1
 loss at its last TensorBoard write (IEP's `pre_phase/module_kld`, FitNet's `pre_phase/hint`), and where the
 wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO.
@@ -48,9 +54,23 @@ from absl import app, flags  # noqa: E402
 from benchmarks import reproduce_small as small  # noqa: E402
 from benchmarks.recorded import Recorded, define_rerun_flag, finished_metrics  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
+from iep.methods import METHODS as BUILT_IN  # noqa: E402
+from iep.methods import STATIC_METHODS  # noqa: E402
 
 FLAGS = flags.FLAGS
-METHODS = ("none", "iep", "iep_bb", "fitnet", "co")
+METHODS = ("none", "iep", "iep_bb", "fitnet", "co")  # the factor study's methods (its question: IEP's gap)
+# Variants: a study method name → (--distill, extra train.py flags). IEP with each distillation term's gradient
+# clipped on its own (IEPKT adds three 'dist' entries; its optimizer is unpublished: docs/methods.md).
+VARIANTS = {
+    "iep_termclip": ("iep", ["--distill_args=clip_terms=per_term"]),
+    "iep_bb_termclip": ("iep_bb", ["--distill_args=clip_terms=per_term"]),
+}
+# The comparison table at the paper's budget: every built-in method that learns from a teacher network (static
+# knowledge has none), then the variants. `--methods=all` names them.
+TABLE_METHODS = (*(m for m in BUILT_IN if m not in STATIC_METHODS), *VARIANTS)
+# Methods whose module phase the short protocol shortens (IEP's 200 steps, MHGD's `pre_phase_steps`); a factor
+# with `module_epochs` gives them their reference length (IEP: that many passes; MHGD: its own 40).
+MODULE_PHASE_METHODS = ("iep", "iep_bb", *VARIANTS, "mhgd")
 VALIDATION_FRACTION = 0.1
 EVAL_EVERY = 5
 MODULE_EPOCHS = 20
@@ -65,12 +85,12 @@ class Factor:
     clip: bool = True  # False: IEP's distillation gradient uncapped (--noiep_clip), a diagnostic of the method
 
     def seen_by(self, method: str) -> Factor:
-        """The part of this factor `method`'s run sees: only IEP has the module phase and the clip, the vanilla
-        student no teacher."""
+        """The part of this factor `method`'s run sees: only IEP (and MHGD) have the module phase, only IEP the
+        clip, the vanilla student no teacher."""
         iep = method.startswith("iep")
         return dataclasses.replace(
             self,
-            module_epochs=self.module_epochs if iep else None,
+            module_epochs=self.module_epochs if method in MODULE_PHASE_METHODS else None,
             clip=self.clip if iep else True,
             teacher_arch=self.teacher_arch if method != "none" else None,
         )
@@ -96,7 +116,14 @@ def _define_flags() -> None:
     flags.DEFINE_string("data_dir", small.DEFAULT_DATA_DIR, "CIFAR-10 TFRecords (see ../shared/data/README).")
     flags.DEFINE_string("root", None, "Where the runs go; default runs/protocol_study[_quick].")
     flags.DEFINE_list("factors", [*FACTORS, "combined"], f"Factors to run: {[*FACTORS, 'combined']}.")
-    flags.DEFINE_list("methods", list(METHODS), "Methods ('none' is the vanilla student).")
+    flags.DEFINE_list(
+        "methods",
+        list(METHODS),
+        f"Methods ('none' is the vanilla student; 'all': {', '.join(TABLE_METHODS)}).",
+    )
+    flags.DEFINE_integer(
+        "parallel", 1, "Student runs at a time, each on cores/parallel threads, output in <run_dir>.log."
+    )
     flags.DEFINE_integer("seeds", 2, "Seeds per factor and method.")
     flags.DEFINE_list("combine", ["auto"], "Factors of `combined`: auto (those that raised IEP and IEP+BB) or names.")
     flags.DEFINE_boolean("quick", False, "Tiny protocol that only checks the plumbing.")
@@ -160,18 +187,22 @@ def student_run(study: Study, factor_name: str, factor: Factor, method: str, see
     p = study.protocol
     protocol = dataclasses.replace(p, student_epochs=factor.epochs or p.student_epochs)
     base = os.path.join(study.root, factor_name)
-    command = small.student_command(protocol, base, study.data_dir, method, min(p.rates), seed)
-    command = [c for c in command if not c.startswith(("--dropout=", "--teacher="))]
+    distill, extra = VARIANTS.get(method, (method, []))
+    run_dir = small.student_dir(base, method, min(p.rates), seed)
+    command = small.student_command(protocol, base, study.data_dir, distill, min(p.rates), seed)
+    command = [c for c in command if not c.startswith(("--dropout=", "--teacher=", "--run_dir="))]
+    command += [f"--run_dir={run_dir}", *extra]
     command += [f"--dropout={factor.dropout:g}", f"--validation_fraction={VALIDATION_FRACTION}"]
     command += ["--eval_split=validation", f"--eval_every={EVAL_EVERY}"]
     if method != "none":
         command.append(f"--teacher={teacher_dir(study, factor)}")
-    if factor.module_epochs and method.startswith("iep"):
-        command = [c for c in command if not c.startswith("--iep_module_steps=")]
-        command.append(f"--iep_module_epochs={factor.module_epochs}")
+    if factor.module_epochs and method in MODULE_PHASE_METHODS:  # the module phase as the reference counts it
+        command = [c for c in command if not c.startswith(("--iep_module_steps=", "--distill_args=pre_phase_steps"))]
+        if method.startswith("iep"):
+            command.append(f"--iep_module_epochs={factor.module_epochs}")
     if not factor.clip and method.startswith("iep"):
         command.append("--noiep_clip")
-    return command, small.student_dir(base, method, min(p.rates), seed)
+    return command, run_dir
 
 
 # The loss each method's phase 1 minimizes, read at its last TensorBoard write (a mean over the last
@@ -247,7 +278,7 @@ def summarize(
     rows = []
     for name in factor_names:
         factor = factor_of(study, name)
-        for method in METHODS:
+        for method in TABLE_METHODS:
             if run_source(name, factor, method) != name:  # that factor's row has these runs
                 continue
             runs = []
@@ -295,7 +326,7 @@ def accuracy_table(rows: list[dict], factors: dict[str, Factor], split: str) -> 
     table = {}
     for name, factor in factors.items():
         table[name] = {}
-        for method in METHODS:
+        for method in TABLE_METHODS:
             key = (run_source(name, factor, method), method)
             if key in by_key:
                 table[name][method] = by_key[key]
@@ -420,12 +451,15 @@ def teacher_records(
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(FLAGS.factors) - {*FACTORS, "combined"}) + sorted(set(FLAGS.methods) - set(METHODS))
+    methods = list(TABLE_METHODS) if FLAGS.methods == ["all"] else FLAGS.methods
+    unknown = sorted(set(FLAGS.factors) - {*FACTORS, "combined"}) + sorted(set(methods) - set(TABLE_METHODS))
     unknown += sorted(set(FLAGS.combine) - {"auto", *FACTORS} - {"baseline"})
     if unknown:
         raise app.UsageError(f"unknown --factors/--methods/--combine {unknown}; factors {[*FACTORS, 'combined']}")
     if FLAGS.seeds < 1:
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
+    if FLAGS.parallel < 1:
+        raise app.UsageError(f"--parallel must be at least 1 (runs at a time), got {FLAGS.parallel}")
     if not os.path.isdir(FLAGS.data_dir):
         raise app.UsageError(f"--data_dir {FLAGS.data_dir!r} is not a directory of CIFAR-10 TFRecords")
     quick = "_quick" if FLAGS.quick else ""
@@ -439,9 +473,9 @@ def main(argv: list[str]) -> None:
     name = FLAGS.results_name or f"protocol_study{quick}"
     recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results_path(name), ("factor", "method"))
     if not FLAGS.report_only:
-        run_factors(study, [f for f in FLAGS.factors if f != "combined"], FLAGS.methods, recorded)
+        run_factors(study, [f for f in FLAGS.factors if f != "combined"], methods, recorded, FLAGS.parallel)
         if "combined" in FLAGS.factors:
-            run_combined(study, FLAGS.combine, FLAGS.methods)
+            run_combined(study, FLAGS.combine, methods)
     report(study, name, recorded)
 
 
@@ -449,15 +483,19 @@ def results_path(name: str) -> str:
     return os.path.join(small.RESULTS_DIR, f"{name}.json")
 
 
-def run_factors(study: Study, names: list[str], methods: list[str], recorded: Recorded | None = None) -> None:
-    """Each factor's teacher, then its students seed by seed (skipping runs the factor cannot change, and runs
-    the results file records that this machine has no finished run of: see `Recorded`)."""
+def run_factors(
+    study: Study, names: list[str], methods: list[str], recorded: Recorded | None = None, parallel: int = 1
+) -> None:
+    """Each factor's teacher, then its students seed by seed, `parallel` at a time (skipping runs the factor
+    cannot change, and runs the results file records that this machine has no finished run of: see `Recorded`)."""
     recorded = recorded or Recorded()
     wall_times = os.path.join(study.root, "wall_times.json")
     for name in names:
         factor = FACTORS[name]
-        small.run_job(*teacher_run(study, factor), wall_times)
+        teacher = teacher_run(study, factor)
+        small.run_job(*teacher, wall_times)
         check_teacher_matches_record(study, factor, recorded)
+        students = []
         for seed in range(study.seeds):
             for method in methods:
                 if run_source(name, factor, method) != name:  # the run is the baseline's
@@ -466,7 +504,8 @@ def run_factors(study: Study, names: list[str], methods: list[str], recorded: Re
                 if recorded.stands_in(run_dir, name, method, seed):
                     print(f"recorded in the results file, not trained again: {name} {method} seed {seed}")
                     continue
-                small.run_job(command, run_dir, wall_times)
+                students.append((command, run_dir))
+        small.run_students(students, wall_times, parallel)
 
 
 def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:

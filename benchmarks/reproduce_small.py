@@ -232,6 +232,11 @@ def run_all(job_list: list[tuple[list[str], str]], wall_times_path: str, paralle
     """The first job (the teacher) alone, then the students `parallel` at a time, in list order."""
     (teacher, teacher_dir), *students = job_list
     run_job(teacher, teacher_dir, wall_times_path)
+    run_students(students, wall_times_path, parallel)
+
+
+def run_students(students: list[tuple[list[str], str]], wall_times_path: str, parallel: int = 1) -> None:
+    """Student jobs `parallel` at a time, in list order (their teacher has finished)."""
     if parallel <= 1:
         for command, run_dir in students:
             run_job(command, run_dir, wall_times_path)

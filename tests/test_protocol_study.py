@@ -56,9 +56,44 @@ def test_every_command_parses_with_train_flags():
 
     commands = [ps.teacher_run(STUDY, f)[0] for f in ps.FACTORS.values()]
     commands += [ps.student_run(STUDY, n, f, m, 0)[0] for n, f in ps.FACTORS.items() for m in ps.METHODS]
+    paper = ps.FACTORS["paper_schedule"]
+    commands += [ps.student_run(STUDY, "paper_schedule", paper, m, 0)[0] for m in ps.TABLE_METHODS]
     for command in commands:
         with flagsaver.flagsaver():
             flags.FLAGS(command)  # raises on an unknown flag or a bad value
+
+
+def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_module_phase():
+    from iep.methods import METHODS as BUILT_IN
+
+    assert set(ps.TABLE_METHODS) == set(BUILT_IN) - {"static_kd"} | {"iep_termclip", "iep_bb_termclip"}
+    paper = ps.FACTORS["paper_schedule"]
+    mhgd_short = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mhgd", 0)[0])
+    mhgd_paper = _flags(ps.student_run(STUDY, "paper_schedule", paper, "mhgd", 0)[0])
+    assert mhgd_short["distill_args"] == "pre_phase_steps=200"  # the short protocol's module steps
+    assert "distill_args" not in mhgd_paper and "iep_module_epochs" not in mhgd_paper  # MHGD's own 40 epochs
+    assert ps.run_source("module_20_epochs", ps.FACTORS["module_20_epochs"], "mhgd") == "module_20_epochs"
+    command, run_dir = ps.student_run(STUDY, "paper_schedule", paper, "iep_bb_termclip", 1)
+    got = _flags(command)
+    assert run_dir == "root/paper_schedule/r0.1/iep_bb_termclip_s1" == got["run_dir"]
+    assert got["distill"] == "iep_bb" and got["distill_args"] == "clip_terms=per_term"
+    assert got["iep_module_epochs"] == "20" and "iep_module_steps" not in got and got["epochs"] == "100"
+    assert [c for c in command if c.startswith("--run_dir=")] == [f"--run_dir={run_dir}"]  # one run dir only
+    kd = _flags(ps.student_run(STUDY, "paper_schedule", paper, "kd", 0)[0])
+    assert kd["distill"] == "kd" and "distill_args" not in kd and kd["teacher"] == "root/teacher"
+
+
+def test_students_run_in_parallel_after_the_teacher(tmp_path, monkeypatch):
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=1)
+    calls = []
+
+    def run_job(command, run_dir, wall_times, env=None, log_path=None):
+        calls.append((os.path.relpath(run_dir, study.root), env is not None, log_path is not None))
+
+    monkeypatch.setattr(rs, "run_job", run_job)
+    ps.run_factors(study, ["paper_schedule"], ["kd", "dkd"], parallel=2)
+    assert calls[0] == ("teacher", False, False)  # alone, first
+    assert sorted(calls[1:]) == [("paper_schedule/r0.1/dkd_s0", True, True), ("paper_schedule/r0.1/kd_s0", True, True)]
 
 
 def test_a_factor_reuses_the_baseline_where_it_cannot_change_the_method():
