@@ -68,18 +68,33 @@ def methods() -> tuple[str, ...]:
     return (*METHODS, *_REGISTERED)
 
 
-# How long each method's pre-phase runs when `pre_phase_steps` is not given, as its reference counts it:
-# ("fraction", f) of the main steps, or ("epochs", n) passes over the training data.
-# * FitNet, AB, FT: 30 % — the TF2 benchmark the modules follow trains the auxiliary stage for
+# The one rule for reference clocks (pre-phases, module phases, warm-ups), shown by `--helpfull` (under
+# --distill_args) and in docs/methods.md. Tested against every method's defaults (tests/test_registry.py).
+CLOCK_RULE = (
+    "Reference clocks: a phase that trains only the method's own module on the frozen teacher counts in passes "
+    "over the training data, as many as its reference runs (IEP's module 20, MHGD's heads 40, FT's paraphraser 30, "
+    "SRM's dictionary 100): the module needs that much training whatever the student's budget, and the student "
+    "gets no steps from it (so it may be longer than a short run's main phase). A phase that trains the student "
+    "(FitNet's and AB's initialization 30 % of the main steps, FSP's 40 %, SRM's student initialization 80 %) and "
+    "a warm-up of a loss weight (DKD's, 20/240 of the run) count as shares of the run: they are part of the "
+    "student's budget, and a share keeps the reference's split of it. Override with pre_phase_steps (SRM: "
+    "dictionary_epochs, init_fraction; DKD: warmup_fraction)."
+)
+
+# How long each single pre-phase runs when `pre_phase_steps` is not given (CLOCK_RULE): ("epochs", n) passes
+# over the training data or ("fraction", f) of the main steps, with the reference line each follows.
+# * FitNet, AB: 30 % — the TF2 benchmark the modules follow trains the auxiliary stage for
 #   `int(args.train_epoch*.3)` epochs (Knowledge_distillation_via_TF2.0 `distiller/FT.py`, `auxiliary_training`).
+# * FT: 30 epochs — the same line; FT's stage trains only the paraphraser (teacher side), so it counts passes:
+#   `int(100*.3)` at the benchmark's 100 epochs.
 # * FSP: 40 % — KD_methods_with_TF `train_w_distill.py`: `init_epoch = 40` before `train_epoch = 100`.
-# * MHGD: 40 epochs — the same line (MHGD is in its initialization set); a count, not a share, so a short main
-#   phase does not starve the attention module (at the reference's 100 epochs both readings agree).
-# SRM sizes its two stages itself from `main_steps` (srm.py).
+# * MHGD: 40 epochs — the same line (MHGD is in its initialization set); its heads train on the teacher only.
+# IEP's module phase is 20 epochs (`iep.procedure.distiller.DEFAULT_MODULE_EPOCHS`, IEPKT `init_epoch = 20`);
+# SRM sizes its two stages itself (srm.py), DKD its warm-up (logit_kd.py), by the same rule.
 PRE_PHASE = {
     "fitnet": ("fraction", 0.3),
     "ab": ("fraction", 0.3),
-    "ft": ("fraction", 0.3),
+    "ft": ("epochs", 30.0),
     "fsp": ("fraction", 0.4),
     "mhgd": ("epochs", 40.0),
 }
@@ -110,7 +125,9 @@ def parse_distill_args(items: Sequence[str] | None) -> dict[str, str]:
     return out
 
 
-def _convert(method: str, key: str, value: str, default: object) -> object:
+def _convert(method: str, key: str, value: object, default: object) -> object:
+    if not isinstance(value, str):  # a typed value from Python (`overrides={"weight": 0.5}`): checked as its text
+        value = str(value)
     try:
         if isinstance(default, bool):
             if value.lower() not in ("true", "false", "1", "0"):
@@ -139,9 +156,9 @@ OPTION_RANGES = {
     "pre_phase_lr": _POSITIVE,
     "codeword_multiplier": _POSITIVE,
     "sparsity_multiplier": _POSITIVE,
-    "dictionary_fraction": _POSITIVE,
+    "dictionary_epochs": _POSITIVE,
     "init_fraction": _POSITIVE,
-    "warmup_fraction": (lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "warmup_fraction": _NON_NEGATIVE,  # > 1: the weight never reaches 1 within the run (logit_kd.py)
     "heads": (lambda x: x >= 1, ">= 1"),
     "components": (lambda x: x >= 1, ">= 1"),
     "student_components": (lambda x: x >= 1, ">= 1"),
@@ -149,7 +166,44 @@ OPTION_RANGES = {
         ("alpha", "beta", "weight", "angle_weight", "distance_weight", "cross_entropy_weight", "margin"), _NON_NEGATIVE
     ),
     **dict.fromkeys(("weight_decay", "init_weight_decay", "pre_phase_steps"), _NON_NEGATIVE),
+    # IEP's (IEP_OPTIONS)
+    "iterations": (lambda x: x >= 1, ">= 1"),
+    "module_steps": _NON_NEGATIVE,
+    "module_epochs": _POSITIVE,
+    "module_lr": _POSITIVE,
 }
+
+# IEP's options as --distill_args (train.py's --iep_* flags are aliases of the same names): name → a sample of
+# its type. `knowledge` lists terms joined by '+' (alteration+interim+black_box); `module_epochs` sizes the module
+# phase in passes (CLOCK_RULE), `module_steps` in steps; `clip_terms` is `sum` (clip the summed distillation
+# gradient once, the default) or `per_term` (clip each term's gradient on its own; docs/methods.md).
+IEP_OPTIONS = {
+    "second_pca": "",
+    "iterations": 0,
+    "knowledge": "",
+    "module_steps": 0,
+    "module_epochs": 0.0,
+    "module_lr": 0.0,
+    "clip": False,
+    "clip_terms": "",
+}
+
+
+def iep_options(overrides: Mapping[str, object], method: str = "iep") -> dict[str, object]:
+    """--distill_args of --distill=iep/iep_bb, typed and range-checked (keyword names of `build_distiller`)."""
+    unknown = sorted(set(overrides) - set(IEP_OPTIONS))
+    if unknown:
+        raise ValueError(f"--distill_args {unknown} unknown for {method}; it accepts {sorted(IEP_OPTIONS)}")
+    out = {}
+    for key, value in overrides.items():
+        if key == "knowledge":
+            terms = value if isinstance(value, (list, tuple)) else str(value).split("+")
+            out[key] = tuple(t.strip() for t in terms if t.strip())
+        else:
+            out[key] = _check_range(method, key, _convert(method, key, value, IEP_OPTIONS[key]))
+    if "module_steps" in out and "module_epochs" in out:
+        raise ValueError(f"--distill_args module_steps and module_epochs both size {method}'s module phase: give one")
+    return out
 
 
 def _check_range(method: str, key: str, value: object) -> object:
@@ -208,6 +262,7 @@ def build_distiller(
     module_steps: int | None = None,
     module_lr: float = 0.1,
     clip: bool = True,
+    clip_terms: str = "sum",
     seed: int | None = None,
     main_steps: int | None = None,
     epochs: int | None = None,
@@ -217,8 +272,8 @@ def build_distiller(
     if method not in methods():
         raise ValueError(f"--distill must be one of {methods()}, got {method!r}")
     overrides = dict(overrides or {})
-    if method in ("none", "iep", "iep_bb") and overrides:
-        raise ValueError(f"--distill_args is for the baselines; --distill={method} takes its own flags")
+    if method == "none" and overrides:
+        raise ValueError("--distill_args are a method's options; --distill=none has none")
     if method == "none":
         return Distiller(teacher)
     if method in STATIC_METHODS:
@@ -249,8 +304,19 @@ def build_distiller(
         return _check_classes(method_class(method)(teacher, **kwargs), teacher, student)
     from iep.procedure.distiller import DEFAULT_MODULE_EPOCHS, DEFAULT_MODULE_STEPS, IEPDistiller
 
+    options = iep_options(overrides, method)
+    second_pca = options.get("second_pca", second_pca)
+    iterations = options.get("iterations", iterations)
+    knowledge = options.get("knowledge", knowledge)
+    module_steps = options.get("module_steps", None if "module_epochs" in options else module_steps)
+    module_lr = options.get("module_lr", module_lr)
+    clip, clip_terms = options.get("clip", clip), options.get("clip_terms", clip_terms)
+    per_epoch = main_steps / epochs if main_steps and epochs else None
+    if "module_epochs" in options:
+        if per_epoch is None:
+            raise ValueError(f"{method}: module_epochs needs the run's size (main_steps and epochs)")
+        module_steps = max(1, round(options["module_epochs"] * per_epoch))
     if module_steps is None:  # the reference's 20 epochs, in this run's steps where the run's size is known
-        per_epoch = main_steps / epochs if main_steps and epochs else None
         module_steps = max(1, round(DEFAULT_MODULE_EPOCHS * per_epoch)) if per_epoch else DEFAULT_MODULE_STEPS
 
     if knowledge is None:
@@ -267,4 +333,5 @@ def build_distiller(
         module_lr=module_lr,
         seed=seed,
         clip=clip,
+        clip_terms=clip_terms,
     )

@@ -39,10 +39,24 @@ def clipped_multitask_gradients(
     If `stats` is a dict, it receives `clip_ratio` (Σ‖kept‖ / Σ‖raw‖ of the
     distillation gradients; 1 = nothing clipped) and `clipped_fraction`.
     """
+    return clipped_multitask_gradients_per_term(target, decay, [distill], scale, stats)
+
+
+def clipped_multitask_gradients_per_term(
+    target: Sequence[tf.Tensor | None],
+    decay: Sequence[tf.Tensor | None],
+    distill_terms: Sequence[Sequence[tf.Tensor | None]],
+    scale: tf.Tensor | None,
+    stats: dict | None = None,
+) -> list[tf.Tensor | None]:
+    """g = ∇CE + ∇wd + Σ_t clip_by_norm(∇dist_t, ‖∇CE‖·scale) per variable: each distillation term's gradient
+    capped on its own (one term: `clipped_multitask_gradients`). Stats as there, over every (variable, term)."""
     combined, raw_norms, kept_norms, clipped = [], [], [], []
-    for g_target, g_decay, g_distill in zip(target, decay, distill, strict=True):
+    for g_target, g_decay, *g_terms in zip(target, decay, *distill_terms, strict=True):
         parts = [g for g in (g_target, g_decay) if g is not None]
-        if g_distill is not None:
+        for g_distill in g_terms:
+            if g_distill is None:
+                continue
             uncapped = g_target is None or scale is None
             kept = g_distill if uncapped else clip_to_norm(g_distill, tf.norm(g_target) * scale)
             parts.append(kept)

@@ -19,6 +19,21 @@ The gradient is the matrix-backprop formula for the thin SVD (Ionescu et al.
 applied to the full thin factors with zero cotangents for the dropped
 triplets. Entries made non-finite by repeated or zero singular values are
 zeroed, as in the original code, so nothing non-finite reaches training.
+
+`gradient="reference"` is instead the gradient the IEP author's benchmark
+registers for its SVDs, KD_methods_with_TF `nets/SVP.py` `gradient_svd`
+('Svd_', used by `SVD` and, through `SVD_grad_map`, by `SVD_eid`; the
+version with `SVD_eid` that `nets/Relation.py` calls, lines 89-124). It reads
+only V̄ (the s̄ and Ū of the triplets are dropped), after the benchmark's
+`tf.nn.l2_normalize` of the sliced V (which removes V̄'s radial part):
+
+    m ≥ n (`right_grad`, lines 119-122):  Ā = 2·U S msym(K ∘ VᵀV̄) Vᵀ,
+    m < n (`left_grad`, lines 108-117):   the same formula on Aᵀ with V in U's place,
+
+msym(X) = X + Xᵀ, K_ij = 1/(s_j² − s_i²) (0 on the diagonal). For m ≥ n this
+is exactly twice the exact formula's V̄ term (msym(K∘X) = K∘(X − Xᵀ)), so the
+KD-SVD family trains its student with twice the SVD gradient the exact
+formula gives: "as the reference executes".
 """
 
 from __future__ import annotations
@@ -72,7 +87,36 @@ def _svd_backward(s, u, v, ds, du, dv) -> tf.Tensor:
     return finite_or_zero(grad)
 
 
+def _svd_backward_reference(s, u, v, dv) -> tf.Tensor:
+    """Ā of the benchmark's 'Svd_' gradient (see the module docstring) from V̄ [B, n_cols, k] alone."""
+    k = s.shape[-1]
+    s2 = tf.square(s)
+    eye = tf.eye(k, dtype=s.dtype)
+    kt = finite_or_zero(tf.linalg.matrix_transpose((1.0 - eye) / (s2[:, :, None] - s2[:, None, :] + eye)))
+
+    def msym(x):
+        return x + tf.linalg.matrix_transpose(x)
+
+    if u.shape[-2] >= v.shape[-2]:  # right_grad
+        us = u * s[:, None, :]
+        return finite_or_zero(
+            tf.matmul(2.0 * tf.matmul(us, msym(kt * tf.matmul(v, dv, transpose_a=True))), v, transpose_b=True)
+        )
+    # left_grad: U and V (and their cotangents) swapped, the result transposed
+    big_u, big_v = v, u
+    d = dv / (s[:, None, :] + 1e-8)
+    us = big_u * s[:, None, :]
+    grad = tf.matmul(d, big_v, transpose_b=True)
+    grad += tf.matmul(
+        big_u * -tf.linalg.diag_part(tf.matmul(big_u, d, transpose_a=True))[:, None, :], big_v, transpose_b=True
+    )
+    inner = tf.matmul(big_v, -tf.matmul(big_v, tf.matmul(d, us, transpose_a=True)), transpose_a=True)
+    grad += tf.matmul(2.0 * tf.matmul(us, msym(kt * inner)), big_v, transpose_b=True)
+    return finite_or_zero(tf.linalg.matrix_transpose(grad))
+
+
 DECOMPOSITIONS = ("eigh", "svd")
+GRADIENTS = ("exact", "reference")
 
 
 def _thin_svd(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -80,12 +124,15 @@ def _thin_svd(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     return tf.linalg.svd(x, full_matrices=False)
 
 
-def truncated_svd(x: tf.Tensor, n: int = 1, decomposition: str = "eigh") -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def truncated_svd(
+    x: tf.Tensor, n: int = 1, decomposition: str = "eigh", gradient: str = "exact"
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Top-n singular triplets of each matrix in x, sign-fixed.
 
     x: [B, m, n_cols] or a feature map [B, H, W, D] (read as [B, H·W, D]).
     Returns s [B, n] (descending), u [B, m, n], v [B, n_cols, n]; u and v are
     unit columns, multiplied by `sign_fix(v)`. Non-finite inputs are read as 0.
+    `gradient`: "exact" (the thin-SVD formula) or "reference" (the benchmark's 'Svd_'; module docstring).
     """
     if x.shape.rank == 4:
         x = tf.reshape(x, [-1, x.shape[1] * x.shape[2], x.shape[3]])
@@ -93,6 +140,8 @@ def truncated_svd(x: tf.Tensor, n: int = 1, decomposition: str = "eigh") -> tupl
         raise ValueError(f"truncated_svd expects [B, m, n] or [B, H, W, D], got shape {x.shape}")
     if decomposition not in DECOMPOSITIONS:
         raise ValueError(f"truncated_svd: decomposition must be one of {DECOMPOSITIONS}, got {decomposition!r}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"truncated_svd: gradient must be one of {GRADIENTS}, got {gradient!r}")
     thin_svd = _thin_svd_by_eigh if decomposition == "eigh" else _thin_svd
     k = min(x.shape[-2], x.shape[-1])
     if not 1 <= n <= k:
@@ -106,6 +155,11 @@ def truncated_svd(x: tf.Tensor, n: int = 1, decomposition: str = "eigh") -> tupl
 
         def grad(ds, du, dv):
             pad = [[0, 0], [0, 0], [0, k - n]]
+            if gradient == "reference":
+                dv_n = dv * sign if dv is not None else tf.zeros_like(v[..., :n])
+                # the benchmark's l2_normalize of the sliced V: its backward at unit columns drops the radial part
+                dv_n -= v[..., :n] * tf.reduce_sum(v[..., :n] * dv_n, axis=-2, keepdims=True)
+                return _svd_backward_reference(s, u, v, tf.pad(dv_n, pad))
             ds_full = tf.pad(ds, pad[1:]) if ds is not None else tf.zeros_like(s)
             du_full = tf.pad(du * sign, pad) if du is not None else tf.zeros_like(u)
             dv_full = tf.pad(dv * sign, pad) if dv is not None else tf.zeros_like(v)

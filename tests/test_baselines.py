@@ -93,6 +93,10 @@ def test_dkd_warms_up_linearly():
     first = float(distiller.losses(images, labels, outputs, tf.constant(0.0))["dkd"])
     late = float(distiller.losses(images, labels, outputs, tf.constant(30.0))["dkd"])
     assert first == pytest.approx(late / 20, rel=1e-5)
+    # warmup_fraction > 1: the weight never reaches 1 in the run (mdistiller's step count replayed in a short run)
+    slow = DKDDistiller(teacher, epochs=15, warmup_fraction=2.0)  # a 30-epoch ramp over a 15-epoch run
+    last = float(slow.losses(images, labels, outputs, tf.constant(14.0))["dkd"])
+    assert last == pytest.approx(late * 15 / 30, rel=1e-5)
 
 
 def test_at_rejects_mismatched_resolutions():

@@ -108,7 +108,7 @@ def test_distill_args_are_checked_before_compute():
     [
         ("kd", {"temperature": "-1"}, "temperature for kd must be > 0, got -1"),
         ("kd", {"weight": "-0.5"}, "weight for kd must be >= 0"),
-        ("dkd", {"warmup_fraction": "1.5"}, r"warmup_fraction for dkd must be in \[0, 1\]"),
+        ("dkd", {"warmup_fraction": "-0.5"}, r"warmup_fraction for dkd must be >= 0"),
         ("mhgd", {"heads": "0"}, "heads for mhgd must be >= 1"),
         ("fitnet", {"pre_phase_lr": "0"}, "pre_phase_lr for fitnet must be > 0"),
         ("rkd", {"angle_weight": "-50"}, "angle_weight for rkd must be >= 0"),

@@ -171,7 +171,7 @@ def _np_svd_kd(student_maps, teacher_maps, k_student=4):
 
 @pytest.mark.parametrize("decomposition", ["svd", "eigh"])
 def test_kd_svd_and_kd_eid_against_numpy(decomposition):
-    assert method_options("kd_svd") == {"components": 1, "student_components": 4}  # Shared.py: K = 1, K+3
+    assert method_options("kd_svd") == {"components": 1, "student_components": 4, "svd_gradient": "reference"}
     shapes = [(3, 6, 6, 4), (3, 3, 3, 5), (3, 3, 3, 5)]
     student = [RNG.normal(size=s).astype(np.float32) for s in shapes]
     teacher = [RNG.normal(size=s).astype(np.float32) for s in shapes]
@@ -186,6 +186,37 @@ def test_kd_svd_and_kd_eid_against_numpy(decomposition):
         loss = svd_kd_loss(variables, [tf.constant(x) for x in teacher], 1, decomposition, 4)
     grads = tape.gradient(loss, variables)
     assert all(np.isfinite(g.numpy()).all() for g in grads) and any(np.abs(g.numpy()).max() > 0 for g in grads)
+
+
+def test_kd_svd_family_trains_with_the_benchmarks_svd_gradient():
+    """KD_methods_with_TF nets/SVP.py: 'Svd_' is twice the exact gradient on tall maps; SVD_eid passes none
+    where 2/3 < H·W/D < 3/2 (a stop-gradient tf.svd), SVD (KD-SVD) does."""
+    assert method_options("mhgd")["svd_gradient"] == "reference" == method_options("kd_eid")["svd_gradient"]
+    shapes = [(3, 6, 6, 4), (3, 3, 3, 8), (3, 3, 3, 5)]  # H·W/D = 9, 1.125 (the band), 1.8
+    student = [tf.Variable(RNG.normal(size=s).astype(np.float64)) for s in shapes]
+    teacher = [tf.constant(RNG.normal(size=s).astype(np.float64)) for s in shapes]
+
+    def gradients(decomposition, svd_gradient):
+        with tf.GradientTape() as tape:
+            loss = svd_kd_loss(student, teacher, 1, decomposition, 4, svd_gradient)
+        grads = tape.gradient(loss, student)
+        return [np.zeros(v.shape) if g is None else g.numpy() for v, g in zip(student, grads, strict=True)]
+
+    for decomposition in ("svd", "eigh"):
+        exact, reference = gradients(decomposition, "exact"), gradients(decomposition, "reference")
+        assert all(np.abs(g).max() > 1e-6 for g in exact)
+        for i, (e, r) in enumerate(zip(exact, reference, strict=True)):
+            if decomposition == "eigh" and i == 1:  # SVD_eid's band: no gradient reaches the student
+                assert not np.any(r)
+            else:
+                np.testing.assert_allclose(r, 2.0 * e, rtol=1e-6, atol=1e-12)
+    teacher_net, student_net = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    for method in ("kd_svd", "kd_eid", "mhgd"):
+        with pytest.raises(ValueError, match=rf"svd_gradient for {method} must be one of \('exact', 'reference'\)"):
+            build_distiller(method, teacher_net, student_net, overrides={"svd_gradient": "twice"}, main_steps=10,
+                            epochs=1)  # fmt: skip
+    exact = build_distiller("kd_eid", teacher_net, student_net, overrides={"svd_gradient": "exact"})
+    assert exact.svd_gradient == "exact"
 
 
 def test_mhgd_heads_read_kd_svd_vectors_as_relation_py_does():
@@ -231,8 +262,16 @@ def test_mhgd_heads_read_kd_svd_vectors_as_relation_py_does():
 def test_srm_stages_train_their_own_variables_on_real_cifar10(cifar10_subset, tmp_path):
     data = cifar10_subset
     teacher, student = frozen_teacher_and_student(data, "wrn-10-1", "wrn-10-1")
-    distiller = build_distiller("srm", teacher, student, main_steps=10, seed=0)
-    assert (distiller.dictionary_steps, distiller.init_steps) == (5, 8)  # 0.5× and 0.8× the main phase
+    distiller = build_distiller(
+        "srm", teacher, student, main_steps=10, epochs=2, seed=0, overrides={"dictionary_epochs": 2}
+    )
+    assert (distiller.dictionary_steps, distiller.init_steps) == (10, 8)  # 2 passes of 5 steps; 0.8× the main phase
+    distiller = build_distiller("srm", teacher, student, main_steps=10, epochs=2, seed=0)
+    assert distiller.dictionary_steps == 500  # the authors' 100 cluster epochs: passes (CLOCK_RULE)
+    distiller = build_distiller(
+        "srm", teacher, student, main_steps=10, epochs=1, seed=0, overrides={"dictionary_epochs": "0.5"}
+    )
+    assert (distiller.dictionary_steps, distiller.init_steps) == (5, 8)
     phases = distiller.pre_phases()
     assert [p.name for p in phases] == ["srm_dictionary", "srm_init"] and {p.optimizer for p in phases} == {"adam"}
     config = TrainConfig(epochs=1, batch_size=100, progress=False, export=False, lr_schedule="constant", lr=0.05)
@@ -265,7 +304,9 @@ def test_srm_stages_train_their_own_variables_on_real_cifar10(cifar10_subset, tm
 
 def test_adam_stage_schedule_decays_at_the_stated_fractions(cifar10_subset, tmp_path):
     teacher, student = frozen_teacher_and_student(cifar10_subset, "wrn-10-1", "wrn-10-1")
-    distiller = build_distiller("srm", teacher, student, main_steps=100, seed=0)  # dictionary: 50 steps
+    distiller = build_distiller(
+        "srm", teacher, student, main_steps=100, epochs=1, seed=0, overrides={"dictionary_epochs": "0.5"}
+    )  # dictionary: 50 steps
     config = TrainConfig(epochs=1, batch_size=100, progress=False, export=False)
     stage = Trainer(student, cifar10_subset, config, str(tmp_path), distiller)._stages[0]
     schedule = stage.learning_rate
@@ -321,7 +362,13 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
 
     teacher = tmp_path / "teacher"
     train_in_process(teacher, "--epochs=1", "--arch=wrn-10-1")
-    flags_ = ("--epochs=2", "--arch=wrn-10-1", "--distill=srm", f"--teacher={teacher}")
+    flags_ = (
+        "--epochs=2",
+        "--arch=wrn-10-1",
+        "--distill=srm",
+        f"--teacher={teacher}",
+        "--distill_args=dictionary_epochs=1",
+    )
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
     kill_after_checkpoint(train_command(killed, *flags_), killed, 2)
@@ -353,7 +400,7 @@ def test_ab_has_a_connector_at_every_point_as_the_tf2_code():
 
 def test_ft_paraphraser_decays_every_variable_as_the_tf2_code():
     teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
-    distiller = build_distiller("ft", teacher, student, main_steps=10)
+    distiller = build_distiller("ft", teacher, student, main_steps=10, epochs=1)
     images = tf.random.uniform((2, 32, 32, 3), 0, 255, seed=3)
     variables = distiller.pre_phase_variables
     assert any("gamma" in v.name or "bias" in v.name for v in variables)

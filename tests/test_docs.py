@@ -55,3 +55,11 @@ def test_the_results_chart_is_up_to_date():
         text = open(path).read()
         assert block in text, f"{os.path.relpath(path, ROOT)}: run python benchmarks/plot_results.py"
     assert "bar [" in block and block.count(",") >= 10
+
+
+def test_docs_state_the_clock_rule_the_code_uses():
+    from iep.methods import CLOCK_RULE
+
+    text = open(os.path.join(ROOT, "docs", "methods.md")).read()
+    (block,) = re.findall(r"<!-- clock-rule:begin.*?-->\n> (.*?)\n<!-- clock-rule:end -->", text, re.S)
+    assert block == CLOCK_RULE

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
@@ -189,3 +190,94 @@ def test_unclipped_ablation_adds_the_raw_distillation_gradient():
     clipped, ratio = grads(ClippedDistiller(None))
     np.testing.assert_allclose(clipped, a + 2e-3 * w + b * (0.5 * 0.5 / 50.0), rtol=1e-6)  # ‖a‖ = 0.5, ‖b‖ = 50
     np.testing.assert_allclose(ratio, 0.25 / 50.0, rtol=1e-6)
+
+
+def test_per_term_clip_caps_each_distillation_term_on_its_own():
+    """clip_terms=per_term: g = ∇CE + ∇wd + Σ_t clip(∇t, ‖∇CE‖·σ); the summed default clips ∇(Σ_t t) once."""
+    a, w = np.array([0.3, -0.4]), np.array([1.0, 2.0])  # ‖∇CE‖ = 0.5: cap 0.25 at σ(0) = 0.5
+    b1, b2 = np.array([30.0, 40.0]), np.array([0.06, -0.08])  # ‖∇t1‖ = 50 (clipped), ‖∇t2‖ = 0.1 (kept)
+    variable = tf.Variable(w.astype(np.float32))
+
+    def grads(distiller):
+        with tf.GradientTape(persistent=True) as tape:
+            task = tf.reduce_sum(variable * a.astype(np.float32))
+            decay = 1e-3 * tf.reduce_sum(variable**2)
+            terms = {"t1": tf.reduce_sum(variable * b1.astype(np.float32)), "t2": tf.reduce_sum(variable * b2)}
+            distill = tf.add_n(list(terms.values()))
+        extra = {"terms": terms} if distiller.gradient_reads_terms else {}
+        (g,) = distiller.gradients(tape, task, decay, distill, [variable], tf.constant(0.0), **extra)
+        return g.numpy(), distiller.step_metrics()
+
+    per_term, stats = grads(ClippedDistiller(None, clip_terms="per_term"))
+    expected = a + 2e-3 * w + b1 * (0.25 / 50.0) + b2
+    np.testing.assert_allclose(per_term, expected, rtol=1e-5)
+    np.testing.assert_allclose(float(stats["clip_ratio"]), (0.25 + 0.1) / (50.0 + 0.1), rtol=1e-5)
+    assert float(stats["clipped_fraction"]) == 0.5
+    summed, _ = grads(ClippedDistiller(None))
+    total = b1 + b2
+    np.testing.assert_allclose(summed, a + 2e-3 * w + total * 0.25 / np.linalg.norm(total), rtol=1e-5)
+    with pytest.raises(ValueError, match=r"clip_terms for none must be one of \('sum', 'per_term'\)"):
+        ClippedDistiller(None, clip_terms="each")
+
+
+def test_iep_takes_its_options_as_distill_args():
+    """IEP's options are --distill_args like every method's (the --iep_* flags are aliases of the same names)."""
+    from iep.methods import build_distiller
+    from iep.nets import build_network
+
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    options = {"clip_terms": "per_term", "knowledge": "alteration+interim", "iterations": "3", "module_epochs": "2"}
+    distiller = build_distiller("iep", teacher, student, overrides=options, main_steps=50, epochs=10)
+    assert distiller.clip_terms == "per_term" and distiller.gradient_reads_terms
+    assert distiller.knowledge == ("alteration", "interim") and distiller.iterations == 3
+    assert distiller.pre_phase_steps == 10  # 2 passes of 5 steps
+    bb = build_distiller("iep_bb", teacher, student, overrides={"module_steps": 7, "clip": False})
+    assert bb.black_box and bb.pre_phase_steps == 7 and not bb.clip and bb.clip_terms == "sum"
+    for bad, message in (
+        ({"clip_terms": "each"}, r"clip_terms for iep must be one of"),
+        ({"iterations": "0"}, r"--distill_args iterations for iep must be >= 1"),
+        ({"beta": "1"}, r"--distill_args \['beta'\] unknown for iep; it accepts"),
+        ({"module_steps": "5", "module_epochs": "1"}, "both size iep's module phase"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            build_distiller("iep", teacher, student, overrides=bad, main_steps=50, epochs=10)
+
+
+def test_the_training_step_clips_iep_bb_terms_one_by_one():
+    """The step (`distillation_gradients`, the trainer's and model.fit's) passes each term to a per-term clip:
+    its gradient equals ∇CE + ∇wd + Σ_t clip(∇t, ‖∇CE‖·σ(0)) computed term by term here."""
+    from iep.engine.trainer import distillation_gradients
+    from iep.methods import build_distiller
+    from iep.nets import build_network
+    from iep.op_utils import decayed_variables, l2_penalty
+
+    tf.keras.utils.set_random_seed(0)
+    teacher, student = build_network("wrn-10-1", 10, dropout=0.0), build_network("wrn-10-1", 10, dropout=0.0)
+    distiller = build_distiller("iep_bb", teacher, student, overrides={"clip_terms": "per_term", "module_steps": 1})
+    iep_losses = distiller.losses
+    distiller.losses = lambda *args: {k: 1e4 * v for k, v in iep_losses(*args).items()}  # so that some terms clip
+    images = tf.constant(np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32))
+    labels = tf.constant(np.arange(8) % 10, tf.int32)
+    distiller.pre_phase_losses(images, labels)  # a module-phase step fills the IPCA state the terms read
+    variables, decayed = student.model.trainable_variables, decayed_variables(student.model.trainable_variables)
+    epoch = tf.Variable(0)
+    grads, values = distillation_gradients(student, distiller, images, labels, variables, decayed, 5e-4, epoch)
+    assert set(values) >= {"loss/alteration", "loss/interim", "loss/black_box"}
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = student(images, training=True)
+        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=outputs["logits"]))
+        decay = l2_penalty(decayed, 5e-4)
+        terms = distiller.losses(images, labels, outputs, epoch)
+    g_ce, g_wd = tape.gradient(ce, variables), tape.gradient(decay, variables)
+    g_terms = [tape.gradient(t, variables) for t in terms.values()]
+    clipped_some = False
+    for i, got in enumerate(grads):
+        expected = g_ce[i].numpy() + (0 if g_wd[i] is None else g_wd[i].numpy())
+        cap = 0.5 * np.linalg.norm(g_ce[i].numpy())
+        for g in g_terms:
+            if g[i] is not None:
+                raw = g[i].numpy()
+                expected = expected + raw * min(1.0, cap / max(np.linalg.norm(raw), 1e-12))
+                clipped_some |= np.linalg.norm(raw) > cap
+        np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4, atol=1e-6)
+    assert clipped_some and 0 < float(values["distill/clipped_fraction"]) < 1

@@ -42,7 +42,7 @@ def test_ft_paraphraser_and_translator_follow_the_tf2_code_as_executed():
     """tcl's arg_scope overwrites explicit kwargs: ReLU after every (transposed) conv but the translator's last,
     leaky ReLU after every BN, no bias anywhere, the paraphraser's BN at mean 0 / var 1."""
     teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
-    ft = build_distiller("ft", teacher, student, main_steps=10)
+    ft = build_distiller("ft", teacher, student, main_steps=10, epochs=1)
     for module in (ft.paraphraser_encoder, ft.paraphraser_decoder, ft.translator):
         assert not [v.name for v in module.weights if "bias" in v.name], module.name
     feature = RNG.normal(size=(2, 8, 8, 64)).astype(np.float32)
@@ -123,6 +123,12 @@ def test_pre_phases_last_as_their_references_count_them():
     # TF2 benchmark: 30 % (FitNet, AB, FT); TF1 train_w_distill.py: init_epoch = 40 of 100 (FSP), 40 epochs (MHGD).
     assert steps == {"fitnet": 300, "ab": 300, "ft": 300, "fsp": 400, "mhgd": 400}
     assert build_distiller("mhgd", teacher, student, main_steps=150, epochs=15).pre_phase_steps == 400
+    # FT's paraphraser trains on the teacher only: 30 passes whatever the run's length (CLOCK_RULE), where it was
+    # 30 % of the main steps (45 of a 150-step run).
+    assert build_distiller("ft", teacher, student, main_steps=150, epochs=15).pre_phase_steps == 300
+    assert build_distiller("fitnet", teacher, student, main_steps=150, epochs=15).pre_phase_steps == 45
+    srm = build_distiller("srm", teacher, student, main_steps=150, epochs=15)
+    assert (srm.dictionary_steps, srm.init_steps) == (1000, 120)  # 100 passes; 0.8 of the main steps
     # IEP's module phase: the reference's 20 epochs of this run.
     assert build_distiller("iep", teacher, student, main_steps=150, epochs=15).pre_phase_steps == 200
     with pytest.raises(ValueError, match="mhgd: give pre_phase_steps .or main_steps and epochs"):
@@ -160,3 +166,47 @@ def test_iep_module_dense_layers_use_the_fan_out_initializer():
         expected = np.sqrt(2.0 / kernel.shape[-1])  # Glorot would be sqrt(2 / (fan_in + fan_out))
         assert kernel.std() == pytest.approx(expected, rel=0.15), layer.name
         assert np.abs(kernel).max() <= 2.0 * expected / 0.87962566103423978 + 1e-6  # truncated at 2σ
+
+
+def test_the_clock_rule_states_every_methods_defaults():
+    """CLOCK_RULE (--helpfull, docs/methods.md) names each reference clock's value: it must be the code's."""
+    import inspect
+    import re
+
+    from iep.baselines.logit_kd import DKDDistiller
+    from iep.baselines.srm import DICTIONARY_EPOCHS, INIT_FRACTION
+    from iep.methods import CLOCK_RULE, PRE_PHASE
+    from iep.procedure.distiller import DEFAULT_MODULE_EPOCHS
+
+    def stated(pattern):
+        return float(re.search(pattern, CLOCK_RULE).group(1))
+
+    assert stated(r"IEP's module (\d+)") == DEFAULT_MODULE_EPOCHS
+    assert PRE_PHASE["mhgd"] == ("epochs", stated(r"MHGD's heads (\d+)"))
+    assert PRE_PHASE["ft"] == ("epochs", stated(r"FT's paraphraser (\d+)"))
+    assert DICTIONARY_EPOCHS == stated(r"SRM's dictionary (\d+)")
+    assert PRE_PHASE["fitnet"] == PRE_PHASE["ab"] == ("fraction", stated(r"initialization (\d+) %") / 100)
+    assert PRE_PHASE["fsp"] == ("fraction", stated(r"FSP's (\d+) %") / 100)
+    assert INIT_FRACTION == stated(r"student initialization (\d+) %") / 100
+    warmup = inspect.signature(DKDDistiller.__init__).parameters["warmup_fraction"].default
+    assert warmup == pytest.approx(20 / 240) and "DKD's, 20/240 of the run" in CLOCK_RULE
+    assert set(PRE_PHASE) == {"fitnet", "ab", "ft", "fsp", "mhgd"}  # each named in the rule
+
+
+def test_iep_flags_are_aliases_of_its_distill_args(tmp_path):
+    """--helpfull states the clock rule; an --iep_* flag and its --distill_args twin are refused before any data
+    is read."""
+    from absl import flags as absl_flags
+
+    from iep.apps import train
+    from iep.methods import CLOCK_RULE
+    from tests.helpers import train_in_process
+
+    assert CLOCK_RULE in absl_flags.FLAGS["distill_args"].help
+    for flags_, message in (
+        (("--iep_iterations=3", "--distill_args=iterations=2"), "--iep_iterations and --distill_args iterations"),
+        (("--iep_module_epochs=1", "--distill_args=module_steps=4"), "--iep_module_epochs and --distill_args"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            train_in_process(tmp_path / "run", "--distill=iep", "--teacher=nowhere", *flags_)
+    assert train.IEP_FLAG_ALIASES["iep_module_epochs"] == "module_epochs"

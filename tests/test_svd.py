@@ -95,3 +95,74 @@ def test_runs_in_tf_function_and_under_xla():
 def test_bad_rank_is_rejected():
     with pytest.raises(ValueError, match="n must be in"):
         truncated_svd(tf.zeros((1, 3, 2)), 3)
+
+
+def _reference_svd_gradient_numpy(x: np.ndarray, n: int, w: np.ndarray) -> np.ndarray:
+    """KD_methods_with_TF nets/SVP.py `gradient_svd` ('Svd_'), transcribed line by line, for the objective
+    Σ V_out ∘ w (V_out: the top-n right singular vectors, sign-fixed); the cotangent reaches it through the
+    benchmark's `tf.nn.l2_normalize` of the sliced V."""
+    grads = []
+    for a, wb in zip(x, w, strict=True):
+        u_full, s, vt = np.linalg.svd(a, full_matrices=False)
+        v_full = vt.T
+        k = s.shape[0]
+        v_n = v_full[:, :n]
+        sign = np.sign(v_n.max(0) + v_n.min(0))
+        dv_n = wb * sign
+        dv_n = dv_n - v_n * np.sum(v_n * dv_n, axis=0, keepdims=True)  # l2_normalize's backward, unit columns
+        dv = np.concatenate([dv_n, np.zeros((v_full.shape[0], k - n))], axis=1)  # tf.slice's backward
+        big_s = np.diag(s)
+        eye = np.eye(k)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kmat = (1 - eye) / (s[:, None] ** 2 - s[None, :] ** 2 + eye)
+        kt = np.where(np.isfinite(kmat.T), kmat.T, 0.0)
+
+        def msym(m):
+            return m + m.T
+
+        u, v = u_full, v_full
+        if v.shape[0] > u.shape[0]:  # left_grad
+            u, v = v, u
+            du = dv
+            d = du @ np.diag(1 / (s + 1e-8))
+            us = u @ big_s
+            grad = (
+                d @ v.T + u @ np.diag(np.diag(-u.T @ d)) @ v.T + 2 * (us @ msym(kt * (v.T @ -(v @ (d.T @ us))))) @ v.T
+            )
+            grad = grad.T
+        else:  # right_grad
+            us = u @ big_s
+            grad = 2 * (us @ msym(kt * (v.T @ dv))) @ v.T
+        grads.append(grad)
+    return np.stack(grads)
+
+
+@pytest.mark.parametrize("shape,n", [((2, 9, 4), 1), ((2, 9, 4), 3), ((2, 4, 9), 2), ((1, 6, 6), 4)])
+def test_reference_gradient_matches_a_numpy_transcription_of_the_benchmark(shape, n):
+    x = _rng_matrix(shape, seed=5)
+    w = _rng_matrix((shape[0], shape[2], n), seed=6)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        _, _, v = truncated_svd(x, n, gradient="reference")
+        objective = tf.reduce_sum(v * w)
+    got = tape.gradient(objective, x).numpy()
+    np.testing.assert_allclose(got, _reference_svd_gradient_numpy(x.numpy(), n, w.numpy()), atol=1e-8)
+
+
+@pytest.mark.parametrize("decomposition", ["eigh", "svd"])
+def test_reference_gradient_is_twice_the_exact_one_for_tall_matrices(decomposition):
+    """m >= n (every sensing point of a CIFAR WRN): the benchmark's right_grad is 2x the exact V̄ term."""
+    x = _rng_matrix((3, 16, 6), seed=7)
+    w = _rng_matrix((3, 6, 2), seed=8)
+
+    def gradient(kind):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            objective = tf.reduce_sum(truncated_svd(x, 2, decomposition, gradient=kind)[2] * w)
+        return tape.gradient(objective, x).numpy()
+
+    exact = gradient("exact")
+    assert np.abs(exact).max() > 1e-3
+    np.testing.assert_allclose(gradient("reference"), 2.0 * exact, rtol=1e-7, atol=1e-10)
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        truncated_svd(x, 1, gradient="approximate")

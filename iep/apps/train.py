@@ -23,7 +23,7 @@ from absl import app, flags, logging  # noqa: E402
 from iep.engine.distribute import DISTRIBUTIONS  # noqa: E402
 from iep.engine.outside_teacher import PREPROCESS  # noqa: E402
 from iep.engine.precision import PRECISIONS  # noqa: E402
-from iep.methods import METHODS  # noqa: E402
+from iep.methods import CLOCK_RULE, METHODS  # noqa: E402
 from iep.transfer import PROTOCOLS  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -117,7 +117,11 @@ flags.DEFINE_boolean(
     "--noiep_clip adds it uncapped (an ablation).",
 )
 flags.DEFINE_list(
-    "distill_args", None, "Baseline overrides, key=value,... (e.g. beta=500 for at); see the README's method table."
+    "distill_args",
+    None,
+    "The method's options, key=value,... (e.g. beta=500 for at; clip_terms=per_term for iep, whose --iep_* flags "
+    "are aliases of its options second_pca, iterations, knowledge, module_steps, module_epochs, module_lr, clip); "
+    f"every method's options and defaults: docs/methods.md. {CLOCK_RULE}",
 )
 flags.DEFINE_string("eval_split", "test", "Split evaluated after every --eval_every epochs.")
 flags.DEFINE_integer("eval_every", 1, "Evaluate after every this many epochs (and always after the last).")
@@ -216,10 +220,37 @@ def _check_flags() -> None:
         )
     if FLAGS.iep_module_epochs is not None and FLAGS.iep_module_steps is not None:
         raise ValueError("--iep_module_epochs and --iep_module_steps both size IEP's phase 1: give one")
+    _check_iep_aliases()
     if not FLAGS.iep_clip and FLAGS.distill not in ("iep", "iep_bb"):
         raise ValueError(f"--noiep_clip is an ablation of --distill=iep/iep_bb, not of --distill={FLAGS.distill}")
     if FLAGS.knowledge_epochs is not None and FLAGS.protocol != "transfer":
         raise ValueError("--knowledge_epochs is the first stage of --protocol=transfer; add it or drop the flag")
+
+
+IEP_FLAG_ALIASES = {
+    "iep_second_pca": "second_pca",
+    "iep_iterations": "iterations",
+    "iep_knowledge": "knowledge",
+    "iep_module_steps": "module_steps",
+    "iep_module_epochs": "module_epochs",
+    "iep_module_lr": "module_lr",
+    "iep_clip": "clip",
+}
+
+
+def _check_iep_aliases() -> None:
+    """An --iep_* flag and the same option in --distill_args would be two values for one setting: refuse."""
+    from iep.methods import parse_distill_args
+
+    given = parse_distill_args(FLAGS.distill_args)
+    for flag, option in IEP_FLAG_ALIASES.items():
+        if FLAGS[flag].present and option in given:
+            raise ValueError(f"--{flag} and --distill_args {option}=... set the same IEP option: give one")
+    # the module phase's two sizes, one from each system
+    sizes = [f"--{f}" for f in ("iep_module_steps", "iep_module_epochs") if FLAGS[f].value is not None]
+    sizes += [f"--distill_args {k}" for k in ("module_steps", "module_epochs") if k in given]
+    if len(sizes) > 1:
+        raise ValueError(f"{' and '.join(sizes)} both size IEP's module phase: give one")
 
 
 def _static_flags():

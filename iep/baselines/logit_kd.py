@@ -15,13 +15,20 @@ DKD — mdistiller's WRN pair, `configs/cifar100/dkd/wrn40_2_wrn_16_2.yaml`
 (β = 6; `mdistiller/engine/cfg.py` gives the rest: temperature 4, α
 (target-class term) 1, cross-entropy weight 1, warm-up 20 epochs; β = 8 is
 the cfg default their other pairs keep) with `mdistiller/distillers/DKD.py`'s
-linear warm-up min(epoch / 20, 1) over their 240-epoch run. The warm-up is
-kept as that fraction of our run (1/12 of it), so a short run reaches full
-weight as theirs does; `warmup_fraction` overrides it. KL terms are batch
-means scaled by T², as there.
+linear warm-up min(epoch / 20, 1) over their 240-epoch run. A warm-up of a
+loss weight shapes the student's own schedule, so by the one rule for
+reference clocks (`iep.methods.CLOCK_RULE`) it is a share of the run:
+`warmup_fraction` 20/240 (the default, mdistiller's), 8.3 of 100 epochs,
+1.25 of 15 (about 49 steps of a 10 % CIFAR-10 run, where mdistiller's
+lasts ~15,600). Values above 1 are allowed: the weight then never reaches
+1 within the run (e.g. 20 · 782 / 585 ≈ 26.7 replays mdistiller's 15,600
+warm-up steps in a 585-step run). KL terms are batch means scaled by T², as
+there.
 """
 
 from __future__ import annotations
+
+import math
 
 import tensorflow as tf
 
@@ -110,8 +117,8 @@ class DKDDistiller(Distiller):
         warmup_fraction: float = 20 / 240,
     ):
         super().__init__(teacher)
-        if not 0.0 <= warmup_fraction <= 1.0:
-            raise ValueError(f"dkd warmup_fraction must be in [0, 1], got {warmup_fraction}")
+        if not (warmup_fraction >= 0.0 and math.isfinite(warmup_fraction)):
+            raise ValueError(f"dkd warmup_fraction must be a finite number >= 0, got {warmup_fraction}")
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.warmup_epochs = warmup_fraction * epochs
 

@@ -19,7 +19,17 @@ What the heads read (`inputs`):
   path) and the student's best-aligned of 4 (`SVP.SVD_eid(sfm, 4)`,
   `SVP.Align_rsv`), both [B, D]: `iep.baselines.svd_kd.aligned_vectors`.
   Needs equal point counts and widths, as KD-SVD does. The IEP paper's MHGD
-  rows come from this benchmark (IEPKT has no MHGD of its own).
+  rows come from this benchmark (IEPKT has no MHGD of its own). The
+  gradient through the student's decomposition is the benchmark's own by
+  default (`svd_gradient=reference`: its 'Svd_' formula, twice the exact
+  one, and no gradient at all at a point `SVD_eid` decomposes by a
+  stop-gradient `tf.svd`, 2/3 < H·W/D < 3/2: see `iep.baselines.svd_kd`);
+  `svd_gradient=exact` is the exact thin-SVD gradient. One difference,
+  ours: the teacher's vectors carry `op_utils.svd`'s sign rule (largest
+  entry positive), where `SVD_eid` keeps whatever sign `eigh`/`tf.svd`
+  returns; the heads' attention depends on that sign, so ours is
+  deterministic where the reference's depends on the decomposition routine
+  (the student's side is aligned to the teacher's sign by `Align_rsv`).
 * `spca`, "MHGD on IEP's inputs": IEP's stacked-PCA components (first PCA per
   sample, IPCA over the batch: `iep.procedure.points.SensingPoints`), so that
   MHGD and IEP+BB's black-box term see identical inputs and differ only by
@@ -31,7 +41,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from iep.baselines.svd_kd import aligned_vectors, require_alignable_points
+from iep.baselines.svd_kd import aligned_vectors, check_svd_gradient, require_alignable_points
 from iep.nets import TappedNetwork
 from iep.procedure.black_box import HEADS, MultiHeadGraph
 from iep.procedure.clipped import ClippedDistiller
@@ -58,9 +68,12 @@ class MHGDDistiller(ClippedDistiller):
         heads: int = HEADS,
         second_pca: str = "ipca",
         inputs: str = "svd",
+        svd_gradient: str = "reference",
         seed: int | None = None,
     ):
         super().__init__(teacher)
+        check_svd_gradient("mhgd", svd_gradient)
+        self.svd_gradient = svd_gradient
         if pre_phase_steps < 1:
             raise ValueError(f"mhgd needs pre_phase_steps >= 1 (its attention module), got {pre_phase_steps}")
         if inputs not in INPUTS:
@@ -99,7 +112,7 @@ class MHGDDistiller(ClippedDistiller):
         if self.points is None:
             teacher_maps = self.teacher(images, training=False)["taps"]
             pairs = [
-                aligned_vectors(s_map, t_map, 1, SVD_STUDENT_COMPONENTS, "eigh")[1:]
+                aligned_vectors(s_map, t_map, 1, SVD_STUDENT_COMPONENTS, "eigh", self.svd_gradient)[1:]
                 for s_map, t_map in zip(student_taps or [None] * len(teacher_maps), teacher_maps, strict=True)
             ]
             teacher = [v_t[..., 0] for v_t, _ in pairs]

@@ -29,9 +29,10 @@ Three stages, the first two as pre-phases of our loop:
    their configurations search on a validation split (α ∈ {0.25, 0.5, 0.75},
    T ∈ {2, 4, 8}); we do not search.
 
-Scaled to our loop (stated, our choices): stage lengths keep the authors'
-epoch ratios to their KD stage (100 and 160 epochs against 200), so the
-stages last 0.5× and 0.8× the main phase's steps; every stage uses the
+Scaled to our loop by the one rule for reference clocks (`iep.methods.CLOCK_RULE`): the dictionary stage
+trains only the dictionary on the frozen teacher, so it runs the authors' 100 passes over the training data
+(`dictionary_epochs`); the initialization stage trains the student, so it keeps the authors' ratio to their
+KD stage (160 epochs against 200: 0.8× the main phase's steps, `init_fraction`); every stage uses the
 loop's batch size (theirs: 512, 384, 128); the main phase uses the loop's
 optimizer and schedule as every method does (theirs: Adam). The teacher is
 read at each point's pre-activation (`preact_taps`, before the last ReLU:
@@ -53,7 +54,7 @@ from iep.engine.distiller import Distiller, PrePhase
 from iep.nets import TappedNetwork
 from iep.op_utils import l2_penalty
 
-DICTIONARY_FRACTION = 100 / 200  # their CLUSTER_EPOCH total over KD_EPOCH total
+DICTIONARY_EPOCHS = 100.0  # their CLUSTER_EPOCH total (10 + 60 + 30), passes over the training data
 INIT_FRACTION = 160 / 200  # their INIT_EPOCH total over KD_EPOCH total
 DICTIONARY_LR_BOUNDARIES = (10 / 100, 70 / 100)
 INIT_LR_BOUNDARIES = (30 / 160, 130 / 160)
@@ -137,11 +138,12 @@ class SRMDistiller(Distiller):
         teacher: TappedNetwork,
         student: TappedNetwork,
         main_steps: int,
+        epochs: int,
         codeword_multiplier: float = 2.0,
         sparsity_multiplier: float = 0.02,
         alpha: float = 0.5,
         temperature: float = 4.0,
-        dictionary_fraction: float = DICTIONARY_FRACTION,
+        dictionary_epochs: float = DICTIONARY_EPOCHS,
         init_fraction: float = INIT_FRACTION,
         lr: float = 1e-3,
         init_weight_decay: float = 1e-4,
@@ -161,7 +163,7 @@ class SRMDistiller(Distiller):
         self.student, self.alpha, self.temperature = student, alpha, temperature
         self.cross_entropy_weight = 1.0 - alpha
         self.lr, self.init_weight_decay = lr, init_weight_decay
-        self.dictionary_steps = max(1, round(dictionary_fraction * main_steps))
+        self.dictionary_steps = max(1, round(dictionary_epochs * main_steps / epochs))
         self.init_steps = max(1, round(init_fraction * main_steps))
         channels = [spec.shape[-1] for spec in teacher.tap_specs]
         self.atom_counts = [atom_count(c, codeword_multiplier) for c in channels]

@@ -21,8 +21,20 @@ the benchmark's `feat` collection), per sensing point:
 
 KD-SVD and KD-EID differ only in how the decomposition is computed:
 `tf.linalg.svd` (KD-SVD) or the eigendecomposition of the smaller Gram
-matrix (KD-EID); both use `op_utils.svd`'s matrix-backprop gradient, as both
-reference paths use the same custom gradient.
+matrix (KD-EID). The gradient through the student's decomposition
+(`svd_gradient`) is, by default, the benchmark's own, as it executes
+(KD_methods_with_TF `nets/SVP.py`, the version with `SVD_eid` that
+`nets/Relation.py` calls):
+
+* `reference` (default): `gradient_svd` ('Svd_', lines 89-124), which both
+  paths use (`SVD` by `gradient_override_map`, `SVD_eid` by
+  `SVD_grad_map`): on our tall maps (H·W ≥ D) exactly twice the exact
+  thin-SVD gradient (`op_utils.svd`, `gradient="reference"`). And
+  `SVD_eid` (KD-EID, MHGD) decomposes `tf.stop_gradient(x)` by `tf.svd`
+  where 2/3 < H·W/D < 3/2 (lines 44-49): such a point (8×8×64 in a CIFAR
+  WRN-16-1) passes no gradient to the student at all.
+* `exact`: the exact thin-SVD gradient at every point (what this module
+  computed before the reference's was transcribed).
 
 One difference, ours: the singular vectors carry `op_utils.svd`'s sign rule
 (largest entry positive), where the reference keeps whatever sign its
@@ -38,10 +50,25 @@ import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points
 from iep.nets import TappedNetwork
-from iep.op_utils.svd import finite_or_zero, truncated_svd
+from iep.op_utils.svd import GRADIENTS, finite_or_zero, truncated_svd
 from iep.procedure.clipped import ClippedDistiller
 
 RBF_WIDTH = 8.0
+# SVD_eid's band of H·W / D where it decomposes a stop-gradient copy (KD_methods_with_TF nets/SVP.py line 45).
+EID_NO_GRADIENT_BAND = (2 / 3, 3 / 2)
+
+
+def check_svd_gradient(method: str, svd_gradient: str) -> None:
+    if svd_gradient not in GRADIENTS:
+        raise ValueError(f"svd_gradient for {method} must be one of {GRADIENTS}, got {svd_gradient!r}")
+
+
+def passes_no_gradient(feature_map_shape, decomposition: str, svd_gradient: str) -> bool:
+    """Whether the reference's `SVD_eid` stops the gradient at a point of this [.., H, W, D] shape."""
+    if svd_gradient != "reference" or decomposition != "eigh":
+        return False
+    ratio = feature_map_shape[-3] * feature_map_shape[-2] / feature_map_shape[-1]
+    return EID_NO_GRADIENT_BAND[0] < ratio < EID_NO_GRADIENT_BAND[1]
 
 
 def align_to_teacher(v_student: tf.Tensor, v_teacher: tf.Tensor) -> tf.Tensor:
@@ -53,9 +80,13 @@ def align_to_teacher(v_student: tf.Tensor, v_teacher: tf.Tensor) -> tf.Tensor:
     return tf.matmul(v_student, mask)
 
 
-def singular_vectors(feature_map: tf.Tensor, k: int, decomposition: str) -> tuple[tf.Tensor, tf.Tensor]:
+def singular_vectors(
+    feature_map: tf.Tensor, k: int, decomposition: str, svd_gradient: str = "exact"
+) -> tuple[tf.Tensor, tf.Tensor]:
     """(s L2-normalized [B, K], right singular vectors [B, D, K]) of the per-sample H·W×D matrices."""
-    s, _, v = truncated_svd(feature_map, k, decomposition)
+    if passes_no_gradient(feature_map.shape, decomposition, svd_gradient):
+        feature_map = tf.stop_gradient(feature_map)
+    s, _, v = truncated_svd(feature_map, k, decomposition, gradient=svd_gradient)
     return tf.math.l2_normalize(s, axis=1), v
 
 
@@ -79,16 +110,22 @@ def require_alignable_points(
 
 
 def aligned_vectors(
-    student_map: tf.Tensor | None, teacher_map: tf.Tensor, k: int, k_student: int, decomposition: str
+    student_map: tf.Tensor | None,
+    teacher_map: tf.Tensor,
+    k: int,
+    k_student: int,
+    decomposition: str,
+    svd_gradient: str = "exact",
 ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
     """(teacher's s [B, k], teacher's right singular vectors [B, D, k], the student's top `k_student` aligned
     to them [B, D, k] or None without a student map): the compression KD-SVD and MHGD share
     (KD_methods_with_TF `nets/Shared.py`, `nets/Relation.py`: `SVP.SVD*(tfm, K)`, `SVP.SVD*(sfm, K+3)`,
-    `SVP.Align_rsv`). The teacher's side is outside the gradient."""
+    `SVP.Align_rsv`). The teacher's side is outside the gradient; `svd_gradient` is the student's (module
+    docstring)."""
     s_t, v_t = singular_vectors(tf.stop_gradient(teacher_map), k, decomposition)
     if student_map is None:
         return s_t, v_t, None
-    _, v_s = singular_vectors(student_map, k_student, decomposition)
+    _, v_s = singular_vectors(student_map, k_student, decomposition, svd_gradient)
     return s_t, v_t, align_to_teacher(v_s, v_t)
 
 
@@ -97,12 +134,19 @@ def rbf_relation(later: tf.Tensor, earlier: tf.Tensor) -> tf.Tensor:
     return tf.exp(-tf.square(later[:, :, None, :] - earlier[:, None, :, :]) / RBF_WIDTH)
 
 
-def svd_kd_loss(student_maps, teacher_maps, k: int, decomposition: str, k_student: int | None = None) -> tf.Tensor:
+def svd_kd_loss(
+    student_maps,
+    teacher_maps,
+    k: int,
+    decomposition: str,
+    k_student: int | None = None,
+    svd_gradient: str = "exact",
+) -> tf.Tensor:
     """KD-SVD's loss: the teacher's top-k right singular vectors, each matched by the best of the student's
     top `k_student` (default k)."""
     terms, previous = [], None
     for s_map, t_map in zip(student_maps, teacher_maps, strict=True):
-        s_t, v_t, v_s = aligned_vectors(s_map, t_map, k, k_student or k, decomposition)
+        s_t, v_t, v_s = aligned_vectors(s_map, t_map, k, k_student or k, decomposition, svd_gradient)
         scale = tf.stop_gradient(s_t)[:, None, :]
         v_t, v_s = tf.stop_gradient(v_t * scale), v_s * scale
         if previous is not None:
@@ -119,16 +163,27 @@ class KDSVDDistiller(ClippedDistiller):
     decomposition = "svd"
 
     def __init__(
-        self, teacher: TappedNetwork, student: TappedNetwork, components: int = 1, student_components: int = 4
+        self,
+        teacher: TappedNetwork,
+        student: TappedNetwork,
+        components: int = 1,
+        student_components: int = 4,
+        svd_gradient: str = "reference",
     ):
         super().__init__(teacher)
         require_alignable_points(self.name, teacher, student, components, student_components)
-        self.components, self.student_components = components, student_components
+        check_svd_gradient(self.name, svd_gradient)
+        self.components, self.student_components, self.svd_gradient = components, student_components, svd_gradient
 
     def losses(self, images, labels, student_outputs, epoch):
         teacher_maps = self.teacher(images, training=False)["taps"]
         loss = svd_kd_loss(
-            student_outputs["taps"], teacher_maps, self.components, self.decomposition, self.student_components
+            student_outputs["taps"],
+            teacher_maps,
+            self.components,
+            self.decomposition,
+            self.student_components,
+            self.svd_gradient,
         )
         return {self.loss_names[0]: loss}
 

@@ -64,6 +64,7 @@ class Distiller:
     uses_teacher_logits = False  # True: the method compares logits, so teacher and student need the same classes
     cross_entropy_weight = 1.0  # weight of the student's own cross-entropy (KD's reference setting uses 0.1)
     separate_gradients = False  # True when `gradients` calls tape.gradient more than once (persistent tape)
+    gradient_reads_terms = False  # True: `gradients` also receives `terms`, each named loss (scaled) apart
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0
     pre_phase_lr: float = 0.1
@@ -150,7 +151,8 @@ class Distiller:
     ) -> list[tf.Tensor]:
         """Gradient per variable of the combined objective; default: of the plain sum.
 
-        `task_loss` is the student's cross-entropy times `cross_entropy_weight`.
+        `task_loss` is the student's cross-entropy times `cross_entropy_weight`. A distiller that sets
+        `gradient_reads_terms` is called with `terms=` too: its named losses, scaled as the three are.
 
         The losses were recorded on `tape`; anything computed from them here is
         not, so combine gradients, never losses (a list target sums them).

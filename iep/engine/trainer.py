@@ -128,7 +128,8 @@ def distillation_gradients(
         distill = tf.debugging.check_numerics(distill, "distillation loss")
         task = distiller.cross_entropy_weight * cross_entropy
         scaled = [scale(x) for x in (task, decay, distill)]
-    grads = distiller.gradients(tape, *scaled, variables, epoch)
+        per_term = {"terms": {k: scale(v) for k, v in terms.items()}} if distiller.gradient_reads_terms else {}
+    grads = distiller.gradients(tape, *scaled, variables, epoch, **per_term)
     correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
     values = {
         "loss/total": task + decay + distill,

@@ -48,8 +48,9 @@ class IEPDistiller(ClippedDistiller):
         module_lr: float = 0.1,
         seed: int | None = None,
         clip: bool = True,
+        clip_terms: str = "sum",
     ):
-        super().__init__(teacher, clip=clip)
+        super().__init__(teacher, clip=clip, clip_terms=clip_terms)
         unknown = sorted(set(knowledge) - set(KNOWLEDGE))
         if unknown or not knowledge:
             raise ValueError(f"--iep_knowledge must be a non-empty subset of {KNOWLEDGE}, got {list(knowledge)}")
