@@ -20,6 +20,7 @@ from iep.datasets import augment
 from iep.datasets.sampling import stratified_indices
 from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable
 from iep.datasets.stats import channel_stats
+from iep.engine.startup import native_stderr_silenced
 
 SMALL_IMAGE_MAX = 64
 VALIDATION = "validation"
@@ -73,7 +74,8 @@ def _select(records: tf.data.Dataset, indices: np.ndarray, total: int) -> tf.dat
 def _peek_size(split: SplitRecords) -> int:
     for payload, _ in split.records.take(1):
         try:
-            return int(max(split.decode(payload).shape[:2]))
+            with native_stderr_silenced():
+                return int(max(split.decode(payload).shape[:2]))
         except tf.errors.InvalidArgumentError as error:
             raise_if_undecodable(split, "train", error)
     raise DataError("the train split is empty")
@@ -152,10 +154,11 @@ class ImagePipeline:
         decoded = records.map(decode, num_parallel_calls=_AUTOTUNE)
         images, labels, resized = [], [], 0
         try:
-            for x, y, other in decoded.batch(2048).as_numpy_iterator():
-                images.append(x)
-                labels.append(y)
-                resized += int(other.sum())
+            with native_stderr_silenced():  # libjpeg's own lines per corrupt image; our error names the file
+                for x, y, other in decoded.batch(2048).as_numpy_iterator():
+                    images.append(x)
+                    labels.append(y)
+                    resized += int(other.sum())
         except tf.errors.InvalidArgumentError as error:
             raise_if_undecodable(split, name, error)
         if resized:  # deliberate and said: mixed sizes are resized, never silently stretched

@@ -17,6 +17,9 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from iep.engine.errors import op_message
+from iep.engine.startup import native_stderr_silenced
+
 BUILTIN_DIGITS = "digits"
 TFRECORD = "tfrecord"
 FOLDER = "folder"
@@ -59,13 +62,14 @@ def first_undecodable(split: SplitRecords) -> tuple[int, str] | None:
     try:
         split.decode(payload)
     except tf.errors.OpError as error:
-        return expected, str(error).splitlines()[0][:200]
+        return expected, op_message(error)
     return expected, "decode failed"
 
 
 def raise_if_undecodable(split: SplitRecords, split_name: str, error: Exception) -> None:
     """Turns a decode failure of `split` into a DataError naming the record (re-raises `error` otherwise)."""
-    found = first_undecodable(split)
+    with native_stderr_silenced():
+        found = first_undecodable(split)
     if found is None:
         raise error
     index, message = found
@@ -184,7 +188,7 @@ def _shard_labels(path: str, shard: tf.data.Dataset) -> np.ndarray:
         except tf.errors.OpError:
             pass
         raise DataError(
-            f"{path}: record {good} is unreadable ({error.__class__.__name__}: {str(error).splitlines()[0][:160]}); "
+            f"{path}: record {good} is unreadable ({error.__class__.__name__}: {op_message(error)}); "
             f"expected uncompressed or gzip TFRecords of tf.train.Example with {sorted(_TFRECORD_FEATURES)}"
         ) from None
     return np.concatenate(labels) if labels else np.zeros([0], np.int32)
@@ -232,10 +236,12 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
     if os.path.exists(classes_file):
         with open(classes_file) as f:
             class_names = tuple(line.strip() for line in f if line.strip())
+        against = classes_file
     else:
         class_names = tuple(f"class_{i}" for i in range(int(labels["train"].max()) + 1))
+        against = f"the {len(class_names)} classes the train split's labels imply (no classes.txt in {data_dir})"
     for name, split_labels in labels.items():
-        _check_labels(split_labels, len(class_names), f"{data_dir}/{name}-*.tfrecord vs {classes_file}")
+        _check_labels(split_labels, len(class_names), f"{data_dir}/{name}-*.tfrecord vs {against}")
         if split_labels.size == 0:
             raise DataError(f"--data_dir {data_dir!r}: the {name} split has no records")
     fingerprint = _files_fingerprint(all_files + ([classes_file] if os.path.exists(classes_file) else []))

@@ -90,7 +90,12 @@ def _np_rkd(s, t, wd=25.0, wa=50.0):
 def test_rkd_equals_the_authors_fixed_rkd_at_its_defaults():
     """KD_methods_with_TF `nets/Relation.py` RKD: the embeddings L2-normalized, then RepDistiller's potentials at
     weights 25 / 50."""
-    assert method_options("rkd") == {"distance_weight": 25.0, "angle_weight": 50.0, "normalize": True}
+    assert method_options("rkd") == {
+        "distance_weight": 25.0,
+        "angle_weight": 50.0,
+        "normalize": True,
+        "distance_mean": "off_diagonal",
+    }
     s, t = RNG.normal(size=(6, 5)), RNG.normal(size=(6, 5)) * 3
     unit = [x / np.linalg.norm(x, axis=1, keepdims=True) for x in (s, t)]
     got = rkd_loss(tf.constant(s, tf.float32), tf.constant(t, tf.float32), 25.0, 50.0).numpy()
@@ -98,6 +103,40 @@ def test_rkd_equals_the_authors_fixed_rkd_at_its_defaults():
     raw = rkd_loss(tf.constant(s, tf.float32), tf.constant(t, tf.float32), 25.0, 50.0, normalize=False).numpy()
     np.testing.assert_allclose(raw, _np_rkd(s, t), rtol=1e-5)  # RepDistiller's own, without the normalization
     assert abs(got - raw) > 1e-3
+
+
+def _np_rkd_tf1(s, t, wd=100.0, wa=200.0):
+    """KD_methods_with_TF nets/Relation.py RKD, transcribed: L2-normalized inputs; the distance mean of lines
+    22-23 (sum over every entry / count of entries > 0: the diagonal's √1e-12 counts), no zeroed diagonal."""
+    s, t = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (s, t))
+
+    def potential(x):
+        sq = (x**2).sum(-1)
+        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 1e-12))
+        return d / (d.sum() / (d > 0).sum() + 1e-8)
+
+    def huber(a, b):
+        x = np.abs(a - b)
+        return np.mean(np.where(x <= 1, x**2 / 2, x - 0.5))
+
+    def angles(x):
+        e = x[None, :, :] - x[:, None, :]
+        e = e / np.maximum(np.linalg.norm(e, axis=2, keepdims=True), 1e-12)
+        return np.einsum("ijd,ikd->ijk", e, e)
+
+    return wd * huber(potential(s), potential(t)) + wa * huber(angles(s), angles(t))
+
+
+def test_rkd_offers_the_tf1_benchmarks_distance_mean():
+    s, t = RNG.normal(size=(6, 5)), RNG.normal(size=(6, 5)) * 3
+    args = (tf.constant(s, tf.float32), tf.constant(t, tf.float32), 100.0, 200.0)
+    got = rkd_loss(*args, distance_mean="all").numpy()
+    np.testing.assert_allclose(got, _np_rkd_tf1(s, t), rtol=1e-4)  # float32 sums
+    assert abs(got - rkd_loss(*args).numpy()) > 1e-6  # the means differ by (B−1)/B and the diagonal
+    teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
+    assert build_distiller("rkd", teacher, student, overrides={"distance_mean": "all"}).distance_mean == "all"
+    with pytest.raises(ValueError, match=r"distance_mean for rkd must be one of \('off_diagonal', 'all'\)"):
+        build_distiller("rkd", teacher, student, overrides={"distance_mean": "diag"})
 
 
 def test_at_reads_the_raw_group_outputs():

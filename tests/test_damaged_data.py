@@ -100,3 +100,62 @@ def test_mixed_image_sizes_are_resized_and_said(tmp_path, capsys):
     images, _ = next(iter(pipeline.train_dataset(0, 4, 0)))
     assert images.shape == (4, 12, 12, 3)
     assert "note: 1 of 19 train images are not 12×12; they are resized to it" in capsys.readouterr().out
+
+
+def test_a_record_with_a_wrong_feature_name_names_the_missing_feature_in_plain_words(tmp_path):
+    root = str(tmp_path / "records")
+    os.makedirs(root)
+    with tf.io.TFRecordWriter(os.path.join(root, "train-00000-of-00001.tfrecord")) as writer:
+        encoded = tf.io.encode_png(tf.zeros((4, 4, 3), tf.uint8)).numpy()
+        feature = {
+            "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),  # not image/class/label
+        }
+        writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    with pytest.raises(DataError) as raised:
+        _pipeline(root)
+    message = str(raised.value)
+    assert "Feature: image/class/label (data type: int64) is required but could not be found" in message
+    for internal in ("{{function_node", "Error in user-defined function", "[[{{node", "[Op:", "Iterator::"):
+        assert internal not in message, internal
+
+
+def test_a_missing_classes_txt_is_not_named_as_a_file(tmp_path):
+    root = write_tfrecords(str(tmp_path / "records"), {"train": [0, 1] * 3, "test": [0, 3]}, classes=None)
+    assert not os.path.exists(os.path.join(root, "classes.txt"))
+    with pytest.raises(DataError, match=r"vs the 2 classes the train split's labels imply \(no classes.txt in"):
+        _pipeline(root)
+
+
+def test_op_message_keeps_the_ops_own_words():
+    from iep.engine.errors import op_message
+
+    try:
+        list(tf.data.Dataset.from_tensor_slices([b"\xff\xd8garbage"]).map(tf.io.decode_jpeg))
+    except tf.errors.OpError as error:
+        text = op_message(error)
+    assert text.startswith("Unknown image file format") and "{{" not in text and "[Op:" not in text
+    long = ValueError("word " * 100)
+    cut = op_message(long, limit=52)
+    assert cut.endswith(" …") and all(w == "word" for w in cut[:-2].split())  # cut between words, never inside
+
+
+def test_a_corrupt_jpeg_is_one_line_on_stderr(tmp_path):
+    """train.py on an image folder with a truncated JPEG: our one error line, no raw libjpeg lines before it."""
+    import subprocess
+
+    from tests.helpers import subprocess_env, train_command
+
+    root = write_image_folder(str(tmp_path / "images"))
+    victim = os.path.join(root, "train", "bee", "001.png")
+    jpeg = tf.io.encode_jpeg(tf.zeros((12, 12, 3), tf.uint8)).numpy()
+    os.remove(victim)
+    with open(victim.replace(".png", ".jpg"), "wb") as f:
+        f.write(jpeg[: len(jpeg) // 2])
+    command = train_command(tmp_path / "run", "--dataset=folder", f"--data_dir={root}", "--rate=1", "--epochs=1")
+    env = {k: v for k, v in subprocess_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    env["IEP_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "001.jpg" in lines[0], done.stderr

@@ -151,3 +151,11 @@ def test_visualize_rejects_missing_points_and_non_iep_runs(trained_runs, tmp_pat
         visualize(teacher, points=[0, 5], out=str(tmp_path))
     with pytest.raises(ValueError, match="needs an iep/iep_bb run"):
         visualize(teacher, iep_run=teacher, out=str(tmp_path))
+    # a folder that is no run dir: named by visualize's own flag, before any image is decoded
+    (tmp_path / "not_a_run").mkdir()
+    with pytest.raises(ValueError, match=r"--students '.*not_a_run' is not a run directory of ours \(no config"):
+        visualize(teacher, [str(tmp_path / "not_a_run")], out=str(tmp_path))
+    from iep.engine.cli import number_list
+
+    with pytest.raises(ValueError, match=r"--points takes comma-separated integers, got 'x'"):
+        number_list("points", ["1", "x"], int)

@@ -203,6 +203,8 @@ def test_iep_flags_are_aliases_of_its_distill_args(tmp_path):
     from tests.helpers import train_in_process
 
     assert CLOCK_RULE in absl_flags.FLAGS["distill_args"].help
+    assert "MHGD's heads 40" in CLOCK_RULE and "longer than a short run's main phase" in CLOCK_RULE
+    assert "every trained variable" in absl_flags.FLAGS["weight_decay"].help  # the baselines' decay, not kernels
     for flags_, message in (
         (("--iep_iterations=3", "--distill_args=iterations=2"), "--iep_iterations and --distill_args iterations"),
         (("--iep_module_epochs=1", "--distill_args=module_steps=4"), "--iep_module_epochs and --distill_args"),

@@ -61,6 +61,13 @@ def test_damaged_statistics_cache_is_recomputed_with_a_warning(tmp_path, capsys)
     assert second.mean == pytest.approx(first.mean) and second.std == pytest.approx(first.std)
     assert f"warning: statistics cache {cache} is damaged" in capsys.readouterr().err
     assert json.loads(cache.read_text())["mean"] == pytest.approx(first.mean)  # rewritten
+    # Wrong but valid JSON (a hand-edited mean) is caught by the checksum, not used silently.
+    edited = json.loads(cache.read_text())
+    edited["mean"][0] += 10.0
+    cache.write_text(json.dumps(edited))
+    third = build_pipeline(config)
+    assert third.mean == pytest.approx(first.mean)
+    assert "checksum does not match" in capsys.readouterr().err
 
 
 def test_unwritable_locations_are_one_error_naming_the_path(tmp_path):
@@ -136,3 +143,20 @@ def test_readers_of_a_run_see_its_own_training_images(tmp_path):
 
     with pytest.raises(TypeError, match="no DataConfig fields"):
         run_data_config(run, sampling_rate=1.0)
+
+
+def test_a_finished_run_whose_metrics_were_deleted_reruns_to_a_true_summary(tmp_path, capsys):
+    """read_json's advice for a damaged metrics.json is to delete it: the rerun must then say the truth, not crash
+    (it printed a TypeError and wrote `epochs_completed: 0`)."""
+    from tests.helpers import train_in_process
+
+    run = tmp_path / "run"
+    first = train_in_process(run, "--epochs=1", "--arch=wrn-10-1")
+    os.remove(run / "metrics.json")
+    capsys.readouterr()
+    again = train_in_process(run, "--epochs=1", "--arch=wrn-10-1")
+    assert again["finished"] and again["epochs_completed"] == 1
+    assert again["last_accuracy"] == pytest.approx(first["last_accuracy"])
+    assert "metrics.json of the finished run" in capsys.readouterr().out
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["history"][-1]["recovered"] and saved["last_accuracy"] == again["last_accuracy"]

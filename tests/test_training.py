@@ -195,6 +195,7 @@ BAD_INPUTS = [
     (["--iep_module_epochs=2", "--iep_module_steps=9"], r"--iep_module_epochs and --iep_module_steps both size"),
     (["--noiep_clip"], r"--noiep_clip is an ablation of --distill=iep/iep_bb, not of --distill=none"),
     (["--lr_decay_points=0.6,0.3"], r"--lr_decay_points must be increasing fractions in \(0, 1\)"),
+    (["--lr_decay_points=abc"], r"--lr_decay_points takes comma-separated numbers, got 'abc'"),
     (["--weight_decay=inf"], r"--weight_decay must be >= 0, got inf"),
     (["--dropout=1.5"], r"--dropout must be in \[0, 1\)"),
 ]

@@ -56,7 +56,12 @@ flags.DEFINE_enum("lr_schedule", "step", ["step", "cosine", "constant"], "Learni
 flags.DEFINE_list("lr_decay_points", ["0.3", "0.6", "0.8"], "Fractions of the run where the step schedule decays.")
 flags.DEFINE_float("lr_decay_factor", 0.2, "Step-schedule multiplier at each decay point.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on conv and dense kernels (gradient wd·W).")
+flags.DEFINE_float(
+    "weight_decay",
+    5e-4,
+    "L2 weight decay (gradient wd·W): on conv and dense kernels for plain training, IEP and IEP+BB (IEPKT); on "
+    "every trained variable (BN γ/β, biases, the method's own modules) for the baselines, as their code does.",
+)
 flags.DEFINE_float("dropout", None, "Dropout inside blocks; default 0.3 for WRN on ≤64 px inputs, else 0.")
 flags.DEFINE_integer("seed", 0, "Seed of initialization, data order, augmentation and dropout.")
 flags.DEFINE_string("run_dir", None, "Run directory; default runs/<data>_<arch>_<distill>_r<rate>_s<seed>.")
@@ -284,7 +289,7 @@ def _train() -> dict:
     import tensorflow as tf
 
     from iep.datasets import DataConfig, build_pipeline
-    from iep.engine.cli import default_run_dir
+    from iep.engine.cli import default_run_dir, number_list
     from iep.engine.distribute import build_strategy, is_chief, split_cpu
     from iep.engine.evaluation import collect_logits, top1_accuracy
     from iep.engine.files import check_writable
@@ -320,7 +325,7 @@ def _train() -> dict:
         batch_size=FLAGS.batch_size,
         lr=FLAGS.lr,
         lr_schedule=FLAGS.lr_schedule,
-        lr_decay_points=tuple(float(p) for p in FLAGS.lr_decay_points),
+        lr_decay_points=tuple(number_list("lr_decay_points", FLAGS.lr_decay_points)),
         lr_decay_factor=FLAGS.lr_decay_factor,
         momentum=FLAGS.momentum,
         weight_decay=FLAGS.weight_decay,

@@ -59,6 +59,7 @@ flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 
 
 def _visualize() -> dict:
+    from iep.engine.cli import number_list
     from iep.interpret.report import visualize
 
     return visualize(
@@ -75,7 +76,7 @@ def _visualize() -> dict:
         ivis_fit_limit=FLAGS.ivis_fit_limit,
         graph_images=FLAGS.graph_images,
         static_knowledge=FLAGS.static_knowledge,
-        points=[int(p) for p in FLAGS.points] if FLAGS.points else None,
+        points=number_list("points", FLAGS.points, int) or None,
         projector=FLAGS.projector,
         seed=FLAGS.seed,
         batch_size=FLAGS.batch_size,

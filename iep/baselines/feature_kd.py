@@ -8,18 +8,29 @@ F², flattened and L2-normalized per sample; loss β · Σ_points mean((Q_s − 
 (no ½: the IEP author's TF1 benchmark, `KD_methods_with_TF/nets/Distillation.py`,
 uses β/2 on post-ReLU features; we follow the method's own code). Teacher and
 student points must have equal H×W (channels may differ).
-RKD — the IEP author's TF1 benchmark, `KD_methods_with_TF/nets/Relation.py`
-(`RKD`, the "RKD fixed" of its README: `source = tf.nn.l2_normalize(source, 1)`,
-likewise the target, before the potentials), at RepDistiller's weights w_d = 25,
-w_a = 50 (`distiller_zoo/RKD.py`; also mdistiller's CIFAR setting), on the
-penultimate embedding (global-average-pooled last sensing point: `feat[-1]`
-as RepDistiller's `train_student.py` passes it, the TF1 code's pooled
-feature). Smooth-L1 (mean over all entries) between distance-wise potentials
-(pairwise distances over their mean over the positive entries; the diagonal
-is 0) and angle-wise potentials (cosines of the angles of every sample
-triple), plus the student's cross-entropy (β = 1). `normalize=False` is
-RepDistiller's own RKD (no normalization). The 100/200 of the author's TF2
-code belong to L2-normalized logits, not to this embedding.
+RKD — Park et al.'s distance- and angle-wise potentials on the penultimate
+embedding (global-average-pooled last sensing point: `feat[-1]` as
+RepDistiller's `train_student.py` passes it, the TF1 code's pooled feature),
+smooth-L1 (mean over all entries) between teacher and student potentials,
+plus the student's cross-entropy (β = 1). Two references, and which part
+follows which:
+* weights w_d = 25, w_a = 50 and the distance mean over the off-diagonal
+  entries (`distance_mean=off_diagonal`, the default): RepDistiller
+  `distiller_zoo/RKD.py` (`t_d[t_d > 0].mean()` on a matrix whose diagonal
+  it zeroes; also mdistiller's CIFAR setting);
+* `normalize=True` (default), the L2 normalization of both embeddings
+  before the potentials: the IEP author's TF1 benchmark,
+  KD_methods_with_TF `nets/Relation.py` (`source = tf.nn.l2_normalize(source,
+  1)`, likewise the target; already at commit 5654178, the version whose
+  MHGD aligns a single student vector, so it is older than the README's
+  "RKD fixed" note); `normalize=False` is RepDistiller's own RKD;
+* `distance_mean=all`: that TF1 file's mean as it executes (lines 22-23:
+  `reduce_sum(distance) / reduce_sum(where(distance > 0, 1, 0))` where the
+  diagonal distance is √1e-12 = 1e-6 > 0, so the mean is over all B²
+  entries and the diagonal stays 1e-6/μ), for the TF1 benchmark's RKD
+  together with its own weights `distance_weight=100,angle_weight=200`.
+The 100/200 of the author's TF2 code belong to L2-normalized logits, not
+to this embedding.
 """
 
 from __future__ import annotations
@@ -48,9 +59,16 @@ def huber(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.where(diff <= 1.0, 0.5 * tf.square(diff), diff - 0.5))
 
 
-def distance_potential(x: tf.Tensor) -> tf.Tensor:
+DISTANCE_MEANS = ("off_diagonal", "all")
+
+
+def distance_potential(x: tf.Tensor, mean: str = "off_diagonal") -> tf.Tensor:
+    """Pairwise distances over their mean: off-diagonal (RepDistiller) or all B² entries (the TF1 benchmark)."""
     squared = tf.reduce_sum(tf.square(x), -1)
     distance = tf.sqrt(tf.maximum(squared[:, None] + squared[None, :] - 2.0 * tf.matmul(x, x, transpose_b=True), 1e-12))
+    if mean == "all":  # KD_methods_with_TF nets/Relation.py lines 22-23, as executed
+        positive = tf.reduce_sum(tf.cast(distance > 0.0, distance.dtype))
+        return distance / (tf.reduce_sum(distance) / positive + 1e-8)
     off_diagonal = 1.0 - tf.eye(tf.shape(x)[0])
     mean = tf.reduce_sum(distance * off_diagonal) / tf.maximum(tf.reduce_sum(off_diagonal), 1.0)
     return distance * off_diagonal / tf.maximum(mean, 1e-12)
@@ -63,13 +81,17 @@ def angle_potential(x: tf.Tensor) -> tf.Tensor:
 
 
 def rkd_loss(
-    student: tf.Tensor, teacher: tf.Tensor, distance_weight: float, angle_weight: float, normalize: bool = True
+    student: tf.Tensor,
+    teacher: tf.Tensor,
+    distance_weight: float,
+    angle_weight: float,
+    normalize: bool = True,
+    distance_mean: str = "off_diagonal",
 ) -> tf.Tensor:
     if normalize:
         student, teacher = tf.math.l2_normalize(student, axis=1), tf.math.l2_normalize(teacher, axis=1)
-    return distance_weight * huber(distance_potential(student), distance_potential(teacher)) + angle_weight * huber(
-        angle_potential(student), angle_potential(teacher)
-    )
+    distance = huber(distance_potential(student, distance_mean), distance_potential(teacher, distance_mean))
+    return distance_weight * distance + angle_weight * huber(angle_potential(student), angle_potential(teacher))
 
 
 class ATDistiller(Distiller):
@@ -93,9 +115,19 @@ class RKDDistiller(Distiller):
     decay_every_variable = True  # RepDistiller `train_student.py`: SGD(trainable_list, weight_decay)
     min_batch_size = 3  # angles need sample triples
 
-    def __init__(self, teacher, distance_weight: float = 25.0, angle_weight: float = 50.0, normalize: bool = True):
+    def __init__(
+        self,
+        teacher,
+        distance_weight: float = 25.0,
+        angle_weight: float = 50.0,
+        normalize: bool = True,
+        distance_mean: str = "off_diagonal",
+    ):
         super().__init__(teacher)
+        if distance_mean not in DISTANCE_MEANS:
+            raise ValueError(f"distance_mean for rkd must be one of {DISTANCE_MEANS}, got {distance_mean!r}")
         self.distance_weight, self.angle_weight, self.normalize = distance_weight, angle_weight, normalize
+        self.distance_mean = distance_mean
 
     def losses(self, images, labels, student_outputs, epoch):
         def embed(taps):
@@ -103,4 +135,5 @@ class RKDDistiller(Distiller):
 
         teacher = tf.stop_gradient(embed(self.teacher(images, training=False)["taps"]))
         student = embed(student_outputs["taps"])
-        return {"rkd": rkd_loss(student, teacher, self.distance_weight, self.angle_weight, self.normalize)}
+        loss = rkd_loss(student, teacher, self.distance_weight, self.angle_weight, self.normalize, self.distance_mean)
+        return {"rkd": loss}

@@ -20,11 +20,40 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
+from iep.engine.errors import op_message
+
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
 def rng_states(model: keras.Model) -> list[keras.Variable]:
     return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+# What restoring a damaged checkpoint raises: truncated data (IndexError "Read less bytes than requested"),
+# flipped bits (DataLossError), missing files (NotFoundError, OSError), unreadable metadata (ValueError).
+DAMAGE_ERRORS = (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError)
+
+
+def describe_damage(error: BaseException) -> str:
+    return f"{error.__class__.__name__}: {op_message(error, limit=160)}"
+
+
+def checkpoint_candidates(directory: str) -> list[str]:
+    """A folder's checkpoint prefixes, newest first (from the state file, or the index files if that is
+    unreadable or missing)."""
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+        if state is not None:
+            return list(reversed(state.all_model_checkpoint_paths or [state.model_checkpoint_path]))
+    except Exception:  # a damaged state file: fall back to what is on disk
+        pass
+    indexes = glob.glob(os.path.join(directory, "*.index"))
+
+    def number(prefix: str) -> int:
+        tail = prefix.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    return sorted((p[: -len(".index")] for p in indexes), key=number, reverse=True)
 
 
 class EpochCheckpoints:
@@ -51,18 +80,6 @@ class EpochCheckpoints:
             checkpoint_name="epoch",
         )
 
-    def _candidates(self) -> list[str]:
-        """The run's checkpoint prefixes, newest first (from the state file, or the index files if that is
-        unreadable)."""
-        try:
-            state = tf.train.get_checkpoint_state(self.run_directory)
-            if state is not None:
-                return list(reversed(state.all_model_checkpoint_paths or [state.model_checkpoint_path]))
-        except Exception:  # a damaged state file: fall back to what is on disk
-            pass
-        indexes = glob.glob(os.path.join(self.run_directory, "epoch-*.index"))
-        return sorted((p[: -len(".index")] for p in indexes), key=lambda p: int(p.rsplit("-", 1)[1]), reverse=True)
-
     def restore_latest(self) -> int:
         """Restores the newest intact checkpoint if any; returns the number of completed epochs.
 
@@ -70,12 +87,12 @@ class EpochCheckpoints:
         stderr naming it; if none is intact, ValueError names them all.
         """
         damaged = []
-        for path in self._candidates():  # already joined with the folder, as the state file's reader does
+        for path in checkpoint_candidates(self.run_directory):  # joined with the folder, as the state file's are
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
-            except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as error:  # what damage raises
+            except DAMAGE_ERRORS as error:
                 _silence_unrestored_value_warnings()
-                damaged.append(f"{path} ({error.__class__.__name__}: {str(error).splitlines()[0][:160]})")
+                damaged.append(f"{path} ({describe_damage(error)})")
                 continue
             if damaged:
                 print(
@@ -113,7 +130,7 @@ class EpochCheckpoints:
                     os.remove(leftover)
             raise ValueError(
                 f"cannot write checkpoint epoch-{number} in {self.manager.directory} "
-                f"({error.__class__.__name__}: {str(error).splitlines()[0][:160]}); free space or fix the "
+                f"({describe_damage(error)}); free space or fix the "
                 "permissions, then re-run the same command to resume from the last checkpoint"
             ) from None
 
@@ -150,22 +167,39 @@ def restore_part(prefix: str, **trackables) -> None:
         raise ValueError(str(error).splitlines()[0][:300]) from None
 
 
-def restore_model_weights(model: keras.Model, path: str) -> None:
-    """Restores only the model part of one of our checkpoints (a prefix, or a run dir's latest).
+def restore_model_weights(model: keras.Model, path: str) -> str:
+    """Restores only the model part of one of our checkpoints (a prefix, or a run dir's newest intact one);
+    returns the prefix it read.
 
-    Raises ValueError naming `path` when it is unreadable or does not match the model.
+    A run dir's damaged newer checkpoints are skipped with a warning naming them, as resuming does; ValueError
+    names `path` when no checkpoint is intact, or the model when the checkpoint holds another network.
     """
-    prefix = path
-    if os.path.isdir(path):
-        directory = path if tf.train.latest_checkpoint(path) else os.path.join(path, CHECKPOINT_SUBDIR)
-        prefix = tf.train.latest_checkpoint(directory)
-        if prefix is None:
+    if not os.path.isdir(path):
+        candidates = [path]
+    else:
+        directory = path if checkpoint_candidates(path) else os.path.join(path, CHECKPOINT_SUBDIR)
+        candidates = checkpoint_candidates(directory)
+        if not candidates:
             raise ValueError(f"{path!r} holds no checkpoint (looked in {directory!r})")
-    try:
-        tf.train.load_checkpoint(prefix)
-    except Exception as error:
-        raise ValueError(f"{path!r} is not a readable checkpoint: {error.__class__.__name__}") from None
-    try:
-        restore_part(prefix, model=model)
-    except ValueError as error:
-        raise ValueError(f"checkpoint {prefix!r} does not match the {model.name!r} network: {error}") from None
+    damaged = []
+    for prefix in candidates:
+        try:
+            reader = tf.train.load_checkpoint(prefix)
+            reader.get_variable_to_shape_map()
+        except DAMAGE_ERRORS as error:
+            damaged.append(f"{prefix} ({describe_damage(error)})")
+            continue
+        try:
+            tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:  # another network's (missing values, other shapes)
+            _silence_unrestored_value_warnings()
+            message = str(error).splitlines()[0][:300]
+            raise ValueError(f"checkpoint {prefix!r} does not match the {model.name!r} network: {message}") from None
+        except (tf.errors.OpError, IndexError, OSError) as error:  # damaged data files
+            _silence_unrestored_value_warnings()
+            damaged.append(f"{prefix} ({describe_damage(error)})")
+            continue
+        if damaged:
+            print(f"warning: skipped damaged checkpoint {'; '.join(damaged)}; read {prefix}", file=sys.stderr)
+        return prefix
+    raise ValueError(f"{path!r}: no intact checkpoint ({'; '.join(damaged)})")

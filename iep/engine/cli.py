@@ -22,7 +22,7 @@ def run_or_exit(main: Callable[[], object]) -> object:
     run whose peer stopped 4, also in one line."""
     import tensorflow as tf
 
-    from iep.engine.errors import TrainingDiverged, TrainingInterrupted
+    from iep.engine.errors import TrainingDiverged, TrainingInterrupted, op_message
 
     try:
         return main()
@@ -37,19 +37,24 @@ def run_or_exit(main: Callable[[], object]) -> object:
         sys.exit(128 + error.signum)
     except tf.errors.UnavailableError as error:  # a peer crashed or was killed; TF's message names the task
         print(
-            f"error: a task of the multi-worker run stopped ({_one_line(error.message)}); "
+            f"error: a task of the multi-worker run stopped ({op_message(error, limit=400)}); "
             "restart every task to resume from the last checkpoint",
             file=sys.stderr,
         )
         sys.exit(PEER_LOST_EXIT)
 
 
-def _one_line(message: str) -> str:
-    """The head of TF's multi-line runtime message: no `{{function_node ...}}` prefix, gRPC detail or advice."""
-    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
-    for tail in ("Additional GRPC error information", "The error could be from", "[Op:"):
-        message = message.split(tail)[0]
-    return " ".join(line.strip() for line in message.splitlines() if line.strip()).rstrip(" .")
+def number_list(flag: str, values: list[str] | None, kind: type = float) -> list:
+    """A comma-separated flag's items as numbers; a bad item is one error naming the flag (absl's DEFINE_list
+    gives strings)."""
+    out = []
+    for value in values or ():
+        try:
+            out.append(kind(value))
+        except ValueError:
+            noun = "integers" if kind is int else "numbers"
+            raise ValueError(f"--{flag} takes comma-separated {noun}, got {value!r}") from None
+    return out
 
 
 def default_run_dir(dataset: str, data_dir: str | None, arch: str, distill: str, rate: float, seed: int) -> str:

@@ -117,10 +117,12 @@ def run_data_config(run_config: dict[str, Any], **overrides: Any):
     return DataConfig(**{**fields, **overrides})
 
 
-def load_run_config(run_dir: str) -> dict[str, Any]:
+def load_run_config(run_dir: str, flag: str | None = None) -> dict[str, Any]:
+    """A run directory's config.json; `flag` (e.g. "--students") names the flag that gave `run_dir` in errors."""
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise ValueError(f"{run_dir!r} is not a run directory of ours (no {CONFIG_FILE})")
+        given = f"{flag} {run_dir!r}" if flag else repr(run_dir)
+        raise ValueError(f"{given} is not a run directory of ours (no {CONFIG_FILE}): give the folder train.py wrote")
     return read_json(path)
 
 

@@ -8,6 +8,7 @@ noise. `IEP_VERBOSE=1` brings all of it back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -18,24 +19,39 @@ def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
 
 
-def import_tensorflow_quietly() -> None:
-    """Imports TensorFlow and enumerates its devices with stderr closed, unless IEP_VERBOSE is set."""
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 on /dev/null for the block (unless IEP_VERBOSE is set): C libraries that print
+    straight to it (libjpeg's "Improper call to JPEG library" per corrupt image) stay quiet; the Python error
+    raised afterwards says what was wrong. Process-wide, so only around single-threaded scans."""
     if verbose():
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:  # already imported (e.g. by a test runner): nothing left to hide
+        yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the platform probes log here; logical devices stay configurable
+            yield
     finally:
+        sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow and enumerates its devices with stderr closed, unless IEP_VERBOSE is set."""
+    if verbose():
+        return
+    # 3: also TensorFlow's C++ ERROR lines (a corrupt JPEG logs "Premature end of JPEG data" before the
+    # DataError of ours that names the file); every error that stops a run reaches Python and is said there.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:  # already imported (e.g. by a test runner): nothing left to hide
+        return
+    with native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the platform probes log here; logical devices stay configurable
 
 
 def parse_flags_or_exit(argv: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ def load_teacher(
     class_names: Sequence[str] | None = None,
     taps: Sequence[str] | None = None,
     preprocess: str = "auto",
+    arch_flag: str | None = "--teacher_arch",
 ) -> TappedNetwork:
     """A teacher from a run directory or checkpoint prefix of ours, or from outside (see outside_teacher.py:
     a `.keras` file, a SavedModel, `keras:<Application>`, `kerashub:<preset>`).
@@ -31,6 +32,7 @@ def load_teacher(
     `class_names` (the data's) must equal the run's own, in order: a teacher whose label i means another
     class would teach the wrong answers. `taps` (--teacher_taps) reads the teacher at other layers, by name;
     `preprocess` (--teacher_preprocess) is the outside teacher's pixel scaling (ours standardize inside).
+    `arch_flag` names the caller's architecture flag in errors; None: the caller has none (run dirs only).
     """
     if is_outside_teacher(path):
         if arch:
@@ -52,7 +54,12 @@ def load_teacher(
             raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")
         check_class_names(saved.get("class_names"), class_names, f"{flag} {path!r}")
     elif not arch:
-        raise ValueError(f"--teacher_arch is required when {flag} {path!r} is not a run directory of ours")
+        if arch_flag is None:
+            raise ValueError(
+                f"{flag} {path!r} is not a run directory of ours (no {CONFIG_FILE}): give the folder train.py "
+                "wrote (its --run_dir)"
+            )
+        raise ValueError(f"{arch_flag} is required when {flag} {path!r} is not a run directory of ours")
     teacher = build_network(arch, num_classes, input_shape, mean, std, dropout=0.0, name=name)
     try:
         restore_model_weights(teacher.model, path)

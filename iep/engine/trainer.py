@@ -23,7 +23,7 @@ from iep.datasets.user_data import UserData, as_loop_data
 from iep.engine.checkpointing import EpochCheckpoints
 from iep.engine.distiller import Distiller, PrePhase
 from iep.engine.distribute import is_chief
-from iep.engine.errors import TrainingDiverged, TrainingInterrupted
+from iep.engine.errors import TrainingDiverged, TrainingInterrupted, op_message
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.files import read_json, write_json_atomic
 from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
@@ -292,7 +292,8 @@ class Trainer:
         for phase in self.distiller.pre_phases():
             first = self._stages[-1].end if self._stages else 0
             stage = _Stage(phase, first, math.ceil(phase.steps / self.steps_per_epoch), self)
-            # The first stage keeps the historical names (checkpoints and TensorBoard of single-stage methods).
+            # Checkpoint keys: the first stage's optimizer is `pre_phase_optimizer` whatever the stage's name (every
+            # single-stage method and every existing run uses that key), later stages `<name>_optimizer`.
             extra["pre_phase_optimizer" if not self._stages else f"{phase.name}_optimizer"] = stage.optimizer
             self._stages.append(stage)
         self.pre_phase_epochs = self._stages[-1].end if self._stages else 0
@@ -423,7 +424,7 @@ class Trainer:
                 if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
                     raise TrainingDiverged(
                         f"training diverged at {where}, step {step}: a loss became NaN/Inf "
-                        f"({str(error).splitlines()[0][:200]}). {self._last_checkpoint_sentence()} "
+                        f"({op_message(error)}). {self._last_checkpoint_sentence()} "
                         "Lower --lr or check the data."
                     ) from None
                 raise
@@ -478,6 +479,23 @@ class Trainer:
         print(
             f"{label} {local + 1}/{stage.passes}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
         )
+
+    def _recovered_record(self) -> dict:
+        """The last epoch's record of a finished run whose metrics.json was lost (deleted, as the message for a
+        damaged one advises): its weights are scored again; the earlier epochs' history is gone."""
+        started = time.perf_counter()
+        accuracy = self.evaluate()
+        print(
+            f"warning: {METRICS_FILE} of the finished run {self.run_dir} was missing; scored its checkpoint again "
+            f"({self.config.eval_split} accuracy {accuracy:.4f}); the history of the earlier epochs is lost"
+        )
+        return {
+            "epoch": self.config.epochs,
+            "eval_accuracy": accuracy,
+            "seconds": 0.0,
+            "eval_seconds": time.perf_counter() - started,
+            "recovered": True,
+        }
 
     def _main_epoch(self, epoch: int, writer) -> dict:
         cfg = self.config
@@ -556,6 +574,8 @@ class Trainer:
                 self._write_metrics(history, finished=False)
                 self.checkpoints.mark_epoch(epoch + 1)
                 self.checkpoints.save(self.pre_phase_epochs + epoch + 1)
+        if not history or history[-1]["epoch"] != self.config.epochs:
+            history.append(self._recovered_record())
         summary = self._write_metrics(history, finished=True)
         self.checkpoints.discard_private()
         if self.config.export and self.chief:

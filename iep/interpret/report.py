@@ -79,15 +79,17 @@ def visualize(
         raise ValueError(f"--limit must be >= 2, got {limit}")
     if ivis_fit_limit < 3:
         raise ValueError(f"--ivis_fit_limit must be >= 3, got {ivis_fit_limit}")
-    config = load_run_config(teacher)
+    config = load_run_config(teacher, "--teacher")
+    for run_dir in students:  # before any image is decoded
+        load_run_config(run_dir, "--students")
     if dataset and dataset != config["dataset"]:  # another data set: none of the run's data settings apply
         config = {"dataset": dataset, "input_shape": config["input_shape"]}
     data = build_pipeline(run_data_config(config, data_dir=data_dir or config.get("data_dir"), cache_dir=cache_dir))
     shape = data.input_shape
     teacher_name = _network_name(teacher)
-    networks = {teacher_name: load_teacher(teacher, None, data.num_classes, shape)}
+    networks = {teacher_name: load_teacher(teacher, None, data.num_classes, shape, arch_flag=None)}
     for run_dir in students:
-        net = load_teacher(run_dir, None, data.num_classes, shape, flag="--students", name="student")
+        net = load_teacher(run_dir, None, data.num_classes, shape, flag="--students", name="student", arch_flag=None)
         networks[_network_name(run_dir)] = net
     selected = {name: _select_points(net, points, name) for name, net in networks.items()}
     iep = load_iep_modules(iep_run, data, teacher) if iep_run else None
