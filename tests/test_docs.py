@@ -6,6 +6,7 @@ import os
 import re
 
 import numpy as np
+import pytest
 
 from benchmarks import plot_results
 from tests.conftest import ROOT
@@ -49,12 +50,20 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "fit")  # the TensorBoard callback wrote its logs
 
 
-def test_the_results_chart_is_up_to_date():
-    block = plot_results.chart(json.load(open(plot_results.RESULTS)))
-    for path in plot_results.TARGETS:
-        text = open(path).read()
-        assert block in text, f"{os.path.relpath(path, ROOT)}: run python benchmarks/plot_results.py"
-    assert "bar [" in block and block.count(",") >= 10
+def test_the_results_charts_are_up_to_date():
+    for name, block in plot_results.blocks().items():
+        for path in plot_results.BLOCKS[name]:
+            text = open(path).read()
+            assert block in text, f"{os.path.relpath(path, ROOT)}: run python benchmarks/plot_results.py"
+        assert "bar [" in block and block.count(",") >= 10
+    headline = plot_results.blocks()["results-chart"]
+    assert "100 epochs" in headline and "line [" in headline and "Kendall's τ" in headline
+
+
+def test_kendall_tau_of_two_rankings():
+    tau, shared = plot_results.kendall_tau({"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 10, "b": 20, "c": 40, "d": 30})
+    assert shared == 4 and tau == pytest.approx(4 / 6)  # 5 concordant, 1 discordant pair of 6
+    assert plot_results.kendall_tau({"a": 1, "b": 2, "x": 0}, {"a": 1, "b": 3})[1] == 2
 
 
 def test_docs_state_the_clock_rule_the_code_uses():
