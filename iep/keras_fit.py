@@ -50,6 +50,19 @@ class DistillationModel(keras.Model):
         self._decayed = self.distiller.decayed(student.model.trainable_variables)
         self._distill_variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
         self._epoch = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="distillation_epoch")
+        # Means over the epoch (over every image: each batch weighs by its size), reset by Keras at every epoch
+        # and evaluate(): the history, the progress bar and callbacks see the epoch's value, not the last batch's.
+        train_names = (
+            ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train")
+            + tuple(f"loss/{n}" for n in self.distiller.loss_names)
+            + tuple(f"distill/{n}" for n in self.distiller.metric_names)
+        )
+        self._train_means = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in train_names}
+        self._test_means = {n: keras.metrics.Mean(name=n) for n in ("loss", "accuracy")}
+
+    @property
+    def metrics(self):
+        return [*self._train_means.values(), *self._test_means.values()]
 
     def call(self, images, training: bool = False):
         return self.student.model(images, training=training)["logits"]
@@ -71,11 +84,19 @@ class DistillationModel(keras.Model):
             self._epoch,
         )
         self.optimizer.apply_gradients(zip(grads, self._distill_variables, strict=True))
-        return {name.replace("/", "_"): value for name, value in values.items()}
+        return self._update(self._train_means, values, tf.shape(labels)[0])
 
     def test_step(self, data):
         images, labels = data[0], tf.reshape(tf.cast(data[1], tf.int32), [-1])  # [B] or [B, 1] labels
         logits = self(images, training=False)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-        return {"loss": loss, "accuracy": tf.reduce_mean(correct)}
+        values = {"loss": loss, "accuracy": tf.reduce_mean(correct)}
+        return self._update(self._test_means, values, tf.shape(labels)[0])
+
+    @staticmethod
+    def _update(means: dict, values: dict, batch_size) -> dict:
+        weight = tf.cast(batch_size, tf.float32)
+        for name, value in values.items():
+            means[name].update_state(value, sample_weight=weight)
+        return {m.name: m.result() for m in means.values()}

@@ -69,3 +69,35 @@ def test_the_epoch_reaches_the_clip_schedule():
     model.fit(data.train_dataset(0, 32, 0).take(1).repeat(3), epochs=3, steps_per_epoch=1, verbose=0)
     assert float(model._epoch.numpy()) == 2.0  # the last epoch's index, as the loop counts them
     assert isinstance(model._epoch, tf.Variable)
+
+
+def test_evaluate_and_the_history_report_the_epoch_mean_not_the_last_batch():
+    """1,000 images, batch sizes that leave a short last batch: evaluate() is the accuracy over every image
+    (it said the last 104 images' at batch 128), and the history's training loss is the epoch's mean."""
+    keras.utils.set_random_seed(1)
+    images = RNG.integers(0, 255, size=(1000, 32, 32, 3)).astype(np.float32)
+    labels = RNG.integers(0, 4, size=1000)
+    student = build_network("resnet8", 4, (32, 32, 3), [127.0] * 3, [64.0] * 3, name="student")
+    model = DistillationModel(student)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    predicted = np.argmax(student.model.predict(images, batch_size=250, verbose=0)["logits"], -1)
+    true_accuracy = float(np.mean(predicted == labels))
+    for batch_size in (128, 7):
+        logs = model.evaluate(images, labels, batch_size=batch_size, verbose=0, return_dict=True)
+        assert logs["accuracy"] == pytest.approx(true_accuracy, abs=1e-6), batch_size
+    # The history's training values: the mean over the epoch's images (lr 0 keeps the weights, so each
+    # batch's value can be recomputed with the same step outside fit).
+    from iep.engine.trainer import distillation_gradients
+
+    model.compile(optimizer=keras.optimizers.SGD(0.0))
+    history = model.fit(images[:300], labels[:300], batch_size=128, epochs=1, verbose=0, shuffle=False)
+    per_batch = []
+    for start in (0, 128, 256):
+        stop = min(start + 128, 300)
+        x, y = tf.constant(images[start:stop]), tf.constant(labels[start:stop], tf.int32)
+        _, values = distillation_gradients(student, model.distiller, x, y, model._distill_variables, [], 0.0,
+                                           model._epoch)  # fmt: skip
+        per_batch.append((float(values["accuracy/train"]), len(y)))
+    expected = sum(a * n for a, n in per_batch) / 300
+    assert history.history["accuracy_train"][0] == pytest.approx(expected, abs=1e-6)
+    assert history.history["accuracy_train"][0] != pytest.approx(per_batch[-1][0], abs=1e-6)
