@@ -5,11 +5,22 @@
 load, `UserData` for the user's own. Why a class and not a bare dataset: resume is exact only if every
 epoch is a pure function of (seed, epoch), so the order is reshuffled here with a seed, never by the
 dataset itself. Images are pixels in [0, 255] (our networks standardize inside; a user's own model gets
-exactly what it is given, cast to float32).
+exactly what it is given, cast to float32); float images in [0, 1] get a warning, since a teacher of ours
+expects [0, 255].
+
+What happens to a user's `tf.data` pipeline:
+* its own random ops (augmentation in its `map`) run again every epoch: it is not cached (`cache=True`
+  caches it after the first pass, freezing those draws, for a pipeline that is costly and deterministic).
+  An epoch is then a pure function of (seed, epoch) only if the pipeline's own ops are (seeded);
+* its batching is undone: the loop batches by `TrainConfig.batch_size` with full batches only
+  (`drop_remainder`, the remainder differs every epoch); a batch size other than the pipeline's own is
+  said once;
+* labels are class indices, [N] or [N, 1], or one-hot [N, K] rows (read by argmax).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,40 +34,63 @@ _AUTOTUNE = tf.data.AUTOTUNE
 EXPECTED = "a tf.data.Dataset of (image, label) pairs (batched or not) or an (images, labels) pair of arrays"
 
 
-def _as_dataset(value: Any, name: str) -> tf.data.Dataset:
-    """One split as an unbatched dataset of (image [H, W, C], int32 label)."""
+def _as_dataset(value: Any, name: str) -> tuple[tf.data.Dataset, int | None]:
+    """One split as an unbatched dataset of (image [H, W, C], int32 label), and the batch size it came in."""
     if isinstance(value, tf.data.Dataset):
         spec = value.element_spec
         if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
             raise DataError(f"{name}: expected {EXPECTED}; its elements are {spec}")
         images, labels = spec
         batched = images.shape.rank == 4
-        # one label per image: [B] or [B, 1] for batches (keras.datasets' labels are [N, 1]), [] or [1] alone
+        # one label per image: [B] or [B, 1] for batches (keras.datasets' labels are [N, 1]), [] or [1] alone;
+        # [B, K] / [K] (K > 1): one-hot rows
         label_dims = labels.shape.as_list()[1:] if batched else labels.shape.as_list()
-        if images.shape.rank not in (3, 4) or label_dims not in ([], [1]):
+        one_hot = len(label_dims) == 1 and label_dims[0] is not None and label_dims[0] > 1
+        if images.shape.rank not in (3, 4) or not (label_dims in ([], [1]) or one_hot):
             raise DataError(
-                f"{name}: images must be [H, W, C] (or batches [B, H, W, C]) with one label each; got images "
-                f"{images.shape} and labels {labels.shape}"
+                f"{name}: images must be [H, W, C] (or batches [B, H, W, C]) with one label each (a class index "
+                f"or a one-hot row); got images {images.shape} and labels {labels.shape}"
             )
-        value = value.map(lambda x, y: (x, tf.reshape(tf.cast(y, tf.int32), [-1] if batched else [])))
-        return value.unbatch() if batched else value
+
+        def index(y):
+            y = tf.argmax(y, axis=-1, output_type=tf.int32) if one_hot else tf.cast(y, tf.int32)
+            return tf.reshape(y, [-1] if batched else [])
+
+        batch_size = None
+        if batched:
+            first = next(iter(value.take(1)), None)
+            batch_size = int(first[0].shape[0]) if first is not None else None
+        value = value.map(lambda x, y: (x, index(y)))
+        return (value.unbatch() if batched else value), batch_size
     if isinstance(value, Sequence) and len(value) == 2:
-        images, labels = np.asarray(value[0]), np.asarray(value[1]).reshape(-1)
-        if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+        images, labels = np.asarray(value[0]), np.asarray(value[1])
+        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot rows (Keras's to_categorical)
+            if not (np.isin(labels, (0, 1)).all() and (labels.sum(1) == 1).all()):
+                raise DataError(
+                    f"{name}: labels {labels.shape} are neither class indices [N] / [N, 1] nor one-hot rows [N, K]"
+                )
+            labels = labels.argmax(1)
+        labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
+        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DataError(
-                f"{name}: expected images [N, H, W, C] and N labels; got images {images.shape}, labels {labels.shape}"
+                f"{name}: expected images [N, H, W, C] and N labels ([N], [N, 1] or one-hot [N, K]); got images "
+                f"{images.shape}, labels {np.asarray(value[1]).shape}"
             )
-        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32))), None
     raise DataError(f"{name}: expected {EXPECTED}; got {type(value).__name__}")
 
 
-def _count_and_classes(dataset: tf.data.Dataset) -> tuple[int, int]:
-    """(number of examples, largest label + 1) in one pass."""
-    count, top = dataset.reduce(
-        (tf.constant(0, tf.int64), tf.constant(-1, tf.int32)),
-        lambda state, example: (state[0] + 1, tf.maximum(state[1], example[1])),
+def _count_classes_and_range(dataset: tf.data.Dataset) -> tuple[int, int, float]:
+    """(number of examples, largest label + 1, largest pixel value) in one pass."""
+    count, top, brightest = dataset.reduce(
+        (tf.constant(0, tf.int64), tf.constant(-1, tf.int32), tf.constant(-np.inf, tf.float64)),
+        lambda state, example: (
+            state[0] + 1,
+            tf.maximum(state[1], example[1]),
+            tf.maximum(state[2], tf.reduce_max(tf.cast(example[0], tf.float64))),
+        ),
     )
-    return int(count), int(top) + 1
+    return int(count), int(top) + 1, float(brightest)
 
 
 class UserData:
@@ -70,23 +104,37 @@ class UserData:
         class_names: Sequence[str] | None = None,
         augment_images: bool = True,
         shuffle_buffer: int = 10_000,
+        cache: bool | None = None,
     ):
         """`splits`: evaluation splits by name, e.g. {"test": (x_test, y_test)}. `augment_images`: random flips and
-        4-pixel shifts per batch (the CIFAR recipe), as our pipeline applies to small images."""
-        self._train = _as_dataset(train, "train data").cache()
-        self._splits = {name: _as_dataset(value, f"split {name!r}").cache() for name, value in (splits or {}).items()}
+        4-pixel shifts per batch (the CIFAR recipe), as our pipeline applies to small images. `cache`: keep the
+        decoded examples after the first pass; default: for arrays (always the same), not for a `tf.data`
+        pipeline (its own random ops then draw anew every epoch; see the module docstring)."""
+        cache = (not isinstance(train, tf.data.Dataset)) if cache is None else cache
+        train_dataset, self.source_batch_size = _as_dataset(train, "train data")
+        self._train = train_dataset.cache() if cache else train_dataset
+        self._splits = {
+            name: _as_dataset(value, f"split {name!r}")[0].cache() for name, value in (splits or {}).items()
+        }
         images = self._train.element_spec[0]
         if not images.shape.is_fully_defined():
             raise DataError(f"train data: every image must have one known shape [H, W, C]; got {images.shape}")
         self.input_shape: tuple[int, int, int] = tuple(int(d) for d in images.shape)
-        self.num_train, labelled = _count_and_classes(self._train)
+        self.num_train, labelled, brightest = _count_classes_and_range(self._train)
         if self.num_train == 0:
             raise DataError("train data: it is empty")
+        if images.dtype.is_floating and brightest <= 1.0:
+            print(
+                f"warning: train data: every pixel lies in [0, {brightest:.3g}]; iep expects pixels in [0, 255] (its "
+                "networks standardize inside, and a teacher of ours was trained on [0, 255]): multiply by 255",
+                file=sys.stderr,
+            )
         if class_names is not None and len(class_names) < labelled:
             raise DataError(f"train data: label {labelled - 1} has no name among the {len(class_names)} class_names")
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(labelled))
         self.augment_images, self.shuffle_buffer = augment_images, shuffle_buffer
         self._stats: tuple[list[float], list[float]] | None = None
+        self._said_batch_size: set[int] = set()
 
     @property
     def num_classes(self) -> int:
@@ -136,6 +184,18 @@ class UserData:
 
     def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:
         """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation."""
+        if self.source_batch_size and batch_size != self.source_batch_size and batch_size not in self._said_batch_size:
+            self._said_batch_size.add(batch_size)
+            dropped = self.num_train % batch_size
+            print(
+                f"note: the train data came in batches of {self.source_batch_size}; the loop re-batches it in "
+                f"batches of {batch_size} (TrainConfig.batch_size), full batches only"
+                + (
+                    f" ({dropped} of {self.num_train} images left out each epoch, a different few each time)"
+                    if dropped
+                    else ""
+                )
+            )
         shuffle_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
         ds = self._train.shuffle(min(self.num_train, self.shuffle_buffer), seed=shuffle_seed)
         ds = ds.batch(batch_size, drop_remainder=True).enumerate()

@@ -37,7 +37,12 @@ def test_every_format_is_written_and_agrees_with_the_saved_model(exported):
     reference = loaded.serve(tf.constant(images))["logits"].numpy()
     from_keras = keras.saving.load_model(str(exported / "student.keras"))(images).numpy()
     np.testing.assert_allclose(from_keras, reference, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(TFLiteClassifier(str(exported / "student.tflite"))(images), reference, atol=1e-3)
+    tflite = TFLiteClassifier(str(exported / "student.tflite"))
+    np.testing.assert_allclose(tflite(images), reference, atol=1e-3)
+    # one image [H, W, C] is one image (it came back as a batch of H rows), any other shape is refused
+    np.testing.assert_allclose(tflite(images[0]), reference[0], atol=1e-3)
+    with pytest.raises(ValueError, match=r"classifies images \[32, 32, 3\] .* got an array of shape \[32, 3\]"):
+        tflite(images[0, 0])
     quantized = TFLiteClassifier(str(exported / "student_int8.tflite"))(images)
     assert np.mean(quantized.argmax(1) == reference.argmax(1)) >= 0.9  # int8 keeps nearly every decision
     assert np.abs(quantized - reference).max() < 0.2 * np.abs(reference).max() + 0.5

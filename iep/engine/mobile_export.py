@@ -97,8 +97,9 @@ def export_student(
 
 
 class TFLiteClassifier:
-    """Logits of one of our .tflite classifiers on float32 pixel batches, one image at a time (as on a phone),
-    through its `serve` signature (input `images`, output `logits`)."""
+    """Logits of one of our .tflite classifiers on float32 pixels, one image at a time (as on a phone), through
+    its `serve` signature (input `images`, output `logits`): a batch [N, H, W, C] gives [N, classes], one image
+    [H, W, C] gives [classes]; any other shape is refused, naming the model's."""
 
     def __init__(self, path: str, threads: int = 1):
         try:  # LiteRT, TFLite's successor, where installed (pip install ai-edge-litert); else TensorFlow's own
@@ -107,6 +108,18 @@ class TFLiteClassifier:
             Interpreter = tf.lite.Interpreter  # noqa: N806
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.runner = self.interpreter.get_signature_runner("serve")
+        self.path = path
+        self.image_shape = tuple(int(d) for d in self.runner.get_input_details()["images"]["shape"][1:])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return np.stack([self.runner(images=image[None])["logits"][0] for image in np.asarray(images, np.float32)])
+        images = np.asarray(images, np.float32)
+        single = images.shape == self.image_shape
+        if single:
+            images = images[None]
+        if images.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"{self.path} classifies images {list(self.image_shape)} (or batches [N, "
+                f"{', '.join(map(str, self.image_shape))}]); got an array of shape {list(images.shape)}"
+            )
+        logits = np.stack([self.runner(images=image[None])["logits"][0] for image in images])
+        return logits[0] if single else logits
