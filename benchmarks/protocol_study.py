@@ -254,6 +254,12 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
         "validation": metrics["last_accuracy"],
         "test": final_test_accuracy(run_dir),
         "clip_ratio": statistics.mean(clip) if clip else None,
+        # each loss term's epoch mean at the first and the last epoch (which term dominates, and how it moved)
+        "losses": {
+            k: [history[0][k], history[-1][k]]
+            for k in history[-1]
+            if k.startswith(("loss/", "distill/")) and k in history[0] and history[0][k] is not None
+        },
         "phase1_loss": _last_scalar(run_dir, PHASE1_LOSS[method]) if method in PHASE1_LOSS else None,
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
@@ -412,6 +418,14 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) -> dict:
     """One finished teacher in run_record's shape (for accuracy and overhead), with its last epoch's loss, the
     figure that tells a retrained teacher from the recorded one."""
@@ -422,6 +436,10 @@ def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) 
         "arch": metrics["arch"],
         "test": metrics["last_accuracy"],
         "final_loss": history[-1].get("train_loss"),
+        # every epoch's loss: where a teacher retrained elsewhere parts from this one (oneDNN picks kernels by the
+        # CPU, so another machine can train a different teacher from the same seed)
+        "train_losses": [h.get("train_loss") for h in history],
+        "cpu": _cpu_model(),
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
         "evaluations": len(evals),

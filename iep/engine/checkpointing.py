@@ -202,4 +202,6 @@ def restore_model_weights(model: keras.Model, path: str) -> str:
         if damaged:
             print(f"warning: skipped damaged checkpoint {'; '.join(damaged)}; read {prefix}", file=sys.stderr)
         return prefix
+    if not os.path.isdir(path):
+        raise ValueError(f"{path!r} is not a readable checkpoint ({damaged[0].split(' (', 1)[1]}")
     raise ValueError(f"{path!r}: no intact checkpoint ({'; '.join(damaged)})")
