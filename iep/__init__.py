@@ -33,3 +33,38 @@ def leave_source_root_off_sys_path() -> None:
     """
     root = os.path.realpath(SOURCE_ROOT)
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != root]
+
+
+# The public surface, imported on first use (PEP 562): `import iep` stays cheap for the command-line tools, which
+# import TensorFlow quietly first. The deep paths (iep.engine.trainer.Trainer, ...) stay as they are.
+_PUBLIC = {
+    "Trainer": ("iep.engine.trainer", "Trainer"),
+    "TrainConfig": ("iep.engine.trainer", "TrainConfig"),
+    "build_distiller": ("iep.methods", "build_distiller"),
+    "register": ("iep.methods", "register"),
+    "load_teacher": ("iep.engine.teacher", "load_teacher"),
+    "tap_model": ("iep.engine.outside_teacher", "tap_model"),
+    "build_network": ("iep.nets", "build_network"),
+    "TappedNetwork": ("iep.nets", "TappedNetwork"),
+    "UserData": ("iep.datasets.user_data", "UserData"),
+    "DistillationModel": ("iep.keras_fit", "DistillationModel"),
+    "Distiller": ("iep.engine.distiller", "Distiller"),
+}
+__all__ = ["__version__", *_PUBLIC, "methods"]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _PUBLIC:
+        module, attribute = _PUBLIC[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value  # once
+        return value
+    if name == "methods":  # the registry module: iep.methods.methods(), .register, .build_distiller, ...
+        return importlib.import_module("iep.methods")
+    raise AttributeError(f"module 'iep' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

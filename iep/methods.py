@@ -142,7 +142,7 @@ def _convert(method: str, key: str, value: object, default: object) -> object:
             return number
     except ValueError:
         expected = "finite float" if isinstance(default, float) or default is None else type(default).__name__
-        raise ValueError(f"--distill_args {key}={value!r} for {method}: expected a {expected}") from None
+        raise ValueError(f"option {key}={value!r} for {method}: expected a {expected}") from None
     return value
 
 
@@ -193,7 +193,7 @@ def iep_options(overrides: Mapping[str, object], method: str = "iep") -> dict[st
     """--distill_args of --distill=iep/iep_bb, typed and range-checked (keyword names of `build_distiller`)."""
     unknown = sorted(set(overrides) - set(IEP_OPTIONS))
     if unknown:
-        raise ValueError(f"--distill_args {unknown} unknown for {method}; it accepts {sorted(IEP_OPTIONS)}")
+        raise ValueError(f"options {unknown} unknown for {method}; it accepts {sorted(IEP_OPTIONS)}")
     out = {}
     for key, value in overrides.items():
         if key == "knowledge":
@@ -202,7 +202,7 @@ def iep_options(overrides: Mapping[str, object], method: str = "iep") -> dict[st
         else:
             out[key] = _check_range(method, key, _convert(method, key, value, IEP_OPTIONS[key]))
     if "module_steps" in out and "module_epochs" in out:
-        raise ValueError(f"--distill_args module_steps and module_epochs both size {method}'s module phase: give one")
+        raise ValueError(f"options module_steps and module_epochs both size {method}'s module phase: give one")
     return out
 
 
@@ -213,7 +213,7 @@ def _check_range(method: str, key: str, value: object) -> object:
         raise ValueError(f"{method}: option {key!r} has no declared range in iep.methods.OPTION_RANGES")
     ok, expected = OPTION_RANGES[key]
     if not ok(value):
-        raise ValueError(f"--distill_args {key} for {method} must be {expected}, got {value:g}")
+        raise ValueError(f"option {key} for {method} must be {expected}, got {value:g}")
     return value
 
 
@@ -266,14 +266,22 @@ def build_distiller(
     seed: int | None = None,
     main_steps: int | None = None,
     epochs: int | None = None,
-    overrides: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
     static_knowledge: object | None = None,
+    **options: object,
 ) -> Distiller:
+    """The method `method` (`methods()`) distilling `teacher` into `student`.
+
+    Its options are keyword arguments (`build_distiller("kd", t, s, temperature=2)`), typed or as text, or a
+    mapping `overrides` (train.py's --distill_args); unknown names and values out of range are refused, naming
+    what the method accepts. `main_steps` and `epochs` (the run's size) size the phases a reference times
+    (CLOCK_RULE); `iep.Trainer(..., "iep", teacher=...)` passes them for you.
+    """
     if method not in methods():
         raise ValueError(f"--distill must be one of {methods()}, got {method!r}")
-    overrides = dict(overrides or {})
+    overrides = {**dict(overrides or {}), **options}
     if method == "none" and overrides:
-        raise ValueError("--distill_args are a method's options; --distill=none has none")
+        raise ValueError("--distill=none (plain training) takes no options")
     if method == "none":
         return Distiller(teacher)
     if method in STATIC_METHODS:
@@ -285,7 +293,7 @@ def build_distiller(
         options = method_options(method)
         unknown = sorted(set(overrides) - set(options))
         if unknown:
-            raise ValueError(f"--distill_args {unknown} unknown for {method}; it accepts {sorted(options)}")
+            raise ValueError(f"options {unknown} unknown for {method}; it accepts {sorted(options)}")
         kwargs = {k: _check_range(method, k, _convert(method, k, v, options[k])) for k, v in overrides.items()}
         if method in PRE_PHASE and "pre_phase_steps" not in kwargs:
             kwargs["pre_phase_steps"] = default_pre_phase_steps(method, main_steps, epochs)

@@ -76,14 +76,17 @@ def stage_output_layers(graph: keras.Model) -> list[str]:
 
     Small inputs (≤ 64 px, CIFAR-style nets) count from the input's own resolution; larger ones from a
     quarter of it, past the stem (ImageNet nets: 56, 28, 14, 7 at 224 px, as ResNet's four stages).
-    Padding layers are skipped (their odd sizes are no stage).
+    Padding layers are skipped (their odd sizes are no stage), and so is everything before the first layer with
+    a kernel (a model's own pixel scaling is no feature map).
     """
     height = graph.inputs[0].shape[1]
     limit = None if height is None else (height if height <= 64 else height // 4)
     last: dict[tuple[int, int], str] = {}
+    learned = False
     for layer in graph.layers:  # topological order
+        learned = learned or any("kernel" in w.path for w in layer.weights)
         shape = _spatial(layer)
-        if shape is None or isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
+        if not learned or shape is None or isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
             continue
         if min(shape[:2]) > 1 and (limit is None or max(shape[:2]) <= limit):
             last[shape[:2]] = layer.name

@@ -15,6 +15,8 @@ from tests.conftest import ROOT
 def _readme_python() -> str:
     text = open(os.path.join(ROOT, "README.md")).read()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "DistillationModel" in b]
+    imports = [line for line in block.splitlines() if line.startswith(("import ", "from "))]
+    assert imports == ["import keras, tensorflow as tf", "import iep"], imports  # the public names only
     return block
 
 
@@ -24,12 +26,11 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     code = _readme_python()
     swaps = {
         "keras.datasets.cifar10.load_data()": "_tiny_cifar()",
-        'load_teacher("runs/teacher", None, 10, (32, 32, 3))': (
-            'build_network("resnet8", 10, (32, 32, 3), stats.mean, stats.std, name="teacher")'
+        'iep.load_teacher("runs/teacher")': (
+            'iep.build_network("resnet8", 10, (32, 32, 3), data.mean, data.std, name="teacher")'
         ),
         '"wrn-16-1"': '"resnet8"',
-        "main_steps=390 * 100, epochs=100": "main_steps=2, epochs=1, module_steps=2",
-        "TrainConfig(epochs=100)": "TrainConfig(epochs=1, batch_size=16, progress=False, export=False)",
+        "iep.TrainConfig(epochs=100)": "iep.TrainConfig(epochs=1, batch_size=16, progress=False, export=False)",
         "epochs=30": "epochs=1",
         ".batch(128)": ".batch(16)",
         '"runs/mine"': "str(tmp_path / 'mine')",
@@ -46,7 +47,8 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {"_tiny_cifar": _tiny_cifar, "tmp_path": tmp_path})
-    assert json.loads((tmp_path / "mine" / "metrics.json").read_text())["history"][0]["loss/alteration"] > 0
+    metrics = json.loads((tmp_path / "mine" / "metrics.json").read_text())
+    assert metrics["history"][0]["loss/alteration"] > 0 and metrics["distill"] == "iep"
     assert os.listdir(tmp_path / "fit")  # the TensorBoard callback wrote its logs
 
 
@@ -72,3 +74,16 @@ def test_docs_state_the_clock_rule_the_code_uses():
     text = open(os.path.join(ROOT, "docs", "methods.md")).read()
     (block,) = re.findall(r"<!-- clock-rule:begin.*?-->\n> (.*?)\n<!-- clock-rule:end -->", text, re.S)
     assert block == CLOCK_RULE
+
+
+def test_the_public_names_import_from_iep_and_stay_the_deep_ones():
+    import iep
+    from iep.engine.trainer import Trainer
+    from iep.keras_fit import DistillationModel
+
+    for name in iep.__all__:
+        assert getattr(iep, name) is not None, name
+    assert iep.Trainer is Trainer and iep.DistillationModel is DistillationModel
+    assert "kd" in iep.methods.methods()
+    with pytest.raises(AttributeError, match="has no attribute 'trainer'"):
+        iep.trainer  # noqa: B018

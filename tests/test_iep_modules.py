@@ -235,8 +235,8 @@ def test_iep_takes_its_options_as_distill_args():
     assert bb.black_box and bb.pre_phase_steps == 7 and not bb.clip and bb.clip_terms == "sum"
     for bad, message in (
         ({"clip_terms": "each"}, r"clip_terms for iep must be one of"),
-        ({"iterations": "0"}, r"--distill_args iterations for iep must be >= 1"),
-        ({"beta": "1"}, r"--distill_args \['beta'\] unknown for iep; it accepts"),
+        ({"iterations": "0"}, r"option iterations for iep must be >= 1"),
+        ({"beta": "1"}, r"options \['beta'\] unknown for iep; it accepts"),
         ({"module_steps": "5", "module_epochs": "1"}, "both size iep's module phase"),
     ):
         with pytest.raises(ValueError, match=message):

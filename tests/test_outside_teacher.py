@@ -8,6 +8,7 @@ import subprocess
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.helpers import subprocess_env, train_command, train_in_process
 
@@ -246,3 +247,32 @@ def test_adapters_pass_gradients_when_they_shrink_a_point():
         loss = tf.reduce_sum(y**2)
     grad = tape.gradient(loss, x)
     assert y.shape == (2, 7, 7, 24) and np.isfinite(grad.numpy()).all() and np.abs(grad.numpy()).min() > 0
+
+
+def test_tap_model_wraps_a_users_own_keras_model():
+    """iep.tap_model: a user's functional model as a teacher (frozen) or a student (trainable), tapped at its
+    stage outputs by default or at named layers; refused with a message when it cannot be tapped."""
+    import iep
+
+    def users_model():
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Rescaling(1 / 255.0)(inputs)
+        x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="block1")(x)
+        x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="block2")(x)
+        logits = keras.layers.Dense(10, name="head")(keras.layers.GlobalAveragePooling2D()(x))
+        return keras.Model(inputs, logits, name="mine")
+
+    model = users_model()
+    teacher = iep.tap_model(model)
+    assert teacher.num_classes == 10 and [s.shape for s in teacher.tap_specs] == [(16, 16, 8), (8, 8, 16)]
+    assert not teacher.model.trainable_variables
+    images = tf.random.uniform((2, 32, 32, 3), 0, 255)
+    np.testing.assert_allclose(teacher(images)["logits"], model(images), rtol=1e-5, atol=1e-5)
+    student = iep.tap_model(users_model(), taps=["block2"], trainable=True)
+    assert len(student.tap_specs) == 1 and student.model.trainable_variables
+    distiller = iep.build_distiller("rkd", teacher, student)
+    assert distiller.losses(images, tf.constant([0, 1]), student(images), 0)["rkd"] >= 0
+    with pytest.raises(ValueError, match="no fixed input size; give input_shape"):
+        dynamic = keras.Input((None, None, 3))
+        pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(dynamic))
+        iep.tap_model(keras.Model(dynamic, keras.layers.Dense(2)(pooled)))

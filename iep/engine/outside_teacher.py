@@ -273,6 +273,40 @@ def load_outside_teacher(
     return teacher
 
 
+def tap_model(
+    model: keras.Model,
+    taps: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
+    preprocess: str = "raw",
+    name: str | None = None,
+    trainable: bool = False,
+) -> TappedNetwork:
+    """Your own functional `keras.Model` (image → logits) as a network every method can read: tapped at the
+    named layers (`taps`), or by default at its stage outputs (the last layer of each spatial resolution).
+
+    `input_shape` (H, W, C) is what the loop feeds it, raw [0, 255] pixels; default: the model's own.
+    `preprocess` maps those pixels to what the model expects (see --teacher_preprocess: raw, unit, symmetric,
+    caffe, torch). A teacher is frozen; `trainable=True` keeps the weights trainable, for a student.
+    """
+    if preprocess not in PREPROCESS or preprocess == "auto":
+        raise ValueError(f"tap_model: preprocess must be one of {[p for p in PREPROCESS if p != 'auto']}")
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"tap_model takes a keras.Model, got {type(model).__name__}")
+    name = name or model.name
+    if input_shape is None:
+        shape = model.inputs[0].shape[1:] if getattr(model, "inputs", None) else None
+        if shape is None or None in tuple(shape):
+            raise ValueError(f"tap_model: {name!r} has no fixed input size; give input_shape=(H, W, C)")
+        input_shape = tuple(int(d) for d in shape)
+    layer = TeacherInput(_fixed_size(model), preprocess, name=f"{name}_input")
+    network = _from_keras_model(model, name, input_shape, taps, layer, "tap_model", name)
+    if trainable:
+        network.model.trainable = True
+    else:
+        freeze(network.model)
+    return network
+
+
 def freeze(model: keras.Model) -> None:
     """`model.trainable = False`. Keras 3.6 cannot set it through a `TFSMLayer` (the SavedModel's
     restored variables have no `trainable` setter, AttributeError); there every layer's own flag is cleared,

@@ -13,9 +13,9 @@ from iep.nets import TappedNetwork, build_network
 
 def load_teacher(
     path: str,
-    arch: str | None,
-    num_classes: int,
-    input_shape: Sequence[int],
+    arch: str | None = None,
+    num_classes: int | None = None,
+    input_shape: Sequence[int] | None = None,
     flag: str = "--teacher",
     name: str = "teacher",
     class_names: Sequence[str] | None = None,
@@ -33,8 +33,11 @@ def load_teacher(
     class would teach the wrong answers. `taps` (--teacher_taps) reads the teacher at other layers, by name;
     `preprocess` (--teacher_preprocess) is the outside teacher's pixel scaling (ours standardize inside).
     `arch_flag` names the caller's architecture flag in errors; None: the caller has none (run dirs only).
+    For a run directory of ours, `num_classes` and `input_shape` default to the run's own.
     """
     if is_outside_teacher(path):
+        if input_shape is None or num_classes is None:
+            raise ValueError(f"{flag} {path!r} is not a run of ours: give num_classes and input_shape (the data's)")
         if arch:
             raise ValueError(f"--teacher_arch is for teachers of ours; {flag} {path!r} carries its own network")
         return load_outside_teacher(path, input_shape, taps, preprocess, flag, name)
@@ -50,9 +53,13 @@ def load_teacher(
                 f"--teacher_arch={arch!r} but the {flag.lstrip('-')} run {path!r} trained {saved['arch']!r}"
             )
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
+        num_classes = saved["num_classes"] if num_classes is None else num_classes
+        input_shape = tuple(saved["input_shape"]) if input_shape is None else input_shape
         if saved["num_classes"] != num_classes:
             raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")
         check_class_names(saved.get("class_names"), class_names, f"{flag} {path!r}")
+    elif num_classes is None or input_shape is None:
+        raise ValueError(f"{flag} {path!r} is not a run directory of ours: give num_classes and input_shape")
     elif not arch:
         if arch_flag is None:
             raise ValueError(

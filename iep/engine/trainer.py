@@ -237,19 +237,37 @@ class Trainer:
         data: ImagePipeline | UserData | tf.data.Dataset | tuple,
         config: TrainConfig,
         run_dir: str,
-        distiller: Distiller | None = None,
+        distiller: Distiller | str | None = None,
         strategy: tf.distribute.Strategy | None = None,
         *,
         eval_data: Mapping[str, object] | None = None,
+        teacher: TappedNetwork | None = None,
+        options: Mapping[str, object] | None = None,
     ):
         """Networks and distiller must have been built under `strategy.scope()` (default: no distribution).
 
         `data`: an `ImagePipeline`, a `UserData`, or the user's own training data as a `tf.data.Dataset` of
         (image, label) pairs or an (images, labels) pair of arrays; then `eval_data` names the splits to
         evaluate on, e.g. {"test": (x_test, y_test)} (`config.eval_split` must be one of them).
+        `distiller`: a `Distiller`, or a method's name (`iep.methods.methods()`) with its `teacher` and
+        `options` (its --distill_args, typed values welcome), built here so that its phases are sized from
+        this run's steps (`config.epochs` × the data's steps per epoch) and seeded by `config.seed`.
         """
         config.validate()
         data = as_loop_data(data, eval_data)
+        if isinstance(distiller, str):
+            from iep.methods import build_distiller
+
+            steps = data.steps_per_epoch(config.batch_size) * config.epochs
+            with (strategy or tf.distribute.get_strategy()).scope():
+                distiller = build_distiller(
+                    distiller, teacher, student, seed=config.seed, main_steps=steps, epochs=config.epochs,
+                    overrides=options,
+                )  # fmt: skip
+        elif teacher is not None or options:
+            raise ValueError(
+                "teacher= and options= go with a method's name (distiller='iep'); this distiller has its own"
+            )
         if hasattr(data, "splits") and config.eval_split not in data.splits:
             raise ValueError(
                 f"evaluation reads split {config.eval_split!r} (TrainConfig.eval_split), but the data has only "
