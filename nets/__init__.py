@@ -1,4 +1,4 @@
-"""Image classifiers that expose their sensing points (method page §1)."""
+"""Image classifiers that expose their sensing points (docs/methods.md §1)."""
 
 from iep.nets.base import TappedNetwork, TapSpec
 from iep.nets.factory import ARCH_HELP, build_network, default_dropout, parse_arch

@@ -5,7 +5,7 @@ Why these and not the paper's "ResNet-32 → ResNet-14": the author's published 
 [32, 64, 128, 256, 512] channels behind a stride-1 3×3 stem (10n+2 layers: 12, 22, 32, ...), so no
 ResNet-14 exists in it, and a stride-1 stem at 224 px costs ~16× the FLOPs of the standard one. ResNet-18/34
 are the closest standard networks, the ones pretrained teachers come in (Keras Applications, KerasHub,
-torchvision), and they keep the method page's "ResNet gives four points".
+torchvision), and they keep the paper's "ResNet gives four points".
 
 Layout: 7×7/2 conv (64) + BN + ReLU, 3×3/2 max pooling, four stages of [64, 128, 256, 512] channels with
 [2, 2, 2, 2] (18) or [3, 4, 6, 3] (34) blocks, the first block of stages 2-4 with stride 2 and a 1×1

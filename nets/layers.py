@@ -1,4 +1,4 @@
-"""Layer factories shared by every network, so all nets follow the method page §7.
+"""Layer factories shared by every network, so all nets follow docs/methods.md §7.
 
 The original TF1 code sets these through `arg_scope`: variance-scaling fan-out
 kernels, no conv bias, BN with momentum 0.9 and epsilon 1e-5, and a classifier

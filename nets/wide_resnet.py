@@ -1,6 +1,6 @@
 """Pre-activation Wide ResNet WRN-d-k (Zagoruyko & Komodakis 2016), as in IEPKT `nets/WResNet.py`.
 
-Sensing points (method page §1): the BN-ReLU pre-activations entering the first
+Sensing points (docs/methods.md §1): the BN-ReLU pre-activations entering the first
 block of stages 2 and 3, and the final BN-ReLU before pooling. For WRN-x-4 on
 32×32 input that is 32×32×64, 16×16×128, 8×8×256.
 """

@@ -1,4 +1,4 @@
-"""The clipped multi-task gradient of the author's KD methods (method page §7).
+"""The clipped multi-task gradient of the author's KD methods (docs/methods.md §7).
 
 Per variable: g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖ · σ(e − e₀)). The
 distillation gradient can never outweigh the target task's, and its cap

@@ -2,7 +2,7 @@
 
 `step` is the original code's schedule: the base rate multiplied by `factor`
 at each fraction of the run in `decay_points` (0.3, 0.6, 0.8 and 0.2 by
-default, method page §7). `cosine` decays to zero over the run.
+default, docs/methods.md §7). `cosine` decays to zero over the run.
 """
 
 from __future__ import annotations

@@ -87,3 +87,34 @@ def test_the_public_names_import_from_iep_and_stay_the_deep_ones():
     assert "kd" in iep.methods.methods()
     with pytest.raises(AttributeError, match="has no attribute 'trainer'"):
         iep.trainer  # noqa: B018
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower()).replace("_", "")
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """README.md and docs/*.md: every relative link (and image) names a file of the repository, and every
+    #anchor a heading of its target."""
+    pages = [os.path.join(ROOT, "README.md")] + [
+        os.path.join(ROOT, "docs", name)
+        for name in sorted(os.listdir(os.path.join(ROOT, "docs")))
+        if name.endswith(".md")
+    ]
+    broken = []
+    for page in pages:
+        text = open(page).read()
+        for target in re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+            if not os.path.exists(resolved):
+                broken.append(f"{os.path.relpath(page, ROOT)}: {target} (no such file)")
+            elif anchor and resolved.endswith(".md"):
+                headings = re.findall(r"^#+ (.+)$", open(resolved).read(), re.M)
+                if anchor not in {_slug(h) for h in headings}:
+                    broken.append(f"{os.path.relpath(page, ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)

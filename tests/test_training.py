@@ -438,3 +438,19 @@ def test_eval_every_skips_epochs_but_never_the_last(tmp_path):
     assert tags == {2, 4, 5}
     with pytest.raises(ValueError, match="--eval_every must be >= 1"):
         TrainConfig(eval_every=0).validate()
+
+
+def test_a_tilde_in_any_path_flag_is_the_home_folder(monkeypatch):
+    """`--data_dir=~/x` reaches the program unexpanded (the shell expands `~` only at a word's start)."""
+    from absl import flags as absl_flags
+    from absl.testing import flagsaver
+
+    from iep.apps import train  # noqa: F401 (its flags)
+    from iep.engine.startup import parse_flags_or_exit
+
+    monkeypatch.setenv("HOME", "/home/someone")
+    with flagsaver.flagsaver():
+        parse_flags_or_exit(["train.py", "--data_dir=~/data", "--run_dir=~/runs/a", "--plugins=~/p.py,m"])
+        assert absl_flags.FLAGS.data_dir == "/home/someone/data"
+        assert absl_flags.FLAGS.run_dir == "/home/someone/runs/a"
+        assert absl_flags.FLAGS.plugins == ["/home/someone/p.py", "m"]

@@ -28,8 +28,25 @@ flags.DEFINE_string("data_dir", None, "Data folder; default: the run's.")
 flags.DEFINE_boolean("download", False, "Let tfds download the data set.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.", lower_bound=1)
-flags.DEFINE_string("output", None, "Report JSON; default <run_dir>/eval_<split>.json or ./eval_<split>.json.")
+flags.DEFINE_string(
+    "output",
+    None,
+    "Report JSON; default beside the model: <run_dir>/eval_<split>.json, <checkpoint>.eval_<split>.json, or "
+    "eval_<split>_<folder>.json beside --saved_model.",
+)
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
+
+
+def default_output(run_dir: str | None, checkpoint: str | None, saved_model: str | None, split: str) -> str:
+    """The report beside what was evaluated (never in the working directory, where two models' reports would
+    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json, or
+    eval_<split>_<folder>.json beside a SavedModel folder."""
+    if saved_model:
+        folder = os.path.normpath(saved_model)
+        return os.path.join(os.path.dirname(folder), f"eval_{split}_{os.path.basename(folder)}.json")
+    if checkpoint and not run_dir:
+        return f"{os.path.normpath(checkpoint)}.eval_{split}.json"
+    return os.path.join(run_dir or ".", f"eval_{split}.json")
 
 
 def _evaluate() -> dict:
@@ -48,7 +65,7 @@ def _evaluate() -> dict:
         batch_size=FLAGS.batch_size,
         cache_dir=FLAGS.cache_dir,
     )
-    output = FLAGS.output or os.path.join(FLAGS.run_dir or ".", f"eval_{FLAGS.split}.json")
+    output = FLAGS.output or default_output(FLAGS.run_dir, FLAGS.checkpoint, FLAGS.saved_model, FLAGS.split)
     write_json_atomic(output, report)
     top5 = f"  top-5 {report['top5']:.4f}" if "top5" in report else ""
     print(

@@ -91,7 +91,8 @@ def evaluate(
         raise ValueError("--arch is required with a --checkpoint outside a run directory")
     dataset = dataset or run_config.get("dataset")
     if not dataset:
-        raise ValueError("--dataset is required (no run directory to take it from)")
+        where = "the run was trained from Python on data of its own" if run_config else "no run directory names it"
+        raise ValueError(f"--dataset is required ({where}): tfrecord, folder, digits or a tfds name, with --data_dir")
     same_dataset = dataset == run_config.get("dataset")
     if data_dir is None and same_dataset:
         data_dir = run_config.get("data_dir")

@@ -61,7 +61,20 @@ def parse_flags_or_exit(argv: list[str]) -> list[str]:
     from iep.engine.configs import expand_configs
 
     try:
-        return flags.FLAGS(expand_configs(argv))
+        rest = flags.FLAGS(expand_configs(argv))
     except (flags.Error, ValueError) as error:  # ValueError: a --config that names no file
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    expand_home(flags.FLAGS)
+    return rest
+
+
+def expand_home(flag_values) -> None:
+    """`~` at the start of any string (or list item) flag is the user's home, as a shell would have expanded it
+    unquoted: `--data_dir=~/data` is not expanded by the shell (the `=` precedes the `~`)."""
+    for name in list(flag_values):
+        value = flag_values[name].value
+        if isinstance(value, str) and value.startswith("~"):
+            flag_values[name].value = os.path.expanduser(value)
+        elif isinstance(value, list) and any(isinstance(v, str) and v.startswith("~") for v in value):
+            flag_values[name].value = [os.path.expanduser(v) if isinstance(v, str) else v for v in value]

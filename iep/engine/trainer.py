@@ -26,7 +26,7 @@ from iep.engine.distribute import is_chief
 from iep.engine.errors import TrainingDiverged, TrainingInterrupted, op_message
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.files import read_json, write_json_atomic
-from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
+from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.mobile_export import check_formats, export_student, representative_images
 from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
@@ -498,6 +498,33 @@ class Trainer:
             f"{label} {local + 1}/{stage.passes}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
         )
 
+    def _describe_run(self) -> None:
+        """A run started from Python (train.py writes its own) gets a config.json that names its network, so
+        that eval.py and `load_teacher` can rebuild it; the data it trained on is the caller's, so eval.py
+        then asks for --dataset."""
+        path = os.path.join(self.run_dir, CONFIG_FILE)
+        if not self.chief or os.path.exists(path):
+            return
+        standardize = next((layer for layer in self.student.model.layers if layer.name == "standardize"), None)
+        mean, std = ([v.numpy().tolist() for v in (standardize.mean, standardize.std)] if standardize else (None, None))
+        write_json_atomic(
+            path,
+            {
+                "written_by": "iep.Trainer",
+                "arch": self.student.arch,
+                "dataset": None,
+                "num_classes": int(self.data.num_classes),
+                "class_names": list(self.data.class_names),
+                "input_shape": list(self.data.input_shape),
+                "mean": mean,
+                "std": std,
+                "distill": self.distiller.name,
+                "epochs": self.config.epochs,
+                "batch_size": self.config.batch_size,
+                "seed": self.config.seed,
+            },
+        )
+
     def _recovered_record(self) -> dict:
         """The last epoch's record of a finished run whose metrics.json was lost (deleted, as the message for a
         damaged one advises): its weights are scored again; the earlier epochs' history is gone."""
@@ -565,6 +592,7 @@ class Trainer:
     def fit(self, resume: bool = True) -> dict:
         """Runs the remaining pre-phase passes and epochs; returns the metrics summary (also in metrics.json)."""
         os.makedirs(self.run_dir, exist_ok=True)
+        self._describe_run()
         start_epoch = self.checkpoints.restore_latest() if resume else 0
         pre_done = int(self._pre_epoch.numpy())
         history = self._load_history(start_epoch)

@@ -1,4 +1,4 @@
-"""Adapters for students whose sensing points differ from the teacher's (method page §8).
+"""Adapters for students whose sensing points differ from the teacher's (docs/methods.md §8).
 
 Our design (the published code has none; the paper's Table 3 needs them):
 bring a student tap to the teacher tap's H×W by resizing (bilinear, antialiased

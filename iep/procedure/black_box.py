@@ -1,4 +1,4 @@
-"""Black-box knowledge (method page §5): MHGD attention with the MPNN message as an extrinsic head.
+"""Black-box knowledge (docs/methods.md §5): MHGD attention with the MPNN message as an extrinsic head.
 
 Seven learned heads relate the samples of a batch between two sensing
 points (G_h = K_h Q_hᵀ). In module training an estimator must rebuild the

@@ -1,4 +1,4 @@
-"""IEP knowledge transfer as a `Distiller` (method page §2–7).
+"""IEP knowledge transfer as a `Distiller` (docs/methods.md §2–7).
 
 Phase 1 (the loop's pre-phase, `module_steps` steps): only the MPNN (and the
 black-box module) and the IPCA state learn, on teacher features; loss
@@ -24,7 +24,7 @@ from iep.procedure.mpnn import MessagePassing
 from iep.procedure.points import SensingPoints
 
 KNOWLEDGE = ("alteration", "interim", "black_box")
-# Phase 1 counts epochs as the reference does: IEPKT trains the modules for 20 epochs (method page §7).
+# Phase 1 counts epochs as the reference does: IEPKT trains the modules for 20 epochs (docs/methods.md §7).
 # `build_distiller` turns them into the run's steps; the step count is for callers that give no run size
 # (20 CIFAR epochs at batch 128 ≈ 7,800 iterations).
 DEFAULT_MODULE_EPOCHS = 20

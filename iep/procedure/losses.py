@@ -1,4 +1,4 @@
-"""IEP loss terms (method page §6). KLD is a sum over rows, as in the original code."""
+"""IEP loss terms (docs/methods.md §6). KLD is a sum over rows, as in the original code."""
 
 from __future__ import annotations
 

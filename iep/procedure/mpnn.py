@@ -1,4 +1,4 @@
-"""The message-passing network of IEP (method page §4): how the embedding alters between two points.
+"""The message-passing network of IEP (docs/methods.md §4): how the embedding alters between two points.
 
 Nodes are the samples of a batch. With X_F the compressed PCs at the earlier
 point and X_B at the later one (width D): node term H_ij = X_B,i − X_B,j;
@@ -16,7 +16,7 @@ from iep.nets.layers import batch_norm, kernel_initializer
 
 
 def dense_without_bias(units: int, name: str) -> keras.layers.Dense:
-    """Module dense layer; no bias because BN follows (method page §4).
+    """Module dense layer; no bias because BN follows (docs/methods.md §4).
 
     Initialized as IEPKT `nets/WResNet.py` (`WResNet_arg_scope`) sets every `fully_connected`, the modules'
     included: `variance_scaling_initializer(mode='FAN_OUT')` (factor 2, truncated normal), `biases_initializer=None`.

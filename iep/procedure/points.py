@@ -1,4 +1,4 @@
-"""The teacher's sensing points as compressed PCs, and the student's in the same space (method page §2–3, §8).
+"""The teacher's sensing points as compressed PCs, and the student's in the same space (docs/methods.md §2–3, §8).
 
 Shared by IEP and MHGD: one StackedPCA per teacher point, an adapter per
 student point whose shape differs, and the projection of the student through

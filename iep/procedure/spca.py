@@ -1,4 +1,4 @@
-"""Stacked PCA (method page §2–3): the teacher's embedding read as compressed principal components.
+"""Stacked PCA (docs/methods.md §2–3): the teacher's embedding read as compressed principal components.
 
 Per sensing point: a first PCA per sample (top singular triplet of the H·W×D
 feature map, sign-fixed), a stereographic plane mapping of the right vector,
