@@ -232,12 +232,12 @@ def final_test_accuracy(run_dir: str) -> float:
     return read_json(path)["top1"]
 
 
-def check_teacher_matches_record(study: Study, factor: Factor, recorded: Recorded) -> None:
+def check_teacher_matches_record(study: Study, factor: Factor, recorded: Recorded, tolerance: float = 0.0) -> None:
     """Recorded students learnt from the recorded teacher (see benchmarks/recorded.py)."""
     run_dir = teacher_dir(study, factor)
     if metrics := finished_metrics(run_dir):
         retrained = teacher_record(study, run_dir, metrics, {})
-        recorded.check_teacher(retrained["run_dir"], retrained, run_dir)
+        recorded.check_teacher(retrained["run_dir"], retrained, run_dir, tolerance)
 
 
 def factor_of(study: Study, name: str) -> Factor:
@@ -251,6 +251,7 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
     evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
     return {
         "seed": seed,
+        "teacher_test": _teacher_test(run_dir),  # the teacher this run learnt from (recorded runs keep theirs)
         "validation": metrics["last_accuracy"],
         "test": final_test_accuracy(run_dir),
         "clip_ratio": statistics.mean(clip) if clip else None,
@@ -267,6 +268,14 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
         "eval_seconds": sum(evals),
         "wall_seconds": small.wall_seconds(run_dir, metrics, wall_times),
     }
+
+
+def _teacher_test(run_dir: str) -> float | None:
+    """The test accuracy of the teacher a student's config.json names (None for the vanilla student)."""
+    config = os.path.join(run_dir, "config.json")
+    teacher = read_json(config).get("teacher") if os.path.exists(config) else None
+    metrics = finished_metrics(teacher) if teacher and os.path.isdir(teacher) else None
+    return metrics["last_accuracy"] if metrics else None
 
 
 def _mean(values: list) -> float | None:
@@ -491,7 +500,8 @@ def main(argv: list[str]) -> None:
     name = FLAGS.results_name or f"protocol_study{quick}"
     recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results_path(name), ("factor", "method"))
     if not FLAGS.report_only:
-        run_factors(study, [f for f in FLAGS.factors if f != "combined"], methods, recorded, FLAGS.parallel)
+        factors = [f for f in FLAGS.factors if f != "combined"]
+        run_factors(study, factors, methods, recorded, FLAGS.parallel, FLAGS.teacher_tolerance)
         if "combined" in FLAGS.factors:
             run_combined(study, FLAGS.combine, methods)
     report(study, name, recorded)
@@ -502,7 +512,12 @@ def results_path(name: str) -> str:
 
 
 def run_factors(
-    study: Study, names: list[str], methods: list[str], recorded: Recorded | None = None, parallel: int = 1
+    study: Study,
+    names: list[str],
+    methods: list[str],
+    recorded: Recorded | None = None,
+    parallel: int = 1,
+    teacher_tolerance: float = 0.0,
 ) -> None:
     """Each factor's teacher, then its students seed by seed, `parallel` at a time (skipping runs the factor
     cannot change, and runs the results file records that this machine has no finished run of: see `Recorded`)."""
@@ -512,7 +527,7 @@ def run_factors(
         factor = FACTORS[name]
         teacher = teacher_run(study, factor)
         small.run_job(*teacher, wall_times)
-        check_teacher_matches_record(study, factor, recorded)
+        check_teacher_matches_record(study, factor, recorded, teacher_tolerance)
         students = []
         for seed in range(study.seeds):
             for method in methods:

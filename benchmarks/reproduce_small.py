@@ -374,10 +374,11 @@ def summarize(
     return header, rows
 
 
-def check_teacher_matches_record(p: Protocol, root: str, recorded: Recorded) -> None:
+def check_teacher_matches_record(p: Protocol, root: str, recorded: Recorded, tolerance: float = 0.0) -> None:
     """Recorded students learnt from the recorded teacher (see benchmarks/recorded.py)."""
     if metrics := finished_metrics(f"{root}/teacher"):
-        recorded.check_teacher("teacher", teacher_record(p, f"{root}/teacher", metrics, {}), f"{root}/teacher")
+        retrained = teacher_record(p, f"{root}/teacher", metrics, {})
+        recorded.check_teacher("teacher", retrained, f"{root}/teacher", tolerance)
 
 
 def write_report(
@@ -468,7 +469,7 @@ def main(argv: list[str]) -> None:
         wall_times = os.path.join(root, "wall_times.json")
         job_list = jobs(protocol, root, FLAGS.data_dir, FLAGS.methods, FLAGS.seeds_other_rates, recorded)
         run_job(*job_list[0], wall_times)  # the teacher first: the recorded students need it to match
-        check_teacher_matches_record(protocol, root, recorded)
+        check_teacher_matches_record(protocol, root, recorded, FLAGS.teacher_tolerance)
         if "static_kd" in FLAGS.methods:
             ensure_static_knowledge(root, wall_times)
         run_all(job_list, wall_times, FLAGS.parallel)

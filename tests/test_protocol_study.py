@@ -268,3 +268,9 @@ def test_a_study_resumed_elsewhere_keeps_recorded_runs_and_trains_only_the_rest(
     _finished_teacher(tmp_path / "other" / "teacher", 0.8348, 0.7102)
     with pytest.raises(RuntimeError, match="rerun_recorded"):
         ps.check_teacher_matches_record(ps.Study(rs.FULL, str(tmp_path / "other")), ps.FACTORS["baseline"], recorded)
+    # Another CPU trains a slightly different teacher: --teacher_tolerance keeps the records within it, and only so.
+    _finished_teacher(tmp_path / "drift" / "teacher", 0.8360, 0.6542)
+    drift = ps.Study(rs.FULL, str(tmp_path / "drift"))
+    ps.check_teacher_matches_record(drift, ps.FACTORS["baseline"], recorded, tolerance=0.002)
+    with pytest.raises(RuntimeError, match="rerun_recorded"):
+        ps.check_teacher_matches_record(drift, ps.FACTORS["baseline"], recorded, tolerance=0.001)

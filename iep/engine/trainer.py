@@ -506,7 +506,7 @@ class Trainer:
         if not self.chief or os.path.exists(path):
             return
         standardize = next((layer for layer in self.student.model.layers if layer.name == "standardize"), None)
-        mean, std = ([v.numpy().tolist() for v in (standardize.mean, standardize.std)] if standardize else (None, None))
+        mean, std = [v.numpy().tolist() for v in (standardize.mean, standardize.std)] if standardize else (None, None)
         write_json_atomic(
             path,
             {
