@@ -6,9 +6,13 @@ terms, combined per variable by the method — IEP's norm-clipped gradient inclu
 the same steps as `Trainer` on the same batches (tests/test_keras_fit.py checks it). The epoch the clip
 schedule reads is set by `fit` itself at the start of every epoch.
 
-When to use `Trainer` (or train.py) instead: methods with a pre-phase (IEP's module phase, FitNet, AB, FT,
-FSP, MHGD, SRM), which `fit` has no place for; exact resume from checkpoints after an interruption;
-epoch orders that are a pure function of (seed, epoch); run directories with config.json, TensorBoard and
+Methods with pre-phases (IEP's module phase, FitNet, AB, FT, FSP, MHGD, SRM) run them first, inside `fit`
+(or by `fit_pre_phases` beforehand), with the trainer's stage optimizers and steps
+(`iep.engine.stages`); given a `UserData`/`ImagePipeline` they draw the trainer's own batches, so the
+weights after them are the trainer's.
+
+When to use `Trainer` (or train.py) instead: exact resume from checkpoints after an interruption; epoch
+orders that are a pure function of (seed, epoch); run directories with config.json, TensorBoard and
 SavedModel export. Here, checkpoints and logs are whatever callbacks you pass.
 """
 
@@ -17,7 +21,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from iep.datasets.user_data import UserData
 from iep.engine.distiller import Distiller
+from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
 from iep.engine.trainer import distillation_gradients
 from iep.nets import TappedNetwork
 
@@ -31,6 +37,11 @@ class _EpochCounter(keras.callbacks.Callback):
         self.epoch.assign(float(epoch))
 
 
+def _compiled_stage_step(phase, optimizer):
+    variables = list(phase.variables)
+    return tf.function(lambda images, labels: stage_step(phase, optimizer, variables, images, labels))
+
+
 class DistillationModel(keras.Model):
     """The student under `distiller`, trained by `fit` with the loop's step; `predict`/`evaluate` use the
     student's logits. `weight_decay` is the loop's (`--weight_decay`), on what the method decays."""
@@ -38,13 +49,10 @@ class DistillationModel(keras.Model):
     def __init__(self, student: TappedNetwork, distiller: Distiller | None = None, weight_decay: float = 5e-4):
         super().__init__(name=f"{student.model.name}_distillation")
         self.distiller = distiller or Distiller()
-        if self.distiller.pre_phases():
-            names = [p.name for p in self.distiller.pre_phases()]
-            raise ValueError(
-                f"--distill={self.distiller.name} has pre-phases {names} that keras.Model.fit cannot run; train it "
-                "with iep.engine.trainer.Trainer (or train.py), or build it without them (e.g. module_steps=0 once "
-                "its modules are trained)"
-            )
+        self._stages = [(phase, stage_optimizer(phase)) for phase in self.distiller.pre_phases()]
+        for phase, optimizer in self._stages:
+            optimizer.build(list(phase.variables))
+        self.pre_phases_done = not self._stages
         self.student = student
         self.weight_decay = weight_decay
         self._decayed = self.distiller.decayed(student.model.trainable_variables)
@@ -67,9 +75,52 @@ class DistillationModel(keras.Model):
     def call(self, images, training: bool = False):
         return self.student.model(images, training=training)["logits"]
 
-    def fit(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.fit`, with the epoch counter the clip schedule reads."""
-        return super().fit(*args, callbacks=[_EpochCounter(self._epoch), *(callbacks or [])], **kwargs)
+    def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
+        """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
+        (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""
+        if not self.pre_phases_done:
+            source = pre_phase_data if pre_phase_data is not None else x
+            if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
+                source = UserData((x, y), augment_images=False)
+            self.fit_pre_phases(source, batch_size=kwargs.get("batch_size") or 32, verbose=kwargs.get("verbose", 1))
+        return super().fit(x, y, *args, callbacks=[_EpochCounter(self._epoch), *(callbacks or [])], **kwargs)
+
+    def fit_pre_phases(self, data, batch_size: int | None = None, seed: int = 0, verbose: int = 1) -> None:
+        """Runs the method's pre-phases as `Trainer` does: stage by stage, each with its own optimizer, in passes
+        of one epoch's steps, a stage's last pass cut at its `steps`.
+
+        `data`: a `UserData` or `ImagePipeline` (with `batch_size`: the trainer's own batches for `seed`, so the
+        weights after this equal the trainer's), or a `tf.data.Dataset` of (images, labels) batches, one pass
+        per iteration of it.
+        """
+        if hasattr(data, "train_dataset"):
+            if batch_size is None:
+                raise ValueError("fit_pre_phases: give batch_size with a UserData / ImagePipeline")
+            steps_per_pass = data.steps_per_epoch(batch_size)
+
+            def batches(index):
+                return data.train_dataset(PRE_PHASE_EPOCH_OFFSET + index, batch_size, seed)
+
+        elif isinstance(data, tf.data.Dataset):
+            steps_per_pass = int(data.cardinality())
+            if steps_per_pass <= 0:
+                raise ValueError("fit_pre_phases: the dataset's length is unknown or infinite; give a finite one")
+
+            def batches(index):
+                return data
+
+        else:
+            raise ValueError(f"fit_pre_phases takes a UserData, an ImagePipeline or a tf.data.Dataset; got {data!r}")
+        index = 0
+        for phase, optimizer in self._stages:
+            step = _compiled_stage_step(phase, optimizer)
+            for local in range(stage_passes(phase, steps_per_pass)):
+                for images, labels in batches(index).take(steps_in_pass(phase, local, steps_per_pass)):
+                    values = step(images, tf.reshape(tf.cast(labels, tf.int32), [-1]))
+                index += 1
+            if verbose:
+                print(f"{phase.name}: " + "  ".join(f"{k.split('/')[-1]} {float(v):.4f}" for k, v in values.items()))
+        self.pre_phases_done = True
 
     def train_step(self, data):
         images, labels = data[0], tf.reshape(tf.cast(data[1], tf.int32), [-1])  # [B] or [B, 1] labels

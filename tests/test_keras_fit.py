@@ -20,29 +20,36 @@ def _data():
     return UserData((images, labels), splits={"test": (images, labels)}, augment_images=False)
 
 
-def _pair(data, method):
+def _pair(data, method, module_steps=0):
     """Teacher, student and distiller from one seed, so two calls build identical starting points."""
     keras.utils.set_random_seed(0)
     teacher = build_network("resnet8", 4, data.input_shape, data.mean, data.std, name="teacher")
     teacher.model.trainable = False
     student = build_network("resnet8", 4, data.input_shape, data.mean, data.std, name="student")
-    extra = {"module_steps": 0} if method.startswith("iep") else {}
-    distiller = build_distiller(method, teacher, student, seed=0, **extra)
+    extra = {"module_steps": module_steps} if method.startswith("iep") else {}
+    distiller = build_distiller(method, teacher, student, seed=0, main_steps=2, epochs=1, **extra)
     return student, distiller
 
 
-@pytest.mark.parametrize("method", ["kd", "iep"])  # a plain sum, and IEP's norm-clipped combination
-def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method):
+# a plain sum; IEP's norm-clipped combination; with pre-phases run inside fit: IEP+BB's module phase
+# (3 steps: 2 passes of 2 and 1), FitNet's student initialization (30 % of 2 main steps: 1 step)
+@pytest.mark.parametrize("method, module_steps", [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0)])
+def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps):
     data = _data()
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", progress=False, export=False)
-    student_a, distiller_a = _pair(data, method)
+    student_a, distiller_a = _pair(data, method, module_steps)
     Trainer(student_a, data, config, str(tmp_path / "trainer"), distiller_a).fit()
 
-    student_b, distiller_b = _pair(data, method)
+    student_b, distiller_b = _pair(data, method, module_steps)
     start = [w.copy() for w in student_b.model.get_weights()]
     model = DistillationModel(student_b, distiller_b, weight_decay=config.weight_decay)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
-    history = model.fit(data.train_dataset(0, 32, config.seed), epochs=1, verbose=0)
+    assert model.pre_phases_done == (not distiller_b.pre_phases())
+    train = data.train_dataset(0, 32, config.seed)
+    history = model.fit(train, epochs=1, verbose=0, pre_phase_data=data, batch_size=32)
+    assert model.pre_phases_done
+    for a, b in zip(distiller_a.pre_phase_variables, distiller_b.pre_phase_variables, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)  # the modules the trainer trained
 
     assert any(not np.array_equal(a, b) for a, b in zip(start, student_b.model.get_weights(), strict=True))
     for a, b in zip(student_a.model.get_weights(), student_b.model.get_weights(), strict=True):
@@ -52,13 +59,14 @@ def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method):
     assert 0.0 <= logs["accuracy"] <= 1.0
 
 
-def test_methods_with_a_pre_phase_are_sent_to_the_trainer():
+def test_pre_phases_need_a_sized_source():
     data = _data()
-    student, _ = _pair(data, "kd")
-    teacher = build_network("resnet8", 4, data.input_shape, data.mean, data.std, name="t2")
-    fitnet = build_distiller("fitnet", teacher, student, main_steps=10)
-    with pytest.raises(ValueError, match=r"--distill=fitnet has pre-phases \['pre_phase'\] that keras.Model.fit"):
-        DistillationModel(student, fitnet)
+    student, distiller = _pair(data, "fitnet")
+    model = DistillationModel(student, distiller)
+    with pytest.raises(ValueError, match="give batch_size with a UserData"):
+        model.fit_pre_phases(data)
+    with pytest.raises(ValueError, match="length is unknown or infinite"):
+        model.fit_pre_phases(data.train_dataset(0, 32, 0).repeat())
 
 
 def test_the_epoch_reaches_the_clip_schedule():

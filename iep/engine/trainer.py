@@ -30,11 +30,17 @@ from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.mobile_export import check_formats, export_student, representative_images
 from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
+from iep.engine.stages import (
+    PRE_PHASE_EPOCH_OFFSET,
+    stage_learning_rate,
+    stage_optimizer,
+    stage_passes,
+    stage_step,
+    steps_in_pass,
+)
 from iep.engine.tensorboard import purge_events_after
 from iep.nets import TappedNetwork
 from iep.op_utils import build_schedule, l2_penalty
-
-PRE_PHASE_EPOCH_OFFSET = 1_000_000  # pre-phase passes draw data orders disjoint from the main epochs
 
 
 @contextlib.contextmanager
@@ -181,25 +187,13 @@ class _RunningMeans:
 
 
 class _Stage:
-    """One pre-phase stage: its optimizer (schedule), compiled step and running means."""
+    """One pre-phase stage in the loop: its optimizer (schedule), compiled step and running means."""
 
     def __init__(self, phase: PrePhase, first: int, passes: int, trainer: Trainer):
         self.phase, self.first, self.passes = phase, first, passes
         self.variables = list(phase.variables)
-        lr = phase.lr
-        if phase.lr_boundaries:
-            # PiecewiseConstantDecay keeps a value up to and including its boundary step: step round(f·steps)
-            # is the first at the decayed rate.
-            boundaries = [max(0, round(f * phase.steps) - 1) for f in phase.lr_boundaries]
-            values = [phase.lr * phase.lr_decay**i for i in range(len(boundaries) + 1)]
-            lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-        self.learning_rate = lr  # a float or a schedule of the stage's step
-        optimizer = (
-            keras.optimizers.Adam(lr)
-            if phase.optimizer == "adam"
-            else keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-        )
-        self.optimizer = trainer._maybe_scaled(optimizer)
+        self.learning_rate = stage_learning_rate(phase)  # a float or a schedule of the stage's step
+        self.optimizer = trainer._maybe_scaled(stage_optimizer(phase))
         self.optimizer.build(self.variables)
         prefix = f"{phase.name}/"
         names = (f"{prefix}total",) + tuple(f"{prefix}{n}" for n in phase.loss_names)
@@ -216,14 +210,8 @@ class _Stage:
         return float(np.asarray(self.optimizer.learning_rate))
 
     def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
-        prefix = f"{self.phase.name}/"
-        with tf.GradientTape() as tape:
-            terms = self.phase.losses(images, labels)
-            total = tf.debugging.check_numerics(tf.add_n(list(terms.values())), f"{self.phase.name} loss")
-            scaled = self._trainer._scaled(self.optimizer, total)
-        grads = tape.gradient(scaled, self.variables)
-        self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
-        values = {f"{prefix}total": total, **{f"{prefix}{k}": v for k, v in terms.items()}}
+        scale = lambda loss: self._trainer._scaled(self.optimizer, loss)  # noqa: E731
+        values = stage_step(self.phase, self.optimizer, self.variables, images, labels, scale)
         self.interval.add(values)
         self.epoch_means.add(values)
 
@@ -309,7 +297,7 @@ class Trainer:
         self._stages: list[_Stage] = []
         for phase in self.distiller.pre_phases():
             first = self._stages[-1].end if self._stages else 0
-            stage = _Stage(phase, first, math.ceil(phase.steps / self.steps_per_epoch), self)
+            stage = _Stage(phase, first, stage_passes(phase, self.steps_per_epoch), self)
             # Checkpoint keys: the first stage's optimizer is `pre_phase_optimizer` whatever the stage's name (every
             # single-stage method and every existing run uses that key), later stages `<name>_optimizer`.
             extra["pre_phase_optimizer" if not self._stages else f"{phase.name}_optimizer"] = stage.optimizer
@@ -476,7 +464,7 @@ class Trainer:
         cfg = self.config
         stage = next(s for s in self._stages if s.first <= index < s.end)
         local = index - stage.first
-        steps = min(self.steps_per_epoch, stage.phase.steps - local * self.steps_per_epoch)
+        steps = steps_in_pass(stage.phase, local, self.steps_per_epoch)
         label = "pre-phase" if len(self._stages) == 1 else stage.phase.name
         if cfg.progress:
             print(f"{self.distiller.name} {label} {local + 1}/{stage.passes}")
