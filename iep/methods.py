@@ -32,10 +32,19 @@ REGISTRY = {
     "dml": ("iep.baselines.mutual", "DMLDistiller"),
     "kd_svd": ("iep.baselines.svd_kd", "KDSVDDistiller"),
     "kd_eid": ("iep.baselines.svd_kd", "KDEIDDistiller"),
+    # Since 2021 and the classic relation methods researchers compare against (issue 35).
+    "dist": ("iep.baselines.logit_kd", "DISTDistiller"),
+    "pkt": ("iep.baselines.repdistiller", "PKTDistiller"),
+    "sp": ("iep.baselines.repdistiller", "SPDistiller"),
+    "nst": ("iep.baselines.repdistiller", "NSTDistiller"),
+    "cc": ("iep.baselines.repdistiller", "CCDistiller"),
+    "vid": ("iep.baselines.repdistiller", "VIDDistiller"),
     # Static knowledge: semantic vectors of a teacher's neurons, no teacher network (iep/static).
     "static_kd": ("iep.static.distillers", "StaticKD"),
 }
 STATIC_METHODS = ("static_kd",)
+# Not among the paper's baselines (its Table 7): added for comparisons researchers make today (issue 35).
+NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", *STATIC_METHODS)
 METHODS = ("none", *REGISTRY, "iep", "iep_bb")  # the built-in methods; `methods()` adds registered ones
 _REGISTERED: dict[str, type[Distiller]] = {}
 
@@ -161,9 +170,13 @@ OPTION_RANGES = {
     "warmup_fraction": _NON_NEGATIVE,  # > 1: the weight never reaches 1 within the run (logit_kd.py)
     "heads": (lambda x: x >= 1, ">= 1"),
     "components": (lambda x: x >= 1, ">= 1"),
+    "embedding": (lambda x: x >= 1, ">= 1"),
+    "init_variance": _POSITIVE,
+    "eps": _POSITIVE,
     "student_components": (lambda x: x >= 1, ">= 1"),
     **dict.fromkeys(
-        ("alpha", "beta", "weight", "angle_weight", "distance_weight", "cross_entropy_weight", "margin"), _NON_NEGATIVE
+        ("alpha", "beta", "gamma", "weight", "angle_weight", "distance_weight", "cross_entropy_weight", "margin"),
+        _NON_NEGATIVE,
     ),
     **dict.fromkeys(("weight_decay", "init_weight_decay", "pre_phase_steps"), _NON_NEGATIVE),
     # IEP's (IEP_OPTIONS)

@@ -9,7 +9,14 @@ KD has two named settings (`setting=`, `--distill_args=setting=...`):
 * `mdistiller`: the DKD authors' CIFAR-100 setting (mdistiller
   `configs/cifar100/kd.yaml`, `mdistiller/distillers/KD.py`): T = 4,
   0.1 · CE + 0.9 · T² · KL.
-`temperature`, `weight` and `cross_entropy_weight` override the setting's values.
+* `lskd`: logit standardization (Sun et al., CVPR 2024), the authors' code
+  `sunshangquan/logit-standardization-KD`: `mdistiller/distillers/KD.py`
+  (`normalize`: (z − mean) / (1e-7 + std), torch's unbiased std, before the
+  softmax of both sides) with `tools/train.py`'s `--logit-stand --base-temp 2
+  --kd-weight 9` at mdistiller's CE weight 0.1: T = 2, 0.1 · CE + 9 · T² · KL.
+`temperature`, `weight` and `cross_entropy_weight` override the setting's values;
+`logit_stand` turns the standardization on or off in any setting (it is a
+pre-step, also of DKD and DIST).
 
 DKD — mdistiller's WRN pair, `configs/cifar100/dkd/wrn40_2_wrn_16_2.yaml`
 (β = 6; `mdistiller/engine/cfg.py` gives the rest: temperature 4, α
@@ -23,7 +30,19 @@ reference clocks (`iep.methods.CLOCK_RULE`) it is a share of the run:
 lasts ~15,600). Values above 1 are allowed: the weight then never reaches
 1 within the run (e.g. 20 · 782 / 585 ≈ 26.7 replays mdistiller's 15,600
 warm-up steps in a 585-step run). KL terms are batch means scaled by T², as
-there.
+there. `logit_stand=true` standardizes both sides' logits first (LSKD's
+`mdistiller/distillers/DKD.py`); the authors' DKD recipe is not their
+`--kd-weight 9` as written but as `tools/train.py` executes it: α ← 9·α and
+β ← 9·(9·α) (it scales the already scaled α), T unchanged (it sets
+`KD.TEMPERATURE`, DKD reads `DKD.T`): `alpha=9,beta=81,logit_stand=true`.
+
+DIST (Huang et al., NeurIPS 2022), the authors' code
+`hunto/image_classification_sota` `lib/models/losses/dist_kd.py` (`DIST`,
+β = γ = 1, built by `kd_loss.py` for `--kd dist`): on softmax(z / τ),
+β · (1 − mean_batch Pearson(y_s, y_t) over classes) + γ · (1 − mean_class
+Pearson over the batch), times τ² (τ = 1 there: the later releases' `tau`),
+cosine eps 1e-8, CE weight 1, KD weight 1.
+
 """
 
 from __future__ import annotations
@@ -50,11 +69,37 @@ def kd_loss(
     return scale * tf.reduce_mean(tf.reduce_sum(p_teacher * log_ratio, axis=-1))
 
 
-# setting → (temperature, KL weight, cross-entropy weight, KL scaled by T²); see the module docstring.
+# setting → (temperature, KL weight, cross-entropy weight, KL scaled by T², logit standardization); see the
+# module docstring.
 KD_SETTINGS = {
-    "author": (4.0, 0.3, 0.7, False),
-    "mdistiller": (4.0, 0.9, 0.1, True),
+    "author": (4.0, 0.3, 0.7, False, False),
+    "mdistiller": (4.0, 0.9, 0.1, True, False),
+    "lskd": (2.0, 9.0, 0.1, True, True),
 }
+
+
+def standardize_logits(logits: tf.Tensor) -> tf.Tensor:
+    """LSKD's pre-step: (z − mean) / (1e-7 + std) per sample, std with Bessel's correction (torch's default)."""
+    mean = tf.reduce_mean(logits, axis=-1, keepdims=True)
+    count = tf.cast(tf.shape(logits)[-1], logits.dtype)
+    std = tf.sqrt(tf.reduce_sum(tf.square(logits - mean), axis=-1, keepdims=True) / (count - 1.0))
+    return (logits - mean) / (1e-7 + std)
+
+
+def _pearson_rows(a: tf.Tensor, b: tf.Tensor, eps: float = 1e-8) -> tf.Tensor:
+    """Pearson correlation of each row of a with the same row of b (DIST's cosine of centred rows)."""
+    a = a - tf.reduce_mean(a, axis=1, keepdims=True)
+    b = b - tf.reduce_mean(b, axis=1, keepdims=True)
+    return tf.reduce_sum(a * b, 1) / (tf.norm(a, axis=1) * tf.norm(b, axis=1) + eps)
+
+
+def dist_loss(student_logits, teacher_logits, beta: float, gamma: float, temperature: float) -> tf.Tensor:
+    """β·τ²·inter + γ·τ²·intra: 1 − mean Pearson over classes per sample, and over the batch per class."""
+    y_s = tf.nn.softmax(student_logits / temperature)
+    y_t = tf.nn.softmax(teacher_logits / temperature)
+    inter = 1.0 - tf.reduce_mean(_pearson_rows(y_s, y_t))
+    intra = 1.0 - tf.reduce_mean(_pearson_rows(tf.transpose(y_s), tf.transpose(y_t)))
+    return temperature**2 * (beta * inter + gamma * intra)
 
 
 def dkd_loss(student_logits, teacher_logits, labels, alpha: float, beta: float, temperature: float) -> tf.Tensor:
@@ -86,20 +131,33 @@ class KDDistiller(Distiller):
         temperature: float | None = None,
         weight: float | None = None,
         cross_entropy_weight: float | None = None,
+        logit_stand: str = "setting",
     ):
         super().__init__(teacher)
         if setting not in KD_SETTINGS:
-            raise ValueError(f"--distill_args setting for kd must be one of {sorted(KD_SETTINGS)}, got {setting!r}")
-        default_t, default_w, default_ce, self.scale_by_t2 = KD_SETTINGS[setting]
+            raise ValueError(f"option setting for kd must be one of {sorted(KD_SETTINGS)}, got {setting!r}")
+        default_t, default_w, default_ce, self.scale_by_t2, default_stand = KD_SETTINGS[setting]
         self.setting = setting
         self.temperature = default_t if temperature is None else temperature
         self.weight = default_w if weight is None else weight
         self.cross_entropy_weight = default_ce if cross_entropy_weight is None else cross_entropy_weight
+        self.logit_stand = _stand_option("kd", logit_stand, default_stand)
 
     def losses(self, images, labels, student_outputs, epoch):
         student = tf.cast(student_outputs["logits"], tf.float32)
-        kl = kd_loss(student, teacher_logits(self.teacher, images), self.temperature, self.scale_by_t2)
+        teacher = teacher_logits(self.teacher, images)
+        if self.logit_stand:
+            student, teacher = standardize_logits(student), standardize_logits(teacher)
+        kl = kd_loss(student, teacher, self.temperature, self.scale_by_t2)
         return {"kd": self.weight * kl}
+
+
+def _stand_option(method: str, value: str, default: bool) -> bool:
+    """`logit_stand`: "setting" (the setting's own), "true" or "false"."""
+    choices = ("setting", "true", "false")
+    if str(value).lower() not in choices:
+        raise ValueError(f"option logit_stand for {method} must be one of {choices}, got {value!r}")
+    return default if str(value).lower() == "setting" else str(value).lower() == "true"
 
 
 class DKDDistiller(Distiller):
@@ -115,15 +173,48 @@ class DKDDistiller(Distiller):
         beta: float = 6.0,
         temperature: float = 4.0,
         warmup_fraction: float = 20 / 240,
+        logit_stand: bool = False,
     ):
         super().__init__(teacher)
         if not (warmup_fraction >= 0.0 and math.isfinite(warmup_fraction)):
             raise ValueError(f"dkd warmup_fraction must be a finite number >= 0, got {warmup_fraction}")
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.warmup_epochs = warmup_fraction * epochs
+        self.logit_stand = logit_stand
 
     def losses(self, images, labels, student_outputs, epoch):
         student = tf.cast(student_outputs["logits"], tf.float32)
+        teacher = teacher_logits(self.teacher, images)
+        if self.logit_stand:
+            student, teacher = standardize_logits(student), standardize_logits(teacher)
         ramp = tf.minimum((tf.cast(epoch, tf.float32) + 1.0) / max(self.warmup_epochs, 1e-9), 1.0)
-        loss = dkd_loss(student, teacher_logits(self.teacher, images), labels, self.alpha, self.beta, self.temperature)
+        loss = dkd_loss(student, teacher, labels, self.alpha, self.beta, self.temperature)
         return {"dkd": ramp * loss}
+
+
+class DISTDistiller(Distiller):
+    name, loss_names = "dist", ("dist",)
+    uses_teacher_logits = True
+    min_batch_size = 2  # the intra-class term correlates each class's scores over the batch
+    # the authors' `lib/utils/optim.py` (filter_bias_and_bn=True): 1-D parameters (BN, biases) are not decayed
+    decay_every_variable = False
+
+    def __init__(
+        self,
+        teacher,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        weight: float = 1.0,
+        logit_stand: bool = False,
+    ):
+        super().__init__(teacher)
+        self.beta, self.gamma, self.temperature, self.weight = beta, gamma, temperature, weight
+        self.logit_stand = logit_stand
+
+    def losses(self, images, labels, student_outputs, epoch):
+        student = tf.cast(student_outputs["logits"], tf.float32)
+        teacher = teacher_logits(self.teacher, images)
+        if self.logit_stand:
+            student, teacher = standardize_logits(student), standardize_logits(teacher)
+        return {"dist": self.weight * dist_loss(student, teacher, self.beta, self.gamma, self.temperature)}
