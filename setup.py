@@ -30,6 +30,7 @@ setup(
         "keras>=3.6,<3.16",
         "tensorboard>=2.16",
         "tensorflow-datasets>=4.9",
+        "importlib_resources>=5",  # tfds's download path imports it without depending on it (--download)
         "absl-py>=2.0",
         "numpy>=1.26",
         "scikit-learn>=1.3",

@@ -322,6 +322,24 @@ def _decode_and_crop(payload) -> tf.Tensor:
     return crop_to_box(decode_image_bytes(encoded), box)
 
 
+DOWNLOAD_PROBE_HOST = "storage.googleapis.com"  # TensorFlow Datasets' own mirror
+
+
+def _internet(host: str = DOWNLOAD_PROBE_HOST, timeout: float = 5.0) -> bool:
+    """Whether `host` resolves: without DNS a download would spend minutes in retries before failing."""
+    import socket
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def load_tfds(name: str, data_dir: str | None, download: bool, crop_to_bbox: bool = False) -> ImageSource:
     """A TensorFlow Datasets image-classification set with `image` and `label` features.
 
@@ -343,12 +361,24 @@ def load_tfds(name: str, data_dir: str | None, download: bool, crop_to_bbox: boo
             f"tfrecord or folder (with --data_dir), or a TensorFlow Datasets name{hint}"
         ) from None
     if not builder.is_prepared():
+        offline = (
+            f"on a machine with internet run `iep-train --dataset={name} --download --data_dir=DIR --epochs=1` (or "
+            f"`tfds build {name} --data_dir=DIR`) and copy DIR here as --data_dir, or give the images yourself "
+            "(--dataset=tfrecord or folder)"
+        )
         if not download:
             raise DataError(
-                f"--dataset={name!r} is not prepared under --data_dir={builder.data_dir!r}; "
-                "pass --download on a machine with internet, or point --data_dir at prepared tfds data"
+                f"--dataset={name!r} (TensorFlow Datasets) is not prepared under --data_dir={builder.data_dir!r}: "
+                f"add --download to fetch it, or {offline}"
             )
-        builder.download_and_prepare()
+        if not _internet():
+            raise DataError(
+                f"--download: this machine has no internet (DNS finds no host) to fetch {name!r}; {offline}"
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # requests' ConnectionError and friends, after tfds's retries
+            raise DataError(f"--download of {name!r} failed ({error.__class__.__name__}); {offline}") from None
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"--dataset={name!r} lacks 'image' and 'label' features; it is not an image classification set")
@@ -387,5 +417,8 @@ def load_source(
     if dataset == FOLDER:
         return load_image_folder(data_dir)
     if data_dir is not None and not os.path.isdir(data_dir) and not download:
-        raise DataError(f"--data_dir {data_dir!r} does not exist or is not a directory")
+        raise DataError(
+            f"--data_dir {data_dir!r} does not exist: --dataset={dataset} is a TensorFlow Datasets set; add --download "
+            "to fetch and prepare it there (needs internet), or point --data_dir at prepared tfds data"
+        )
     return load_tfds(dataset.removeprefix("tfds:"), data_dir, download, crop_to_bbox)

@@ -249,3 +249,29 @@ def test_validation_split_is_carved_out_of_training_before_the_rate_subset(digit
     )
     with pytest.raises(DataError, match=r"--validation_fraction must be in \[0, 1\)"):
         build_pipeline(DataConfig("digits", validation_fraction=1.0))
+
+
+def test_tfds_data_that_is_not_here_says_how_to_get_it(tmp_path, monkeypatch):
+    """Offline: a missing --data_dir names the data set and --download; --download without DNS fails at once,
+    in one line naming the data set and how to bring it offline (it retried for minutes); the download path's
+    own dependency is installed."""
+    import importlib
+
+    from iep.datasets import DataError
+    from iep.datasets import sources
+
+    importlib.import_module("importlib_resources")  # tfds's download path needs it; setup.py installs it
+    with pytest.raises(DataError, match=r"--data_dir '.*nowhere' does not exist: --dataset=cifar100 .* --download"):
+        sources.load_source("cifar100", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match=r"is not prepared under .*add --download .*tfds build cifar100"):
+        sources.load_source("cifar100", str(tmp_path))
+    monkeypatch.setattr(sources, "_internet", lambda *a, **k: False)
+    with pytest.raises(DataError, match=r"--download: this machine has no internet .* 'cifar100'; on a machine"):
+        sources.load_source("cifar100", str(tmp_path), download=True)
+
+
+def test_a_missing_teacher_of_a_shipped_config_names_the_config_that_trains_it():
+    from iep.engine.configs import config_training
+
+    assert config_training("runs/paper/teacher_wrn-40-4") == "paper/teacher_wrn-40-4.cfg"
+    assert config_training("runs/nobody") is None

@@ -313,7 +313,11 @@ def _train() -> dict:
         and not is_outside_teacher(FLAGS.teacher)
         and not (os.path.exists(FLAGS.teacher) or os.path.exists(FLAGS.teacher + ".index"))
     ):
-        raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist")
+        from iep.engine.configs import config_training
+
+        trains_it = config_training(FLAGS.teacher)
+        hint = f": train it first with `iep-train --config={trains_it}`" if trains_it else ""
+        raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist{hint}")
     distill_args = parse_distill_args(FLAGS.distill_args)
     if needs_teacher(FLAGS.distill) and not FLAGS.teacher:
         raise ValueError(

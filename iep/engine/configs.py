@@ -61,3 +61,18 @@ def expand_configs(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+def config_training(run_dir: str) -> str | None:
+    """The shipped config whose run writes `run_dir` (e.g. the teacher a table's configs read), or None."""
+    target = os.path.normpath(run_dir)
+    root = config_root()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            if not name.endswith(".cfg"):
+                continue
+            path = os.path.join(folder, name)
+            lines = [line.strip() for line in open(path).read().splitlines()]
+            if any(line.startswith("--run_dir=") and os.path.normpath(line[10:]) == target for line in lines):
+                return os.path.relpath(path, root)
+    return None
