@@ -257,8 +257,7 @@ def test_tfds_data_that_is_not_here_says_how_to_get_it(tmp_path, monkeypatch):
     own dependency is installed."""
     import importlib
 
-    from iep.datasets import DataError
-    from iep.datasets import sources
+    from iep.datasets import DataError, sources
 
     importlib.import_module("importlib_resources")  # tfds's download path needs it; setup.py installs it
     with pytest.raises(DataError, match=r"--data_dir '.*nowhere' does not exist: --dataset=cifar100 .* --download"):
