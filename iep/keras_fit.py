@@ -75,6 +75,14 @@ class DistillationModel(keras.Model):
     def call(self, images, training: bool = False):
         return self.student.model(images, training=training)["logits"]
 
+    def save(self, filepath, *args, **kwargs):
+        """Saves the student's classifier (raw pixels → logits, with Keras's own layers only: loads with a plain
+        `keras.saving.load_model`), the model one deploys; the teacher and the method's modules are training
+        state (`save_weights` / `keras.callbacks.ModelCheckpoint(save_weights_only=True)` keep them)."""
+        from iep.engine.mobile_export import with_builtin_layers
+
+        return with_builtin_layers(self.student.classifier).save(filepath, *args, **kwargs)
+
     def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
         """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
         (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""

@@ -109,3 +109,16 @@ def test_evaluate_and_the_history_report_the_epoch_mean_not_the_last_batch():
     expected = sum(a * n for a, n in per_batch) / 300
     assert history.history["accuracy_train"][0] == pytest.approx(expected, abs=1e-6)
     assert history.history["accuracy_train"][0] != pytest.approx(per_batch[-1][0], abs=1e-6)
+
+
+def test_save_writes_the_students_classifier_that_plain_keras_loads(tmp_path):
+    data = _data()
+    student, distiller = _pair(data, "kd")
+    model = DistillationModel(student, distiller)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    model.fit(data.train_dataset(0, 32, 0), epochs=1, verbose=0)
+    model.save(str(tmp_path / "student.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "student.keras"))
+    images = next(iter(data.eval_dataset("test", 8)))[0]
+    np.testing.assert_allclose(loaded(images), student.classifier(images), rtol=1e-5, atol=1e-5)
+    assert not [layer for layer in loaded.layers if layer.__class__.__module__.startswith("iep")]

@@ -37,6 +37,20 @@ def test_every_format_is_written_and_agrees_with_the_saved_model(exported):
     reference = loaded.serve(tf.constant(images))["logits"].numpy()
     from_keras = keras.saving.load_model(str(exported / "student.keras"))(images).numpy()
     np.testing.assert_allclose(from_keras, reference, rtol=1e-4, atol=1e-4)
+    # a plain Keras program loads it too: no layer of ours in the file (Standardize became Normalization)
+    import subprocess
+    import sys
+
+    np.save(exported / "images.npy", images[:4])
+    code = (
+        "import sys, numpy as np, keras; "
+        f"m = keras.saving.load_model({str(exported / 'student.keras')!r}); "
+        f"print(np.abs(m(np.load({str(exported / 'images.npy')!r})).numpy()).sum()); "
+        "assert not [k for k in sys.modules if k == 'iep' or k.startswith('iep.')]"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) == pytest.approx(float(np.abs(reference[:4]).sum()), rel=1e-3)
     tflite = TFLiteClassifier(str(exported / "student.tflite"))
     np.testing.assert_allclose(tflite(images), reference, atol=1e-3)
     # one image [H, W, C] is one image (it came back as a batch of H rows), any other shape is refused

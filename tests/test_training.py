@@ -454,3 +454,27 @@ def test_a_tilde_in_any_path_flag_is_the_home_folder(monkeypatch):
         assert absl_flags.FLAGS.data_dir == "/home/someone/data"
         assert absl_flags.FLAGS.run_dir == "/home/someone/runs/a"
         assert absl_flags.FLAGS.plugins == ["/home/someone/p.py", "m"]
+
+
+def test_quick_runs_evaluate_a_subset_and_a_rerun_redoes_nothing(tmp_path, capsys):
+    """--eval_limit scores the split's first N images; the teacher is scored once per run dir; re-running a
+    finished command neither retrains nor re-exports."""
+    from tests.helpers import train_in_process
+
+    teacher = tmp_path / "teacher"
+    summary = train_in_process(teacher, "--epochs=1", "--arch=resnet8", "--export=true", "--eval_limit=7")
+    assert summary["eval_limit"] == 7 and round(summary["last_accuracy"] * 7, 6) == round(summary["last_accuracy"] * 7)
+    exported = os.path.getmtime(teacher / "export" / "saved_model.pb")
+    capsys.readouterr()
+    again = train_in_process(teacher, "--epochs=1", "--arch=resnet8", "--export=true", "--eval_limit=7")
+    assert again["last_accuracy"] == summary["last_accuracy"]
+    assert "had finished and exported: nothing to redo" in capsys.readouterr().out
+    assert os.path.getmtime(teacher / "export" / "saved_model.pb") == exported
+    student = tmp_path / "student"
+    flags_ = ("--epochs=1", "--arch=resnet8", "--distill=kd", f"--teacher={teacher}", "--eval_limit=9")
+    train_in_process(student, *flags_)
+    cached = json.loads((student / "teacher_eval.json").read_text())
+    assert cached["limit"] == 9 and round(cached["top1"] * 9, 6) == round(cached["top1"] * 9)
+    stamp = os.path.getmtime(student / "teacher_eval.json")
+    train_in_process(student, *flags_)
+    assert os.path.getmtime(student / "teacher_eval.json") == stamp  # read, not measured again

@@ -130,6 +130,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_string("eval_split", "test", "Split evaluated after every --eval_every epochs.")
 flags.DEFINE_integer("eval_every", 1, "Evaluate after every this many epochs (and always after the last).")
+flags.DEFINE_integer(
+    "eval_limit", None, "Evaluate on the first this many images of --eval_split (quick runs; default all of it)."
+)
 flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
 flags.DEFINE_enum(
@@ -284,14 +287,33 @@ def _points(network) -> list[list]:
     return [[t.name, list(t.shape)] for t in network.tap_specs]
 
 
+def _teacher_accuracy(teacher, data, run_dir: str) -> float:
+    """The teacher's accuracy on --eval_split (its first --eval_limit images), measured once per run directory:
+    a resumed or re-run command reads it from teacher_eval.json instead of scoring the split again."""
+    import tensorflow as tf
+
+    from iep.engine.evaluation import collect_logits, top1_accuracy
+    from iep.engine.files import read_json, write_json_atomic
+
+    path = os.path.join(run_dir, "teacher_eval.json")
+    key = {"teacher": os.path.abspath(FLAGS.teacher), "split": FLAGS.eval_split, "limit": FLAGS.eval_limit}
+    if os.path.exists(path) and {k: v for k, v in read_json(path).items() if k in key} == key:
+        return read_json(path)["top1"]
+    predict = tf.function(lambda images: teacher.classifier(images, training=False))
+    batches = data.eval_dataset(FLAGS.eval_split, 500)
+    if FLAGS.eval_limit:
+        batches = batches.unbatch().take(FLAGS.eval_limit).batch(500)
+    accuracy = top1_accuracy(*collect_logits(predict, batches))
+    write_json_atomic(path, {**key, "top1": accuracy})
+    return accuracy
+
+
 def _train() -> dict:
     import keras
-    import tensorflow as tf
 
     from iep.datasets import DataConfig, build_pipeline
     from iep.engine.cli import default_run_dir, number_list
     from iep.engine.distribute import build_strategy, is_chief, split_cpu
-    from iep.engine.evaluation import collect_logits, top1_accuracy
     from iep.engine.files import check_writable
     from iep.engine.outside_teacher import is_outside_teacher
     from iep.engine.precision import precision_policy
@@ -336,6 +358,7 @@ def _train() -> dict:
         seed=FLAGS.seed,
         eval_split=FLAGS.eval_split,
         eval_every=FLAGS.eval_every,
+        eval_limit=FLAGS.eval_limit,
         log_every=FLAGS.log_every,
         jit_compile=FLAGS.jit_compile,
         progress=FLAGS.progress,
@@ -451,9 +474,8 @@ def _train() -> dict:
         print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {FLAGS.batch_size}")
     if teacher is not None:
         if teacher.num_classes == data.num_classes:
-            predict = tf.function(lambda images: teacher.classifier(images, training=False))
-            teacher_accuracy = top1_accuracy(*collect_logits(predict, data.eval_dataset(FLAGS.eval_split, 500)))
-            print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {teacher_accuracy:.4f}")
+            accuracy = _teacher_accuracy(teacher, data, run_dir)
+            print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {accuracy:.4f}")
         else:
             print(f"teacher {FLAGS.teacher}: {teacher.num_classes} classes (the data has {data.num_classes})")
         for who, network in (("teacher", teacher), ("student", student)):

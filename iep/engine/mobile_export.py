@@ -66,6 +66,26 @@ def representative_images(batches: Iterable, count: int = REPRESENTATIVE_IMAGES)
     return out[:count]
 
 
+def with_builtin_layers(classifier: keras.Model) -> keras.Model:
+    """The classifier with our `Standardize` layers as Keras's own `Normalization` (mean, variance = std²), so that
+    `keras.saving.load_model("student.keras")` works without importing iep. Same weights, same logits."""
+    from iep.nets.layers import Standardize
+
+    def clone(layer):
+        if isinstance(layer, Standardize):
+            mean, std = (np.asarray(v.numpy(), np.float32) for v in (layer.mean, layer.std))
+            return keras.layers.Normalization(axis=-1, mean=mean, variance=std**2, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    if not any(isinstance(layer, Standardize) for layer in classifier.layers):
+        return classifier
+    copy = keras.models.clone_model(classifier, clone_function=clone)
+    for source, target in zip(classifier.layers, copy.layers, strict=True):
+        if not isinstance(source, Standardize):
+            target.set_weights(source.get_weights())
+    return copy
+
+
 def export_student(
     classifier: keras.Model,
     run_dir: str,
@@ -82,7 +102,7 @@ def export_student(
     paths = {"savedmodel": saved_model} if "savedmodel" in formats else {}
     if "keras" in formats:
         path = export_path(run_dir, "keras")
-        classifier.save(path + ".tmp.keras")
+        with_builtin_layers(classifier).save(path + ".tmp.keras")
         os.replace(path + ".tmp.keras", path)
         paths["keras"] = path
     if "tflite" in formats:

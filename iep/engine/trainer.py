@@ -27,7 +27,7 @@ from iep.engine.errors import TrainingDiverged, TrainingInterrupted, op_message
 from iep.engine.evaluation import collect_logits, top1_accuracy
 from iep.engine.files import read_json, write_json_atomic
 from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
-from iep.engine.mobile_export import check_formats, export_student, representative_images
+from iep.engine.mobile_export import check_formats, export_path, export_student, representative_images
 from iep.engine.precision import check_precision, needs_loss_scaling
 from iep.engine.signals import stop_signals_handled_by
 from iep.engine.stages import (
@@ -72,6 +72,7 @@ class TrainConfig:
     eval_split: str = "test"
     eval_every: int = 1  # evaluate after every this many epochs, and always after the last
     eval_batch_size: int = 500
+    eval_limit: int | None = None  # evaluate on the split's first this many images (quick runs); None: all
     log_every: int = 50
     keep_checkpoints: int = 3
     jit_compile: bool = False
@@ -94,6 +95,7 @@ class TrainConfig:
             ("--seed", self.seed, self.seed >= 0, ">= 0"),
             ("--log_every", self.log_every, self.log_every >= 1, ">= 1 (steps between TensorBoard writes)"),
             ("--eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
+            ("--eval_limit", self.eval_limit, self.eval_limit is None or self.eval_limit >= 1, ">= 1 images"),
             ("--eval_every", self.eval_every, self.eval_every >= 1, ">= 1 (epochs between evaluations)"),
             ("keep_checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
         ]
@@ -367,6 +369,8 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, split: str | None = None) -> float:
         batches = self.data.eval_dataset(split or self.config.eval_split, self.config.eval_batch_size)
+        if self.config.eval_limit:
+            batches = batches.unbatch().take(self.config.eval_limit).batch(self.config.eval_batch_size)
         return top1_accuracy(*collect_logits(self._predict, batches))
 
     # -- the loop -------------------------------------------------------------
@@ -391,6 +395,7 @@ class Trainer:
             "epochs": self.config.epochs,
             "finished": finished,
             "eval_split": self.config.eval_split,
+            "eval_limit": self.config.eval_limit,  # None: the whole split
             "last_accuracy": accuracies[-1] if accuracies else None,
             "best_accuracy": accuracies[best] if best is not None else None,
             "best_epoch": evaluated[best]["epoch"] if best is not None else None,
@@ -583,6 +588,7 @@ class Trainer:
         self._describe_run()
         start_epoch = self.checkpoints.restore_latest() if resume else 0
         pre_done = int(self._pre_epoch.numpy())
+        already_finished = start_epoch == self.config.epochs and pre_done == self.pre_phase_epochs
         history = self._load_history(start_epoch)
         if start_epoch or pre_done:
             print(
@@ -612,7 +618,10 @@ class Trainer:
             history.append(self._recovered_record())
         summary = self._write_metrics(history, finished=True)
         self.checkpoints.discard_private()
-        if self.config.export and self.chief:
+        exported = all(os.path.exists(export_path(self.run_dir, f)) for f in self.config.export_formats)
+        if already_finished and exported:
+            print(f"{self.run_dir} had finished and exported: nothing to redo (--noresume starts over)")
+        elif self.config.export and self.chief:
             formats = self.config.export_formats
             representative = None
             if "tflite_int8" in formats:  # calibration images from the training split, never from a test split
