@@ -118,3 +118,54 @@ def test_every_relative_link_in_the_docs_resolves():
                 if anchor not in {_slug(h) for h in headings}:
                     broken.append(f"{os.path.relpath(page, ROOT)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def _flag_names(app_module: str) -> set[str]:
+    """The flags an app defines (read from its source: the three apps' flags cannot share one process)."""
+    import ast
+
+    path = os.path.join(ROOT, "iep", "apps", f"{app_module}.py")
+    names = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("DEFINE"):
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                names.add(first.value)
+    return names
+
+
+def _documented_commands():
+    """(page, program, [flag tokens]) for every train/eval/visualize command in a bash block of the docs."""
+    programs = {"train.py": "train", "iep-train": "train", "eval.py": "evaluate", "iep-eval": "evaluate",
+                "visualize.py": "visualize", "iep-visualize": "visualize"}  # fmt: skip
+    pages = [os.path.join(ROOT, "README.md")] + [
+        os.path.join(ROOT, "docs", n) for n in sorted(os.listdir(os.path.join(ROOT, "docs"))) if n.endswith(".md")
+    ]
+    for page in pages:
+        for block in re.findall(r"```bash\n(.*?)```", open(page).read(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for command in line.split(";"):
+                    words = command.split("#")[0].split()
+                    hits = [i for i, w in enumerate(words) if w in programs]
+                    if hits:
+                        i = hits[0]
+                        yield os.path.relpath(page, ROOT), programs[words[i]], words[i + 1 :]
+
+
+def test_every_documented_command_uses_flags_its_program_has():
+    from iep.methods import methods
+
+    known = {app: _flag_names(app) | {"helpfull", "help", "flagfile"} for app in ("train", "evaluate", "visualize")}
+    commands = list(_documented_commands())
+    assert len(commands) > 30  # the walk reads the pages' commands
+    wrong = []
+    for page, app, words in commands:
+        flags_ = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--") and "$" not in w)
+        for name, value in flags_.items():
+            bare = name[2:] if name.startswith("no") and name[2:] in known[app] else name
+            if bare not in known[app]:
+                wrong.append(f"{page}: {app} has no --{name}")
+        distill = flags_.get("distill")
+        if app == "train" and distill and "plugins" not in flags_ and distill not in methods():
+            wrong.append(f"{page}: --distill={distill} is no method")
+    assert not wrong, "\n".join(wrong)
