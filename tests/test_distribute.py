@@ -79,7 +79,7 @@ def test_distribution_flags_fail_clearly(tmp_path):
     process = _train(tmp_path / "x", "--distribute=multi_worker", env=env)
     out = process.communicate(timeout=120)[0].decode()
     assert process.returncode == 2 and "needs the TF_CONFIG environment variable" in out
-    process = _train(tmp_path / "y", "--distribute=mirrored", "--logical_cpus=2", "--jit_compile")
+    process = _train(tmp_path / "y", "--distribute=mirrored", "--logical_cpus=2", "--jit_compile=true")
     out = process.communicate(timeout=120)[0].decode()
     assert process.returncode == 2 and "--jit_compile with several replicas is not supported" in out
 

@@ -161,7 +161,7 @@ def test_every_documented_command_uses_flags_its_program_has():
     wrong = []
     for page, app, words in commands:
         flags_ = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--") and "$" not in w)
-        for name, value in flags_.items():
+        for name in flags_:
             bare = name[2:] if name.startswith("no") and name[2:] in known[app] else name
             if bare not in known[app]:
                 wrong.append(f"{page}: {app} has no --{name}")

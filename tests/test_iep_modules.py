@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from iep.engine.clipped import ClippedDistiller
 from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
 from iep.procedure.black_box import MultiHeadGraph
-from iep.procedure.clipped import ClippedDistiller
 from iep.procedure.losses import estimator_loss, kld, message_l1, module_l2
 from iep.procedure.mpnn import MessagePassing
 from iep.procedure.spca import StackedPCA, batch_pca, cosine_affinity, first_pca, plane_mapping, project_student

@@ -81,3 +81,19 @@ def test_static_knowledge_does_not_import_the_interpret_layer():
     assert static
     upward = {name: sorted(m for m in found if m.startswith("iep.interpret")) for name, found in static.items()}
     assert not any(upward.values()), upward
+
+
+def test_baselines_take_shared_pieces_from_the_engine_and_op_utils_not_from_iep():
+    """The clipped gradient, the shared losses and the module decay live in iep/engine and op_utils; a baseline
+    may reuse IEP's learned modules (MHGD's heads, IEP's points, adapters: the same methods' modules), nothing
+    else of iep/procedure."""
+    allowed = {"iep.procedure.black_box", "iep.procedure.points", "iep.procedure.adapters"}
+    modules = _modules()
+    found = {
+        name: sorted(m for m in _imports(path) if m.startswith("iep.procedure") and m.rsplit(".", 1)[0] not in allowed
+                     and m not in allowed)
+        for name, path in modules.items()
+        if name.startswith("iep.baselines")
+    }  # fmt: skip
+    assert any(_imports(p) for n, p in modules.items() if n.startswith("iep.baselines"))
+    assert not any(found.values()), found

@@ -478,3 +478,16 @@ def test_quick_runs_evaluate_a_subset_and_a_rerun_redoes_nothing(tmp_path, capsy
     stamp = os.path.getmtime(student / "teacher_eval.json")
     train_in_process(student, *flags_)
     assert os.path.getmtime(student / "teacher_eval.json") == stamp  # read, not measured again
+
+
+def test_xla_is_auto_as_in_keras_off_on_a_cpu():
+    import tensorflow as tf
+
+    from iep.engine.train_config import TrainConfig as Config
+
+    assert Config().jit_compile == "auto"
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    assert Config().uses_xla() == has_gpu and not Config().uses_xla(replicas=2)
+    assert Config(jit_compile=True).uses_xla() and not Config(jit_compile=False).uses_xla()
+    with pytest.raises(ValueError, match="--jit_compile must be auto, true or false"):
+        Config(jit_compile="yes").validate()

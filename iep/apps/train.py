@@ -134,7 +134,12 @@ flags.DEFINE_integer(
     "eval_limit", None, "Evaluate on the first this many images of --eval_split (quick runs; default all of it)."
 )
 flags.DEFINE_integer("log_every", 50, "TensorBoard scalars every this many steps.")
-flags.DEFINE_boolean("jit_compile", False, "Compile the training step with XLA.")
+flags.DEFINE_enum(
+    "jit_compile",
+    "auto",
+    ["auto", "true", "false"],
+    "Compile the steps with XLA: auto = on with a GPU (one replica), off on a CPU, where XLA is slower (as Keras).",
+)
 flags.DEFINE_enum(
     "precision",
     "float32",
@@ -360,7 +365,7 @@ def _train() -> dict:
         eval_every=FLAGS.eval_every,
         eval_limit=FLAGS.eval_limit,
         log_every=FLAGS.log_every,
-        jit_compile=FLAGS.jit_compile,
+        jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
         progress=FLAGS.progress,
         export=FLAGS.export,
         export_formats=tuple(FLAGS.export_formats),

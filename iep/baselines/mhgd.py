@@ -42,11 +42,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.svd_kd import aligned_vectors, check_svd_gradient, require_alignable_points
+from iep.engine.clipped import ClippedDistiller
 from iep.nets import TappedNetwork
+from iep.op_utils.losses import MODULE_WEIGHT_DECAY, estimator_loss, kld, module_l2
 from iep.procedure.black_box import HEADS, MultiHeadGraph
-from iep.procedure.clipped import ClippedDistiller
-from iep.procedure.distiller import MODULE_WEIGHT_DECAY
-from iep.procedure.losses import estimator_loss, kld, module_l2
 from iep.procedure.points import SensingPoints
 
 INPUTS = ("svd", "spca")

@@ -49,9 +49,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points
+from iep.engine.clipped import ClippedDistiller
 from iep.nets import TappedNetwork
 from iep.op_utils.svd import GRADIENTS, finite_or_zero, truncated_svd
-from iep.procedure.clipped import ClippedDistiller
 
 RBF_WIDTH = 8.0
 # SVD_eid's band of H·W / D where it decomposes a stop-gradient copy (KD_methods_with_TF nets/SVP.py line 45).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Iterator
 
@@ -24,3 +25,18 @@ def stop_signals_handled_by(handler: Callable[[int, object], None]) -> Iterator[
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def stop_on_signals(requested: list[int]):
+    """SIGTERM and SIGINT only record the request; the loop checks it after every step. A second signal
+    stops at once (a step that never returns must not make the process unkillable)."""
+
+    def handler(number, frame):
+        requested.append(number)
+        if len(requested) > 1:
+            signal.signal(number, signal.SIG_DFL)
+            os.kill(os.getpid(), number)
+
+    with stop_signals_handled_by(handler):
+        yield

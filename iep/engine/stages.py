@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from iep.engine.distiller import PrePhase
@@ -64,3 +65,44 @@ def stage_step(
     grads = tape.gradient(scaled, list(variables))
     optimizer.apply_gradients(zip(grads, variables, strict=True))
     return {f"{prefix}total": total, **{f"{prefix}{k}": v for k, v in terms.items()}}
+
+
+class LoopStage:
+    """One pre-phase stage in the loop: its optimizer (schedule), compiled step and running means. The loop
+    passes how it compiles a step and scales an optimizer and a loss (replicas, float16)."""
+
+    def __init__(
+        self,
+        phase: PrePhase,
+        first: int,
+        passes: int,
+        compile_step: Callable,
+        scaled_optimizer: Callable,
+        scaled_loss: Callable,
+    ):
+        from iep.engine.step import RunningMeans
+
+        self.phase, self.first, self.passes = phase, first, passes
+        self.variables = list(phase.variables)
+        self.learning_rate = stage_learning_rate(phase)  # a float or a schedule of the stage's step
+        self.optimizer = scaled_optimizer(stage_optimizer(phase))
+        self.optimizer.build(self.variables)
+        prefix = f"{phase.name}/"
+        names = (f"{prefix}total",) + tuple(f"{prefix}{n}" for n in phase.loss_names)
+        self.interval = RunningMeans(names, prefix=prefix)
+        self.epoch_means = RunningMeans(names, prefix=prefix)
+        self._scaled_loss = scaled_loss
+        self.step = compile_step(self._step)
+
+    @property
+    def end(self) -> int:
+        return self.first + self.passes
+
+    def current_lr(self) -> float:
+        return float(np.asarray(self.optimizer.learning_rate))
+
+    def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
+        scale = lambda loss: self._scaled_loss(self.optimizer, loss)  # noqa: E731
+        values = stage_step(self.phase, self.optimizer, self.variables, images, labels, scale)
+        self.interval.add(values)
+        self.epoch_means.add(values)

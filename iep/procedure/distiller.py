@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
+from iep.engine.clipped import ClippedDistiller
 from iep.nets import TappedNetwork
+from iep.op_utils.losses import MODULE_WEIGHT_DECAY
 from iep.procedure.black_box import MultiHeadGraph
-from iep.procedure.clipped import ClippedDistiller
 from iep.procedure.losses import estimator_loss, kld, message_l1, module_l2
 from iep.procedure.mpnn import MessagePassing
 from iep.procedure.points import SensingPoints
@@ -29,7 +30,6 @@ KNOWLEDGE = ("alteration", "interim", "black_box")
 # (20 CIFAR epochs at batch 128 ≈ 7,800 iterations).
 DEFAULT_MODULE_EPOCHS = 20
 DEFAULT_MODULE_STEPS = 8000
-MODULE_WEIGHT_DECAY = 5e-4
 
 
 class IEPDistiller(ClippedDistiller):

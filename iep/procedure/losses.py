@@ -1,30 +1,14 @@
-"""IEP loss terms (docs/methods.md §6). KLD is a sum over rows, as in the original code."""
+"""IEP loss terms (docs/methods.md §6). The ones MHGD shares live in `iep.op_utils.losses`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import tensorflow as tf
 
+from iep.op_utils.losses import estimator_loss, kld, module_l2
 
-def kld(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Σ_rows Σ_j softmax(x)_j (log_softmax(x)_j − log_softmax(y)_j): KL(softmax x ‖ softmax y) summed over rows."""
-    return tf.reduce_sum(tf.nn.softmax(x) * (tf.nn.log_softmax(x) - tf.nn.log_softmax(y)))
+__all__ = ["estimator_loss", "kld", "message_l1", "module_l2"]
 
 
 def message_l1(student_messages: tf.Tensor, teacher_messages: tf.Tensor) -> tf.Tensor:
     """mean_ij Σ_k |M_S − M_T| (alteration knowledge)."""
     return tf.reduce_mean(tf.reduce_sum(tf.abs(student_messages - teacher_messages), axis=-1))
-
-
-def estimator_loss(target: tf.Tensor, estimate: tf.Tensor) -> tf.Tensor:
-    """mean(1 − ⟨C_B, estimate⟩) of the black-box estimator."""
-    return tf.reduce_mean(1.0 - tf.reduce_sum(target * estimate, axis=-1))
-
-
-def module_l2(variables: Iterable[tf.Variable], weight: float = 5e-4) -> tf.Tensor:
-    """weight · Σ‖v‖² over the module's trainable variables (the author's MHGD module decay, no ½)."""
-    variables = list(variables)
-    if not variables:
-        return tf.constant(0.0)
-    return weight * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])

@@ -1,0 +1,74 @@
+"""What a run leaves in its directory besides checkpoints: metrics.json (the history and its summary) and, for a
+run started from Python, the config.json that names its network."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from iep.engine.files import read_json, write_json_atomic
+from iep.engine.layout import CONFIG_FILE, METRICS_FILE
+
+
+def load_history(run_dir: str, epochs_completed: int) -> list[dict]:
+    """The recorded epochs up to the restored checkpoint's (later ones were never checkpointed)."""
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    return [h for h in read_json(path).get("history", []) if h["epoch"] <= epochs_completed]
+
+
+def metrics_summary(history: list[dict], finished: bool, config, arch: str, distill: str, num_train: int) -> dict:
+    """metrics.json: the history with its last and best evaluated accuracy (--eval_every skips some epochs)."""
+    evaluated = [h for h in history if h.get("eval_accuracy") is not None]
+    accuracies = [h["eval_accuracy"] for h in evaluated]
+    best = int(np.argmax(accuracies)) if accuracies else None
+    return {
+        "arch": arch,
+        "distill": distill,
+        "epochs_completed": history[-1]["epoch"] if history else 0,
+        "epochs": config.epochs,
+        "finished": finished,
+        "eval_split": config.eval_split,
+        "eval_limit": config.eval_limit,  # None: the whole split
+        "last_accuracy": accuracies[-1] if accuracies else None,
+        "best_accuracy": accuracies[best] if best is not None else None,
+        "best_epoch": evaluated[best]["epoch"] if best is not None else None,
+        "train_images": num_train,
+        "history": history,
+    }
+
+
+def describe_run(run_dir: str, student, data, distiller, config) -> None:
+    """A run started from Python (train.py writes its own) gets a config.json that names its network, so that
+    eval.py and `load_teacher` can rebuild it; the data it trained on is the caller's, so eval.py then asks
+    for --dataset."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        return
+    standardize = next((layer for layer in student.model.layers if layer.name == "standardize"), None)
+    mean, std = [v.numpy().tolist() for v in (standardize.mean, standardize.std)] if standardize else (None, None)
+    write_json_atomic(
+        path,
+        {
+            "written_by": "iep.Trainer",
+            "arch": student.arch,
+            "dataset": None,
+            "num_classes": int(data.num_classes),
+            "class_names": list(data.class_names),
+            "input_shape": list(data.input_shape),
+            "mean": mean,
+            "std": std,
+            "distill": distiller.name,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "seed": config.seed,
+        },
+    )
+
+
+def recovered_record(epochs: int, accuracy: float, eval_seconds: float) -> dict:
+    """The last epoch's record of a finished run whose metrics.json was lost (deleted, as the message for a
+    damaged one advises): its weights were scored again; the earlier epochs' history is gone."""
+    return {"epoch": epochs, "eval_accuracy": accuracy, "seconds": 0.0, "eval_seconds": eval_seconds, "recovered": True}
