@@ -24,7 +24,7 @@ import tensorflow as tf
 from iep.datasets.user_data import UserData
 from iep.engine.distiller import Distiller
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
-from iep.engine.trainer import distillation_gradients
+from iep.engine.step import distillation_gradients, logged_names
 from iep.nets import TappedNetwork
 
 
@@ -60,12 +60,7 @@ class DistillationModel(keras.Model):
         self._epoch = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="distillation_epoch")
         # Means over the epoch (over every image: each batch weighs by its size), reset by Keras at every epoch
         # and evaluate(): the history, the progress bar and callbacks see the epoch's value, not the last batch's.
-        train_names = (
-            ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train")
-            + tuple(f"loss/{n}" for n in self.distiller.loss_names)
-            + tuple(f"distill/{n}" for n in self.distiller.metric_names)
-        )
-        self._train_means = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in train_names}
+        self._train_means = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in logged_names(self.distiller)}
         self._test_means = {n: keras.metrics.Mean(name=n) for n in ("loss", "accuracy")}
 
     @property

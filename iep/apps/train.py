@@ -297,7 +297,7 @@ def _teacher_accuracy(teacher, data, run_dir: str) -> float:
     a resumed or re-run command reads it from teacher_eval.json instead of scoring the split again."""
     import tensorflow as tf
 
-    from iep.engine.evaluation import collect_logits, top1_accuracy
+    from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
     from iep.engine.files import read_json, write_json_atomic
 
     path = os.path.join(run_dir, "teacher_eval.json")
@@ -305,9 +305,7 @@ def _teacher_accuracy(teacher, data, run_dir: str) -> float:
     if os.path.exists(path) and {k: v for k, v in read_json(path).items() if k in key} == key:
         return read_json(path)["top1"]
     predict = tf.function(lambda images: teacher.classifier(images, training=False))
-    batches = data.eval_dataset(FLAGS.eval_split, 500)
-    if FLAGS.eval_limit:
-        batches = batches.unbatch().take(FLAGS.eval_limit).batch(500)
+    batches = first_images(data.eval_dataset(FLAGS.eval_split, 500), FLAGS.eval_limit)
     accuracy = top1_accuracy(*collect_logits(predict, batches))
     write_json_atomic(path, {**key, "top1": accuracy})
     return accuracy

@@ -158,3 +158,29 @@ class Distiller:
         not, so combine gradients, never losses (a list target sums them).
         """
         return tape.gradient([task_loss, weight_decay, distill_loss], variables)
+
+
+def distiller_for_run(distiller, teacher, options, student, data, config, strategy=None) -> Distiller | None:
+    """`Trainer`'s distiller: one given, or a method's name built with its teacher and options, its phases
+    sized from the run (`config.epochs` × the data's steps per epoch) and seeded by `config.seed`."""
+    if not isinstance(distiller, str):
+        if teacher is not None or options:
+            raise ValueError(
+                "teacher= and options= go with a method's name (distiller='iep'); this distiller has its own"
+            )
+        return distiller
+    from iep.methods import build_distiller
+
+    steps = data.steps_per_epoch(config.batch_size) * config.epochs
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return build_distiller(
+            distiller, teacher, student, seed=config.seed, main_steps=steps, epochs=config.epochs, overrides=options
+        )
+
+
+def check_eval_split(data, split: str) -> None:
+    if hasattr(data, "splits") and split not in data.splits:
+        raise ValueError(
+            f"evaluation reads split {split!r} (TrainConfig.eval_split), but the data has only "
+            f"{list(data.splits)}; pass eval_data={{{split!r}: ...}} or another eval_split"
+        )

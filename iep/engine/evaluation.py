@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def collect_logits(predict, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
@@ -117,3 +121,11 @@ def evaluate(
     report = classification_report(logits, labels, data.class_names)
     report.update({"split": split, "dataset": dataset, "model": saved_model or checkpoint or run_dir})
     return report
+
+
+def first_images(batches: tf.data.Dataset, limit: int | None) -> tf.data.Dataset:
+    """The batches' first `limit` images, batched as they were (--eval_limit); all of them for None."""
+    if not limit:
+        return batches
+    size = batches.element_spec[0].shape[0]
+    return batches.unbatch().take(limit).batch(size or 500)

@@ -143,3 +143,13 @@ class TFLiteClassifier:
             )
         logits = np.stack([self.runner(images=image[None])["logits"][0] for image in images])
         return logits[0] if single else logits
+
+
+def export_run(classifier: keras.Model, run_dir: str, config, data) -> dict[str, str]:
+    """A finished run's exports in `config.export_formats`; tflite_int8 is calibrated on training images (never
+    a test split)."""
+    formats = config.export_formats
+    representative = None
+    if "tflite_int8" in formats:
+        representative = representative_images(data.train_dataset(0, config.batch_size, 0))
+    return export_student(classifier, run_dir, formats, data.class_names, representative)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from iep.engine.files import read_json, write_json_atomic
 from iep.engine.layout import CONFIG_FILE, METRICS_FILE
@@ -72,3 +73,28 @@ def recovered_record(epochs: int, accuracy: float, eval_seconds: float) -> dict:
     """The last epoch's record of a finished run whose metrics.json was lost (deleted, as the message for a
     damaged one advises): its weights were scored again; the earlier epochs' history is gone."""
     return {"epoch": epochs, "eval_accuracy": accuracy, "seconds": 0.0, "eval_seconds": eval_seconds, "recovered": True}
+
+
+def epoch_record(epoch, means, eval_accuracy, learning_rate, seconds, eval_seconds, config, steps) -> dict:
+    """One epoch's line of metrics.json: its means, the evaluation (None when --eval_every skips it), speed."""
+    return {
+        "epoch": epoch + 1,
+        "train_loss": means["loss/total"],
+        "train_accuracy": means["accuracy/train"],
+        "eval_accuracy": eval_accuracy,
+        "learning_rate": learning_rate,
+        "seconds": seconds,
+        "eval_seconds": eval_seconds,
+        "images_per_second": steps * config.batch_size / max(seconds, 1e-9),
+        **{k: v for k, v in means.items() if k.startswith(("loss/", "distill/"))},
+    }
+
+
+def write_epoch_summary(writer, record: dict) -> None:
+    """The epoch's TensorBoard scalars (`epoch/*`, stepped by epoch)."""
+    with writer.as_default(step=record["epoch"]):
+        if record["eval_accuracy"] is not None:
+            tf.summary.scalar("epoch/eval_accuracy", record["eval_accuracy"])
+        tf.summary.scalar("epoch/train_accuracy", record["train_accuracy"])
+        tf.summary.scalar("epoch/images_per_second", record["images_per_second"])
+    writer.flush()

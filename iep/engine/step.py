@@ -91,3 +91,12 @@ class RunningMeans:
             v.assign(0.0)
         self.count.assign(0.0)
         return means
+
+
+def logged_names(distiller: Distiller) -> tuple[str, ...]:
+    """The values a step logs: the totals, each of the method's terms and its diagnostics."""
+    return (
+        ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train")
+        + tuple(f"loss/{n}" for n in distiller.loss_names)
+        + tuple(f"distill/{n}" for n in distiller.metric_names)
+    )

@@ -34,3 +34,15 @@ def purge_events_after(log_dir: str, limit_for_tag: Callable[[str], int]) -> int
             os.replace(tmp, path)
             dropped += removed
     return dropped
+
+
+def logged_step_limit(main_step: int, stages: dict[str, int], epochs_completed: int):
+    """tag → the last step a restored state had logged (each family counts steps its own way: `epoch/*` by
+    epoch, a pre-phase stage's `<name>/*` by its optimizer's steps, the rest by the main optimizer's)."""
+
+    def limit(tag: str) -> int:
+        if tag.startswith("epoch/"):
+            return epochs_completed
+        return next((step for prefix, step in stages.items() if tag.startswith(prefix)), main_step)
+
+    return limit

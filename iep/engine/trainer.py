@@ -18,20 +18,27 @@ import tensorflow as tf
 from iep.datasets import ImagePipeline
 from iep.datasets.user_data import UserData, as_loop_data
 from iep.engine.checkpointing import EpochCheckpoints
-from iep.engine.distiller import Distiller
-from iep.engine.distribute import is_chief
+from iep.engine.distiller import Distiller, check_eval_split, distiller_for_run
+from iep.engine.distribute import distribute_batches, is_chief
 from iep.engine.errors import TrainingDiverged
-from iep.engine.evaluation import collect_logits, top1_accuracy
+from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
 from iep.engine.files import write_json_atomic
 from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.loop import run_steps
-from iep.engine.mobile_export import export_path, export_student, representative_images
+from iep.engine.mobile_export import export_path, export_run
 from iep.engine.precision import needs_loss_scaling
-from iep.engine.run_records import describe_run, load_history, metrics_summary, recovered_record
+from iep.engine.run_records import (
+    describe_run,
+    epoch_record,
+    load_history,
+    metrics_summary,
+    recovered_record,
+    write_epoch_summary,
+)
 from iep.engine.signals import stop_on_signals
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, LoopStage, stage_passes, steps_in_pass
-from iep.engine.step import RunningMeans, distillation_gradients
-from iep.engine.tensorboard import purge_events_after
+from iep.engine.step import RunningMeans, distillation_gradients, logged_names
+from iep.engine.tensorboard import logged_step_limit, purge_events_after
 from iep.engine.train_config import TrainConfig
 from iep.nets import TappedNetwork
 from iep.op_utils import build_schedule
@@ -66,24 +73,8 @@ class Trainer:
         """
         config.validate()
         data = as_loop_data(data, eval_data)
-        if isinstance(distiller, str):
-            from iep.methods import build_distiller
-
-            steps = data.steps_per_epoch(config.batch_size) * config.epochs
-            with (strategy or tf.distribute.get_strategy()).scope():
-                distiller = build_distiller(
-                    distiller, teacher, student, seed=config.seed, main_steps=steps, epochs=config.epochs,
-                    overrides=options,
-                )  # fmt: skip
-        elif teacher is not None or options:
-            raise ValueError(
-                "teacher= and options= go with a method's name (distiller='iep'); this distiller has its own"
-            )
-        if hasattr(data, "splits") and config.eval_split not in data.splits:
-            raise ValueError(
-                f"evaluation reads split {config.eval_split!r} (TrainConfig.eval_split), but the data has only "
-                f"{list(data.splits)}; pass eval_data={{{config.eval_split!r}: ...}} or another eval_split"
-            )
+        distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
+        check_eval_split(data, config.eval_split)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.replicas = self.strategy.num_replicas_in_sync
         self.chief = is_chief(self.strategy)
@@ -108,11 +99,7 @@ class Trainer:
         self.variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
         self.optimizer.build(self.variables)
         self._decayed = self.distiller.decayed(student.model.trainable_variables)
-        self.loss_names = (
-            ("loss/total", "loss/cross_entropy", "loss/weight_decay", "accuracy/train")
-            + tuple(f"loss/{n}" for n in self.distiller.loss_names)
-            + tuple(f"distill/{n}" for n in self.distiller.metric_names)
-        )
+        self.loss_names = logged_names(self.distiller)
         self._interval = RunningMeans(self.loss_names)
         self._epoch_means = RunningMeans(self.loss_names)
         self._pre_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pre_phase_passes_completed")
@@ -176,18 +163,6 @@ class Trainer:
         self._interval.add(values)
         self._epoch_means.add(values)
 
-    def _logged_step_limit(self, epochs_completed: int):
-        """tag → the last step the restored state had logged (each family counts steps its own way)."""
-        main_step = int(self.optimizer.iterations.numpy())
-        stages = {f"{s.phase.name}/": int(s.optimizer.iterations.numpy()) for s in self._stages}
-
-        def limit(tag: str) -> int:
-            if tag.startswith("epoch/"):
-                return epochs_completed
-            return next((step for prefix, step in stages.items() if tag.startswith(prefix)), main_step)
-
-        return limit
-
     def _last_checkpoint_sentence(self) -> str:
         """Names the newest checkpoint on disk (the one a resume starts from), never a guessed epoch."""
         latest = self.checkpoints.manager.latest_checkpoint
@@ -196,17 +171,12 @@ class Trainer:
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, split: str | None = None) -> float:
         batches = self.data.eval_dataset(split or self.config.eval_split, self.config.eval_batch_size)
-        if self.config.eval_limit:
-            batches = batches.unbatch().take(self.config.eval_limit).batch(self.config.eval_batch_size)
-        return top1_accuracy(*collect_logits(self._predict, batches))
+        return top1_accuracy(*collect_logits(self._predict, first_images(batches, self.config.eval_limit)))
 
     # -- the loop -------------------------------------------------------------
     def _current_lr(self) -> float:
         lr = self.schedule(self.optimizer.iterations) if callable(self.schedule) else self.schedule
         return float(np.asarray(lr))
-
-    def _load_history(self, epochs_completed: int) -> list[dict]:
-        return load_history(self.run_dir, epochs_completed)
 
     def _write_metrics(self, history: list[dict], finished: bool) -> dict:
         summary = metrics_summary(
@@ -220,15 +190,10 @@ class Trainer:
         run_steps(
             step_fn, batches, total_steps, means, global_step, learning_rate, writer, where,
             config=self.config,
-            distribute=self._distribute if self.replicas > 1 else None,
+            distribute=(lambda b: distribute_batches(self.strategy, b)) if self.replicas > 1 else None,
             stop_requested=self._stop_requested,
             last_checkpoint=self._last_checkpoint_sentence,
         )  # fmt: skip
-
-    def _distribute(self, batches):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return self.strategy.experimental_distribute_dataset(batches.with_options(options))
 
     def _pre_phase_epoch(self, index: int, writer) -> None:
         """Pass `index` (counted across stages) of the distiller's pre-phases; a stage's last pass stops at
@@ -257,10 +222,6 @@ class Trainer:
         print(
             f"{label} {local + 1}/{stage.passes}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
         )
-
-    def _describe_run(self) -> None:
-        if self.chief:
-            describe_run(self.run_dir, self.student, self.data, self.distiller, self.config)
 
     def _recovered_record(self) -> dict:
         started = time.perf_counter()
@@ -294,23 +255,9 @@ class Trainer:
         eval_started = time.perf_counter()
         eval_accuracy = self.evaluate() if due else None
         eval_seconds = time.perf_counter() - eval_started
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": epoch_means["loss/total"],
-            "train_accuracy": epoch_means["accuracy/train"],
-            "eval_accuracy": eval_accuracy,
-            "learning_rate": self._current_lr(),
-            "seconds": seconds,
-            "eval_seconds": eval_seconds,
-            "images_per_second": self.steps_per_epoch * cfg.batch_size / max(seconds, 1e-9),
-            **{k: v for k, v in epoch_means.items() if k.startswith(("loss/", "distill/"))},
-        }
-        with writer.as_default(step=epoch + 1):
-            if eval_accuracy is not None:
-                tf.summary.scalar("epoch/eval_accuracy", eval_accuracy)
-            tf.summary.scalar("epoch/train_accuracy", record["train_accuracy"])
-            tf.summary.scalar("epoch/images_per_second", record["images_per_second"])
-        writer.flush()
+        record = epoch_record(epoch, epoch_means, eval_accuracy, self._current_lr(), seconds, eval_seconds, cfg,
+                              self.steps_per_epoch)  # fmt: skip
+        write_epoch_summary(writer, record)
         print(
             f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
             f"{cfg.eval_split} acc {'-' if eval_accuracy is None else f'{eval_accuracy:.4f}'}  "
@@ -321,11 +268,12 @@ class Trainer:
     def fit(self, resume: bool = True) -> dict:
         """Runs the remaining pre-phase passes and epochs; returns the metrics summary (also in metrics.json)."""
         os.makedirs(self.run_dir, exist_ok=True)
-        self._describe_run()
+        if self.chief:
+            describe_run(self.run_dir, self.student, self.data, self.distiller, self.config)
         start_epoch = self.checkpoints.restore_latest() if resume else 0
         pre_done = int(self._pre_epoch.numpy())
         already_finished = start_epoch == self.config.epochs and pre_done == self.pre_phase_epochs
-        history = self._load_history(start_epoch)
+        history = load_history(self.run_dir, start_epoch)
         if start_epoch or pre_done:
             print(
                 f"Resuming {self.run_dir} after epoch {start_epoch} (step {int(self.optimizer.iterations.numpy())}"
@@ -333,7 +281,9 @@ class Trainer:
             )
         log_dir = os.path.join(self.run_dir, TENSORBOARD_SUBDIR)
         if self.chief and (start_epoch or pre_done) and os.path.isdir(log_dir):
-            purge_events_after(log_dir, self._logged_step_limit(start_epoch))
+            stages = {f"{s.phase.name}/": int(s.optimizer.iterations.numpy()) for s in self._stages}
+            limit = logged_step_limit(int(self.optimizer.iterations.numpy()), stages, start_epoch)
+            purge_events_after(log_dir, limit)
         writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()
         with stop_on_signals(self._stop_requested):
             for index in range(pre_done, self.pre_phase_epochs):
@@ -358,9 +308,5 @@ class Trainer:
         if already_finished and exported:
             print(f"{self.run_dir} had finished and exported: nothing to redo (--noresume starts over)")
         elif self.config.export and self.chief:
-            formats = self.config.export_formats
-            representative = None
-            if "tflite_int8" in formats:  # calibration images from the training split, never from a test split
-                representative = representative_images(self.data.train_dataset(0, self.config.batch_size, 0))
-            export_student(self.student.classifier, self.run_dir, formats, self.data.class_names, representative)
+            export_run(self.student.classifier, self.run_dir, self.config, self.data)
         return summary
