@@ -53,7 +53,7 @@ def test_a_run_trained_from_python_is_read_by_eval_and_as_a_teacher(tmp_path):
 
 
 def test_eval_reports_go_beside_the_model():
-    from iep.apps.evaluate import default_output
+    from iep.engine.evaluation import default_output
 
     assert default_output("runs/a", None, None, "test") == "runs/a/eval_test.json"
     assert (

@@ -57,4 +57,7 @@ def test_train_py_reads_a_config_outside_the_repository(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert result.stderr.strip() == "error: --teacher 'runs/paper/teacher_wrn-40-4' does not exist"
+    assert result.stderr.strip() == (
+        "error: --teacher 'runs/paper/teacher_wrn-40-4' does not exist: train it first with "
+        "`iep-train --config=paper/teacher_wrn-40-4.cfg`"
+    )

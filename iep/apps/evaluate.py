@@ -9,8 +9,6 @@ Prints a summary and writes the full report as JSON (--output).
 
 from __future__ import annotations
 
-import os
-
 from iep.engine.startup import import_tensorflow_quietly, parse_flags_or_exit  # noqa: E402
 
 import_tensorflow_quietly()
@@ -37,18 +35,6 @@ flags.DEFINE_string(
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 
 
-def default_output(run_dir: str | None, checkpoint: str | None, saved_model: str | None, split: str) -> str:
-    """The report beside what was evaluated (never in the working directory, where two models' reports would
-    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json, or
-    eval_<split>_<folder>.json beside a SavedModel folder."""
-    if saved_model:
-        folder = os.path.normpath(saved_model)
-        return os.path.join(os.path.dirname(folder), f"eval_{split}_{os.path.basename(folder)}.json")
-    if checkpoint and not run_dir:
-        return f"{os.path.normpath(checkpoint)}.eval_{split}.json"
-    return os.path.join(run_dir or ".", f"eval_{split}.json")
-
-
 def _evaluate() -> dict:
     from iep.engine.evaluation import evaluate
     from iep.engine.files import write_json_atomic
@@ -65,6 +51,8 @@ def _evaluate() -> dict:
         batch_size=FLAGS.batch_size,
         cache_dir=FLAGS.cache_dir,
     )
+    from iep.engine.evaluation import default_output
+
     output = FLAGS.output or default_output(FLAGS.run_dir, FLAGS.checkpoint, FLAGS.saved_model, FLAGS.split)
     write_json_atomic(output, report)
     top5 = f"  top-5 {report['top5']:.4f}" if "top5" in report else ""

@@ -129,3 +129,15 @@ def first_images(batches: tf.data.Dataset, limit: int | None) -> tf.data.Dataset
         return batches
     size = batches.element_spec[0].shape[0]
     return batches.unbatch().take(limit).batch(size or 500)
+
+
+def default_output(run_dir: str | None, checkpoint: str | None, saved_model: str | None, split: str) -> str:
+    """The report beside what was evaluated (never in the working directory, where two models' reports would
+    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json, or
+    eval_<split>_<folder>.json beside a SavedModel folder."""
+    if saved_model:
+        folder = os.path.normpath(saved_model)
+        return os.path.join(os.path.dirname(folder), f"eval_{split}_{os.path.basename(folder)}.json")
+    if checkpoint and not run_dir:
+        return f"{os.path.normpath(checkpoint)}.eval_{split}.json"
+    return os.path.join(run_dir or ".", f"eval_{split}.json")
