@@ -98,9 +98,11 @@ CLOCK_RULE = (
 #   `int(100*.3)` at the benchmark's 100 epochs.
 # * FSP: 40 % — KD_methods_with_TF `train_w_distill.py`: `init_epoch = 40` before `train_epoch = 100`.
 # * MHGD: 40 epochs — the same line (MHGD is in its initialization set); its heads train on the teacher only.
-# IEP's module phase is 20 epochs (`iep.procedure.distiller.DEFAULT_MODULE_EPOCHS`, IEPKT `init_epoch = 20`);
+# * IEP, IEP+BB: 20 epochs — IEPKT `train_w_distill.py` `init_epoch = 20` (its module trains on the teacher only).
 # SRM sizes its two stages itself (srm.py), DKD its warm-up (logit_kd.py), by the same rule.
 PRE_PHASE = {
+    "iep": ("epochs", 20.0),  # IEPKT `train_w_distill.py`: init_epoch = 20 (DEFAULT_MODULE_EPOCHS)
+    "iep_bb": ("epochs", 20.0),
     "fitnet": ("fraction", 0.3),
     "ab": ("fraction", 0.3),
     "ft": ("epochs", 30.0),
@@ -323,7 +325,7 @@ def build_distiller(
                     raise ValueError(f"{method} sizes its schedule from the run: give {name}")
                 kwargs[name] = value
         return _check_classes(method_class(method)(teacher, **kwargs), teacher, student)
-    from iep.procedure.distiller import DEFAULT_MODULE_EPOCHS, DEFAULT_MODULE_STEPS, IEPDistiller
+    from iep.procedure.distiller import DEFAULT_MODULE_STEPS, IEPDistiller
 
     options = iep_options(overrides, method)
     second_pca = options.get("second_pca", second_pca)
@@ -332,13 +334,13 @@ def build_distiller(
     module_steps = options.get("module_steps", None if "module_epochs" in options else module_steps)
     module_lr = options.get("module_lr", module_lr)
     clip, clip_terms = options.get("clip", clip), options.get("clip_terms", clip_terms)
-    per_epoch = main_steps / epochs if main_steps and epochs else None
-    if "module_epochs" in options:
-        if per_epoch is None:
+    if "module_epochs" in options:  # passes, sized like every pre-phase (CLOCK_RULE, default_pre_phase_steps)
+        if not (main_steps and epochs):
             raise ValueError(f"{method}: module_epochs needs the run's size (main_steps and epochs)")
-        module_steps = max(1, round(options["module_epochs"] * per_epoch))
+        module_steps = max(1, round(options["module_epochs"] * main_steps / epochs))
     if module_steps is None:  # the reference's 20 epochs, in this run's steps where the run's size is known
-        module_steps = max(1, round(DEFAULT_MODULE_EPOCHS * per_epoch)) if per_epoch else DEFAULT_MODULE_STEPS
+        module_steps = default_pre_phase_steps(method, main_steps, epochs) if main_steps and epochs else None
+        module_steps = DEFAULT_MODULE_STEPS if module_steps is None else module_steps
 
     if knowledge is None:
         knowledge = ("alteration", "interim") + (("black_box",) if method == "iep_bb" else ())

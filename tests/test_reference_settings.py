@@ -191,7 +191,8 @@ def test_the_clock_rule_states_every_methods_defaults():
     assert INIT_FRACTION == stated(r"student initialization (\d+) %") / 100
     warmup = inspect.signature(DKDDistiller.__init__).parameters["warmup_fraction"].default
     assert warmup == pytest.approx(20 / 240) and "DKD's, 20/240 of the run" in CLOCK_RULE
-    assert set(PRE_PHASE) == {"fitnet", "ab", "ft", "fsp", "mhgd"}  # each named in the rule
+    assert PRE_PHASE["iep"] == PRE_PHASE["iep_bb"] == ("epochs", float(DEFAULT_MODULE_EPOCHS))
+    assert set(PRE_PHASE) == {"iep", "iep_bb", "fitnet", "ab", "ft", "fsp", "mhgd"}  # each named in the rule
 
 
 def test_iep_flags_are_aliases_of_its_distill_args(tmp_path):

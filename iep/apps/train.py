@@ -408,6 +408,8 @@ def _train() -> dict:
                     preprocess=FLAGS.teacher_preprocess,
                 )
 
+        if FLAGS.iep_module_epochs is not None and FLAGS.distill in ("iep", "iep_bb"):
+            distill_args["module_epochs"] = FLAGS.iep_module_epochs  # the alias: one rule sizes it (methods.py)
         distiller = build_distiller(
             FLAGS.distill,
             teacher,
@@ -415,11 +417,7 @@ def _train() -> dict:
             second_pca=FLAGS.iep_second_pca,
             iterations=FLAGS.iep_iterations,
             knowledge=FLAGS.iep_knowledge,
-            module_steps=(
-                FLAGS.iep_module_steps
-                if FLAGS.iep_module_epochs is None
-                else FLAGS.iep_module_epochs * data.steps_per_epoch(FLAGS.batch_size)
-            ),
+            module_steps=FLAGS.iep_module_steps,
             module_lr=FLAGS.iep_module_lr,
             clip=FLAGS.iep_clip,
             seed=FLAGS.seed,
