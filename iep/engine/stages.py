@@ -106,3 +106,18 @@ class LoopStage:
         values = stage_step(self.phase, self.optimizer, self.variables, images, labels, scale)
         self.interval.add(values)
         self.epoch_means.add(values)
+
+
+def build_stages(phases, steps_per_pass: int, compile_step, scaled_optimizer, scaled_loss):
+    """Every pre-phase stage in order, its passes numbered across stages (one counter, one checkpoint each), and
+    the checkpoint keys of their optimizers: the first stage's is `pre_phase_optimizer` whatever its name (every
+    single-stage method and every existing run uses that key), later stages' `<name>_optimizer`."""
+    stages, optimizers = [], {}
+    for phase in phases:
+        first = stages[-1].end if stages else 0
+        stage = LoopStage(
+            phase, first, stage_passes(phase, steps_per_pass), compile_step, scaled_optimizer, scaled_loss
+        )
+        optimizers["pre_phase_optimizer" if not stages else f"{phase.name}_optimizer"] = stage.optimizer
+        stages.append(stage)
+    return stages, optimizers

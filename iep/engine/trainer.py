@@ -36,7 +36,7 @@ from iep.engine.run_records import (
     write_epoch_summary,
 )
 from iep.engine.signals import stop_on_signals
-from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, LoopStage, stage_passes, steps_in_pass
+from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, build_stages, steps_in_pass
 from iep.engine.step import RunningMeans, distillation_gradients, logged_names
 from iep.engine.tensorboard import logged_step_limit, purge_events_after
 from iep.engine.train_config import TrainConfig
@@ -104,22 +104,10 @@ class Trainer:
         self._epoch_means = RunningMeans(self.loss_names)
         self._pre_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pre_phase_passes_completed")
         extra = {"pre_phase_passes": self._pre_epoch, **self.distiller.checkpointables()}
-        # Every pre-phase stage in order; passes are numbered across stages (one counter, one checkpoint each).
-        self._stages: list[LoopStage] = []
-        for phase in self.distiller.pre_phases():
-            first = self._stages[-1].end if self._stages else 0
-            stage = LoopStage(
-                phase,
-                first,
-                stage_passes(phase, self.steps_per_epoch),
-                self._compiled,
-                self._maybe_scaled,
-                self._scaled,
-            )
-            # Checkpoint keys: the first stage's optimizer is `pre_phase_optimizer` whatever the stage's name (every
-            # single-stage method and every existing run uses that key), later stages `<name>_optimizer`.
-            extra["pre_phase_optimizer" if not self._stages else f"{phase.name}_optimizer"] = stage.optimizer
-            self._stages.append(stage)
+        self._stages, optimizers = build_stages(
+            self.distiller.pre_phases(), self.steps_per_epoch, self._compiled, self._maybe_scaled, self._scaled
+        )
+        extra.update(optimizers)
         self.pre_phase_epochs = self._stages[-1].end if self._stages else 0
         self.checkpoints = EpochCheckpoints(
             run_dir, student.model, self.optimizer, extra, config.keep_checkpoints, chief=self.chief
