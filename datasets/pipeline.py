@@ -108,6 +108,7 @@ class ImagePipeline:
             self._validation = SplitRecords(records, train.decode, int(held_out.size), lambda i: f"validation {i}")
         self.train_indices = pool[stratified_indices(labels[pool], config.rate, config.sample_seed)]
         self.train_labels = labels[self.train_indices]
+        self._source_labels = labels
         missing = sorted(set(range(source.num_classes)) - set(np.unique(labels).tolist()))
         if missing:
             raise DataError(f"the train split of {source.name} has no images of classes {missing[:10]}")
@@ -169,34 +170,46 @@ class ImagePipeline:
             )
         return np.concatenate(images), np.concatenate(labels)
 
-    def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:
-        """Epoch `epoch` of training batches: a deterministic function of (seed, epoch)."""
+    def train_dataset(self, epoch: int, batch_size: int, seed: int, with_indices: bool = False) -> tf.data.Dataset:
+        """Epoch `epoch` of training batches: a deterministic function of (seed, epoch). `with_indices`: each
+        batch also carries its images' positions in the training set (0 … num_train − 1, the order of
+        `index_labels()`), for methods that keep one entry per training image (CRD's memory)."""
         epoch_seed = _epoch_seed(seed, epoch)
         if self.small:
             images, labels = self._memory["train"]
             order = np.random.default_rng(epoch_seed.tolist()).permutation(labels.size)
-            ds = tf.data.Dataset.from_tensor_slices((images[order], labels[order]))
+            columns = (images[order], labels[order]) + ((order.astype(np.int64),) if with_indices else ())
+            ds = tf.data.Dataset.from_tensor_slices(columns)
             ds = ds.batch(batch_size, drop_remainder=True).enumerate()
 
             def augment_batch(index, batch):
-                x, y = batch
+                x, y, *rest = batch
                 seed_pair = augment.augment_seed(seed, epoch, index)
-                return tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32), y
+                return (tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32), y, *rest)
 
             return ds.map(augment_batch, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 
         decode, size = self.source.split("train").decode, self.image_size
 
         def augment_one(index, record):
-            payload, label = record
+            (payload, label), *rest = record if with_indices else (record,)
             pair = augment.augment_seed(seed, epoch, index)
-            return augment.random_resized_crop(decode(payload), size, pair), label
+            return (augment.random_resized_crop(decode(payload), size, pair), label, *rest)
 
-        ds = self._train_records.shuffle(
+        records = self._train_records
+        if with_indices:  # (record, its position), shuffled alike: tf.data's shuffle order depends on the seed only
+            records = records.enumerate().map(lambda i, record: (record, i))
+        ds = records.shuffle(
             min(self.num_train, 10_000), seed=int(np.random.default_rng(epoch_seed.tolist()).integers(2**31))
         )
         ds = ds.enumerate().map(augment_one, num_parallel_calls=_AUTOTUNE)
         return ds.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
+
+    def index_labels(self) -> np.ndarray:
+        """The training images' labels by position (the indices `train_dataset(with_indices=True)` yields)."""
+        if self.small:
+            return np.asarray(self._memory["train"][1])
+        return self._source_labels[np.sort(self.train_indices)]  # `_select` keeps the records' own order
 
     def split(self, name: str) -> SplitRecords:
         """A split of the source, or the validation split carved out of its training split."""

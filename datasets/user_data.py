@@ -182,8 +182,13 @@ class UserData:
             raise DataError(f"the data has no split {name!r}; it has {list(self.splits)} (UserData(splits=...))")
         return self._splits[name]
 
-    def train_dataset(self, epoch: int, batch_size: int, seed: int) -> tf.data.Dataset:
-        """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation."""
+    def index_labels(self) -> np.ndarray:
+        """The training examples' labels by position (the indices `train_dataset(with_indices=True)` yields)."""
+        return np.fromiter(self._train.map(lambda _, y: y).as_numpy_iterator(), np.int64, count=self.num_train)
+
+    def train_dataset(self, epoch: int, batch_size: int, seed: int, with_indices: bool = False) -> tf.data.Dataset:
+        """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation; `with_indices`:
+        each batch also carries its examples' positions in the training data."""
         if self.source_batch_size and batch_size != self.source_batch_size and batch_size not in self._said_batch_size:
             self._said_batch_size.add(batch_size)
             dropped = self.num_train % batch_size
@@ -197,15 +202,16 @@ class UserData:
                 )
             )
         shuffle_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
-        ds = self._train.shuffle(min(self.num_train, self.shuffle_buffer), seed=shuffle_seed)
+        train = self._train.enumerate().map(lambda i, xy: (*xy, i)) if with_indices else self._train
+        ds = train.shuffle(min(self.num_train, self.shuffle_buffer), seed=shuffle_seed)
         ds = ds.batch(batch_size, drop_remainder=True).enumerate()
 
         def prepare(index, batch):
-            images, labels = batch
+            images, labels, *rest = batch
             if self.augment_images:
                 pair = augment.augment_seed(seed, epoch, index)
                 images = augment.flip_pad_crop_batch(images, pair)
-            return tf.cast(images, tf.float32), labels
+            return (tf.cast(images, tf.float32), labels, *rest)
 
         return ds.map(prepare, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 

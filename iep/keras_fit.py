@@ -4,7 +4,9 @@
 (`iep.engine.trainer.distillation_gradients`: the student's cross-entropy, weight decay and the method's
 terms, combined per variable by the method — IEP's norm-clipped gradient included), so `model.fit` takes
 the same steps as `Trainer` on the same batches (tests/test_keras_fit.py checks it). The epoch the clip
-schedule reads is set by `fit` itself at the start of every epoch.
+schedule reads is set by `fit` itself at the start of every epoch. Methods that keep state per training image
+(CRD) read each batch's image indices: fit them on (images, labels, indices) batches
+(`UserData.train_dataset(..., with_indices=True)`).
 
 Methods with pre-phases (IEP's module phase, FitNet, AB, FT, FSP, MHGD, SRM) run them first, inside `fit`
 (or by `fit_pre_phases` beforehand), with the trainer's stage optimizers and steps
@@ -81,6 +83,8 @@ class DistillationModel(keras.Model):
     def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
         """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
         (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""
+        if self.distiller.needs_indices and y is not None:
+            raise ValueError(self._indices_needed())
         if not self.pre_phases_done:
             source = pre_phase_data if pre_phase_data is not None else x
             if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
@@ -118,15 +122,27 @@ class DistillationModel(keras.Model):
         for phase, optimizer in self._stages:
             step = _compiled_stage_step(phase, optimizer)
             for local in range(stage_passes(phase, steps_per_pass)):
-                for images, labels in batches(index).take(steps_in_pass(phase, local, steps_per_pass)):
-                    values = step(images, tf.reshape(tf.cast(labels, tf.int32), [-1]))
+                for batch in batches(index).take(steps_in_pass(phase, local, steps_per_pass)):
+                    values = step(batch[0], tf.reshape(tf.cast(batch[1], tf.int32), [-1]))
                 index += 1
             if verbose:
                 print(f"{phase.name}: " + "  ".join(f"{k.split('/')[-1]} {float(v):.4f}" for k, v in values.items()))
         self.pre_phases_done = True
 
+    def _indices_needed(self) -> str:
+        return (
+            f"{self.distiller.name} keeps one entry per training image and needs each batch's image indices: give "
+            "fit a tf.data.Dataset of (images, labels, indices) batches, e.g. "
+            "data.train_dataset(epoch, batch_size, seed, with_indices=True) of a UserData"
+        )
+
     def train_step(self, data):
         images, labels = data[0], tf.reshape(tf.cast(data[1], tf.int32), [-1])  # [B] or [B, 1] labels
+        indices = None
+        if self.distiller.needs_indices:  # CRD: (images, labels, indices); Keras passes the triple through
+            if not isinstance(data, (tuple, list)) or len(data) < 3:
+                raise ValueError(self._indices_needed())
+            indices = tf.reshape(tf.cast(data[2], tf.int64), [-1])
         grads, values = distillation_gradients(
             self.student,
             self.distiller,
@@ -136,6 +152,7 @@ class DistillationModel(keras.Model):
             self._decayed,
             self.weight_decay,
             self._epoch,
+            indices=indices,
         )
         self.optimizer.apply_gradients(zip(grads, self._distill_variables, strict=True))
         return self._update(self._train_means, values, tf.shape(labels)[0])

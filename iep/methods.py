@@ -39,12 +39,13 @@ REGISTRY = {
     "nst": ("iep.baselines.repdistiller", "NSTDistiller"),
     "cc": ("iep.baselines.repdistiller", "CCDistiller"),
     "vid": ("iep.baselines.repdistiller", "VIDDistiller"),
+    "crd": ("iep.baselines.crd", "CRDDistiller"),
     # Static knowledge: semantic vectors of a teacher's neurons, no teacher network (iep/static).
     "static_kd": ("iep.static.distillers", "StaticKD"),
 }
 STATIC_METHODS = ("static_kd",)
 # Not among the paper's baselines (its Table 7): added for comparisons researchers make today (issue 35).
-NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", *STATIC_METHODS)
+NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", "crd", *STATIC_METHODS)
 METHODS = ("none", *REGISTRY, "iep", "iep_bb")  # the built-in methods; `methods()` adds registered ones
 _REGISTERED: dict[str, type[Distiller]] = {}
 
@@ -173,6 +174,9 @@ OPTION_RANGES = {
     "heads": (lambda x: x >= 1, ">= 1"),
     "components": (lambda x: x >= 1, ">= 1"),
     "embedding": (lambda x: x >= 1, ">= 1"),
+    "negatives": (lambda x: x >= 1, ">= 1"),
+    "momentum": (lambda x: 0 <= x < 1, "in [0, 1)"),
+    "max_memory_gb": _POSITIVE,
     "init_variance": _POSITIVE,
     "eps": _POSITIVE,
     "student_components": (lambda x: x >= 1, ">= 1"),
@@ -245,7 +249,7 @@ def _parameters(method: str) -> Mapping[str, inspect.Parameter]:
 
 def method_options(method: str) -> dict[str, object]:
     """The overridable keyword arguments of `method` with their defaults."""
-    skip = {"self", "teacher", "student", "seed", "main_steps", "epochs", "static_knowledge"}
+    skip = {"self", "teacher", "student", "seed", "main_steps", "epochs", "static_knowledge", "data"}
     samples = {"int": 0, "float": 0.0, "bool": False, "str": ""}  # required ones: their annotation decides the type
     return {
         name: samples.get(str(p.annotation)) if p.default is inspect.Parameter.empty else p.default
@@ -283,6 +287,7 @@ def build_distiller(
     epochs: int | None = None,
     overrides: Mapping[str, object] | None = None,
     static_knowledge: object | None = None,
+    data: object | None = None,
     **options: object,
 ) -> Distiller:
     """The method `method` (`methods()`) distilling `teacher` into `student`.
@@ -319,6 +324,10 @@ def build_distiller(
             kwargs["seed"] = seed
         if "static_knowledge" in parameters:
             kwargs["static_knowledge"] = static_knowledge
+        if "data" in parameters:  # a state entry per training image (CRD's memory)
+            if data is None:
+                raise ValueError(f"{method} keeps one entry per training image: give data (the run's training data)")
+            kwargs["data"] = data
         for name, value in (("main_steps", main_steps), ("epochs", epochs)):
             if name in parameters:
                 if value is None:

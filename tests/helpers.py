@@ -124,3 +124,13 @@ def frozen_teacher_and_student(data, teacher_arch: str, student_arch: str):
     teacher.model.trainable = False
     student = build_network(student_arch, data.num_classes, data.input_shape, data.mean, data.std, name="student")
     return teacher, student
+
+
+class IndexedLabels:
+    """Just what CRD asks of a run's data: each training image's label, in index order."""
+
+    def __init__(self, labels):
+        self.labels = np.asarray(labels)
+
+    def index_labels(self) -> np.ndarray:
+        return self.labels

@@ -27,13 +27,24 @@ def _pair(data, method, module_steps=0):
     teacher.model.trainable = False
     student = build_network("resnet8", 4, data.input_shape, data.mean, data.std, name="student")
     extra = {"module_steps": module_steps} if method.startswith("iep") else {}
+    if method == "crd":
+        extra = {"data": data, "negatives": 16}
     distiller = build_distiller(method, teacher, student, seed=0, main_steps=2, epochs=1, **extra)
     return student, distiller
 
 
+def _state(distiller) -> list[np.ndarray]:
+    """Every value the method checkpoints: its modules' variables and its own state variables."""
+    values = []
+    for item in tf.nest.flatten(list(distiller.checkpointables().values())):
+        values += [v.numpy() for v in (item.variables if isinstance(item, keras.layers.Layer) else [item])]
+    return values
+
+
 # a plain sum; IEP's norm-clipped combination; with pre-phases run inside fit: IEP+BB's module phase
-# (3 steps: 2 passes of 2 and 1), FitNet's student initialization (30 % of 2 main steps: 1 step)
-@pytest.mark.parametrize("method, module_steps", [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0)])
+# (3 steps: 2 passes of 2 and 1), FitNet's student initialization (30 % of 2 main steps: 1 step); CRD's
+# memory of one row per image, on batches that carry their images' indices
+@pytest.mark.parametrize("method, module_steps", [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0), ("crd", 0)])
 def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps):
     data = _data()
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", progress=False, export=False)
@@ -45,7 +56,7 @@ def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps)
     model = DistillationModel(student_b, distiller_b, weight_decay=config.weight_decay)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     assert model.pre_phases_done == (not distiller_b.pre_phases())
-    train = data.train_dataset(0, 32, config.seed)
+    train = data.train_dataset(0, 32, config.seed, with_indices=method == "crd")
     history = model.fit(train, epochs=1, verbose=0, pre_phase_data=data, batch_size=32)
     assert model.pre_phases_done
     for a, b in zip(distiller_a.pre_phase_variables, distiller_b.pre_phase_variables, strict=True):
@@ -54,9 +65,22 @@ def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps)
     assert any(not np.array_equal(a, b) for a, b in zip(start, student_b.model.get_weights(), strict=True))
     for a, b in zip(student_a.model.get_weights(), student_b.model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(_state(distiller_a), _state(distiller_b), strict=True):  # CRD's memory, Z and counter too
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert np.isfinite(history.history["loss_total"][-1])
     logs = model.evaluate(data.eval_dataset("test", 32), verbose=0, return_dict=True)
     assert 0.0 <= logs["accuracy"] <= 1.0
+
+
+def test_crd_under_fit_asks_for_the_indices():
+    data = _data()
+    student, distiller = _pair(data, "crd")
+    model = DistillationModel(student, distiller)
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    with pytest.raises(ValueError, match=r"crd keeps one entry per training image .* \(images, labels, indices\)"):
+        model.fit(data.train_dataset(0, 32, 0), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="needs each batch's image indices"):
+        model.fit(np.zeros((64, 32, 32, 3), np.uint8), np.zeros(64), epochs=1, verbose=0)
 
 
 def test_pre_phases_need_a_sized_source():

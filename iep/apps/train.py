@@ -425,6 +425,7 @@ def _train() -> dict:
             epochs=FLAGS.epochs,
             overrides=distill_args,
             static_knowledge=static_knowledge,
+            data=data,
         )
         if FLAGS.protocol == "transfer":
             from iep.transfer import transfer_protocol

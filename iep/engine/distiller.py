@@ -65,6 +65,9 @@ class Distiller:
     cross_entropy_weight = 1.0  # weight of the student's own cross-entropy (KD's reference setting uses 0.1)
     separate_gradients = False  # True when `gradients` calls tape.gradient more than once (persistent tape)
     gradient_reads_terms = False  # True: `gradients` also receives `terms`, each named loss (scaled) apart
+    # True: `losses` also receives `indices`, the batch's positions in the training set (one state entry per
+    # training image, CRD's memory); the loop then asks the data for them (`train_dataset(with_indices=True)`).
+    needs_indices = False
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0
     pre_phase_lr: float = 0.1
@@ -174,8 +177,9 @@ def distiller_for_run(distiller, teacher, options, student, data, config, strate
     steps = data.steps_per_epoch(config.batch_size) * config.epochs
     with (strategy or tf.distribute.get_strategy()).scope():
         return build_distiller(
-            distiller, teacher, student, seed=config.seed, main_steps=steps, epochs=config.epochs, overrides=options
-        )
+            distiller, teacher, student, seed=config.seed, main_steps=steps, epochs=config.epochs, overrides=options,
+            data=data,
+        )  # fmt: skip
 
 
 def check_eval_split(data, split: str) -> None:

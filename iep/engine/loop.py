@@ -39,9 +39,9 @@ def run_steps(
     batches = batches.take(total_steps)
     if distribute is not None:
         batches = distribute(batches)
-    for step, (images, labels) in enumerate(batches, start=1):
+    for step, batch in enumerate(batches, start=1):  # (images, labels[, indices])
         try:
-            step_fn(images, labels)
+            step_fn(*batch)
         except tf.errors.InvalidArgumentError as error:
             if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
                 raise TrainingDiverged(

@@ -22,12 +22,14 @@ def distillation_gradients(
     weight_decay: float,
     epoch: tf.Variable,
     scale=None,
+    indices: tf.Tensor | None = None,
 ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
     """One step's gradient per variable and its logged values: the student's cross-entropy (times the method's
     weight), weight decay and the method's terms, combined by `distiller.gradients` (IEP: norm-clipped).
 
     The one definition of a training step: `Trainer` and `iep.keras_fit.DistillationModel` both call it.
-    `scale` maps each loss before differentiation (replica averaging, loss scaling).
+    `scale` maps each loss before differentiation (replica averaging, loss scaling); `indices` (the batch's
+    positions in the training set) reach a distiller that `needs_indices`.
     """
     scale = scale or (lambda loss: loss)
     with tf.GradientTape(persistent=distiller.separate_gradients) as tape:
@@ -35,7 +37,8 @@ def distillation_gradients(
         logits = outputs["logits"]
         cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         decay = l2_penalty(decayed, weight_decay)
-        terms = distiller.losses(images, labels, outputs, epoch)
+        extra = {"indices": indices} if distiller.needs_indices else {}
+        terms = distiller.losses(images, labels, outputs, epoch, **extra)
         distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
         cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
         distill = tf.debugging.check_numerics(distill, "distillation loss")

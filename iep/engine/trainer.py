@@ -121,7 +121,7 @@ class Trainer:
         """One replica: the step as a (maybe XLA) tf.function; several: each replica runs it on its slice."""
         if self.replicas == 1:
             return tf.function(step, jit_compile=self.jit_compile)
-        return tf.function(lambda images, labels: self.strategy.run(step, args=(images, labels)))
+        return tf.function(lambda *batch: self.strategy.run(step, args=batch))
 
     def _maybe_scaled(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
         return (
@@ -135,7 +135,7 @@ class Trainer:
         return optimizer.scale_loss(loss) if needs_loss_scaling(self.config.precision) else loss
 
     # -- the step -----------------------------------------------------------
-    def _step(self, images: tf.Tensor, labels: tf.Tensor) -> None:
+    def _step(self, images: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None) -> None:
         grads, values = distillation_gradients(
             self.student,
             self.distiller,
@@ -146,6 +146,7 @@ class Trainer:
             self.config.weight_decay,
             self._epoch_var,
             scale=lambda loss: self._scaled(self.optimizer, loss),
+            indices=indices,
         )
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         self._interval.add(values)
@@ -226,7 +227,8 @@ class Trainer:
         if cfg.progress:
             print(f"Epoch {epoch + 1}/{cfg.epochs}")
         started = time.perf_counter()
-        batches = self.data.train_dataset(epoch, cfg.batch_size, cfg.seed)
+        indexed = {"with_indices": True} if self.distiller.needs_indices else {}
+        batches = self.data.train_dataset(epoch, cfg.batch_size, cfg.seed, **indexed)
         self._run_steps(
             self._train_step,
             batches,
