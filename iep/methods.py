@@ -40,12 +40,13 @@ REGISTRY = {
     "cc": ("iep.baselines.repdistiller", "CCDistiller"),
     "vid": ("iep.baselines.repdistiller", "VIDDistiller"),
     "crd": ("iep.baselines.crd", "CRDDistiller"),
+    "reviewkd": ("iep.baselines.reviewkd", "ReviewKDDistiller"),
     # Static knowledge: semantic vectors of a teacher's neurons, no teacher network (iep/static).
     "static_kd": ("iep.static.distillers", "StaticKD"),
 }
 STATIC_METHODS = ("static_kd",)
 # Not among the paper's baselines (its Table 7): added for comparisons researchers make today (issue 35).
-NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", "crd", *STATIC_METHODS)
+NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", "crd", "reviewkd", *STATIC_METHODS)
 METHODS = ("none", *REGISTRY, "iep", "iep_bb")  # the built-in methods; `methods()` adds registered ones
 _REGISTERED: dict[str, type[Distiller]] = {}
 
@@ -177,6 +178,7 @@ OPTION_RANGES = {
     "negatives": (lambda x: x >= 1, ">= 1"),
     "momentum": (lambda x: 0 <= x < 1, "in [0, 1)"),
     "max_memory_gb": _POSITIVE,
+    "max_mid_channels": (lambda x: x >= 1, ">= 1"),
     "init_variance": _POSITIVE,
     "eps": _POSITIVE,
     "student_components": (lambda x: x >= 1, ">= 1"),

@@ -43,8 +43,8 @@ def _state(distiller) -> list[np.ndarray]:
 
 # a plain sum; IEP's norm-clipped combination; with pre-phases run inside fit: IEP+BB's module phase
 # (3 steps: 2 passes of 2 and 1), FitNet's student initialization (30 % of 2 main steps: 1 step); CRD's
-# memory of one row per image, on batches that carry their images' indices
-@pytest.mark.parametrize("method, module_steps", [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0), ("crd", 0)])
+# memory of one row per image, on batches that carry their images' indices; ReviewKD's ABFs (BN statistics too)
+@pytest.mark.parametrize("method, module_steps", [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0), ("crd", 0), ("reviewkd", 0)])
 def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps):
     data = _data()
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", progress=False, export=False)
