@@ -57,3 +57,44 @@ def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:
     scale = (size / RESIZE_RATIO) / tf.reduce_min(shape)
     resized = tf.image.resize(tf.cast(image, tf.float32), tf.cast(tf.round(shape * scale), tf.int32), antialias=True)
     return tf.image.resize_with_crop_or_pad(resized, size, size)
+
+
+# What `train_dataset(extras=...)` can add to each batch, after (images, labels), in the order asked:
+# "indices", the images' positions in the training set (CRD); "strong_view", a second view of the same images,
+# independently cropped and flipped and then RandAugment-ed (MLKD, `rand_augment.py`).
+BATCH_EXTRAS = ("indices", "strong_view")
+
+
+def check_extras(extras) -> tuple[str, ...]:
+    extras = tuple(extras)
+    unknown = [e for e in extras if e not in BATCH_EXTRAS]
+    if unknown:
+        raise ValueError(f"train_dataset: unknown extras {unknown}; the data can add {list(BATCH_EXTRAS)}")
+    return extras
+
+
+def _strong_seeds(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The strong view's own seeds, apart from the weak view's `seed` (which stays as it was)."""
+    folded = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 1)
+    crop_seed, ops_seed = tf.unstack(tf.random.experimental.stateless_split(folded, 2))
+    return crop_seed, ops_seed
+
+
+def _as_pixels(images: tf.Tensor) -> tf.Tensor:
+    return tf.round(tf.clip_by_value(tf.cast(images, tf.float32), 0.0, 255.0))
+
+
+def strong_view_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """A batch's strong view: its own flip, pad and crop, then RandAugment (float32, 8-bit values)."""
+    from iep.datasets.rand_augment import rand_augment
+
+    crop_seed, ops_seed = _strong_seeds(seed)
+    return rand_augment(_as_pixels(flip_pad_crop_batch(images, crop_seed)), ops_seed)
+
+
+def strong_view_one(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """One large image's strong view: its own random-resized crop and flip, then RandAugment."""
+    from iep.datasets.rand_augment import rand_augment
+
+    crop_seed, ops_seed = _strong_seeds(seed)
+    return rand_augment(_as_pixels(random_resized_crop(image, size, crop_seed))[None], ops_seed)[0]

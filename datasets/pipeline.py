@@ -170,35 +170,43 @@ class ImagePipeline:
             )
         return np.concatenate(images), np.concatenate(labels)
 
-    def train_dataset(self, epoch: int, batch_size: int, seed: int, with_indices: bool = False) -> tf.data.Dataset:
-        """Epoch `epoch` of training batches: a deterministic function of (seed, epoch). `with_indices`: each
-        batch also carries its images' positions in the training set (0 … num_train − 1, the order of
-        `index_labels()`), for methods that keep one entry per training image (CRD's memory)."""
+    def train_dataset(self, epoch: int, batch_size: int, seed: int, extras: tuple[str, ...] = ()) -> tf.data.Dataset:
+        """Epoch `epoch` of training batches (images, labels, *extras): a deterministic function of (seed, epoch).
+        `extras` (`augment.BATCH_EXTRAS`): "indices", the images' positions in the training set (0 … num_train
+        − 1, the order of `index_labels()`), for methods that keep one entry per training image (CRD's memory);
+        "strong_view", a second, RandAugment-ed view of the same images (MLKD)."""
+        extras = augment.check_extras(extras)
         epoch_seed = _epoch_seed(seed, epoch)
         if self.small:
             images, labels = self._memory["train"]
             order = np.random.default_rng(epoch_seed.tolist()).permutation(labels.size)
-            columns = (images[order], labels[order]) + ((order.astype(np.int64),) if with_indices else ())
-            ds = tf.data.Dataset.from_tensor_slices(columns)
+            ds = tf.data.Dataset.from_tensor_slices((images[order], labels[order], order.astype(np.int64)))
             ds = ds.batch(batch_size, drop_remainder=True).enumerate()
 
             def augment_batch(index, batch):
-                x, y, *rest = batch
+                x, y, positions = batch
                 seed_pair = augment.augment_seed(seed, epoch, index)
-                return (tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32), y, *rest)
+                more = {"indices": positions}
+                if "strong_view" in extras:
+                    more["strong_view"] = augment.strong_view_batch(x, seed_pair)
+                weak = tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32)
+                return (weak, y, *(more[name] for name in extras))
 
             return ds.map(augment_batch, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 
         decode, size = self.source.split("train").decode, self.image_size
 
         def augment_one(index, record):
-            (payload, label), *rest = record if with_indices else (record,)
+            (payload, label), position = record
             pair = augment.augment_seed(seed, epoch, index)
-            return (augment.random_resized_crop(decode(payload), size, pair), label, *rest)
+            image = decode(payload)
+            more = {"indices": position}
+            if "strong_view" in extras:
+                more["strong_view"] = augment.strong_view_one(image, size, pair)
+            return (augment.random_resized_crop(image, size, pair), label, *(more[name] for name in extras))
 
-        records = self._train_records
-        if with_indices:  # (record, its position), shuffled alike: tf.data's shuffle order depends on the seed only
-            records = records.enumerate().map(lambda i, record: (record, i))
+        # (record, its position), shuffled alike: tf.data's shuffle order depends on the seed only
+        records = self._train_records.enumerate().map(lambda i, record: (record, i))
         ds = records.shuffle(
             min(self.num_train, 10_000), seed=int(np.random.default_rng(epoch_seed.tolist()).integers(2**31))
         )
@@ -206,7 +214,7 @@ class ImagePipeline:
         return ds.batch(batch_size, drop_remainder=True).prefetch(_AUTOTUNE)
 
     def index_labels(self) -> np.ndarray:
-        """The training images' labels by position (the indices `train_dataset(with_indices=True)` yields)."""
+        """The training images' labels by position (the indices `train_dataset(extras=("indices",))` yields)."""
         if self.small:
             return np.asarray(self._memory["train"][1])
         return self._source_labels[np.sort(self.train_indices)]  # `_select` keeps the records' own order

@@ -183,12 +183,14 @@ class UserData:
         return self._splits[name]
 
     def index_labels(self) -> np.ndarray:
-        """The training examples' labels by position (the indices `train_dataset(with_indices=True)` yields)."""
+        """The training examples' labels by position (the indices `train_dataset(extras=("indices",))` yields)."""
         return np.fromiter(self._train.map(lambda _, y: y).as_numpy_iterator(), np.int64, count=self.num_train)
 
-    def train_dataset(self, epoch: int, batch_size: int, seed: int, with_indices: bool = False) -> tf.data.Dataset:
-        """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation; `with_indices`:
-        each batch also carries its examples' positions in the training data."""
+    def train_dataset(self, epoch: int, batch_size: int, seed: int, extras: tuple[str, ...] = ()) -> tf.data.Dataset:
+        """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation; batches of
+        (images, labels, *extras), `extras` as `ImagePipeline.train_dataset`'s: "indices" (the examples'
+        positions in the training data), "strong_view" (a RandAugment-ed second view)."""
+        extras = augment.check_extras(extras)
         if self.source_batch_size and batch_size != self.source_batch_size and batch_size not in self._said_batch_size:
             self._said_batch_size.add(batch_size)
             dropped = self.num_train % batch_size
@@ -202,16 +204,19 @@ class UserData:
                 )
             )
         shuffle_seed = int(np.random.default_rng([seed, epoch]).integers(2**31))
-        train = self._train.enumerate().map(lambda i, xy: (*xy, i)) if with_indices else self._train
+        train = self._train.enumerate().map(lambda i, xy: (*xy, i))
         ds = train.shuffle(min(self.num_train, self.shuffle_buffer), seed=shuffle_seed)
         ds = ds.batch(batch_size, drop_remainder=True).enumerate()
 
         def prepare(index, batch):
-            images, labels, *rest = batch
+            images, labels, positions = batch
+            pair = augment.augment_seed(seed, epoch, index)
+            more = {"indices": positions}
+            if "strong_view" in extras:  # strong whatever augment_images says: it is the method's input
+                more["strong_view"] = augment.strong_view_batch(images, pair)
             if self.augment_images:
-                pair = augment.augment_seed(seed, epoch, index)
                 images = augment.flip_pad_crop_batch(images, pair)
-            return (tf.cast(images, tf.float32), labels, *rest)
+            return (tf.cast(images, tf.float32), labels, *(more[name] for name in extras))
 
         return ds.map(prepare, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 

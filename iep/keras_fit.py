@@ -4,9 +4,9 @@
 (`iep.engine.trainer.distillation_gradients`: the student's cross-entropy, weight decay and the method's
 terms, combined per variable by the method — IEP's norm-clipped gradient included), so `model.fit` takes
 the same steps as `Trainer` on the same batches (tests/test_keras_fit.py checks it). The epoch the clip
-schedule reads is set by `fit` itself at the start of every epoch. Methods that keep state per training image
-(CRD) read each batch's image indices: fit them on (images, labels, indices) batches
-(`UserData.train_dataset(..., with_indices=True)`).
+schedule reads is set by `fit` itself at the start of every epoch. Methods that read more than the batch
+(`Distiller.batch_extras`: CRD the images' indices, MLKD a strong view) fit on (images, labels, *extras)
+batches: `UserData.train_dataset(epoch, batch_size, seed, extras=distiller.batch_extras)`.
 
 Methods with pre-phases (IEP's module phase, FitNet, AB, FT, FSP, MHGD, SRM) run them first, inside `fit`
 (or by `fit_pre_phases` beforehand), with the trainer's stage optimizers and steps
@@ -83,8 +83,8 @@ class DistillationModel(keras.Model):
     def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
         """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
         (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""
-        if self.distiller.needs_indices and y is not None:
-            raise ValueError(self._indices_needed())
+        if self.distiller.batch_extras and y is not None:
+            raise ValueError(self._extras_needed())
         if not self.pre_phases_done:
             source = pre_phase_data if pre_phase_data is not None else x
             if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
@@ -129,20 +129,19 @@ class DistillationModel(keras.Model):
                 print(f"{phase.name}: " + "  ".join(f"{k.split('/')[-1]} {float(v):.4f}" for k, v in values.items()))
         self.pre_phases_done = True
 
-    def _indices_needed(self) -> str:
+    def _extras_needed(self) -> str:
+        extras = self.distiller.batch_extras
         return (
-            f"{self.distiller.name} keeps one entry per training image and needs each batch's image indices: give "
-            "fit a tf.data.Dataset of (images, labels, indices) batches, e.g. "
-            "data.train_dataset(epoch, batch_size, seed, with_indices=True) of a UserData"
+            f"{self.distiller.name} reads {', '.join(extras)} beside each batch: give fit a tf.data.Dataset of "
+            f"(images, labels, {', '.join(extras)}) batches, e.g. data.train_dataset(epoch, batch_size, seed, "
+            f"extras={extras}) of a UserData"
         )
 
     def train_step(self, data):
         images, labels = data[0], tf.reshape(tf.cast(data[1], tf.int32), [-1])  # [B] or [B, 1] labels
-        indices = None
-        if self.distiller.needs_indices:  # CRD: (images, labels, indices); Keras passes the triple through
-            if not isinstance(data, (tuple, list)) or len(data) < 3:
-                raise ValueError(self._indices_needed())
-            indices = tf.reshape(tf.cast(data[2], tf.int64), [-1])
+        extras = self.distiller.batch_extras  # (images, labels, *extras): Keras passes the tuple through
+        if extras and (not isinstance(data, (tuple, list)) or len(data) != 2 + len(extras)):
+            raise ValueError(self._extras_needed())
         grads, values = distillation_gradients(
             self.student,
             self.distiller,
@@ -152,7 +151,7 @@ class DistillationModel(keras.Model):
             self._decayed,
             self.weight_decay,
             self._epoch,
-            indices=indices,
+            extras=dict(zip(extras, data[2:], strict=True)) if extras else None,
         )
         self.optimizer.apply_gradients(zip(grads, self._distill_variables, strict=True))
         return self._update(self._train_means, values, tf.shape(labels)[0])

@@ -41,12 +41,13 @@ REGISTRY = {
     "vid": ("iep.baselines.repdistiller", "VIDDistiller"),
     "crd": ("iep.baselines.crd", "CRDDistiller"),
     "reviewkd": ("iep.baselines.reviewkd", "ReviewKDDistiller"),
+    "mlkd": ("iep.baselines.mlkd", "MLKDDistiller"),
     # Static knowledge: semantic vectors of a teacher's neurons, no teacher network (iep/static).
     "static_kd": ("iep.static.distillers", "StaticKD"),
 }
 STATIC_METHODS = ("static_kd",)
 # Not among the paper's baselines (its Table 7): added for comparisons researchers make today (issue 35).
-NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", "crd", "reviewkd", *STATIC_METHODS)
+NOT_IN_THE_PAPER = ("dist", "pkt", "sp", "nst", "cc", "vid", "crd", "reviewkd", "mlkd", *STATIC_METHODS)
 METHODS = ("none", *REGISTRY, "iep", "iep_bb")  # the built-in methods; `methods()` adds registered ones
 _REGISTERED: dict[str, type[Distiller]] = {}
 

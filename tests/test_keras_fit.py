@@ -43,8 +43,12 @@ def _state(distiller) -> list[np.ndarray]:
 
 # a plain sum; IEP's norm-clipped combination; with pre-phases run inside fit: IEP+BB's module phase
 # (3 steps: 2 passes of 2 and 1), FitNet's student initialization (30 % of 2 main steps: 1 step); CRD's
-# memory of one row per image, on batches that carry their images' indices; ReviewKD's ABFs (BN statistics too)
-@pytest.mark.parametrize("method, module_steps", [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0), ("crd", 0), ("reviewkd", 0)])
+# memory of one row per image, on batches that carry their images' indices; ReviewKD's ABFs (BN statistics too);
+# MLKD, on batches that carry a strong (RandAugment) view of each image
+@pytest.mark.parametrize(
+    "method, module_steps",
+    [("kd", 0), ("iep", 0), ("iep_bb", 3), ("fitnet", 0), ("crd", 0), ("reviewkd", 0), ("mlkd", 0)],
+)
 def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps):
     data = _data()
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", progress=False, export=False)
@@ -56,7 +60,7 @@ def test_fit_takes_the_same_steps_as_the_trainer(tmp_path, method, module_steps)
     model = DistillationModel(student_b, distiller_b, weight_decay=config.weight_decay)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     assert model.pre_phases_done == (not distiller_b.pre_phases())
-    train = data.train_dataset(0, 32, config.seed, with_indices=method == "crd")
+    train = data.train_dataset(0, 32, config.seed, extras=distiller_b.batch_extras)
     history = model.fit(train, epochs=1, verbose=0, pre_phase_data=data, batch_size=32)
     assert model.pre_phases_done
     for a, b in zip(distiller_a.pre_phase_variables, distiller_b.pre_phase_variables, strict=True):
@@ -77,9 +81,9 @@ def test_crd_under_fit_asks_for_the_indices():
     student, distiller = _pair(data, "crd")
     model = DistillationModel(student, distiller)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
-    with pytest.raises(ValueError, match=r"crd keeps one entry per training image .* \(images, labels, indices\)"):
+    with pytest.raises(ValueError, match=r"crd reads indices beside each batch: .* \(images, labels, indices\)"):
         model.fit(data.train_dataset(0, 32, 0), epochs=1, verbose=0)
-    with pytest.raises(ValueError, match="needs each batch's image indices"):
+    with pytest.raises(ValueError, match="crd reads indices beside each batch"):
         model.fit(np.zeros((64, 32, 32, 3), np.uint8), np.zeros(64), epochs=1, verbose=0)
 
 

@@ -81,7 +81,7 @@ def negative_pools(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class CRDDistiller(Distiller):
     name, loss_names = "crd", ("crd",)
     decay_every_variable = True  # RepDistiller's one SGD(trainable_list, weight_decay): the embeddings included
-    needs_indices = True
+    batch_extras = ("indices",)
     min_batch_size = 1
 
     def __init__(

@@ -65,9 +65,10 @@ class Distiller:
     cross_entropy_weight = 1.0  # weight of the student's own cross-entropy (KD's reference setting uses 0.1)
     separate_gradients = False  # True when `gradients` calls tape.gradient more than once (persistent tape)
     gradient_reads_terms = False  # True: `gradients` also receives `terms`, each named loss (scaled) apart
-    # True: `losses` also receives `indices`, the batch's positions in the training set (one state entry per
-    # training image, CRD's memory); the loop then asks the data for them (`train_dataset(with_indices=True)`).
-    needs_indices = False
+    # What `losses` receives beside the batch, by keyword, and the loop asks the data for
+    # (`train_dataset(extras=...)`): "indices", the batch's positions in the training set (one state entry per
+    # training image, CRD's memory); "strong_view", a second, strongly augmented view of the same images (MLKD).
+    batch_extras: tuple[str, ...] = ()
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0
     pre_phase_lr: float = 0.1

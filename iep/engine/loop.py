@@ -39,7 +39,7 @@ def run_steps(
     batches = batches.take(total_steps)
     if distribute is not None:
         batches = distribute(batches)
-    for step, batch in enumerate(batches, start=1):  # (images, labels[, indices])
+    for step, batch in enumerate(batches, start=1):  # (images, labels, *the method's batch_extras)
         try:
             step_fn(*batch)
         except tf.errors.InvalidArgumentError as error:

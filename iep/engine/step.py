@@ -3,7 +3,7 @@ means the loop logs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
@@ -22,14 +22,14 @@ def distillation_gradients(
     weight_decay: float,
     epoch: tf.Variable,
     scale=None,
-    indices: tf.Tensor | None = None,
+    extras: Mapping[str, tf.Tensor] | None = None,
 ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
     """One step's gradient per variable and its logged values: the student's cross-entropy (times the method's
     weight), weight decay and the method's terms, combined by `distiller.gradients` (IEP: norm-clipped).
 
     The one definition of a training step: `Trainer` and `iep.keras_fit.DistillationModel` both call it.
-    `scale` maps each loss before differentiation (replica averaging, loss scaling); `indices` (the batch's
-    positions in the training set) reach a distiller that `needs_indices`.
+    `scale` maps each loss before differentiation (replica averaging, loss scaling); `extras` (the batch's
+    `distiller.batch_extras`: image indices, a strong view) reach its `losses` by name.
     """
     scale = scale or (lambda loss: loss)
     with tf.GradientTape(persistent=distiller.separate_gradients) as tape:
@@ -37,8 +37,7 @@ def distillation_gradients(
         logits = outputs["logits"]
         cross_entropy = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         decay = l2_penalty(decayed, weight_decay)
-        extra = {"indices": indices} if distiller.needs_indices else {}
-        terms = distiller.losses(images, labels, outputs, epoch, **extra)
+        terms = distiller.losses(images, labels, outputs, epoch, **(extras or {}))
         distill = tf.add_n(list(terms.values())) if terms else tf.constant(0.0)
         cross_entropy = tf.debugging.check_numerics(cross_entropy, "cross-entropy loss")
         distill = tf.debugging.check_numerics(distill, "distillation loss")

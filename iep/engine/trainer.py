@@ -135,7 +135,7 @@ class Trainer:
         return optimizer.scale_loss(loss) if needs_loss_scaling(self.config.precision) else loss
 
     # -- the step -----------------------------------------------------------
-    def _step(self, images: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None) -> None:
+    def _step(self, images: tf.Tensor, labels: tf.Tensor, *extras: tf.Tensor) -> None:
         grads, values = distillation_gradients(
             self.student,
             self.distiller,
@@ -146,7 +146,7 @@ class Trainer:
             self.config.weight_decay,
             self._epoch_var,
             scale=lambda loss: self._scaled(self.optimizer, loss),
-            indices=indices,
+            extras=dict(zip(self.distiller.batch_extras, extras, strict=True)),
         )
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         self._interval.add(values)
@@ -227,8 +227,8 @@ class Trainer:
         if cfg.progress:
             print(f"Epoch {epoch + 1}/{cfg.epochs}")
         started = time.perf_counter()
-        indexed = {"with_indices": True} if self.distiller.needs_indices else {}
-        batches = self.data.train_dataset(epoch, cfg.batch_size, cfg.seed, **indexed)
+        extras = {"extras": self.distiller.batch_extras} if self.distiller.batch_extras else {}
+        batches = self.data.train_dataset(epoch, cfg.batch_size, cfg.seed, **extras)
         self._run_steps(
             self._train_step,
             batches,
