@@ -33,7 +33,12 @@ and a combination reuses a single factor's run where only that factor reaches th
 
 The comparison table (`--methods=all`, meant for `paper_schedule`): every built-in method with a teacher
 network, each with its module phase as its reference counts it (IEP 20 passes, MHGD its 40), plus IEP and
-IEP+BB with each distillation term clipped on its own (`iep_termclip`, `iep_bb_termclip`).
+IEP+BB with each distillation term clipped on its own (`iep_termclip`, `iep_bb_termclip`), and KD with logit
+standardization (`lskd`).
+
+The methods published since 2021 at the short budget (the `baseline` factor, beside vanilla and KD):
+  python benchmarks/protocol_study.py --factors=baseline --results_name=short_budget_since_2021 --parallel=2 \
+      --methods=none,kd,dist,lskd,pkt,sp,nst,cc,vid,crd,reviewkd,mlkd
 Per run the report gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`), the phase-1
 loss at its last TensorBoard write (IEP's `pre_phase/module_kld`, FitNet's `pre_phase/hint`), and where the
 wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO.
@@ -60,10 +65,12 @@ from iep.methods import STATIC_METHODS  # noqa: E402
 FLAGS = flags.FLAGS
 METHODS = ("none", "iep", "iep_bb", "fitnet", "co")  # the factor study's methods (its question: IEP's gap)
 # Variants: a study method name → (--distill, extra train.py flags). IEP with each distillation term's gradient
-# clipped on its own (IEPKT adds three 'dist' entries; its optimizer is unpublished: docs/methods.md).
+# clipped on its own (IEPKT adds three 'dist' entries; its optimizer is unpublished: docs/methods.md); KD with
+# logit standardization at the LSKD authors' setting (`iep/baselines/logit_kd.py`, `setting=lskd`).
 VARIANTS = {
     "iep_termclip": ("iep", ["--distill_args=clip_terms=per_term"]),
     "iep_bb_termclip": ("iep_bb", ["--distill_args=clip_terms=per_term"]),
+    "lskd": ("kd", ["--distill_args=setting=lskd"]),
 }
 # The comparison table at the paper's budget: every built-in method that learns from a teacher network (static
 # knowledge has none), then the variants. `--methods=all` names them.

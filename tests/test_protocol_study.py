@@ -66,7 +66,7 @@ def test_every_command_parses_with_train_flags():
 def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_module_phase():
     from iep.methods import METHODS as BUILT_IN
 
-    assert set(ps.TABLE_METHODS) == set(BUILT_IN) - {"static_kd"} | {"iep_termclip", "iep_bb_termclip"}
+    assert set(ps.TABLE_METHODS) == set(BUILT_IN) - {"static_kd"} | {"iep_termclip", "iep_bb_termclip", "lskd"}
     paper = ps.FACTORS["paper_schedule"]
     mhgd_short = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mhgd", 0)[0])
     mhgd_paper = _flags(ps.student_run(STUDY, "paper_schedule", paper, "mhgd", 0)[0])
@@ -81,6 +81,8 @@ def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_mo
     assert [c for c in command if c.startswith("--run_dir=")] == [f"--run_dir={run_dir}"]  # one run dir only
     kd = _flags(ps.student_run(STUDY, "paper_schedule", paper, "kd", 0)[0])
     assert kd["distill"] == "kd" and "distill_args" not in kd and kd["teacher"] == "root/teacher"
+    lskd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "lskd", 0)[0])
+    assert lskd["distill"] == "kd" and lskd["distill_args"] == "setting=lskd" and lskd["epochs"] == "15"
 
 
 def test_students_run_in_parallel_after_the_teacher(tmp_path, monkeypatch):
