@@ -111,6 +111,12 @@ class EpochCheckpoints:
         if os.path.normpath(self.manager.directory) != os.path.normpath(self.run_directory):
             shutil.rmtree(self.manager.directory, ignore_errors=True)
 
+    def last_checkpoint_sentence(self) -> str:
+        """Names the newest checkpoint on disk (the one a resume starts from), never a guessed epoch."""
+        latest = self.manager.latest_checkpoint
+        run_dir = os.path.dirname(self.run_directory)
+        return f"The last checkpoint is {latest}." if latest else f"No checkpoint was written yet in {run_dir}."
+
     def mark_epoch(self, epochs_completed: int) -> None:
         self.epoch.assign(epochs_completed)
 

@@ -145,6 +145,15 @@ class TFLiteClassifier:
         return logits[0] if single else logits
 
 
+def export_unless_done(classifier: keras.Model, run_dir: str, config, data, already_finished: bool) -> None:
+    """A finished run's exports, unless a re-run of a finished command finds them all on disk already."""
+    exported = all(os.path.exists(export_path(run_dir, f)) for f in config.export_formats)
+    if already_finished and exported:
+        print(f"{run_dir} had finished and exported: nothing to redo (--noresume starts over)")
+    elif config.export:
+        export_run(classifier, run_dir, config, data)
+
+
 def export_run(classifier: keras.Model, run_dir: str, config, data) -> dict[str, str]:
     """A finished run's exports in `config.export_formats`; tflite_int8 is calibrated on training images (never
     a test split)."""

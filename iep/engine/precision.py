@@ -37,3 +37,15 @@ def precision_policy(precision: str) -> Iterator[None]:
 
 def needs_loss_scaling(precision: str) -> bool:
     return precision == "mixed_float16"
+
+
+def with_loss_scaling(optimizer: keras.optimizers.Optimizer, precision: str) -> keras.optimizers.Optimizer:
+    """`optimizer`, wrapped in a dynamic loss scale under float16."""
+    return keras.optimizers.LossScaleOptimizer(optimizer) if needs_loss_scaling(precision) else optimizer
+
+
+def loss_for_gradients(optimizer, loss, precision: str, replicas: int):
+    """The loss the gradients are taken of: over the replicas (their gradients are summed), and times the
+    dynamic loss scale under float16."""
+    loss = loss / float(replicas) if replicas > 1 else loss
+    return optimizer.scale_loss(loss) if needs_loss_scaling(precision) else loss

@@ -4,6 +4,7 @@ run started from Python, the config.json that names its network."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -73,6 +74,29 @@ def recovered_record(epochs: int, accuracy: float, eval_seconds: float) -> dict:
     """The last epoch's record of a finished run whose metrics.json was lost (deleted, as the message for a
     damaged one advises): its weights were scored again; the earlier epochs' history is gone."""
     return {"epoch": epochs, "eval_accuracy": accuracy, "seconds": 0.0, "eval_seconds": eval_seconds, "recovered": True}
+
+
+def rescored_record(evaluate, run_dir: str, config) -> dict:
+    """`recovered_record` of a finished run whose metrics.json is gone: its checkpoint scored again, said aloud."""
+    started = time.perf_counter()
+    accuracy = evaluate()
+    print(
+        f"warning: {METRICS_FILE} of the finished run {run_dir} was missing; scored its checkpoint again "
+        f"({config.eval_split} accuracy {accuracy:.4f}); the history of the earlier epochs is lost"
+    )
+    return recovered_record(config.epochs, accuracy, time.perf_counter() - started)
+
+
+def epoch_line(record: dict, eval_split: str) -> str:
+    accuracy = record["eval_accuracy"]
+    return (
+        f"epoch {record['epoch']}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
+        f"{eval_split} acc {'-' if accuracy is None else f'{accuracy:.4f}'}  ({record['images_per_second']:.0f} img/s)"
+    )
+
+
+def pass_line(label: str, local: int, passes: int, means: dict) -> str:
+    return f"{label} {local + 1}/{passes}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
 
 
 def epoch_record(epoch, means, eval_accuracy, learning_rate, seconds, eval_seconds, config, steps) -> dict:

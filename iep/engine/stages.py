@@ -108,6 +108,14 @@ class LoopStage:
         self.epoch_means.add(values)
 
 
+def stage_of_pass(stages: Sequence[LoopStage], index: int, steps_per_pass: int) -> tuple[LoopStage, int, int, str]:
+    """Pass `index` (counted across stages): its stage, its pass within the stage, its steps, its printed label."""
+    stage = next(s for s in stages if s.first <= index < s.end)
+    local = index - stage.first
+    label = "pre-phase" if len(stages) == 1 else stage.phase.name
+    return stage, local, steps_in_pass(stage.phase, local, steps_per_pass), label
+
+
 def build_stages(phases, steps_per_pass: int, compile_step, scaled_optimizer, scaled_loss):
     """Every pre-phase stage in order, its passes numbered across stages (one counter, one checkpoint each), and
     the checkpoint keys of their optimizers: the first stage's is `pre_phase_optimizer` whatever its name (every

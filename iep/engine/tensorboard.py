@@ -36,6 +36,12 @@ def purge_events_after(log_dir: str, limit_for_tag: Callable[[str], int]) -> int
     return dropped
 
 
+def purge_for_resume(log_dir: str, main_step: int, stages: dict[str, int], epochs_completed: int) -> None:
+    """Before a resumed run logs again: drops what the killed run logged past the restored state."""
+    if os.path.isdir(log_dir):
+        purge_events_after(log_dir, logged_step_limit(main_step, stages, epochs_completed))
+
+
 def logged_step_limit(main_step: int, stages: dict[str, int], epochs_completed: int):
     """tag → the last step a restored state had logged (each family counts steps its own way: `epoch/*` by
     epoch, a pre-phase stage's `<name>/*` by its optimizer's steps, the rest by the main optimizer's)."""

@@ -6,6 +6,7 @@ this file knows nothing about any method.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -25,20 +26,22 @@ from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
 from iep.engine.files import write_json_atomic
 from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.loop import run_steps
-from iep.engine.mobile_export import export_path, export_run
-from iep.engine.precision import needs_loss_scaling
+from iep.engine.mobile_export import export_unless_done
+from iep.engine.precision import loss_for_gradients, with_loss_scaling
 from iep.engine.run_records import (
     describe_run,
+    epoch_line,
     epoch_record,
     load_history,
     metrics_summary,
-    recovered_record,
+    pass_line,
+    rescored_record,
     write_epoch_summary,
 )
 from iep.engine.signals import stop_on_signals
-from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, build_stages, steps_in_pass
+from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, build_stages, stage_of_pass
 from iep.engine.step import RunningMeans, distillation_gradients, logged_names
-from iep.engine.tensorboard import logged_step_limit, purge_events_after
+from iep.engine.tensorboard import purge_for_resume
 from iep.engine.train_config import TrainConfig
 from iep.nets import TappedNetwork
 from iep.op_utils import build_schedule
@@ -86,6 +89,8 @@ class Trainer:
 
     def _build(self, student, data, config, run_dir, distiller) -> None:
         self.student, self.data, self.config, self.run_dir = student, data, config, run_dir
+        self._maybe_scaled = functools.partial(with_loss_scaling, precision=config.precision)
+        self._scaled = functools.partial(loss_for_gradients, precision=config.precision, replicas=self.replicas)
         self.distiller = distiller or Distiller()
         self.distiller.check_batch_size(config.batch_size // self.replicas)
         self.steps_per_epoch = data.steps_per_epoch(config.batch_size)
@@ -93,9 +98,7 @@ class Trainer:
         self.schedule = build_schedule(
             config.lr_schedule, config.lr, self.total_steps, config.lr_decay_points, config.lr_decay_factor
         )
-        self.optimizer = self._maybe_scaled(
-            keras.optimizers.SGD(self.schedule, momentum=config.momentum, nesterov=True)
-        )
+        self.optimizer = self._maybe_scaled(keras.optimizers.SGD(self.schedule, config.momentum, nesterov=True))
         self.variables = list(student.model.trainable_variables) + list(self.distiller.trainable_variables)
         self.optimizer.build(self.variables)
         self._decayed = self.distiller.decayed(student.model.trainable_variables)
@@ -123,39 +126,16 @@ class Trainer:
             return tf.function(step, jit_compile=self.jit_compile)
         return tf.function(lambda *batch: self.strategy.run(step, args=batch))
 
-    def _maybe_scaled(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
-        return (
-            keras.optimizers.LossScaleOptimizer(optimizer) if needs_loss_scaling(self.config.precision) else optimizer
-        )
-
-    def _scaled(self, optimizer, loss: tf.Tensor) -> tf.Tensor:
-        """The loss the gradients are taken of: over the replicas (their gradients are summed), and times the
-        dynamic loss scale under float16."""
-        loss = loss / float(self.replicas) if self.replicas > 1 else loss
-        return optimizer.scale_loss(loss) if needs_loss_scaling(self.config.precision) else loss
-
     # -- the step -----------------------------------------------------------
     def _step(self, images: tf.Tensor, labels: tf.Tensor, *extras: tf.Tensor) -> None:
         grads, values = distillation_gradients(
-            self.student,
-            self.distiller,
-            images,
-            labels,
-            self.variables,
-            self._decayed,
-            self.config.weight_decay,
-            self._epoch_var,
-            scale=lambda loss: self._scaled(self.optimizer, loss),
+            self.student, self.distiller, images, labels, self.variables, self._decayed, self.config.weight_decay,
+            self._epoch_var, scale=lambda loss: self._scaled(self.optimizer, loss),
             extras=dict(zip(self.distiller.batch_extras, extras, strict=True)),
-        )
+        )  # fmt: skip
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         self._interval.add(values)
         self._epoch_means.add(values)
-
-    def _last_checkpoint_sentence(self) -> str:
-        """Names the newest checkpoint on disk (the one a resume starts from), never a guessed epoch."""
-        latest = self.checkpoints.manager.latest_checkpoint
-        return f"The last checkpoint is {latest}." if latest else f"No checkpoint was written yet in {self.run_dir}."
 
     # -- evaluation -----------------------------------------------------------
     def evaluate(self, split: str | None = None) -> float:
@@ -181,45 +161,23 @@ class Trainer:
             config=self.config,
             distribute=(lambda b: distribute_batches(self.strategy, b)) if self.replicas > 1 else None,
             stop_requested=self._stop_requested,
-            last_checkpoint=self._last_checkpoint_sentence,
+            last_checkpoint=self.checkpoints.last_checkpoint_sentence,
         )  # fmt: skip
 
     def _pre_phase_epoch(self, index: int, writer) -> None:
         """Pass `index` (counted across stages) of the distiller's pre-phases; a stage's last pass stops at
         its `steps`."""
         cfg = self.config
-        stage = next(s for s in self._stages if s.first <= index < s.end)
-        local = index - stage.first
-        steps = steps_in_pass(stage.phase, local, self.steps_per_epoch)
-        label = "pre-phase" if len(self._stages) == 1 else stage.phase.name
+        stage, local, steps, label = stage_of_pass(self._stages, index, self.steps_per_epoch)
         if cfg.progress:
             print(f"{self.distiller.name} {label} {local + 1}/{stage.passes}")
         batches = self.data.train_dataset(PRE_PHASE_EPOCH_OFFSET + index, cfg.batch_size, cfg.seed)
-        self._run_steps(
-            stage.step,
-            batches,
-            steps,
-            stage.interval,
-            stage.optimizer.iterations,
-            writer=writer,
-            where=f"{label} pass {local + 1}",
-            learning_rate=stage.current_lr,
-        )
+        self._run_steps(stage.step, batches, steps, stage.interval, stage.optimizer.iterations, stage.current_lr,
+                        writer, where=f"{label} pass {local + 1}")  # fmt: skip
         means = stage.epoch_means.read_and_reset()
         self._pre_epoch.assign(index + 1)
         self.checkpoints.save(index + 1)
-        print(
-            f"{label} {local + 1}/{stage.passes}: " + "  ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in means.items())
-        )
-
-    def _recovered_record(self) -> dict:
-        started = time.perf_counter()
-        accuracy = self.evaluate()
-        print(
-            f"warning: {METRICS_FILE} of the finished run {self.run_dir} was missing; scored its checkpoint again "
-            f"({self.config.eval_split} accuracy {accuracy:.4f}); the history of the earlier epochs is lost"
-        )
-        return recovered_record(self.config.epochs, accuracy, time.perf_counter() - started)
+        print(pass_line(label, local, stage.passes, means))
 
     def _main_epoch(self, epoch: int, writer) -> dict:
         cfg = self.config
@@ -229,30 +187,17 @@ class Trainer:
         started = time.perf_counter()
         extras = {"extras": self.distiller.batch_extras} if self.distiller.batch_extras else {}
         batches = self.data.train_dataset(epoch, cfg.batch_size, cfg.seed, **extras)
-        self._run_steps(
-            self._train_step,
-            batches,
-            self.steps_per_epoch,
-            self._interval,
-            self.optimizer.iterations,
-            writer=writer,
-            where=f"epoch {epoch + 1}",
-            learning_rate=self._current_lr,
-        )
+        self._run_steps(self._train_step, batches, self.steps_per_epoch, self._interval, self.optimizer.iterations,
+                        self._current_lr, writer, where=f"epoch {epoch + 1}")  # fmt: skip
         seconds = time.perf_counter() - started
         epoch_means = self._epoch_means.read_and_reset()
         due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         eval_started = time.perf_counter()
-        eval_accuracy = self.evaluate() if due else None
-        eval_seconds = time.perf_counter() - eval_started
+        eval_accuracy, eval_seconds = (self.evaluate() if due else None), time.perf_counter() - eval_started
         record = epoch_record(epoch, epoch_means, eval_accuracy, self._current_lr(), seconds, eval_seconds, cfg,
                               self.steps_per_epoch)  # fmt: skip
         write_epoch_summary(writer, record)
-        print(
-            f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.4f}  "
-            f"{cfg.eval_split} acc {'-' if eval_accuracy is None else f'{eval_accuracy:.4f}'}  "
-            f"({record['images_per_second']:.0f} img/s)"
-        )
+        print(epoch_line(record, cfg.eval_split))
         return record
 
     def fit(self, resume: bool = True) -> dict:
@@ -270,10 +215,9 @@ class Trainer:
                 f"; pre-phase passes done: {pre_done}/{self.pre_phase_epochs})."
             )
         log_dir = os.path.join(self.run_dir, TENSORBOARD_SUBDIR)
-        if self.chief and (start_epoch or pre_done) and os.path.isdir(log_dir):
+        if self.chief and (start_epoch or pre_done):
             stages = {f"{s.phase.name}/": int(s.optimizer.iterations.numpy()) for s in self._stages}
-            limit = logged_step_limit(int(self.optimizer.iterations.numpy()), stages, start_epoch)
-            purge_events_after(log_dir, limit)
+            purge_for_resume(log_dir, int(self.optimizer.iterations.numpy()), stages, start_epoch)
         writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()
         with stop_on_signals(self._stop_requested):
             for index in range(pre_done, self.pre_phase_epochs):
@@ -283,7 +227,7 @@ class Trainer:
                 if not math.isfinite(record["train_loss"]):  # before the save: a diverged state is not kept
                     raise TrainingDiverged(
                         f"training loss is {record['train_loss']} after epoch {epoch + 1}. "
-                        f"{self._last_checkpoint_sentence()} Lower --lr or check the data."
+                        f"{self.checkpoints.last_checkpoint_sentence()} Lower --lr or check the data."
                     )
                 history.append(record)
                 # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.
@@ -291,12 +235,9 @@ class Trainer:
                 self.checkpoints.mark_epoch(epoch + 1)
                 self.checkpoints.save(self.pre_phase_epochs + epoch + 1)
         if not history or history[-1]["epoch"] != self.config.epochs:
-            history.append(self._recovered_record())
+            history.append(rescored_record(self.evaluate, self.run_dir, self.config))
         summary = self._write_metrics(history, finished=True)
         self.checkpoints.discard_private()
-        exported = all(os.path.exists(export_path(self.run_dir, f)) for f in self.config.export_formats)
-        if already_finished and exported:
-            print(f"{self.run_dir} had finished and exported: nothing to redo (--noresume starts over)")
-        elif self.config.export and self.chief:
-            export_run(self.student.classifier, self.run_dir, self.config, self.data)
+        if self.chief:
+            export_unless_done(self.student.classifier, self.run_dir, self.config, self.data, already_finished)
         return summary
