@@ -179,7 +179,12 @@ def test_each_method_learns_on_real_cifar10(cifar10_subset, tmp_path, method):
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(teacher_before, teacher.model.weights, strict=True))
 
 
-def test_dist_runs_under_model_fit_with_the_trainers_steps(tmp_path):
+@pytest.mark.parametrize(
+    "method, options, logged",
+    [("dist", {"logit_stand": True, "temperature": 4.0}, "loss_dist"), ("kd", {"setting": "lskd"}, "loss_kd")],
+)
+def test_logit_methods_run_under_model_fit_with_the_trainers_steps(tmp_path, method, options, logged):
+    """DIST with standardized logits and KD at the LSKD setting: `fit` takes the trainer's steps."""
     from iep.datasets.user_data import UserData
     from iep.keras_fit import DistillationModel
 
@@ -191,7 +196,7 @@ def test_dist_runs_under_model_fit_with_the_trainers_steps(tmp_path):
         keras.utils.set_random_seed(0)
         teacher = build_network("resnet8", 4, data.input_shape, data.mean, data.std, name="teacher")
         student = build_network("resnet8", 4, data.input_shape, data.mean, data.std, name="student")
-        return student, build_distiller("dist", teacher, student, logit_stand=True, temperature=4.0)
+        return student, build_distiller(method, teacher, student, **options)
 
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", progress=False, export=False)
     student_a, distiller_a = pair()
@@ -200,6 +205,6 @@ def test_dist_runs_under_model_fit_with_the_trainers_steps(tmp_path):
     model = DistillationModel(student_b, distiller_b, weight_decay=config.weight_decay)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     history = model.fit(data.train_dataset(0, 32, config.seed), epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss_dist"][0])
+    assert np.isfinite(history.history[logged][0])
     for a, b in zip(student_a.model.get_weights(), student_b.model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
