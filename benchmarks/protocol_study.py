@@ -511,7 +511,7 @@ def main(argv: list[str]) -> None:
         run_factors(study, factors, methods, recorded, FLAGS.parallel, FLAGS.teacher_tolerance)
         if "combined" in FLAGS.factors:
             run_combined(study, FLAGS.combine, methods)
-    report(study, name, recorded)
+    report(study, name, recorded, FLAGS.factors)
 
 
 def results_path(name: str) -> str:
@@ -563,12 +563,19 @@ def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
                 small.run_job(*student_run(study, "combined", factor, method, seed), wall_times)
 
 
-def report(study: Study, name: str, recorded: Recorded | None = None) -> None:
-    """Aggregates every finished (or recorded) run of the study into benchmarks/results/<name>.{json,md}."""
+def report_factors(study: Study, factors: list[str]) -> list[str]:
+    """The factors a report covers: those asked for, in the study's order (`combined` once it has been chosen).
+    Why: studies share a root and a teacher, so a 100-epoch table must not pick up the 15-epoch runs beside it."""
+    combined = os.path.exists(os.path.join(study.root, "combined.json"))
+    return [n for n in FACTORS if n in factors] + (["combined"] if combined and "combined" in factors else [])
+
+
+def report(study: Study, name: str, recorded: Recorded | None = None, factors: list[str] | None = None) -> None:
+    """Aggregates the finished (or recorded) runs of `factors` (default: all) into benchmarks/results/<name>.*"""
     from benchmarks.results_io import write_results
 
     combined = os.path.join(study.root, "combined.json")
-    names = [*FACTORS, *(["combined"] if os.path.exists(combined) else [])]
+    names = report_factors(study, [*FACTORS, "combined"] if factors is None else factors)
     wall_times = os.path.join(study.root, "wall_times.json")
     times = read_json(wall_times) if os.path.exists(wall_times) else {}
     rows = summarize(study, names, times, recorded)

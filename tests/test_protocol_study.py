@@ -276,3 +276,16 @@ def test_a_study_resumed_elsewhere_keeps_recorded_runs_and_trains_only_the_rest(
     ps.check_teacher_matches_record(drift, ps.FACTORS["baseline"], recorded, tolerance=0.002)
     with pytest.raises(RuntimeError, match="rerun_recorded"):
         ps.check_teacher_matches_record(drift, ps.FACTORS["baseline"], recorded, tolerance=0.001)
+
+
+def test_a_report_covers_only_the_factors_asked_for(tmp_path):
+    """Studies share a root: the 100-epoch table must not pick up the 15-epoch runs beside it."""
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=1)
+    assert ps.report_factors(study, ["paper_schedule"]) == ["paper_schedule"]
+    assert ps.report_factors(study, ["baseline", "no_clip", "combined"]) == ["baseline", "no_clip"]  # none chosen
+    (tmp_path / "combined.json").write_text(json.dumps({"factors": ["epochs_30"]}))
+    assert ps.report_factors(study, [*ps.FACTORS, "combined"]) == [*ps.FACTORS, "combined"]
+    _finished_student(tmp_path / "baseline" / "r0.1" / "kd_s0", 0.61, 0.60, 15, {15}, 2.0)
+    _finished_student(tmp_path / "paper_schedule" / "r0.1" / "kd_s0", 0.74, 0.73, 100, {100}, 2.0)
+    rows = ps.summarize(study, ps.report_factors(study, ["paper_schedule"]))
+    assert [(r["factor"], r["method"], r["validation"]) for r in rows] == [("paper_schedule", "kd", 0.74)]
