@@ -403,19 +403,29 @@ def _pct(x: float | None, signed: bool = False) -> str:
 
 
 def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
+    """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
+    that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran."""
+    vanilla = {r["factor"]: r for r in rows if r["method"] == "none"}
     lines = [
-        "| factor | method | seeds | val ± std | gain (val) | test ± std | gain (test) | clip ratio | phase-1 loss "
-        "| train s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| factor | method | seeds | val ± std | gain (val) | test ± std | gain (test) | − vanilla (val / test) "
+        "| clip ratio | phase-1 loss | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         clip = "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"
         phase1 = "—" if r["phase1_loss"] is None else f"{r['phase1_loss']:.2f}"
+        base = vanilla.get(r["factor"]) or vanilla.get("baseline")
+        versus = "—"
+        if base is not None and r["method"] != "none":
+            versus = f"{_pct(r['validation'] - base['validation'], True)} / {_pct(r['test'] - base['test'], True)}"
         lines.append(
             f"| {r['factor']} | {r['method']} | {r['seeds']} | {_pct(r['validation'])} ± {_pct(r['validation_std'])} "
             f"| {_pct(r['validation_gain'], True)} | {_pct(r['test'])} ± {_pct(r['test_std'])} "
-            f"| {_pct(r['test_gain'], True)} | {clip} | {phase1} | {r['train_seconds']:.0f} |"
+            f"| {_pct(r['test_gain'], True)} | {versus} | {clip} | {phase1} | {r['train_seconds']:.0f} |"
         )
+    gap_rows = [g for g in gap_rows if any(m in g["validation"] for m in ("iep", "iep_bb"))]
+    if not gap_rows:
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         "Gap to the better of FitNet and CO (points; negative: IEP behind):",
