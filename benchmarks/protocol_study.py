@@ -34,11 +34,11 @@ and a combination reuses a single factor's run where only that factor reaches th
 The comparison table (`--methods=all`, meant for `paper_schedule`): every built-in method with a teacher
 network, each with its module phase as its reference counts it (IEP 20 passes, MHGD its 40), plus IEP and
 IEP+BB with each distillation term clipped on its own (`iep_termclip`, `iep_bb_termclip`), and KD with logit
-standardization (`lskd`).
+standardization (`lskd`), and MLKD at its authors' LR 0.025 and batch 64 (`mlkd_authors_lr`).
 
 The methods published since 2021 at the short budget (the `baseline` factor, beside vanilla and KD):
   python benchmarks/protocol_study.py --factors=baseline --results_name=short_budget_since_2021 --parallel=2 \
-      --methods=none,kd,dist,lskd,pkt,sp,nst,cc,vid,crd,reviewkd,mlkd
+      --methods=none,kd,dist,lskd,pkt,sp,nst,cc,vid,crd,reviewkd,mlkd,mlkd_authors_lr
 Per run the report gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`), the phase-1
 loss at its last TensorBoard write (IEP's `pre_phase/module_kld`, FitNet's `pre_phase/hint`), and where the
 wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO.
@@ -71,6 +71,9 @@ VARIANTS = {
     "iep_termclip": ("iep", ["--distill_args=clip_terms=per_term"]),
     "iep_bb_termclip": ("iep_bb", ["--distill_args=clip_terms=per_term"]),
     "lskd": ("kd", ["--distill_args=setting=lskd"]),
+    # MLKD at its authors' step size and batch (KD_ours on CIFAR-100: LR 0.025, batch 64): its class-level term
+    # grows as batch²/classes, and at the protocol's LR 0.1, batch 128 on 10 classes the student never learns.
+    "mlkd_authors_lr": ("mlkd", ["--lr=0.025", "--batch_size=64"]),
 }
 # The comparison table at the paper's budget: every built-in method that learns from a teacher network (static
 # knowledge has none), then the variants. `--methods=all` names them.

@@ -66,7 +66,12 @@ def test_every_command_parses_with_train_flags():
 def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_module_phase():
     from iep.methods import METHODS as BUILT_IN
 
-    assert set(ps.TABLE_METHODS) == set(BUILT_IN) - {"static_kd"} | {"iep_termclip", "iep_bb_termclip", "lskd"}
+    assert set(ps.TABLE_METHODS) == set(BUILT_IN) - {"static_kd"} | {
+        "iep_termclip",
+        "iep_bb_termclip",
+        "lskd",
+        "mlkd_authors_lr",
+    }
     paper = ps.FACTORS["paper_schedule"]
     mhgd_short = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mhgd", 0)[0])
     mhgd_paper = _flags(ps.student_run(STUDY, "paper_schedule", paper, "mhgd", 0)[0])
@@ -83,6 +88,8 @@ def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_mo
     assert kd["distill"] == "kd" and "distill_args" not in kd and kd["teacher"] == "root/teacher"
     lskd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "lskd", 0)[0])
     assert lskd["distill"] == "kd" and lskd["distill_args"] == "setting=lskd" and lskd["epochs"] == "15"
+    mlkd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mlkd_authors_lr", 0)[0])
+    assert (mlkd["distill"], mlkd["lr"], mlkd["batch_size"]) == ("mlkd", "0.025", "64")  # the last flag wins
 
 
 def test_students_run_in_parallel_after_the_teacher(tmp_path, monkeypatch):
