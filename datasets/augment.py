@@ -73,6 +73,11 @@ def check_extras(extras) -> tuple[str, ...]:
     return extras
 
 
+def extra_values(extras: tuple[str, ...], positions: tf.Tensor, strong_view) -> tuple[tf.Tensor, ...]:
+    """The values `extras` names, in its order; `strong_view()` runs only when asked (RandAugment costs)."""
+    return tuple(positions if name == "indices" else strong_view() for name in extras)
+
+
 def _strong_seeds(seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The strong view's own seeds, apart from the weak view's `seed` (which stays as it was)."""
     folded = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 1)

@@ -186,11 +186,8 @@ class ImagePipeline:
             def augment_batch(index, batch):
                 x, y, positions = batch
                 seed_pair = augment.augment_seed(seed, epoch, index)
-                more = {"indices": positions}
-                if "strong_view" in extras:
-                    more["strong_view"] = augment.strong_view_batch(x, seed_pair)
-                weak = tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32)
-                return (weak, y, *(more[name] for name in extras))
+                more = augment.extra_values(extras, positions, lambda: augment.strong_view_batch(x, seed_pair))
+                return (tf.cast(augment.flip_pad_crop_batch(x, seed_pair), tf.float32), y, *more)
 
             return ds.map(augment_batch, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 
@@ -200,10 +197,8 @@ class ImagePipeline:
             (payload, label), position = record
             pair = augment.augment_seed(seed, epoch, index)
             image = decode(payload)
-            more = {"indices": position}
-            if "strong_view" in extras:
-                more["strong_view"] = augment.strong_view_one(image, size, pair)
-            return (augment.random_resized_crop(image, size, pair), label, *(more[name] for name in extras))
+            more = augment.extra_values(extras, position, lambda: augment.strong_view_one(image, size, pair))
+            return (augment.random_resized_crop(image, size, pair), label, *more)
 
         # (record, its position), shuffled alike: tf.data's shuffle order depends on the seed only
         records = self._train_records.enumerate().map(lambda i, record: (record, i))

@@ -211,12 +211,11 @@ class UserData:
         def prepare(index, batch):
             images, labels, positions = batch
             pair = augment.augment_seed(seed, epoch, index)
-            more = {"indices": positions}
-            if "strong_view" in extras:  # strong whatever augment_images says: it is the method's input
-                more["strong_view"] = augment.strong_view_batch(images, pair)
+            # the strong view whatever augment_images says: it is the method's input
+            more = augment.extra_values(extras, positions, lambda: augment.strong_view_batch(images, pair))
             if self.augment_images:
                 images = augment.flip_pad_crop_batch(images, pair)
-            return (tf.cast(images, tf.float32), labels, *(more[name] for name in extras))
+            return (tf.cast(images, tf.float32), labels, *more)
 
         return ds.map(prepare, num_parallel_calls=_AUTOTUNE).prefetch(_AUTOTUNE)
 
