@@ -135,6 +135,16 @@ def test_op_message_keeps_the_ops_own_words():
     except tf.errors.OpError as error:
         text = op_message(error)
     assert text.startswith("Unknown image file format") and "{{" not in text and "[Op:" not in text
+
+    @tf.function
+    def checked_log(x):
+        return tf.debugging.check_numerics(tf.math.log(x), "distillation loss")
+
+    try:
+        checked_log(tf.constant(-1.0))  # a graph op: TF adds "Detected at node ..." and the Python frames
+    except tf.errors.InvalidArgumentError as error:
+        text = op_message(error)
+    assert text == "distillation loss : Tensor had NaN values"
     long = ValueError("word " * 100)
     cut = op_message(long, limit=52)
     assert cut.endswith(" …") and all(w == "word" for w in cut[:-2].split())  # cut between words, never inside

@@ -22,6 +22,8 @@ class TrainingInterrupted(RuntimeError):
 _TF_WRAPPING = (
     r"\{\{function_node [^}]*\}\}\s*",
     r"^\s*Graph execution error:\s*",
+    # a graph op's Python stack: "Detected at node N defined at (most recent call last):" and indented frames
+    r"Detected at node \S+ defined at \(most recent call last\):\n(?:(?:[ \t]+.*)?\n)*",
     r"Error in user-defined function passed to \S+ transformation with iterator: \S+:\s*",
 )
 _TF_TAILS = ("\t [[", " [[{{node", "[Op:", "Additional GRPC error information", "The error could be from")
@@ -29,8 +31,8 @@ _TF_TAILS = ("\t [[", " [[{{node", "[Op:", "Additional GRPC error information", 
 
 def op_message(error: BaseException, limit: int = 240) -> str:
     """An error's message as one readable line: for a TensorFlow op error, the op's own words without the
-    wrapping (`{{function_node ...}}`, "Graph execution error:", the tf.data stage, `[[{{node ...}}]]`,
-    `[Op:...]`); cut at a word boundary past `limit` characters (never mid-word)."""
+    wrapping (`{{function_node ...}}`, "Graph execution error:", the node's Python stack, the tf.data stage,
+    `[[{{node ...}}]]`, `[Op:...]`); cut at a word boundary past `limit` characters (never mid-word)."""
     text = getattr(error, "message", None) or str(error) or type(error).__name__
     for pattern in _TF_WRAPPING:
         text = re.sub(pattern, "", text)
