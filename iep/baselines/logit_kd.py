@@ -7,12 +7,13 @@ KD has two named settings (`setting=`, `--distill_args=setting=...`):
   (`Soft_logits`: mean_batch KL(softmax(t/T) ‖ softmax(s/T)), no T²) and
   `op_util.py` (`Optimizer_w_Distillation`: 0.7 · CE + 0.3 · KL);
 * `mdistiller`: the DKD authors' CIFAR-100 setting (mdistiller
-  `configs/cifar100/kd.yaml`, `mdistiller/distillers/KD.py`): T = 4,
+  `configs/cifar100/kd.yaml`, `mdistiller/distillers/KD.py` at e8c5bb3:
+  `kd_loss` lines 8-13, `forward_train` 25-39): T = 4,
   0.1 · CE + 0.9 · T² · KL.
 * `lskd`: logit standardization (Sun et al., CVPR 2024), the authors' code
   `sunshangquan/logit-standardization-KD`: `mdistiller/distillers/KD.py`
-  (`normalize`: (z − mean) / (1e-7 + std), torch's unbiased std, before the
-  softmax of both sides) with `tools/train.py`'s `--logit-stand --base-temp 2
+  at 6083e2d (`normalize` lines 7-10: (z − mean) / (1e-7 + std), torch's
+  unbiased std; `kd_loss` 12-19: before the softmax of both sides) with `tools/train.py`'s `--logit-stand --base-temp 2
   --kd-weight 9` at mdistiller's CE weight 0.1: T = 2, 0.1 · CE + 9 · T² · KL.
 `temperature`, `weight` and `cross_entropy_weight` override the setting's values;
 `logit_stand` turns the standardization on or off in any setting (it is a
@@ -21,8 +22,9 @@ pre-step, also of DKD and DIST).
 DKD — mdistiller's WRN pair, `configs/cifar100/dkd/wrn40_2_wrn_16_2.yaml`
 (β = 6; `mdistiller/engine/cfg.py` gives the rest: temperature 4, α
 (target-class term) 1, cross-entropy weight 1, warm-up 20 epochs; β = 8 is
-the cfg default their other pairs keep) with `mdistiller/distillers/DKD.py`'s
-linear warm-up min(epoch / 20, 1) over their 240-epoch run. A warm-up of a
+the cfg default their other pairs keep) with `mdistiller/distillers/DKD.py`
+at e8c5bb3 (`dkd_loss` lines 8-32; the linear warm-up min(epoch / 20, 1),
+line 72) over their 240-epoch run. A warm-up of a
 loss weight shapes the student's own schedule, so by the one rule for
 reference clocks (`iep.methods.CLOCK_RULE`) it is a share of the run:
 `warmup_fraction` 20/240 (the default, mdistiller's), 8.3 of 100 epochs,
@@ -37,8 +39,9 @@ there. `logit_stand=true` standardizes both sides' logits first (LSKD's
 `KD.TEMPERATURE`, DKD reads `DKD.T`): `alpha=9,beta=81,logit_stand=true`.
 
 DIST (Huang et al., NeurIPS 2022), the authors' code
-`hunto/image_classification_sota` `lib/models/losses/dist_kd.py` (`DIST`,
-β = γ = 1, built by `kd_loss.py` for `--kd dist`): on softmax(z / τ),
+`hunto/image_classification_sota` `lib/models/losses/dist_kd.py` at 2bc4832
+(`cosine_similarity`, `pearson_correlation` lines 4-10, the relations 13-18,
+`DIST` 21-33, β = γ = 1, built by `kd_loss.py` for `--kd dist`): on softmax(z / τ),
 β · (1 − mean_batch Pearson(y_s, y_t) over classes) + γ · (1 − mean_class
 Pearson over the batch), times τ² (τ = 1 there: the later releases' `tau`),
 cosine eps 1e-8, CE weight 1, KD weight 1.

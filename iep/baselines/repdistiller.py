@@ -1,8 +1,12 @@
 """The relation and feature methods of RepDistiller (Tian, Krishnan & Isola, ICLR 2020), as its code executes.
 
-Reference: `HobbitLong/RepDistiller`: `distiller_zoo/{PKT,SP,NST,CC,VID}.py`, `models/util.py`
-(`LinearEmbed`), `helper/loops.py` (`train_distill`: which features each loss reads) and
-`scripts/run_cifar_distill.sh` (each method's weight β, with `-a 0`: no KL term; `-r 1`: CE weight 1).
+Reference: `HobbitLong/RepDistiller` (line numbers at its master, commit 1e2f816 for `distiller_zoo/`):
+`distiller_zoo/PKT.py` (`cosine_similarity_loss` lines 17-42), `SP.py` (`similarity_loss` 16-30), `NST.py`
+(`nst_loss` 16-36, `poly_kernel` 38-42), `CC.py` (`Correlation.forward` 13-16), `VID.py` (`__init__` 12-36,
+`forward` 38-54); `models/util.py` (`LinearEmbed` 185-194); `helper/loops.py` (`train_distill`: which features
+each loss reads — nst 139-143, similarity 144-148, pkt 153-156, correlation 162-165, vid 166-170; the sum
+`gamma·CE + alpha·KL + beta·loss_kd` line 184) and `scripts/run_cifar_distill.sh` (each method's weight β,
+with `-a 0`: no KL term; `-r 1`: CE weight 1 — SP line 11, CC 13, VID 15, PKT 19, NST 27).
 RepDistiller's features of a CIFAR WRN (`models/wrn.py`, `is_feat=True`): `feat[1:-1]` are the raw outputs of
 the three groups (before any BN-ReLU: our `stage_outputs`), `feat[-2]` the last of them, `feat[-1]` the pooled
 feature after the final BN-ReLU (our last sensing point, averaged over H×W, as RKD reads it).
