@@ -407,25 +407,40 @@ def _pct(x: float | None, signed: bool = False) -> str:
 
 def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
-    that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran."""
+    that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
+
+    Columns that carry nothing are left out: the gains when the baseline factor is all there is (they are 0), the
+    clip ratio and phase-1 loss when no row has them (only IEP's runs do)."""
     vanilla = {r["factor"]: r for r in rows if r["method"] == "none"}
-    lines = [
-        "| factor | method | seeds | val ± std | gain (val) | test ± std | gain (test) | − vanilla (val / test) "
-        "| clip ratio | phase-1 loss | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        clip = "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"
-        phase1 = "—" if r["phase1_loss"] is None else f"{r['phase1_loss']:.2f}"
+
+    def versus_vanilla(r: dict) -> str:
         base = vanilla.get(r["factor"]) or vanilla.get("baseline")
-        versus = "—"
-        if base is not None and r["method"] != "none":
-            versus = f"{_pct(r['validation'] - base['validation'], True)} / {_pct(r['test'] - base['test'], True)}"
-        lines.append(
-            f"| {r['factor']} | {r['method']} | {r['seeds']} | {_pct(r['validation'])} ± {_pct(r['validation_std'])} "
-            f"| {_pct(r['validation_gain'], True)} | {_pct(r['test'])} ± {_pct(r['test_std'])} "
-            f"| {_pct(r['test_gain'], True)} | {versus} | {clip} | {phase1} | {r['train_seconds']:.0f} |"
-        )
+        if base is None or r["method"] == "none":
+            return "—"
+        return f"{_pct(r['validation'] - base['validation'], True)} / {_pct(r['test'] - base['test'], True)}"
+
+    columns = [
+        ("factor", lambda r: r["factor"]),
+        ("method", lambda r: r["method"]),
+        ("seeds", lambda r: str(r["seeds"])),
+        ("val ± std", lambda r: f"{_pct(r['validation'])} ± {_pct(r['validation_std'])}"),
+        ("gain (val)", lambda r: _pct(r["validation_gain"], True)),
+        ("test ± std", lambda r: f"{_pct(r['test'])} ± {_pct(r['test_std'])}"),
+        ("gain (test)", lambda r: _pct(r["test_gain"], True)),
+        ("− vanilla (val / test)", versus_vanilla),
+        ("clip ratio", lambda r: "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"),
+        ("phase-1 loss", lambda r: "—" if r["phase1_loss"] is None else f"{r['phase1_loss']:.2f}"),
+        ("train s", lambda r: f"{r['train_seconds']:.0f}"),
+    ]
+    left_out = set()
+    if {r["factor"] for r in rows} <= {"baseline"}:
+        left_out |= {"gain (val)", "gain (test)"}
+    for header, key in (("clip ratio", "clip_ratio"), ("phase-1 loss", "phase1_loss")):
+        if all(r[key] is None for r in rows):
+            left_out.add(header)
+    columns = [(header, cell) for header, cell in columns if header not in left_out]
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     gap_rows = [g for g in gap_rows if any(m in g["validation"] for m in ("iep", "iep_bb"))]
     if not gap_rows:
         return "\n".join(lines) + "\n"

@@ -220,13 +220,18 @@ def test_summary_overhead_and_table_from_finished_runs(tmp_path):
     assert len(runs) == 3
     table = ps.markdown(rows, ps.gaps(rows, {"baseline": ps.FACTORS["baseline"]}))
     # vanilla: validation 0.59, test 0.59 (the means of its two seeds)
-    assert (
-        "| baseline | iep | 1 | 67.00 ± 0.00 | +0.00 | 66.00 ± 0.00 | +0.00 | +8.00 / +7.00 | 0.040 | — | 150 |"
-        in table
-    )
+    # the baseline alone: no gain columns (all 0); IEP's clip ratio is there, no row has a phase-1 loss
+    assert table.startswith("| factor | method | seeds | val ± std | test ± std | − vanilla (val / test) | clip ratio "
+                            "| train s |\n|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    assert "| baseline | iep | 1 | 67.00 ± 0.00 | 66.00 ± 0.00 | +8.00 / +7.00 | 0.040 | 150 |" in table
     assert "| baseline | none | 2 | 59.00 ± " in table and "Gap to the better of FitNet and CO" in table
     without_iep = [r for r in rows if r["method"] == "none"]
-    assert "Gap to" not in ps.markdown(without_iep, ps.gaps(without_iep, {"baseline": ps.FACTORS["baseline"]}))
+    plain = ps.markdown(without_iep, ps.gaps(without_iep, {"baseline": ps.FACTORS["baseline"]}))
+    assert "Gap to" not in plain and "clip ratio" not in plain
+    with_factor = ps.markdown(ps.summarize(study, ["baseline", "dropout_0.3"], wall), [])
+    assert "| gain (val) |" in with_factor and "| dropout_0.3 | none | 1 | 63.00 ± 0.00 | +4.00 | 62.00 ± 0.00 |" in (
+        with_factor
+    )
 
 
 def _finished_teacher(path, test, loss):
