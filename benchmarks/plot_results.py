@@ -90,8 +90,9 @@ def paper_rows(results: dict) -> list[dict]:
     return sorted(rows, key=lambda r: r["validation"])
 
 
-def _pm(mean: float, std: float) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _pm(mean: float, std: float, seeds: int) -> str:
+    """Mean ± spread over seeds; one seed has no spread, so none is printed (not "± 0.00")."""
+    return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
@@ -114,8 +115,8 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     for rank, r in enumerate(reversed(rows), start=1):
         gain = "—" if vanilla is None or r is vanilla else f"{100 * (r['test'] - vanilla['test']):+.2f}"
         table.append(
-            f"| {rank} | {r['method']} | {r['seeds']} | {_pm(r['validation'], r['validation_std'])} "
-            f"| {_pm(r['test'], r['test_std'])} | {gain} |"
+            f"| {rank} | {r['method']} | {r['seeds']} | {_pm(r['validation'], r['validation_std'], r['seeds'])} "
+            f"| {_pm(r['test'], r['test_std'], r['seeds'])} | {gain} |"
         )
     long_test = {r["method"]: r["test"] for r in rows}
     short_test = {r["method"]: r["last_mean"] for r in short["results"] if r["rate"] == rate}
@@ -135,8 +136,9 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     agreement += "."
     total = sum(len(r["runs"]) for r in rows)
     note = (
-        f"{len(rows)} methods, {total} runs; mean ± std over seeds; validation = a stratified 10 % held out of the "
-        "training split (the ranking), test = the 10,000 test images, once per run after its last epoch."
+        f"{len(rows)} methods, {total} runs; mean ± std over seeds (one seed: its value); validation = a stratified "
+        "10 % held out of the training split (the ranking), test = the 10,000 test images, once per run after its "
+        "last epoch."
     )
     begin, end = markers("results-chart")
     return "\n".join([begin, *chart, "", *table, "", note, agreement, end])

@@ -62,6 +62,11 @@ def test_the_results_charts_are_up_to_date():
     assert "100 epochs" in headline and "line [" in headline and "Kendall's τ" in headline
 
 
+def test_the_table_prints_a_spread_only_over_two_or_more_seeds():
+    assert plot_results._pm(0.8068, 0.0, 1) == "80.68"
+    assert plot_results._pm(0.8078, 0.002, 2) == "80.78 ± 0.20"
+
+
 def test_kendall_tau_of_two_rankings():
     tau, shared = plot_results.kendall_tau({"a": 1, "b": 2, "c": 3, "d": 4}, {"a": 10, "b": 20, "c": 40, "d": 30})
     assert shared == 4 and tau == pytest.approx(4 / 6)  # 5 concordant, 1 discordant pair of 6
