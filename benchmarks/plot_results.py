@@ -66,7 +66,7 @@ def short_chart(results: dict, rate: float = RATE) -> str:
     seeds = sorted({r["seeds"] for r in rows})
     protocol = results["protocol"]
     title = (
-        f"CIFAR-10 at {rate:.0%}: top-1 % ({'/'.join(map(str, seeds))} seeds), {protocol['teacher_arch']} to "
+        f"CIFAR-10 at {rate:.0%}: top-1 % ({_seeds(seeds)}), {protocol['teacher_arch']} to "
         f"{protocol['student_arch']}, {protocol['student_epochs']} epochs"
     )
     begin, end = markers("short-chart")
@@ -90,6 +90,10 @@ def paper_rows(results: dict) -> list[dict]:
     return sorted(rows, key=lambda r: r["validation"])
 
 
+def _seeds(counts: list[int]) -> str:
+    return f"{'/'.join(map(str, counts))} seed{'' if counts == [1] else 's'}"
+
+
 def _pm(mean: float, std: float, seeds: int) -> str:
     """Mean ± spread over seeds; one seed has no spread, so none is printed (not "± 0.00")."""
     return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
@@ -101,7 +105,7 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     seeds = sorted({r["seeds"] for r in rows})
     protocol = paper["protocol"]
     title = (
-        f"CIFAR-10 at {rate:.0%}, the paper's 100 epochs: top-1 % ({'/'.join(map(str, seeds))} seeds), "
+        f"CIFAR-10 at {rate:.0%}, the paper's 100 epochs: top-1 % ({_seeds(seeds)}), "
         f"{protocol['teacher_arch']} to {protocol['student_arch']}; bars validation, line test"
     )
     chart = _mermaid(

@@ -405,12 +405,17 @@ def _pct(x: float | None, signed: bool = False) -> str:
     return "—" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
 
 
+def _spread(mean: float, std: float, seeds: int) -> str:
+    """Mean ± std over seeds; one seed has no spread to print."""
+    return _pct(mean) if seeds < 2 else f"{_pct(mean)} ± {_pct(std)}"
+
+
 def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
     that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
 
-    Columns that carry nothing are left out: the gains when the baseline factor is all there is (they are 0), the
-    clip ratio and phase-1 loss when no row has them (only IEP's runs do)."""
+    Columns that carry nothing are left out: the gains when the baseline factor is all there is (they are 0) or
+    no row has a baseline run to compare with, the clip ratio and phase-1 loss when no row has them."""
     vanilla = {r["factor"]: r for r in rows if r["method"] == "none"}
 
     def versus_vanilla(r: dict) -> str:
@@ -423,9 +428,9 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
         ("factor", lambda r: r["factor"]),
         ("method", lambda r: r["method"]),
         ("seeds", lambda r: str(r["seeds"])),
-        ("val ± std", lambda r: f"{_pct(r['validation'])} ± {_pct(r['validation_std'])}"),
+        ("val ± std", lambda r: _spread(r["validation"], r["validation_std"], r["seeds"])),
         ("gain (val)", lambda r: _pct(r["validation_gain"], True)),
-        ("test ± std", lambda r: f"{_pct(r['test'])} ± {_pct(r['test_std'])}"),
+        ("test ± std", lambda r: _spread(r["test"], r["test_std"], r["seeds"])),
         ("gain (test)", lambda r: _pct(r["test_gain"], True)),
         ("− vanilla (val / test)", versus_vanilla),
         ("clip ratio", lambda r: "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"),
@@ -433,7 +438,7 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
         ("train s", lambda r: f"{r['train_seconds']:.0f}"),
     ]
     left_out = set()
-    if {r["factor"] for r in rows} <= {"baseline"}:
+    if {r["factor"] for r in rows} <= {"baseline"} or all(r["validation_gain"] is None for r in rows):
         left_out |= {"gain (val)", "gain (test)"}
     for header, key in (("clip ratio", "clip_ratio"), ("phase-1 loss", "phase1_loss")):
         if all(r[key] is None for r in rows):
