@@ -94,8 +94,9 @@ def _seeds(counts: list[int]) -> str:
     return f"{'/'.join(map(str, counts))} seed{'' if counts == [1] else 's'}"
 
 
-def _pm(mean: float, std: float, seeds: int) -> str:
-    """Mean ± spread over seeds; one seed has no spread, so none is printed (not "± 0.00")."""
+def mean_spread(mean: float, std: float, seeds: int) -> str:
+    """Mean ± spread over seeds in %; one seed has no spread, so none is printed (not "± 0.00"). Also the
+    protocol study's tables."""
     return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
@@ -118,10 +119,9 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     ]
     for rank, r in enumerate(reversed(rows), start=1):
         gain = "—" if vanilla is None or r is vanilla else f"{100 * (r['test'] - vanilla['test']):+.2f}"
-        table.append(
-            f"| {rank} | {r['method']} | {r['seeds']} | {_pm(r['validation'], r['validation_std'], r['seeds'])} "
-            f"| {_pm(r['test'], r['test_std'], r['seeds'])} | {gain} |"
-        )
+        validation = mean_spread(r["validation"], r["validation_std"], r["seeds"])
+        test = mean_spread(r["test"], r["test_std"], r["seeds"])
+        table.append(f"| {rank} | {r['method']} | {r['seeds']} | {validation} | {test} | {gain} |")
     long_test = {r["method"]: r["test"] for r in rows}
     short_test = {r["method"]: r["last_mean"] for r in short["results"] if r["rate"] == rate}
     tau, shared = kendall_tau(long_test, short_test)

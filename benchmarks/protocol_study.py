@@ -57,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags  # noqa: E402
 
 from benchmarks import reproduce_small as small  # noqa: E402
+from benchmarks.plot_results import mean_spread  # noqa: E402
 from benchmarks.recorded import Recorded, define_rerun_flag, finished_metrics  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS as BUILT_IN  # noqa: E402
@@ -405,11 +406,6 @@ def _pct(x: float | None, signed: bool = False) -> str:
     return "—" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
 
 
-def _spread(mean: float, std: float, seeds: int) -> str:
-    """Mean ± std over seeds; one seed has no spread to print."""
-    return _pct(mean) if seeds < 2 else f"{_pct(mean)} ± {_pct(std)}"
-
-
 def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
     that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
@@ -428,9 +424,9 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
         ("factor", lambda r: r["factor"]),
         ("method", lambda r: r["method"]),
         ("seeds", lambda r: str(r["seeds"])),
-        ("val ± std", lambda r: _spread(r["validation"], r["validation_std"], r["seeds"])),
+        ("val ± std", lambda r: mean_spread(r["validation"], r["validation_std"], r["seeds"])),
         ("gain (val)", lambda r: _pct(r["validation_gain"], True)),
-        ("test ± std", lambda r: _spread(r["test"], r["test_std"], r["seeds"])),
+        ("test ± std", lambda r: mean_spread(r["test"], r["test_std"], r["seeds"])),
         ("gain (test)", lambda r: _pct(r["test_gain"], True)),
         ("− vanilla (val / test)", versus_vanilla),
         ("clip ratio", lambda r: "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"),

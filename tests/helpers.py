@@ -134,3 +134,12 @@ class IndexedLabels:
 
     def index_labels(self) -> np.ndarray:
         return self.labels
+
+
+def tiny_user_data(rng: np.random.Generator):
+    """64 random 32×32 images of 4 classes as `UserData` (the same images as its test split), unaugmented."""
+    from iep.datasets.user_data import UserData
+
+    labels = np.arange(64) % 4
+    images = rng.integers(0, 255, size=(64, 32, 32, 3)).astype(np.uint8)
+    return UserData((images, labels), splits={"test": (images, labels)}, augment_images=False)

@@ -63,8 +63,8 @@ def test_the_results_charts_are_up_to_date():
 
 
 def test_the_table_prints_a_spread_only_over_two_or_more_seeds():
-    assert plot_results._pm(0.8068, 0.0, 1) == "80.68"
-    assert plot_results._pm(0.8078, 0.002, 2) == "80.78 ± 0.20"
+    assert plot_results.mean_spread(0.8068, 0.0, 1) == "80.68"
+    assert plot_results.mean_spread(0.8078, 0.002, 2) == "80.78 ± 0.20"
 
 
 def test_kendall_tau_of_two_rankings():

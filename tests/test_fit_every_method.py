@@ -6,17 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from iep.datasets.user_data import UserData
 from iep.keras_fit import DistillationModel
 from iep.methods import REGISTRY, build_distiller
 from iep.nets import build_network
+from tests.helpers import tiny_user_data
 
 
 def _data():
-    rng = np.random.default_rng(9)
-    labels = np.arange(64) % 4
-    images = rng.integers(0, 255, size=(64, 32, 32, 3)).astype(np.uint8)
-    return UserData((images, labels), splits={"test": (images, labels)}, augment_images=False)
+    return tiny_user_data(np.random.default_rng(9))
 
 
 # Every other method, each with its pre-phases cut to one step (the options the trainer's clocks read): under

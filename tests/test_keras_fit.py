@@ -5,19 +5,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iep.datasets.user_data import UserData
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.keras_fit import DistillationModel
 from iep.methods import build_distiller
 from iep.nets import build_network
+from tests.helpers import tiny_user_data
 
 RNG = np.random.default_rng(9)
 
 
 def _data():
-    labels = np.arange(64) % 4
-    images = RNG.integers(0, 255, size=(64, 32, 32, 3)).astype(np.uint8)
-    return UserData((images, labels), splits={"test": (images, labels)}, augment_images=False)
+    return tiny_user_data(RNG)
 
 
 def _pair(data, method, module_steps=0):
