@@ -406,6 +406,36 @@ def _pct(x: float | None, signed: bool = False) -> str:
     return "—" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
 
 
+def vanilla_of(row: dict, vanilla: dict[str, dict]) -> dict | None:
+    """The vanilla row a row compares with: its factor's, or the baseline's for a factor that cannot change it."""
+    return vanilla.get(row["factor"]) or vanilla.get("baseline")
+
+
+def loss_curve(row: dict) -> dict[str, tuple[float, float]]:
+    """term → its epoch mean at the first and the last epoch, averaged over the row's runs that recorded it."""
+    runs = [r["losses"] for r in row["runs"] if r.get("losses")]
+    terms = [k for k in (runs[0] if runs else {}) if k.startswith("loss/") and all(k in r for r in runs)]
+    return {k.removeprefix("loss/"): (_mean([r[k][0] for r in runs]), _mean([r[k][1] for r in runs])) for k in terms}
+
+
+def below_vanilla_losses(rows: list[dict], vanilla: dict[str, dict]) -> list[str]:
+    """For each method below its factor's vanilla student on validation, its loss terms at the first and the last
+    epoch: the measurements a "why is it below" sentence rests on (which term dominates, which one never fell)."""
+    below = [
+        r
+        for r in rows
+        if r["method"] != "none" and (base := vanilla_of(r, vanilla)) and r["validation"] < base["validation"]
+    ]
+    if not below:
+        return []
+    lines = ["", "Below the vanilla student on validation; loss terms, epoch means at the first → last epoch:", ""]
+    for r in below:
+        curve = loss_curve(r)
+        terms = ", ".join(f"{k} {first:.3f} → {last:.3f}" for k, (first, last) in curve.items()) or "not recorded"
+        lines.append(f"- {r['factor']} / {r['method']}: {terms}")
+    return lines
+
+
 def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
     that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
@@ -415,7 +445,7 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     vanilla = {r["factor"]: r for r in rows if r["method"] == "none"}
 
     def versus_vanilla(r: dict) -> str:
-        base = vanilla.get(r["factor"]) or vanilla.get("baseline")
+        base = vanilla_of(r, vanilla)
         if base is None or r["method"] == "none":
             return "—"
         return f"{_pct(r['validation'] - base['validation'], True)} / {_pct(r['test'] - base['test'], True)}"
@@ -442,6 +472,7 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     columns = [(header, cell) for header, cell in columns if header not in left_out]
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
+    lines += below_vanilla_losses(rows, vanilla)
     gap_rows = [g for g in gap_rows if any(m in g["validation"] for m in ("iep", "iep_bb"))]
     if not gap_rows:
         return "\n".join(lines) + "\n"

@@ -177,7 +177,8 @@ def test_gap_is_to_the_better_rival_and_unchanged_methods_inherit_the_baseline()
     assert "fitnet" not in by_factor["dropout_0.3"]["validation"]  # dropout changes FitNet: never inherited
 
 
-def _finished_student(path, validation, test, epochs, evaluated, eval_seconds, clip=None):
+def _finished_student(path, validation, test, epochs, evaluated, eval_seconds, clip=None, losses=None):
+    """`losses`: term → per-epoch values, written as the trainer's `loss/<term>` epoch means."""
     path.mkdir(parents=True)
     history = []
     for epoch in range(1, epochs + 1):
@@ -186,6 +187,7 @@ def _finished_student(path, validation, test, epochs, evaluated, eval_seconds, c
             entry.update(eval_accuracy=validation, eval_seconds=eval_seconds)
         if clip is not None:
             entry["distill/clip_ratio"] = clip
+        entry.update({f"loss/{term}": values[epoch - 1] for term, values in (losses or {}).items()})
         history.append(entry)
     metrics = {"finished": True, "last_accuracy": validation, "best_accuracy": validation, "history": history}
     (path / "metrics.json").write_text(json.dumps(metrics))
@@ -307,3 +309,21 @@ def test_a_report_covers_only_the_factors_asked_for(tmp_path):
     rows = ps.summarize(study, ps.report_factors(study, ["paper_schedule"]))
     assert [(r["factor"], r["method"], r["validation"]) for r in rows] == [("paper_schedule", "kd", 0.74)]
     assert "gain" not in ps.markdown(rows, [])  # no baseline run of kd to compare with: no empty gain columns
+
+
+def test_a_method_below_vanilla_reports_its_loss_terms_first_and_last(tmp_path):
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
+    base = tmp_path / "baseline" / "r0.1"
+    _finished_student(base / "none_s0", 0.60, 0.59, 3, {3}, 1.0, losses={"cross_entropy": [2.0, 1.5, 1.0]})
+    for seed, kd_last in ((0, 0.4), (1, 0.2)):  # two seeds: the report averages them
+        curve = {"cross_entropy": [2.2, 1.9, 1.6], "kd": [0.9, 0.7, kd_last]}
+        _finished_student(base / f"kd_s{seed}", 0.55, 0.54, 3, {3}, 1.0, losses=curve)
+    _finished_student(base / "at_s0", 0.65, 0.64, 3, {3}, 1.0, losses={"cross_entropy": [2.0, 1.0, 0.5]})
+    rows = ps.summarize(study, ["baseline"])
+    kd = next(r for r in rows if r["method"] == "kd")
+    assert ps.loss_curve(kd) == {"cross_entropy": (pytest.approx(2.2), pytest.approx(1.6)),
+                                 "kd": (pytest.approx(0.9), pytest.approx(0.3))}  # fmt: skip
+    table = ps.markdown(rows, [])
+    assert "- baseline / kd: cross_entropy 2.200 → 1.600, kd 0.900 → 0.300" in table
+    assert "/ at:" not in table  # above vanilla: not listed
+    assert "Below the vanilla" not in ps.markdown([r for r in rows if r["method"] != "kd"], [])
