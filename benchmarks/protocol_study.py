@@ -272,13 +272,20 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
             for k in history[-1]
             if k.startswith(("loss/", "distill/")) and k in history[0] and history[0][k] is not None
         },
-        "phase1_loss": _last_scalar(run_dir, PHASE1_LOSS[method]) if method in PHASE1_LOSS else None,
+        "phase1_loss": _last_scalar(run_dir, PHASE1_LOSS[base])
+        if (base := distill_of(method)) in PHASE1_LOSS
+        else None,
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
         "evaluations": len(evals),
         "eval_seconds": sum(evals),
         "wall_seconds": small.wall_seconds(run_dir, metrics, wall_times),
     }
+
+
+def distill_of(method: str) -> str:
+    """The built-in method a study method trains (a variant's `--distill`), e.g. iep_termclip → iep."""
+    return VARIANTS.get(method, (method, []))[0]
 
 
 def _teacher_test(run_dir: str) -> float | None:
