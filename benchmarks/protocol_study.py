@@ -260,6 +260,7 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
     history = metrics["history"]
     clip = [h["distill/clip_ratio"] for h in history if "distill/clip_ratio" in h]
     evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
+    phase1_tag = PHASE1_LOSS.get(distill_of(method))
     return {
         "seed": seed,
         "teacher_test": _teacher_test(run_dir),  # the teacher this run learnt from (recorded runs keep theirs)
@@ -272,9 +273,7 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
             for k in history[-1]
             if k.startswith(("loss/", "distill/")) and k in history[0] and history[0][k] is not None
         },
-        "phase1_loss": _last_scalar(run_dir, PHASE1_LOSS[base])
-        if (base := distill_of(method)) in PHASE1_LOSS
-        else None,
+        "phase1_loss": _last_scalar(run_dir, phase1_tag) if phase1_tag else None,
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
         "evaluations": len(evals),
