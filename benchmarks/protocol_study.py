@@ -198,7 +198,7 @@ def student_run(study: Study, factor_name: str, factor: Factor, method: str, see
     p = study.protocol
     protocol = dataclasses.replace(p, student_epochs=factor.epochs or p.student_epochs)
     base = os.path.join(study.root, factor_name)
-    distill, extra = VARIANTS.get(method, (method, []))
+    distill, extra = variant_of(method)
     run_dir = small.student_dir(base, method, min(p.rates), seed)
     command = small.student_command(protocol, base, study.data_dir, distill, min(p.rates), seed)
     command = [c for c in command if not c.startswith(("--dropout=", "--teacher=", "--run_dir="))]
@@ -260,7 +260,7 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
     history = metrics["history"]
     clip = [h["distill/clip_ratio"] for h in history if "distill/clip_ratio" in h]
     evals = [h["eval_seconds"] for h in history if h.get("eval_accuracy") is not None]
-    phase1_tag = PHASE1_LOSS.get(distill_of(method))
+    phase1_tag = PHASE1_LOSS.get(variant_of(method)[0])
     return {
         "seed": seed,
         "teacher_test": _teacher_test(run_dir),  # the teacher this run learnt from (recorded runs keep theirs)
@@ -282,9 +282,10 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
     }
 
 
-def distill_of(method: str) -> str:
-    """The built-in method a study method trains (a variant's `--distill`), e.g. iep_termclip → iep."""
-    return VARIANTS.get(method, (method, []))[0]
+def variant_of(method: str) -> tuple[str, list[str]]:
+    """(`--distill`, extra train.py flags) of a study method: a variant's, e.g. iep_termclip → iep with the
+    per-term clip, or a built-in method itself with none."""
+    return VARIANTS.get(method, (method, []))
 
 
 def _teacher_test(run_dir: str) -> float | None:

@@ -81,13 +81,13 @@ def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_mo
     command, run_dir = ps.student_run(STUDY, "paper_schedule", paper, "iep_bb_termclip", 1)
     got = _flags(command)
     assert run_dir == "root/paper_schedule/r0.1/iep_bb_termclip_s1" == got["run_dir"]
-    assert (
-        got["distill"] == "iep_bb" == ps.distill_of("iep_bb_termclip") and got["distill_args"] == "clip_terms=per_term"
-    )
+    assert got["distill"] == "iep_bb" and got["distill_args"] == "clip_terms=per_term"
+    assert ps.variant_of("iep_bb_termclip") == ("iep_bb", ["--distill_args=clip_terms=per_term"])
     assert got["iep_module_epochs"] == "20" and "iep_module_steps" not in got and got["epochs"] == "100"
     assert [c for c in command if c.startswith("--run_dir=")] == [f"--run_dir={run_dir}"]  # one run dir only
     kd = _flags(ps.student_run(STUDY, "paper_schedule", paper, "kd", 0)[0])
-    assert kd["distill"] == "kd" == ps.distill_of("kd") and "distill_args" not in kd and kd["teacher"] == "root/teacher"
+    assert kd["distill"] == "kd" and "distill_args" not in kd and kd["teacher"] == "root/teacher"
+    assert ps.variant_of("kd") == ("kd", [])
     lskd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "lskd", 0)[0])
     assert lskd["distill"] == "kd" and lskd["distill_args"] == "setting=lskd" and lskd["epochs"] == "15"
     mlkd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mlkd_authors_lr", 0)[0])
