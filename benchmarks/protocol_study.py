@@ -79,9 +79,12 @@ VARIANTS = {
 # The comparison table at the paper's budget: every built-in method that learns from a teacher network (static
 # knowledge has none), then the variants. `--methods=all` names them.
 TABLE_METHODS = (*(m for m in BUILT_IN if m not in STATIC_METHODS), *VARIANTS)
-# Methods whose module phase the short protocol shortens (IEP's 200 steps, MHGD's `pre_phase_steps`); a factor
-# with `module_epochs` gives them their reference length (IEP: that many passes; MHGD: its own 40).
-MODULE_PHASE_METHODS = ("iep", "iep_bb", *VARIANTS, "mhgd")
+# The `--distill` methods whose module phase the short protocol shortens (IEP's 200 steps, MHGD's
+# `pre_phase_steps`); a factor with `module_epochs` gives them their reference length (IEP: that many passes;
+# MHGD: its own 40). A study method is tested by its `--distill` (`variant_of`), so IEP's variants count as IEP
+# and KD's (lskd) as KD.
+IEP_METHODS = ("iep", "iep_bb")
+MODULE_PHASE_METHODS = (*IEP_METHODS, "mhgd")
 VALIDATION_FRACTION = 0.1
 EVAL_EVERY = 5
 MODULE_EPOCHS = 20
@@ -98,11 +101,11 @@ class Factor:
     def seen_by(self, method: str) -> Factor:
         """The part of this factor `method`'s run sees: only IEP (and MHGD) have the module phase, only IEP the
         clip, the vanilla student no teacher."""
-        iep = method.startswith("iep")
+        distill = variant_of(method)[0]
         return dataclasses.replace(
             self,
-            module_epochs=self.module_epochs if method in MODULE_PHASE_METHODS else None,
-            clip=self.clip if iep else True,
+            module_epochs=self.module_epochs if distill in MODULE_PHASE_METHODS else None,
+            clip=self.clip if distill in IEP_METHODS else True,
             teacher_arch=self.teacher_arch if method != "none" else None,
         )
 
@@ -207,11 +210,11 @@ def student_run(study: Study, factor_name: str, factor: Factor, method: str, see
     command += ["--eval_split=validation", f"--eval_every={EVAL_EVERY}"]
     if method != "none":
         command.append(f"--teacher={teacher_dir(study, factor)}")
-    if factor.module_epochs and method in MODULE_PHASE_METHODS:  # the module phase as the reference counts it
+    if factor.module_epochs and distill in MODULE_PHASE_METHODS:  # the module phase as the reference counts it
         command = [c for c in command if not c.startswith(("--iep_module_steps=", "--distill_args=pre_phase_steps"))]
-        if method.startswith("iep"):
+        if distill in IEP_METHODS:
             command.append(f"--iep_module_epochs={factor.module_epochs}")
-    if not factor.clip and method.startswith("iep"):
+    if not factor.clip and distill in IEP_METHODS:
         command.append("--noiep_clip")
     return command, run_dir
 

@@ -118,6 +118,20 @@ def test_a_factor_reuses_the_baseline_where_it_cannot_change_the_method():
     assert fitnet["epochs"] == "100" and "iep_module_epochs" not in fitnet  # the module phase is IEP's alone
 
 
+def test_a_variant_sees_a_factor_as_its_distill_method_does():
+    """A variant is its `--distill` method with flags: IEP's variants have IEP's module phase and clip, KD's and
+    MLKD's have neither, so a module or clip factor reuses their baseline run."""
+    for name in ("module_20_epochs", "no_clip"):
+        factor = ps.FACTORS[name]
+        assert ps.run_source(name, factor, "iep_termclip") == name
+        assert ps.run_source(name, factor, "lskd") == "baseline"
+        assert ps.run_source(name, factor, "mlkd_authors_lr") == "baseline"
+    lskd = _flags(ps.student_run(STUDY, "module_20_epochs", ps.FACTORS["module_20_epochs"], "lskd", 0)[0])
+    assert lskd["distill_args"] == "setting=lskd" and "iep_module_epochs" not in lskd
+    termclip = _flags(ps.student_run(STUDY, "no_clip", ps.FACTORS["no_clip"], "iep_termclip", 0)[0])
+    assert "noiep_clip" in termclip and termclip["iep_module_steps"] == "200"
+
+
 def test_a_combination_reuses_the_single_factors_runs_it_cannot_add_to():
     combined = ps.combined_factor(["module_20_epochs", "epochs_30"])
     sources = {m: ps.run_source("combined", combined, m) for m in ps.METHODS}
