@@ -220,8 +220,18 @@ def student_run(study: Study, factor_name: str, factor: Factor, method: str, see
 
 
 # The loss each method's phase 1 minimizes, read at its last TensorBoard write (a mean over the last
-# `--log_every` steps): IEP's module KLD, FitNet's hint regression. CO and vanilla have no phase 1.
-PHASE1_LOSS = {"iep": "pre_phase/module_kld", "iep_bb": "pre_phase/module_kld", "fitnet": "pre_phase/hint"}
+# `--log_every` steps): IEP's module KLD, FitNet's hint regression, AB's activation-boundary loss, FSP's
+# FSP-matrix L2, FT's paraphraser reconstruction, MHGD's estimator loss. The rest have no single phase 1 (SRM
+# has two, its log gives both).
+PHASE1_LOSS = {
+    "iep": "pre_phase/module_kld",
+    "iep_bb": "pre_phase/module_kld",
+    "fitnet": "pre_phase/hint",
+    "ab": "pre_phase/activation_boundary",
+    "fsp": "pre_phase/fsp",
+    "ft": "pre_phase/paraphrase",
+    "mhgd": "pre_phase/estimator",
+}
 RIVALS = ("fitnet", "co")  # the methods that lead IEP at CPU scale
 
 
