@@ -26,12 +26,23 @@ _PATTERNS = (
 )
 
 
+# Each family's own size check, so a name that parses but cannot build fails here, before any data is read.
+_SIZE_CHECKS = {
+    "wrn": lambda args: wide_resnet.check_size(int(args[0]), int(args[1])),
+    "resnet": lambda args: resnet.check_depth(int(args[0])),
+    "imagenet_resnet": lambda args: imagenet_resnet.check_depth(int(args[0])),
+    "mobilenetv2": lambda args: mobilenet_v2.check_alpha(float(args[0]) if args[0] else 1.0),
+    "vgg": lambda args: vgg.check_depth(int(args[0])),
+}
+
+
 def parse_arch(arch: str) -> tuple[str, tuple]:
-    """Returns (family, arguments) or raises ValueError naming the accepted forms."""
+    """Returns (family, arguments) or raises ValueError naming the accepted forms or the size at fault."""
     name = arch.strip().lower()
     for pattern, family in _PATTERNS:
         match = pattern.match(name)
         if match:
+            _SIZE_CHECKS[family](match.groups())
             return family, match.groups()
     raise ValueError(f"unknown architecture {arch!r}; expected {ARCH_HELP}")
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iep.nets import build_network, default_dropout
+from iep.nets import build_network, default_dropout, parse_arch
 from iep.op_utils import decayed_variables
 
 
@@ -175,10 +175,25 @@ def test_weight_decay_covers_kernels_only():
     assert not_decayed == {"gamma", "beta", "bias"}
 
 
-@pytest.mark.parametrize("arch", ["wrn-15-2", "resnet21", "vgg7", "densenet", "wrn-16"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "wrn-15-2",
+        "wrn-16-0",
+        "resnet21",
+        "resnet18-imagenet7",
+        "resnet50-imagenet",
+        "vgg7",
+        "densenet",
+        "wrn-16",
+        "mobilenetv2-0",
+    ],
+)
 def test_unknown_architecture_is_a_clear_error(arch):
-    with pytest.raises(ValueError, match=r"(architecture|depth)"):
+    with pytest.raises(ValueError, match=r"(architecture|depth|width)"):
         build_network(arch, 10)
+    with pytest.raises(ValueError, match=r"(architecture|depth|width)"):
+        parse_arch(arch)  # the cheap check train.py runs before any data is read
 
 
 def test_checkpoint_of_another_network_is_refused_without_burying_the_error(tmp_path, caplog):

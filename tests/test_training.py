@@ -170,7 +170,9 @@ def _run_train(*argv):
 
 
 BAD_INPUTS = [
-    (["--arch=wrn-15-3"], r"WRN depth must be 6n\+4|unknown architecture"),
+    (["--arch=wrn-15-3"], r"--arch=wrn-15-3: WRN depth must be 6n\+4"),
+    (["--arch=wrn-16-0"], r"--arch=wrn-16-0: WRN width must be >= 1"),
+    (["--teacher_arch=vgg7"], r"--teacher_arch=vgg7: VGG depth must be one of"),
     (["--arch=transformer"], r"unknown architecture 'transformer'; expected wrn-<depth>-<width>"),
     (["--dataset=not_a_dataset_xyz"], r"--dataset='not_a_dataset_xyz' is not a known data set"),
     (["--dataset=tfrecord"], r"--data_dir is required for --dataset=tfrecord"),

@@ -330,9 +330,12 @@ def _train() -> dict:
     split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
     strategy = build_strategy(FLAGS.distribute, FLAGS.connect_timeout)  # multi-worker: also before any other op
     # Cheap checks first: a typo must not cost a data-set decode.
-    parse_arch(FLAGS.arch)
-    if FLAGS.teacher_arch:
-        parse_arch(FLAGS.teacher_arch)
+    for flag in ("arch", "teacher_arch"):
+        if getattr(FLAGS, flag):
+            try:
+                parse_arch(getattr(FLAGS, flag))
+            except ValueError as error:
+                raise ValueError(f"--{flag}={getattr(FLAGS, flag)}: {error}") from None
     if (
         FLAGS.teacher
         and not is_outside_teacher(FLAGS.teacher)
