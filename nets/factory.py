@@ -26,24 +26,34 @@ _PATTERNS = (
 )
 
 
-# Each family's own size check, so a name that parses but cannot build fails here, before any data is read.
+# Each family's arguments as its builder takes them, and its own size check, so a name that parses but cannot
+# build fails here, before any data is read.
+_ARGUMENTS = {
+    "wrn": lambda groups: (int(groups[0]), int(groups[1])),
+    "resnet": lambda groups: (int(groups[0]),),
+    "imagenet_resnet": lambda groups: (int(groups[0]),),
+    "mobilenetv2": lambda groups: (float(groups[0]) if groups[0] else 1.0,),
+    "vgg": lambda groups: (int(groups[0]),),
+}
 _SIZE_CHECKS = {
-    "wrn": lambda args: wide_resnet.check_size(int(args[0]), int(args[1])),
-    "resnet": lambda args: resnet.check_depth(int(args[0])),
-    "imagenet_resnet": lambda args: imagenet_resnet.check_depth(int(args[0])),
-    "mobilenetv2": lambda args: mobilenet_v2.check_alpha(float(args[0]) if args[0] else 1.0),
-    "vgg": lambda args: vgg.check_depth(int(args[0])),
+    "wrn": wide_resnet.check_size,
+    "resnet": resnet.check_depth,
+    "imagenet_resnet": imagenet_resnet.check_depth,
+    "mobilenetv2": mobilenet_v2.check_alpha,
+    "vgg": vgg.check_depth,
 }
 
 
 def parse_arch(arch: str) -> tuple[str, tuple]:
-    """Returns (family, arguments) or raises ValueError naming the accepted forms or the size at fault."""
+    """Returns (family, the builder's arguments) or raises ValueError naming the accepted forms or the size at
+    fault."""
     name = arch.strip().lower()
     for pattern, family in _PATTERNS:
         match = pattern.match(name)
         if match:
-            _SIZE_CHECKS[family](match.groups())
-            return family, match.groups()
+            args = _ARGUMENTS[family](match.groups())
+            _SIZE_CHECKS[family](*args)
+            return family, args
     raise ValueError(f"unknown architecture {arch!r}; expected {ARCH_HELP}")
 
 
@@ -75,13 +85,8 @@ def build_network(
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = L.Standardize(mean, std, name="standardize")(inputs)
     if family == "wrn":
-        logits, taps = wide_resnet.build(x, num_classes, int(args[0]), int(args[1]), dropout)
-    elif family == "resnet":
-        logits, taps = resnet.build(x, num_classes, int(args[0]))
-    elif family == "imagenet_resnet":
-        logits, taps = imagenet_resnet.build(x, num_classes, int(args[0]))
-    elif family == "mobilenetv2":
-        logits, taps = mobilenet_v2.build(x, num_classes, float(args[0]) if args[0] else 1.0)
+        logits, taps = wide_resnet.build(x, num_classes, *args, dropout)
     else:
-        logits, taps = vgg.build(x, num_classes, int(args[0]))
+        builders = {"resnet": resnet, "imagenet_resnet": imagenet_resnet, "mobilenetv2": mobilenet_v2, "vgg": vgg}
+        logits, taps = builders[family].build(x, num_classes, *args)
     return TappedNetwork(arch, inputs, logits, taps, name=name or re.sub(r"[^a-z0-9_]", "_", arch.lower()))
