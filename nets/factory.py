@@ -17,42 +17,32 @@ ARCH_HELP = (
     "mobilenetv2[-<alpha>], vgg<8|11|13|16|19>"
 )
 
-_PATTERNS = (
-    (re.compile(r"^wrn-(\d+)-(\d+)$"), "wrn"),
-    (re.compile(r"^resnet(\d+)$"), "resnet"),
-    (re.compile(r"^resnet(\d+)-imagenet$"), "imagenet_resnet"),
-    (re.compile(r"^mobilenetv2(?:-(\d*\.?\d+))?$"), "mobilenetv2"),
-    (re.compile(r"^vgg(\d+)$"), "vgg"),
+# Each family: its name pattern, its module (`check_arguments` and `build`), and the arguments as that module
+# takes them. Checking them in `parse_arch` makes a name that parses but cannot build fail before any data is read.
+_FAMILIES = (
+    (re.compile(r"^wrn-(\d+)-(\d+)$"), "wrn", wide_resnet, lambda groups: (int(groups[0]), int(groups[1]))),
+    (re.compile(r"^resnet(\d+)$"), "resnet", resnet, lambda groups: (int(groups[0]),)),
+    (re.compile(r"^resnet(\d+)-imagenet$"), "imagenet_resnet", imagenet_resnet, lambda groups: (int(groups[0]),)),
+    (
+        re.compile(r"^mobilenetv2(?:-(\d*\.?\d+))?$"),
+        "mobilenetv2",
+        mobilenet_v2,
+        lambda groups: (float(groups[0]) if groups[0] else 1.0,),
+    ),
+    (re.compile(r"^vgg(\d+)$"), "vgg", vgg, lambda groups: (int(groups[0]),)),
 )
-
-
-# Each family's arguments as its builder takes them, and its own size check, so a name that parses but cannot
-# build fails here, before any data is read.
-_ARGUMENTS = {
-    "wrn": lambda groups: (int(groups[0]), int(groups[1])),
-    "resnet": lambda groups: (int(groups[0]),),
-    "imagenet_resnet": lambda groups: (int(groups[0]),),
-    "mobilenetv2": lambda groups: (float(groups[0]) if groups[0] else 1.0,),
-    "vgg": lambda groups: (int(groups[0]),),
-}
-_SIZE_CHECKS = {
-    "wrn": wide_resnet.check_size,
-    "resnet": resnet.check_depth,
-    "imagenet_resnet": imagenet_resnet.check_depth,
-    "mobilenetv2": mobilenet_v2.check_alpha,
-    "vgg": vgg.check_depth,
-}
+_MODULES = {family: module for _, family, module, _ in _FAMILIES}
 
 
 def parse_arch(arch: str) -> tuple[str, tuple]:
     """Returns (family, the builder's arguments) or raises ValueError naming the accepted forms or the size at
     fault."""
     name = arch.strip().lower()
-    for pattern, family in _PATTERNS:
+    for pattern, family, module, arguments in _FAMILIES:
         match = pattern.match(name)
         if match:
-            args = _ARGUMENTS[family](match.groups())
-            _SIZE_CHECKS[family](*args)
+            args = arguments(match.groups())
+            module.check_arguments(*args)
             return family, args
     raise ValueError(f"unknown architecture {arch!r}; expected {ARCH_HELP}")
 
@@ -84,9 +74,6 @@ def build_network(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = L.Standardize(mean, std, name="standardize")(inputs)
-    if family == "wrn":
-        logits, taps = wide_resnet.build(x, num_classes, *args, dropout)
-    else:
-        builders = {"resnet": resnet, "imagenet_resnet": imagenet_resnet, "mobilenetv2": mobilenet_v2, "vgg": vgg}
-        logits, taps = builders[family].build(x, num_classes, *args)
+    wrn_dropout = (dropout,) if family == "wrn" else ()  # only the WRN blocks hold dropout
+    logits, taps = _MODULES[family].build(x, num_classes, *args, *wrn_dropout)
     return TappedNetwork(arch, inputs, logits, taps, name=name or re.sub(r"[^a-z0-9_]", "_", arch.lower()))

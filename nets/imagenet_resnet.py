@@ -32,13 +32,13 @@ def _basic_block(x, out_channels: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([x, out]))
 
 
-def check_depth(depth: int) -> None:
+def check_arguments(depth: int) -> None:
     if depth not in BLOCKS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(BLOCKS)}; got {depth}")
 
 
 def build(x, num_classes: int, depth: int):
-    check_depth(depth)
+    check_arguments(depth)
     x = L.conv(64, 7, 2, name="stem_conv")(x)
     x = keras.layers.ReLU(name="stem_relu")(L.batch_norm("stem_bn")(x))
     x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)

@@ -46,13 +46,13 @@ def _inverted_residual(x, expansion: int, out_channels: int, stride: int, name: 
     return out
 
 
-def check_alpha(alpha: float) -> None:
+def check_arguments(alpha: float) -> None:
     if not alpha > 0:
         raise ValueError(f"MobileNetV2 width multiplier must be > 0 (e.g. 0.5, 1.0); got {alpha:g}")
 
 
 def build(x, num_classes: int, alpha: float = 1.0):
-    check_alpha(alpha)
+    check_arguments(alpha)
     large_input = x.shape[1] is not None and x.shape[1] > 64
     strides = _IMAGENET_STRIDES if large_input else [s for *_, s in _CIFAR_SETTINGS]
     x = L.conv(_make_divisible(32 * alpha), 3, 2 if large_input else 1, name="stem_conv")(x)

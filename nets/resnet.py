@@ -22,13 +22,13 @@ def _basic_block(x, out_channels: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([x, out]))
 
 
-def check_depth(depth: int) -> None:
+def check_arguments(depth: int) -> None:
     if (depth - 2) % 6 != 0 or depth < 8:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. 8, 14, 20, 32, 56); got {depth}")
 
 
 def build(x, num_classes: int, depth: int):
-    check_depth(depth)
+    check_arguments(depth)
     blocks_per_stage = (depth - 2) // 6
     x = L.conv(16, 3, 1, name="stem_conv")(x)
     x = keras.layers.ReLU(name="stem_relu")(L.batch_norm("stem_bn")(x))

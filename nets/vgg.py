@@ -21,13 +21,13 @@ CONFIGS = {
 LEAKY_SLOPE = 0.1
 
 
-def check_depth(depth: int) -> None:
+def check_arguments(depth: int) -> None:
     if depth not in CONFIGS:
         raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}; got {depth}")
 
 
 def build(x, num_classes: int, depth: int):
-    check_depth(depth)
+    check_arguments(depth)
     taps = []
     for block, widths in enumerate(CONFIGS[depth]):
         if block > 0:

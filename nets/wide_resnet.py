@@ -26,7 +26,7 @@ def _basic_block(x, out_channels: int, stride: int, dropout: float, name: str):
     return keras.layers.Add(name=f"{name}_add")([shortcut, out]), preact
 
 
-def check_size(depth: int, width: int) -> None:
+def check_arguments(depth: int, width: int) -> None:
     """Refuses a WRN the blocks cannot build, before Keras fails inside a layer."""
     if (depth - 4) % 6 != 0 or depth < 10:
         raise ValueError(f"WRN depth must be 6n+4 with n >= 1 (e.g. 16, 28, 40); got {depth}")
@@ -36,7 +36,7 @@ def check_size(depth: int, width: int) -> None:
 
 def build(x, num_classes: int, depth: int, width: int, dropout: float):
     """Returns (logits, taps). `x` is the standardized image tensor."""
-    check_size(depth, width)
+    check_arguments(depth, width)
     blocks_per_stage = (depth - 4) // 6
     channels = [16 * width, 32 * width, 64 * width]
     large_input = x.shape[1] is not None and x.shape[1] > 64

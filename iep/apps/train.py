@@ -331,11 +331,11 @@ def _train() -> dict:
     strategy = build_strategy(FLAGS.distribute, FLAGS.connect_timeout)  # multi-worker: also before any other op
     # Cheap checks first: a typo must not cost a data-set decode.
     for flag in ("arch", "teacher_arch"):
-        if getattr(FLAGS, flag):
+        if value := getattr(FLAGS, flag):
             try:
-                parse_arch(getattr(FLAGS, flag))
+                parse_arch(value)
             except ValueError as error:
-                raise ValueError(f"--{flag}={getattr(FLAGS, flag)}: {error}") from None
+                raise ValueError(f"--{flag}={value}: {error}") from None
     if (
         FLAGS.teacher
         and not is_outside_teacher(FLAGS.teacher)
