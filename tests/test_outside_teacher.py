@@ -138,6 +138,15 @@ def test_bad_outside_teachers_are_one_line_errors(outside_files, tmp_path):
     assert "--teacher_taps ['bogus'] are not layers of" in lines[0] and "['relu0', 'relu1', 'relu2']" in lines[0]
 
 
+def test_a_keras_file_that_is_no_zip_is_named_as_such(tmp_path):
+    from iep.engine.outside_teacher import load_outside_teacher
+
+    junk = tmp_path / "teacher.keras"
+    junk.write_text("garbage")  # Keras itself says "File not found" of it
+    with pytest.raises(ValueError, match=r"--teacher '.*teacher.keras' is not a .keras archive \(not a zip file\)"):
+        load_outside_teacher(str(junk), (32, 32, 3))
+
+
 def test_offline_download_names_the_cache_file(tmp_path, monkeypatch):
     from iep.engine.outside_teacher import load_outside_teacher
 

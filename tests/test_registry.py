@@ -77,3 +77,15 @@ def test_train_py_runs_a_plugin_method_and_records_its_points(tmp_path, capsys):
         train_in_process(tmp_path / "x", "--plugins=no_such_plugin_module", "--distill=logit_l2")
     with pytest.raises(ValueError, match=r"--distill must be one of .*'logit_l2'.*, got 'nope'"):
         train_in_process(tmp_path / "y", "--distill=nope")
+
+
+def test_a_plugin_that_does_not_import_is_one_error_naming_it_and_the_line(tmp_path):
+    from iep.apps.train import _load_plugins
+
+    broken, needs = tmp_path / "broken.py", tmp_path / "needs.py"
+    broken.write_text("import os\n\ndef f(:\n    pass\n")
+    needs.write_text("import a_module_nobody_installed\n")
+    with pytest.raises(ValueError, match=rf"--plugins '{broken}': invalid syntax \({broken}, line 3\)"):
+        _load_plugins([str(broken)])
+    with pytest.raises(ValueError, match=rf"--plugins '{needs}': No module named 'a_module_nobody_installed'"):
+        _load_plugins([str(needs)])

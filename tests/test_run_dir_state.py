@@ -50,6 +50,23 @@ def test_damaged_config_is_one_error_naming_the_file(tmp_path):
         save_or_check_run_config(str(tmp_path), {"arch": "wrn-16-1"}, resume=True)
 
 
+def test_a_config_without_the_network_keys_is_one_error_naming_the_file_and_the_keys(tmp_path):
+    """Every reader rebuilds the network from config.json; a file lacking a key used to be a KeyError deep in
+    the teacher loader, visualize.py or export_formats.py."""
+    from iep.engine.runs import NETWORK_KEYS, load_run_config
+    from iep.engine.teacher import load_teacher
+
+    _old_run(tmp_path)  # config.json: {"arch": "wrn-16-1"}
+    with pytest.raises(ValueError, match=r"of --teacher '.*'\) lacks dataset, num_classes, input_shape, mean, std,"):
+        load_teacher(str(tmp_path))
+    (tmp_path / "config.json").write_text("[1, 2]")  # valid JSON, not a run's
+    with pytest.raises(ValueError, match="lacks arch, dataset, num_classes, input_shape, mean, std"):
+        load_run_config(str(tmp_path), "--run_dir")
+    complete = {key: None for key in NETWORK_KEYS}
+    (tmp_path / "config.json").write_text(json.dumps(complete))
+    assert load_run_config(str(tmp_path)) == complete  # a Python-trained run: dataset and statistics None
+
+
 def test_damaged_statistics_cache_is_recomputed_with_a_warning(tmp_path, capsys):
     from iep.datasets import DataConfig, build_pipeline
 

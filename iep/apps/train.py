@@ -183,18 +183,20 @@ def _load_plugins(plugins: list[str]) -> None:
     import os
 
     for plugin in plugins:
-        if plugin.endswith(".py"):
-            if not os.path.isfile(plugin):
-                raise ValueError(f"--plugins {plugin!r}: no such file")
-            name = "iep_plugin_" + os.path.splitext(os.path.basename(plugin))[0]
-            spec = importlib.util.spec_from_file_location(name, plugin)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            try:
+        try:
+            if plugin.endswith(".py"):
+                if not os.path.isfile(plugin):
+                    raise ValueError(f"--plugins {plugin!r}: no such file")
+                name = "iep_plugin_" + os.path.splitext(os.path.basename(plugin))[0]
+                spec = importlib.util.spec_from_file_location(name, plugin)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
                 importlib.import_module(plugin)
-            except ModuleNotFoundError as error:
-                raise ValueError(f"--plugins {plugin!r}: {error}") from None
+        except SyntaxError as error:  # the file and line are the whole story; a traceback through importlib is not
+            raise ValueError(f"--plugins {plugin!r}: {error.msg} ({error.filename}, line {error.lineno})") from None
+        except ImportError as error:  # the plugin, or a module it imports, is not installed
+            raise ValueError(f"--plugins {plugin!r}: {error}") from None
 
 
 def _check_flags() -> None:

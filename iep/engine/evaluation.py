@@ -90,7 +90,7 @@ def evaluate(
 
     if not (run_dir or checkpoint or saved_model):
         raise ValueError("give --run_dir, --checkpoint or --saved_model")
-    run_config = load_run_config(run_dir) if run_dir and not saved_model else {}
+    run_config = load_run_config(run_dir, "--run_dir") if run_dir and not saved_model else {}
     if not (saved_model or run_config or arch):
         raise ValueError("--arch is required with a --checkpoint outside a run directory")
     dataset = dataset or run_config.get("dataset")

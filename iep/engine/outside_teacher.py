@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 
 import keras
@@ -260,6 +261,8 @@ def load_outside_teacher(
     elif spec.endswith(".keras"):
         if not os.path.isfile(spec):
             raise ValueError(f"{flag} {spec!r} does not exist")
+        if not zipfile.is_zipfile(spec):  # Keras would say "File not found" of a file that is there
+            raise ValueError(f"{flag} {spec!r} is not a .keras archive (not a zip file): damaged, or another format")
         try:
             model = keras.saving.load_model(spec, compile=False)
         except Exception as error:  # a damaged zip, unknown custom objects, ...

@@ -67,6 +67,8 @@ RESUME_DEFAULTS = {
     "iep_clip": True,
     "iep_module_epochs": None,
 }
+# What both writers of config.json (train.py, iep.Trainer) record, and every reader needs to rebuild the network.
+NETWORK_KEYS = ("arch", "dataset", "num_classes", "input_shape", "mean", "std")
 # What a run leaves in its directory; `--noresume` moves all of it aside before the new run's first step.
 RUN_STATE = (CHECKPOINT_SUBDIR, METRICS_FILE, TENSORBOARD_SUBDIR, EXPORT_SUBDIR, CONFIG_FILE)
 REPLACED_SUBDIR = "replaced"
@@ -118,12 +120,21 @@ def run_data_config(run_config: dict[str, Any], **overrides: Any):
 
 
 def load_run_config(run_dir: str, flag: str | None = None) -> dict[str, Any]:
-    """A run directory's config.json; `flag` (e.g. "--students") names the flag that gave `run_dir` in errors."""
+    """A run directory's config.json; `flag` (e.g. "--students") names the flag that gave `run_dir` in errors.
+    Every reader rebuilds the run's network (and eval its data) from NETWORK_KEYS, so a file without one is
+    refused here, naming it, rather than as a KeyError deep in a reader."""
     path = os.path.join(run_dir, CONFIG_FILE)
+    given = f"{flag} {run_dir!r}" if flag else repr(run_dir)
     if not os.path.exists(path):
-        given = f"{flag} {run_dir!r}" if flag else repr(run_dir)
         raise ValueError(f"{given} is not a run directory of ours (no {CONFIG_FILE}): give the folder train.py wrote")
-    return read_json(path)
+    config = read_json(path)
+    missing = [key for key in NETWORK_KEYS if key not in config] if isinstance(config, dict) else list(NETWORK_KEYS)
+    if missing:
+        raise ValueError(
+            f"{path} (of {given}) lacks {', '.join(missing)}, which train.py and iep.Trainer always write: "
+            "the file is damaged or not a run's; restore it, or train the run again"
+        )
+    return config
 
 
 def move_previous_run_aside(run_dir: str) -> str | None:

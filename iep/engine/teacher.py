@@ -47,7 +47,7 @@ def load_teacher(
         raise ValueError(f"{flag} {path!r} does not exist")
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
-        saved = load_run_config(path)
+        saved = load_run_config(path, flag)
         if arch and arch != saved["arch"]:
             raise ValueError(
                 f"--teacher_arch={arch!r} but the {flag.lstrip('-')} run {path!r} trained {saved['arch']!r}"
