@@ -270,6 +270,17 @@ def test_teacher_of_other_class_names_is_refused_with_the_difference(trained_run
     load_teacher(str(run_dir), None, 10, (32, 32, 3), class_names=digits)
 
 
+def test_a_teacher_read_at_another_image_size_says_so(trained_run, capsys):
+    from iep.engine.teacher import load_teacher
+
+    run_dir, _ = trained_run
+    teacher = load_teacher(str(run_dir), None, 10, (32, 32, 3))
+    assert "reads these at" not in capsys.readouterr().out
+    teacher = load_teacher(str(run_dir), None, 10, (64, 64, 3))
+    assert teacher.model.input_shape == (None, 64, 64, 3)
+    assert f"note: --teacher {run_dir!r} trained on 32×32 images and reads these at 64×64" in capsys.readouterr().out
+
+
 def test_resume_treats_relative_and_absolute_paths_as_the_same(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "teacher").mkdir()

@@ -54,7 +54,13 @@ def load_teacher(
             )
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
         num_classes = saved["num_classes"] if num_classes is None else num_classes
-        input_shape = tuple(saved["input_shape"]) if input_shape is None else input_shape
+        input_shape = tuple(saved["input_shape"]) if input_shape is None else tuple(input_shape)
+        if list(input_shape) != list(saved["input_shape"]):  # allowed (it pools globally), but not what it learnt
+            size = "×".join(map(str, saved["input_shape"][:2]))
+            print(
+                f"note: {flag} {path!r} trained on {size} images and reads these at "
+                f"{'×'.join(map(str, input_shape[:2]))}; its recorded accuracy is at {size}"
+            )
         if saved["num_classes"] != num_classes:
             raise ValueError(f"{flag} {path!r} has {saved['num_classes']} classes but the data set has {num_classes}")
         check_class_names(saved.get("class_names"), class_names, f"{flag} {path!r}")
