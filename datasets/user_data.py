@@ -15,7 +15,8 @@ What happens to a user's `tf.data` pipeline:
 * its batching is undone: the loop batches by `TrainConfig.batch_size` with full batches only
   (`drop_remainder`, the remainder differs every epoch); a batch size other than the pipeline's own is
   said once;
-* labels are class indices, [N] or [N, 1], or one-hot [N, K] rows (read by argmax).
+* labels are class indices (integers from 0), [N] or [N, 1], or one-hot [N, K] rows (read by argmax); a
+  fractional or negative label is refused, not cast.
 """
 
 from __future__ import annotations
@@ -76,21 +77,31 @@ def _as_dataset(value: Any, name: str) -> tuple[tf.data.Dataset, int | None]:
                 f"{name}: expected images [N, H, W, C] and N labels ([N], [N, 1] or one-hot [N, K]); got images "
                 f"{images.shape}, labels {np.asarray(value[1]).shape}"
             )
+        # cast to int32 below, 2.5 would silently become class 2 and -1 an index the loss cannot take
+        wrong = labels[(labels < 0) | (labels != np.floor(labels))] if labels.dtype.kind in "fiu" else labels
+        if wrong.size:
+            raise DataError(f"{name}: labels must be class indices 0, 1, ...; got {wrong[:5].tolist()}")
         return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32))), None
     raise DataError(f"{name}: expected {EXPECTED}; got {type(value).__name__}")
 
 
-def _count_classes_and_range(dataset: tf.data.Dataset) -> tuple[int, int, float]:
-    """(number of examples, largest label + 1, largest pixel value) in one pass."""
-    count, top, brightest = dataset.reduce(
-        (tf.constant(0, tf.int64), tf.constant(-1, tf.int32), tf.constant(-np.inf, tf.float64)),
+def _count_classes_and_range(dataset: tf.data.Dataset) -> tuple[int, int, int, float]:
+    """(number of examples, smallest label, largest label + 1, largest pixel value) in one pass."""
+    count, bottom, top, brightest = dataset.reduce(
+        (
+            tf.constant(0, tf.int64),
+            tf.constant(0, tf.int32),
+            tf.constant(-1, tf.int32),
+            tf.constant(-np.inf, tf.float64),
+        ),
         lambda state, example: (
             state[0] + 1,
-            tf.maximum(state[1], example[1]),
-            tf.maximum(state[2], tf.reduce_max(tf.cast(example[0], tf.float64))),
+            tf.minimum(state[1], example[1]),
+            tf.maximum(state[2], example[1]),
+            tf.maximum(state[3], tf.reduce_max(tf.cast(example[0], tf.float64))),
         ),
     )
-    return int(count), int(top) + 1, float(brightest)
+    return int(count), int(bottom), int(top) + 1, float(brightest)
 
 
 class UserData:
@@ -120,9 +131,11 @@ class UserData:
         if not images.shape.is_fully_defined():
             raise DataError(f"train data: every image must have one known shape [H, W, C]; got {images.shape}")
         self.input_shape: tuple[int, int, int] = tuple(int(d) for d in images.shape)
-        self.num_train, labelled, brightest = _count_classes_and_range(self._train)
+        self.num_train, lowest, labelled, brightest = _count_classes_and_range(self._train)
         if self.num_train == 0:
             raise DataError("train data: it is empty")
+        if lowest < 0:
+            raise DataError(f"train data: labels must be class indices 0, 1, ...; got {lowest}")
         if images.dtype.is_floating and brightest <= 1.0:
             print(
                 f"warning: train data: every pixel lies in [0, {brightest:.3g}]; iep expects pixels in [0, 255] (its "

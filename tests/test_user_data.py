@@ -60,6 +60,11 @@ def test_epochs_are_seeded_and_cover_the_data():
         ((np.zeros((4, 8, 8, 3)), np.zeros(3)), r"images \[N, H, W, C\] and N labels .*; got images \(4, 8, 8, 3\)"),
         ((np.zeros((4, 8, 8)), np.zeros(4)), "expected images"),
         ("images.npy", "expected a tf.data.Dataset .* got str"),
+        # were cast to int32 in silence: 2.5 trained as class 2; -1 reached the loss
+        ((np.zeros((4, 8, 8, 3)), np.array([0, 1, 2.5, 3])), r"labels must be class indices 0, 1, ...; got \[2.5\]"),
+        ((np.zeros((4, 8, 8, 3)), np.array([0, -1, 2, -3])), r"labels must be class indices 0, 1, ...; got \[-1, -3\]"),
+        ((np.zeros((4, 8, 8, 3)), np.array(["cat", "dog", "cat", "dog"])), r"class indices 0, 1, ...; got \['cat'"),
+        (tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3)), [0, 1, -2, 1])), r"class indices .*; got -2"),
     ],
 )
 def test_bad_user_data_is_refused_naming_what_is_expected(train, message):
