@@ -145,6 +145,15 @@ class UserData:
         if class_names is not None and len(class_names) < labelled:
             raise DataError(f"train data: label {labelled - 1} has no name among the {len(class_names)} class_names")
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(labelled))
+        for name, split in self._splits.items():  # a label past the classes would be scored wrong in silence
+            count, lowest, labelled, _ = _count_classes_and_range(split)
+            if count == 0:
+                raise DataError(f"split {name!r}: it is empty")
+            if lowest < 0 or labelled > len(self.class_names):
+                raise DataError(
+                    f"split {name!r}: labels must be class indices 0 to {len(self.class_names) - 1} (the train "
+                    f"data's classes); got {lowest if lowest < 0 else labelled - 1}"
+                )
         self.augment_images, self.shuffle_buffer = augment_images, shuffle_buffer
         self._stats: tuple[list[float], list[float]] | None = None
         self._said_batch_size: set[int] = set()

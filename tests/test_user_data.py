@@ -72,6 +72,28 @@ def test_bad_user_data_is_refused_naming_what_is_expected(train, message):
         UserData(train)
 
 
+def test_an_eval_split_with_labels_past_the_train_classes_is_refused():
+    images, labels = _arrays(12)  # classes 0-3
+    with pytest.raises(DataError, match=r"split 'test': labels must be class indices 0 to 3 .*; got 5"):
+        UserData((images, labels), splits={"test": (images, labels + 2)})
+    with pytest.raises(DataError, match=r"split 'test': it is empty"):
+        UserData((images, labels), splits={"test": (images[:0], labels[:0])})
+    UserData((images, labels), splits={"test": (images[:3], labels[:3])})  # a split may miss classes
+
+
+def test_a_student_built_for_other_images_or_classes_is_refused_by_the_trainer(tmp_path):
+    images, labels = _arrays(16)
+    data = UserData((images, labels), splits={"test": (images, labels)})
+    wrong_size = r"the student takes images \(32, 32, 3\), but the data's are \(16, 16, 3\)"
+    for student, message in (
+        (build_network("resnet8", 4, (32, 32, 3)), wrong_size),
+        (build_network("resnet8", 10, (16, 16, 3)), "the student has 10 outputs, but the data has 4 classes"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Trainer(student, data, TrainConfig(epochs=1, batch_size=8), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_trainer_takes_a_tf_data_dataset_and_eval_arrays(tmp_path):
     images, labels = _arrays(96, size=32)
     train = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(96, seed=0).batch(32)

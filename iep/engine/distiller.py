@@ -183,6 +183,19 @@ def distiller_for_run(distiller, teacher, options, student, data, config, strate
         )  # fmt: skip
 
 
+def check_student_fits_data(student, data) -> None:
+    """A student built for other images or another class count would fail deep in a traced step (the shape)
+    or train in silence on outputs no label reaches (the classes): refused when the Trainer is made."""
+    expected = tuple(student.model.input_shape[1:])  # None: a size the student takes any value of
+    if any(want is not None and want != got for want, got in zip(expected, data.input_shape, strict=True)):
+        raise ValueError(f"the student takes images {expected}, but the data's are {tuple(data.input_shape)}")
+    if student.num_classes != data.num_classes:
+        raise ValueError(
+            f"the student has {student.num_classes} outputs, but the data has {data.num_classes} classes "
+            "(build_network's num_classes)"
+        )
+
+
 def check_eval_split(data, split: str) -> None:
     if hasattr(data, "splits") and split not in data.splits:
         raise ValueError(

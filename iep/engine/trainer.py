@@ -19,7 +19,7 @@ import tensorflow as tf
 from iep.datasets import ImagePipeline
 from iep.datasets.user_data import UserData, as_loop_data
 from iep.engine.checkpointing import EpochCheckpoints
-from iep.engine.distiller import Distiller, check_eval_split, distiller_for_run
+from iep.engine.distiller import Distiller, check_eval_split, check_student_fits_data, distiller_for_run
 from iep.engine.distribute import distribute_batches, is_chief
 from iep.engine.errors import TrainingDiverged
 from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
@@ -76,6 +76,7 @@ class Trainer:
         """
         config.validate()
         data = as_loop_data(data, eval_data)
+        check_student_fits_data(student, data)
         distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
         check_eval_split(data, config.eval_split)
         self.strategy = strategy or tf.distribute.get_strategy()
