@@ -380,6 +380,26 @@ def test_eval_rejects_a_checkpoint_without_arch(tmp_path):
         evaluate(checkpoint=str(tmp_path / "x"), dataset="digits")
     with pytest.raises(ValueError, match="is not a readable SavedModel"):
         evaluate(saved_model=str(tmp_path), dataset="digits")
+    with pytest.raises(ValueError, match=r"--saved_model '.*gone' does not exist"):
+        evaluate(saved_model=str(tmp_path / "gone"), dataset="digits")
+
+
+def test_eval_names_a_run_dir_or_a_foreign_saved_model_given_as_saved_model(tmp_path, trained_run):
+    from iep.engine.evaluation import evaluate
+
+    run_dir, _ = trained_run
+    with pytest.raises(ValueError, match=r"is a run directory: give it as --run_dir \(or its export/ folder\)"):
+        evaluate(saved_model=run_dir, dataset="digits")
+
+    class Doubler(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4])])
+        def double(self, x):
+            return {"y": 2 * x}
+
+    module = Doubler()
+    tf.saved_model.save(module, str(tmp_path / "foreign"), signatures={"serving_default": module.double})
+    with pytest.raises(ValueError, match=r"has no serving_default signature taking `images`"):
+        evaluate(saved_model=str(tmp_path / "foreign"), dataset="digits")
 
 
 def test_sigterm_stops_at_a_step_boundary_names_the_checkpoint_and_resumes(tmp_path):

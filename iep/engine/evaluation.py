@@ -55,12 +55,24 @@ def _saved_model_predictor(path: str):
 
     from iep.engine.export import CLASS_NAMES_FILE
 
+    from iep.engine.layout import CONFIG_FILE
+
+    if not os.path.exists(path):
+        raise ValueError(f"--saved_model {path!r} does not exist")
+    if os.path.exists(os.path.join(path, CONFIG_FILE)):
+        raise ValueError(f"--saved_model {path!r} is a run directory: give it as --run_dir (or its export/ folder)")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:
         raise ValueError(f"--saved_model {path!r} is not a readable SavedModel ({error.__class__.__name__})") from None
-    serve = loaded.signatures["serving_default"]
-    size = int(serve.structured_input_signature[1]["images"].shape[1])
+    serve = loaded.signatures.get("serving_default")
+    inputs = serve.structured_input_signature[1] if serve is not None else {}
+    if "images" not in inputs:  # what our exports serve; another SavedModel is a teacher (--teacher), not this
+        raise ValueError(
+            f"--saved_model {path!r} has no serving_default signature taking `images` (one of our exports has; "
+            f"its signatures: {list(loaded.signatures)})"
+        )
+    size = int(inputs["images"].shape[1])
     names_file = os.path.join(path, "assets", CLASS_NAMES_FILE)
     names = open(names_file).read().splitlines() if os.path.exists(names_file) else None
     return (lambda images: serve(images=images)["logits"]), size, names
