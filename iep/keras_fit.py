@@ -49,6 +49,13 @@ class DistillationModel(keras.Model):
     student's logits. `weight_decay` is the loop's (`--weight_decay`), on what the method decays."""
 
     def __init__(self, student: TappedNetwork, distiller: Distiller | None = None, weight_decay: float = 5e-4):
+        if not isinstance(student, TappedNetwork):
+            raise TypeError(f"student must be a TappedNetwork (iep.build_network, iep.tap_model); got {student!r}")
+        if distiller is not None and not isinstance(distiller, Distiller):  # a name needs its teacher and steps
+            raise TypeError(
+                f"distiller must be a Distiller, e.g. iep.build_distiller({distiller!r}, teacher, student); "
+                f"got {type(distiller).__name__}"
+            )
         super().__init__(name=f"{student.model.name}_distillation")
         self.distiller = distiller or Distiller()
         self._stages = [(phase, stage_optimizer(phase)) for phase in self.distiller.pre_phases()]

@@ -85,6 +85,15 @@ def test_crd_under_fit_asks_for_the_indices():
         model.fit(np.zeros((64, 32, 32, 3), np.uint8), np.zeros(64), epochs=1, verbose=0)
 
 
+def test_a_method_name_or_a_bare_keras_model_is_refused_with_what_to_pass():
+    data = _data()
+    student, _ = _pair(data, "kd")
+    with pytest.raises(TypeError, match=r"distiller must be a Distiller, e.g. iep.build_distiller\('kd', teacher"):
+        DistillationModel(student, "kd")  # was an AttributeError on 'str'
+    with pytest.raises(TypeError, match=r"student must be a TappedNetwork \(iep.build_network, iep.tap_model\)"):
+        DistillationModel(student.model)
+
+
 def test_pre_phases_need_a_sized_source():
     data = _data()
     student, distiller = _pair(data, "fitnet")

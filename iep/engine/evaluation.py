@@ -54,7 +54,6 @@ def _saved_model_predictor(path: str):
     import tensorflow as tf
 
     from iep.engine.export import CLASS_NAMES_FILE
-
     from iep.engine.layout import CONFIG_FILE
 
     if not os.path.exists(path):
