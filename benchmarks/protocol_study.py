@@ -562,14 +562,24 @@ def teacher_records(
     return list(out.values())
 
 
+def unknown_choice(factors: list[str], methods: list[str], combine: list[str]) -> str | None:
+    """The first flag naming a factor or method the study does not have, as its error (None: all known)."""
+    for flag, given, known in (
+        ("factors", factors, [*FACTORS, "combined"]),
+        ("methods", methods, list(TABLE_METHODS)),  # or `all` alone
+        ("combine", combine, ["auto", *(f for f in FACTORS if f != "baseline")]),
+    ):
+        if unknown := [value for value in given if value not in known]:
+            return f"unknown --{flag} {unknown}; choose from {known}" + (" (or all)" if flag == "methods" else "")
+    return None
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     methods = list(TABLE_METHODS) if FLAGS.methods == ["all"] else FLAGS.methods
-    unknown = sorted(set(FLAGS.factors) - {*FACTORS, "combined"}) + sorted(set(methods) - set(TABLE_METHODS))
-    unknown += sorted(set(FLAGS.combine) - {"auto", *FACTORS} - {"baseline"})
-    if unknown:
-        raise app.UsageError(f"unknown --factors/--methods/--combine {unknown}; factors {[*FACTORS, 'combined']}")
+    if error := unknown_choice(FLAGS.factors, methods, FLAGS.combine):
+        raise app.UsageError(error)
     if FLAGS.seeds < 1:
         raise app.UsageError(f"--seeds must be >= 1, got {FLAGS.seeds}")
     if FLAGS.parallel < 1:
@@ -583,7 +593,12 @@ def main(argv: list[str]) -> None:
         FLAGS.data_dir,
         FLAGS.seeds,
     )
-    os.makedirs(study.root, exist_ok=True)
+    if FLAGS.report_only and not os.path.isdir(study.root):
+        raise app.UsageError(f"--root {study.root!r} does not exist: there are no runs to report")
+    try:
+        os.makedirs(study.root, exist_ok=True)
+    except OSError as error:
+        raise app.UsageError(f"--root {study.root!r} cannot be created ({error.strerror})") from None
     name = FLAGS.results_name or f"protocol_study{quick}"
     recorded = Recorded() if FLAGS.rerun_recorded else Recorded.read(results_path(name), ("factor", "method"))
     if not FLAGS.report_only:

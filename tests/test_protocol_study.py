@@ -107,6 +107,15 @@ def test_students_run_in_parallel_after_the_teacher(tmp_path, monkeypatch):
     assert sorted(calls[1:]) == [("paper_schedule/r0.1/dkd_s0", True, True), ("paper_schedule/r0.1/kd_s0", True, True)]
 
 
+def test_an_unknown_factor_or_method_names_its_flag_and_the_choices():
+    assert ps.unknown_choice(["paper_schedule"], ["iep", "nst", "iep_termclip"], ["auto"]) is None
+    error = ps.unknown_choice(["paper_schedule"], ["iep", "bogus"], ["auto"])
+    assert error.startswith("unknown --methods ['bogus']; choose from ['none', ") and error.endswith("(or all)")
+    assert "'mlkd_authors_lr'" in error  # the variants are choices too
+    assert ps.unknown_choice(["bogus"], ["iep"], ["auto"]).startswith("unknown --factors ['bogus']; choose from ['")
+    assert ps.unknown_choice(["baseline"], ["iep"], ["baseline"]).startswith("unknown --combine ['baseline']")
+
+
 def test_a_factor_reuses_the_baseline_where_it_cannot_change_the_method():
     own = {(n, m): ps.run_source(n, f, m) != "baseline" for n, f in ps.FACTORS.items() for m in ps.METHODS}
     assert not any(own[("baseline", m)] for m in ps.METHODS)
