@@ -71,6 +71,8 @@ def test_metrics_follow_known_separation():
     assert abs(mixed["silhouette"]) < 0.05 and mixed["knn_accuracy"] < 0.5
     with pytest.raises(ValueError, match="two classes"):
         cluster_metrics(x, np.zeros(300, int))
+    with pytest.raises(ValueError, match="more images than classes: 3 images hold 3 classes"):
+        cluster_metrics(x[:3], np.arange(3))  # scikit-learn's own words named no flag
 
 
 def test_graph_images_cover_classes_first_and_are_deterministic():
@@ -155,6 +157,9 @@ def test_visualize_rejects_missing_points_and_non_iep_runs(trained_runs, tmp_pat
     (tmp_path / "not_a_run").mkdir()
     with pytest.raises(ValueError, match=r"--students '.*not_a_run' is not a run directory of ours \(no config"):
         visualize(teacher, [str(tmp_path / "not_a_run")], out=str(tmp_path))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"--out '.*file/views' cannot be created"):
+        visualize(teacher, out=str(tmp_path / "file" / "views"))
     from iep.engine.cli import number_list
 
     with pytest.raises(ValueError, match=r"--points takes comma-separated integers, got 'x'"):

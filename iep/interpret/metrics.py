@@ -33,8 +33,14 @@ def intra_inter_ratio(x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def cluster_metrics(x: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, float]:
-    if len(np.unique(labels)) < 2:
+    classes = len(np.unique(labels))
+    if classes < 2:
         raise ValueError("cluster metrics need at least two classes in the evaluated images")
+    if classes >= len(labels):  # every image its own class: the silhouette score is undefined
+        raise ValueError(
+            f"cluster metrics need more images than classes: {len(labels)} images hold {classes} classes "
+            "(visualize.py: a larger --limit)"
+        )
     return {
         "knn_accuracy": knn_accuracy(x, labels, k),
         "silhouette": float(silhouette_score(x, labels)),

@@ -79,6 +79,11 @@ def visualize(
         raise ValueError(f"--limit must be >= 2, got {limit}")
     if ivis_fit_limit < 3:
         raise ValueError(f"--ivis_fit_limit must be >= 3, got {ivis_fit_limit}")
+    try:  # before any compute: an --out that cannot be written used to fail after the features were extracted
+        for sub in ("spca", "embeddings", "graphs"):
+            os.makedirs(os.path.join(out, sub), exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out!r} cannot be created ({error.strerror})") from None
     config = load_run_config(teacher, "--teacher")
     for run_dir in students:  # before any image is decoded
         load_run_config(run_dir, "--students")
@@ -121,9 +126,6 @@ def visualize(
     fit_batches = subset(ivis_fit_split, ivis_fit_limit) if "ivis" in embeddings else None
 
     images = np.concatenate([x.numpy() for x, _ in batches()]).astype(np.uint8)
-    os.makedirs(out, exist_ok=True)
-    for sub in ("spca", "embeddings", "graphs"):
-        os.makedirs(os.path.join(out, sub), exist_ok=True)
     metrics, projector_tensors, split_features, spca_of, maps_of_point = {}, {}, None, {}, {}
     for name, net in networks.items():
         use_trained = iep is not None and name == teacher_name
