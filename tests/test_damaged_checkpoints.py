@@ -119,5 +119,7 @@ def test_a_teacher_run_and_eval_with_a_damaged_newest_checkpoint(tmp_path, capsy
         open(data, "r+b").truncate(8)
     with pytest.raises(ValueError, match=r"--teacher .* no intact checkpoint"):
         load_teacher(str(run), None, 10, (32, 32, 3))
-    with pytest.raises(ValueError, match="no intact checkpoint"):
+    with pytest.raises(ValueError, match="^--run_dir: .* no intact checkpoint"):
         evaluate(run_dir=str(run), split="test")
+    with pytest.raises(ValueError, match=r"^--checkpoint '.*epoch-9' does not exist: give a prefix"):
+        evaluate(checkpoint=str(run / "checkpoints" / "epoch-9"), arch="wrn-10-1", dataset="digits")

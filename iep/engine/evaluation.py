@@ -104,6 +104,11 @@ def evaluate(
     run_config = load_run_config(run_dir, "--run_dir") if run_dir and not saved_model else {}
     if not (saved_model or run_config or arch):
         raise ValueError("--arch is required with a --checkpoint outside a run directory")
+    if checkpoint and not (os.path.isdir(checkpoint) or os.path.exists(checkpoint + ".index")):  # before the data
+        raise ValueError(
+            f"--checkpoint {checkpoint!r} does not exist: give a prefix (runs/x/checkpoints/epoch-10, beside its "
+            ".index file) or a run directory"
+        )
     dataset = dataset or run_config.get("dataset")
     if not dataset:
         where = "the run was trained from Python on data of its own" if run_config else "no run directory names it"
@@ -126,7 +131,10 @@ def evaluate(
     data = build_pipeline(config, source)
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
-        restore_model_weights(network.model, checkpoint or run_dir)
+        try:
+            restore_model_weights(network.model, checkpoint or run_dir)
+        except ValueError as error:
+            raise ValueError(f"{'--checkpoint' if checkpoint else '--run_dir'}: {error}") from None
         predict = tf.function(lambda images: network.classifier(images, training=False))
     logits, labels = collect_logits(predict, data.eval_dataset(split, batch_size))
     report = classification_report(logits, labels, data.class_names)
