@@ -184,6 +184,8 @@ BAD_INPUTS = [
     (["--teacher=/nonexistent/teacher"], r"--teacher '/nonexistent/teacher' does not exist"),
     (["--eval_split=validation"], r"has no split 'validation'"),
     (["--distill=iep"], r"--distill=iep needs --teacher"),
+    # a forgotten --distill: the teacher was loaded and ignored, and a plain student trained
+    (["--teacher=keras:ResNet50"], r"--teacher 'keras:ResNet50' is given but --distill=none uses no teacher"),
     # Numeric flags out of range, NaN included, are refused before anything is built or written.
     (["--lr_decay_factor=-0.2"], r"--lr_decay_factor must be in \(0, 1\], got -0.2"),
     (["--lr=nan"], r"--lr must be a finite number > 0, got nan"),
@@ -224,10 +226,10 @@ def test_empty_data_dir_and_class_mismatch(tmp_path):
 def test_teacher_of_the_wrong_architecture(tmp_path, trained_run):
     run_dir, _ = trained_run
     with pytest.raises(ValueError, match=r"--teacher_arch='wrn-16-1' but the teacher run .* trained 'resnet8'"):
-        _run_train(f"--run_dir={tmp_path / 'a'}", f"--teacher={run_dir}", "--teacher_arch=wrn-16-1")
+        _run_train(f"--run_dir={tmp_path / 'a'}", "--distill=kd", f"--teacher={run_dir}", "--teacher_arch=wrn-16-1")
     prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     with pytest.raises(ValueError, match=r"does not match the 'teacher' network"):
-        _run_train(f"--run_dir={tmp_path / 'b'}", f"--teacher={prefix}", "--teacher_arch=resnet14")
+        _run_train(f"--run_dir={tmp_path / 'b'}", "--distill=kd", f"--teacher={prefix}", "--teacher_arch=resnet14")
 
 
 def test_bad_iep_flags_fail_before_the_run_dir_is_written(tmp_path, trained_run):
@@ -248,14 +250,17 @@ def test_bad_iep_flags_fail_before_the_run_dir_is_written(tmp_path, trained_run)
 def test_unreadable_teacher_checkpoint(tmp_path):
     (tmp_path / "junk.index").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"is not a readable checkpoint"):
-        _run_train(f"--run_dir={tmp_path / 'r'}", f"--teacher={tmp_path / 'junk'}", "--teacher_arch=resnet8")
+        _run_train(
+            f"--run_dir={tmp_path / 'r'}", "--distill=kd", f"--teacher={tmp_path / 'junk'}", "--teacher_arch=resnet8"
+        )
 
 
 def test_teacher_loads_and_resume_refuses_changed_settings(tmp_path, trained_run):
     run_dir, summary = trained_run
-    _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet8", "--rate=0.3")
+    student = (f"--run_dir={tmp_path / 'student'}", "--distill=kd", f"--teacher={run_dir}", "--rate=0.3")
+    _run_train(*student, "--arch=resnet8")
     with pytest.raises(ValueError, match=r"--arch: was 'resnet8', now 'resnet14'"):
-        _run_train(f"--run_dir={tmp_path / 'student'}", f"--teacher={run_dir}", "--arch=resnet14", "--rate=0.3")
+        _run_train(*student, "--arch=resnet14")
 
 
 def test_teacher_of_other_class_names_is_refused_with_the_difference(trained_run):
@@ -471,6 +476,10 @@ def test_eval_every_skips_epochs_but_never_the_last(tmp_path):
     assert tags == {2, 4, 5}
     with pytest.raises(ValueError, match="--eval_every must be >= 1"):
         TrainConfig(eval_every=0).validate()
+    for field, value in (("lr", "0.1"), ("epochs", True), ("eval_limit", "all")):  # from Python, untyped
+        with pytest.raises(TypeError, match=f"TrainConfig.{field} must be a number, got {value!r}"):
+            TrainConfig(**{field: value}).validate()
+    TrainConfig(epochs=np.int64(3), lr=np.float32(0.1), eval_limit=None).validate()  # NumPy numbers are numbers
 
 
 def test_a_tilde_in_any_path_flag_is_the_home_folder(monkeypatch):

@@ -353,6 +353,8 @@ def _train() -> dict:
         raise ValueError(
             f"--distill={FLAGS.distill} needs --teacher (a run of ours, a .keras file, a SavedModel, keras:<name>)"
         )
+    if FLAGS.distill == "none" and FLAGS.teacher:  # a forgotten --distill would train a plain student for hours
+        raise ValueError(f"--teacher {FLAGS.teacher!r} is given but --distill=none uses no teacher: name a method")
     static_knowledge = _static_flags()
     train_config = TrainConfig(
         epochs=FLAGS.epochs,

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Sequence
 
 from iep.engine.mobile_export import check_formats
 from iep.engine.precision import check_precision
+
+# The fields `validate` compares with numbers (eval_limit may also be None: all images).
+NUMERIC = (
+    "eval_limit",
+    "epochs",
+    "batch_size",
+    "lr",
+    "lr_decay_factor",
+    "momentum",
+    "weight_decay",
+    "seed",
+    "eval_every",
+    "eval_batch_size",
+    "log_every",
+    "keep_checkpoints",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,9 +60,16 @@ class TrainConfig:
         return bool(self.jit_compile)
 
     def validate(self) -> None:
+        """Every numeric setting a number and in range (NaN fails every check) before anything is built or
+        written; from Python, lr="0.1" would otherwise fail as a bare TypeError naming no field."""
         if self.jit_compile not in ("auto", True, False):
             raise ValueError(f"--jit_compile must be auto, true or false, got {self.jit_compile!r}")
-        """Every numeric setting in range (NaN fails every check) before anything is built or written."""
+        for name in NUMERIC:
+            value = getattr(self, name)
+            if (value is not None or name != "eval_limit") and (
+                not isinstance(value, numbers.Real) or isinstance(value, bool)
+            ):
+                raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
         check_precision(self.precision)
         check_formats(self.export_formats)
         checks = [
