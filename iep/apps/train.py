@@ -276,9 +276,7 @@ def _static_flags():
         raise ValueError(
             f"--semantic_vectors learns a teacher's vectors during plain training; drop --distill={FLAGS.distill}"
         )
-    if FLAGS.distill in STATIC_METHODS:
-        if FLAGS.teacher:
-            raise ValueError(f"--distill={FLAGS.distill} never loads a teacher (static knowledge only); drop --teacher")
+    if FLAGS.distill in STATIC_METHODS:  # a --teacher beside it is refused with the other methods' (_train)
         if not FLAGS.static_knowledge:
             raise ValueError(f"--distill={FLAGS.distill} needs --static_knowledge=<file> (python -m iep.static.learn)")
         from iep.static.knowledge_file import load_static_knowledge
@@ -317,6 +315,7 @@ def _train() -> dict:
     import keras
 
     from iep.datasets import DataConfig, build_pipeline
+    from iep.engine.checkpointing import checkpoint_exists
     from iep.engine.cli import default_run_dir, number_list
     from iep.engine.distribute import build_strategy, is_chief, split_cpu
     from iep.engine.files import check_writable
@@ -325,7 +324,7 @@ def _train() -> dict:
     from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
     from iep.engine.teacher import load_teacher
     from iep.engine.trainer import TrainConfig, Trainer
-    from iep.methods import build_distiller, needs_teacher, parse_distill_args
+    from iep.methods import STATIC_METHODS, build_distiller, needs_teacher, parse_distill_args
     from iep.nets import build_network, default_dropout, parse_arch
 
     _check_flags()
@@ -338,11 +337,7 @@ def _train() -> dict:
                 parse_arch(value)
             except ValueError as error:
                 raise ValueError(f"--{flag}={value}: {error}") from None
-    if (
-        FLAGS.teacher
-        and not is_outside_teacher(FLAGS.teacher)
-        and not (os.path.exists(FLAGS.teacher) or os.path.exists(FLAGS.teacher + ".index"))
-    ):
+    if FLAGS.teacher and not is_outside_teacher(FLAGS.teacher) and not checkpoint_exists(FLAGS.teacher):
         from iep.engine.configs import config_training
 
         trains_it = config_training(FLAGS.teacher)
@@ -353,7 +348,10 @@ def _train() -> dict:
         raise ValueError(
             f"--distill={FLAGS.distill} needs --teacher (a run of ours, a .keras file, a SavedModel, keras:<name>)"
         )
-    if FLAGS.distill == "none" and FLAGS.teacher:  # a forgotten --distill would train a plain student for hours
+    if FLAGS.teacher and not needs_teacher(FLAGS.distill):  # it would be loaded and ignored
+        if FLAGS.distill in STATIC_METHODS:
+            raise ValueError(f"--distill={FLAGS.distill} never loads a teacher (static knowledge only); drop --teacher")
+        # a forgotten --distill would train a plain student for hours
         raise ValueError(f"--teacher {FLAGS.teacher!r} is given but --distill=none uses no teacher: name a method")
     static_knowledge = _static_flags()
     train_config = TrainConfig(

@@ -38,6 +38,12 @@ def describe_damage(error: BaseException) -> str:
     return f"{error.__class__.__name__}: {op_message(error, limit=160)}"
 
 
+def checkpoint_exists(path: str) -> bool:
+    """Whether `path` names something a checkpoint reader can try: a run or checkpoint folder, or a prefix
+    (whose files are <prefix>.index and <prefix>.data-*, never <prefix> itself)."""
+    return os.path.exists(path) or os.path.exists(path + ".index")
+
+
 def checkpoint_candidates(directory: str) -> list[str]:
     """A folder's checkpoint prefixes, newest first (from the state file, or the index files if that is
     unreadable or missing)."""

@@ -95,7 +95,7 @@ def evaluate(
 
     from iep.datasets import DataConfig, build_pipeline
     from iep.datasets.sources import load_source
-    from iep.engine.checkpointing import restore_model_weights
+    from iep.engine.checkpointing import checkpoint_exists, restore_model_weights
     from iep.engine.runs import check_class_names, load_run_config, run_data_config
     from iep.nets import build_network
 
@@ -104,7 +104,7 @@ def evaluate(
     run_config = load_run_config(run_dir, "--run_dir") if run_dir and not saved_model else {}
     if not (saved_model or run_config or arch):
         raise ValueError("--arch is required with a --checkpoint outside a run directory")
-    if checkpoint and not (os.path.isdir(checkpoint) or os.path.exists(checkpoint + ".index")):  # before the data
+    if checkpoint and not checkpoint_exists(checkpoint):  # before the data is read
         raise ValueError(
             f"--checkpoint {checkpoint!r} does not exist: give a prefix (runs/x/checkpoints/epoch-10, beside its "
             ".index file) or a run directory"

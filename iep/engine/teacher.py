@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from iep.engine.checkpointing import restore_model_weights
+from iep.engine.checkpointing import checkpoint_exists, restore_model_weights
 from iep.engine.outside_teacher import is_outside_teacher, load_outside_teacher
 from iep.engine.runs import CONFIG_FILE, check_class_names, load_run_config
 from iep.nets import TappedNetwork, build_network
@@ -43,7 +43,7 @@ def load_teacher(
         return load_outside_teacher(path, input_shape, taps, preprocess, flag, name)
     if preprocess != "auto":
         raise ValueError(f"--teacher_preprocess is for outside teachers; {flag} {path!r} standardizes inside")
-    if not os.path.exists(path) and not os.path.exists(path + ".index"):
+    if not checkpoint_exists(path):
         raise ValueError(f"{flag} {path!r} does not exist")
     mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
