@@ -58,7 +58,7 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import reproduce_small as small  # noqa: E402
 from benchmarks.plot_results import mean_spread  # noqa: E402
-from benchmarks.recorded import Recorded, define_rerun_flag, finished_metrics  # noqa: E402
+from benchmarks.recorded import Recorded, define_rerun_flag, finished_metrics, teacher_differences  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS as BUILT_IN  # noqa: E402
 from iep.methods import STATIC_METHODS  # noqa: E402
@@ -456,7 +456,28 @@ def below_vanilla_losses(rows: list[dict], vanilla: dict[str, dict]) -> list[str
     return lines
 
 
-def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
+def teachers_note(rows: list[dict], teachers: list[dict]) -> list[str]:
+    """When the students learnt from more than one teacher (a study resumed on another CPU, kept within
+    --teacher_tolerance), which teacher and how many runs each: the table mixes them, and says so."""
+    if len(teachers) < 2:
+        return []
+    runs = [r for row in rows for r in row["runs"] if r.get("teacher_test") is not None]
+    tests = [t["test"] for t in teachers]
+    counted = len(set(tests)) == len(tests)  # runs name their teacher by its test accuracy
+    each = [
+        f"{_pct(t['test'])} % test ({t.get('cpu') or 'CPU not recorded'}"
+        + (f"; {_runs(sum(r['teacher_test'] == t['test'] for r in runs))})" if counted else ")")
+        for t in teachers
+    ]
+    return ["", f"The students learnt from {len(teachers)} teachers, one command retrained on different CPUs: "
+            + ", ".join(each) + "."]  # fmt: skip
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" + ("" if n == 1 else "s")
+
+
+def markdown(rows: list[dict], gap_rows: list[dict], teachers: list[dict] | None = None) -> str:
     """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
     that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
 
@@ -493,6 +514,7 @@ def markdown(rows: list[dict], gap_rows: list[dict]) -> str:
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     lines += below_vanilla_losses(rows, vanilla)
+    lines += teachers_note(rows, teachers or [])
     gap_rows = [g for g in gap_rows if any(m in g["validation"] for m in ("iep", "iep_bb"))]
     if not gap_rows:
         return "\n".join(lines) + "\n"
@@ -547,19 +569,19 @@ def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) 
 def teacher_records(
     study: Study, factor_names: list[str], wall_times: dict, recorded: Recorded | None = None
 ) -> list[dict]:
-    """The finished teachers of these factors, once each (a recorded one where this machine has none)."""
+    """The teachers of these factors' students: the one finished here, and each recorded one that differs from it
+    (students kept within --teacher_tolerance learnt from those), or the recorded ones where none finished here."""
     recorded = recorded or Recorded()
-    out = {}
+    out: dict[str, list[dict]] = {}
     for name in factor_names:
         run_dir = teacher_dir(study, factor_of(study, name))
         key = os.path.relpath(run_dir, study.root)
         if key in out:
             continue
-        if metrics := finished_metrics(run_dir):
-            out[key] = teacher_record(study, run_dir, metrics, wall_times)
-        elif key in recorded.teachers:
-            out[key] = {**recorded.teachers[key], "recorded": True}
-    return list(out.values())
+        here = [teacher_record(study, run_dir, metrics, wall_times)] if (metrics := finished_metrics(run_dir)) else []
+        others = [t for t in recorded.teachers.get(key, []) if not here or teacher_differences(t, here[0])]
+        out[key] = here + [{**t, "recorded": True} for t in others]
+    return [teacher for teachers in out.values() for teacher in teachers]
 
 
 def unknown_choice(factors: list[str], methods: list[str], combine: list[str]) -> str | None:
@@ -688,7 +710,7 @@ def report(study: Study, name: str, recorded: Recorded | None = None, factors: l
     }
     os.makedirs(small.RESULTS_DIR, exist_ok=True)
     write_results(results_path(name), settings, rows)
-    table = markdown(rows, gap_rows)
+    table = markdown(rows, gap_rows, teachers)
     with open(os.path.join(small.RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(table)
     print(table)

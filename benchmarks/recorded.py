@@ -11,7 +11,8 @@ matches it: `check_teacher` compares every figure both records have and refuses 
 different teachers. Training is deterministic on one kind of machine, but not across CPUs (oneDNN and Eigen
 pick kernels by the instruction set: on 2026-12-04 an AMD EPYC machine retrained the WRN-28-1 teacher to
 83.60 % where the record says 83.48 %). `--teacher_tolerance=T` keeps recorded students whose teacher's test
-accuracy is within T of the retrained one's, with a warning; the report then lists both teachers.
+accuracy is within T of the retrained one's, with a warning; the report then lists both teachers, and a study
+resumed on a third machine compares its teacher with each of them (a teacher identical to any one is a match).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def finished(run_dir: str) -> bool:
 class Recorded:
     """`runs`: (*cell, seed) → run record, the cell being the row fields that name it (protocol study:
     factor, method; reproduce_small: rate, method). `teachers`: teacher run dir relative to the study root →
-    its record."""
+    its records (more than one once a study kept students of two machines' teachers: see `check_teacher`)."""
 
     runs: dict = dataclasses.field(default_factory=dict)
     teachers: dict = dataclasses.field(default_factory=dict)
@@ -55,9 +56,11 @@ class Recorded:
             for row in results.get("results", [])
             for run in row.get("runs", [])  # files written before runs were recorded have none
         }
-        teachers = {t["run_dir"]: t for t in results.get("teachers", [])}
-        if results.get("teacher"):  # reproduce_small: one teacher, in <root>/teacher
-            teachers["teacher"] = results["teacher"]
+        teachers: dict[str, list[dict]] = {}
+        for teacher in results.get("teachers", []):
+            teachers.setdefault(teacher["run_dir"], []).append(teacher)
+        if results.get("teacher"):  # reproduce_small: its teacher in <root>/teacher, and any kept before it
+            teachers["teacher"] = [results["teacher"], *results.get("other_teachers", [])]
         return cls(runs, teachers)
 
     def stands_in(self, run_dir: str, *key) -> bool:
@@ -71,27 +74,37 @@ class Recorded:
         return None if found is None else {**found, "recorded": True}
 
     def check_teacher(self, name: str, retrained: dict, where: str, tolerance: float = 0.0) -> None:
-        """Raises if the teacher retrained in `where` differs from the recorded teacher `name` (beyond `tolerance`
-        of test accuracy, when given: then a warning)."""
-        old = self.teachers.get(name)
-        if old is None:
+        """Raises if the teacher retrained in `where` differs from the recorded teachers `name` (from any of them
+        beyond `tolerance` of test accuracy, when given: then a warning). One identical to a recorded teacher is a
+        match: the recorded students of that teacher stand, and those of another were kept within the tolerance
+        once already."""
+        olds = self.teachers.get(name, [])
+        differs = [teacher_differences(old, retrained) for old in olds]
+        if not olds or not all(differs):
             return
-        differ = {k: (old[k], retrained[k]) for k in TEACHER_FIGURES if k in old and k in retrained}
-        differ = {k: v for k, v in differ.items() if v[0] != v[1]}
-        accuracy = [v for k, v in differ.items() if k in ("test", "last_accuracy")]
-        if differ and tolerance > 0 and accuracy and all(abs(a - b) <= tolerance for a, b in accuracy):
+        accuracy = [v for differ in differs for k, v in differ.items() if k in ("test", "last_accuracy")]
+        if tolerance > 0 and all(abs(a - b) <= tolerance for a, b in accuracy):
             print(
-                f"warning: the teacher retrained in {where} differs from the recorded one ({differ}) within "
-                f"--teacher_tolerance={tolerance:g}: its recorded students are kept (they learnt from the recorded "
-                "teacher; the report lists both)"
+                f"warning: the teacher retrained in {where} differs from the recorded one ({_joined(differs)}) "
+                f"within --teacher_tolerance={tolerance:g}: its recorded students are kept (they learnt from the "
+                "recorded teacher; the report lists both)"
             )
             return
-        if differ:
-            raise RuntimeError(
-                f"the teacher retrained in {where} differs from the one the results file records "
-                f"(recorded, retrained: {differ}), so its recorded students did not learn from this teacher. "
-                "Re-run with --rerun_recorded to train every student again against this teacher."
-            )
+        raise RuntimeError(
+            f"the teacher retrained in {where} differs from the one the results file records "
+            f"(recorded, retrained: {_joined(differs)}), so its recorded students did not learn from this teacher. "
+            "Re-run with --rerun_recorded to train every student again against this teacher, or with "
+            "--teacher_tolerance to keep them."
+        )
+
+
+def teacher_differences(old: dict, new: dict) -> dict:
+    """{figure: (old, new)} for each of TEACHER_FIGURES both records have and that differs ({}: the same teacher)."""
+    return {k: (old[k], new[k]) for k in TEACHER_FIGURES if k in old and k in new and old[k] != new[k]}
+
+
+def _joined(differs: list[dict]) -> str:
+    return "; ".join(str(d) for d in differs)
 
 
 def define_rerun_flag(flags) -> None:

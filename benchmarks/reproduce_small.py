@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks.recorded import Recorded, define_rerun_flag, finished, finished_metrics  # noqa: E402
+from benchmarks.recorded import Recorded, define_rerun_flag, finished, finished_metrics, teacher_differences  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS, PRE_PHASE  # noqa: E402
 
@@ -326,10 +326,13 @@ def summarize(
     """One row per (rate, method) with finished runs; a run finished here wins, else a `recorded` one stands in."""
     recorded = recorded or Recorded()
     teacher_metrics = finished_metrics(f"{root}/teacher")
+    recorded_teachers = [{**t, "recorded": True} for t in recorded.teachers.get("teacher", [])]
     if teacher_metrics:
         teacher = teacher_record(p, f"{root}/teacher", teacher_metrics, wall_times)
+        # recorded students kept within --teacher_tolerance learnt from these
+        others = [t for t in recorded_teachers if teacher_differences(t, teacher)]
     else:
-        teacher = recorded.teachers.get("teacher") and {**recorded.teachers["teacher"], "recorded": True}
+        teacher, others = (recorded_teachers or [None])[0], recorded_teachers[1:]
     rows = []
     for rate in p.rates:
         for method in methods:
@@ -366,6 +369,7 @@ def summarize(
         # What the whole protocol cost (finished and recorded runs).
         "wall_seconds_total": (teacher["wall_seconds"] if teacher else 0.0) + student_seconds,
         "teacher": teacher,
+        **({"other_teachers": others} if others else {}),
         "commands": {
             "teacher": "python " + " ".join(teacher_command(p, root, data_dir)),
             "student_example": "python " + " ".join(student_command(p, root, data_dir, "iep_bb", min(p.rates), 0)),
@@ -420,6 +424,9 @@ def markdown_table(header: dict, rows: list[dict]) -> str:
     lines = []
     if teacher:
         lines.append(f"Teacher {teacher['arch']}: {100 * teacher['last_accuracy']:.2f} % (last epoch).\n")
+    for other in header.get("other_teachers", []):  # recorded students kept within --teacher_tolerance
+        lines.append(f"Recorded students also learnt from a teacher at {100 * other['last_accuracy']:.2f} % "
+                     f"({other.get('cpu') or 'another CPU'}).\n")  # fmt: skip
     lines += [
         "| rate | method | seeds | top-1 last | top-1 best | last − vanilla | minutes / run |",
         "|---|---|---|---|---|---|---|",

@@ -125,7 +125,9 @@ def test_a_run_another_machine_recorded_stands_in_and_is_not_trained_again(tmp_p
     results = tmp_path / "reproduce_small.json"
     results.write_text(json.dumps({**header, "results": rows}))  # as write_results lays it out
     recorded = Recorded.read(str(results), ("rate", "method"))
-    assert set(recorded.runs) == {(0.1, "kd", 0)} and recorded.teachers["teacher"]["last_accuracy"] == 0.8348
+    assert set(recorded.runs) == {(0.1, "kd", 0)} and [t["last_accuracy"] for t in recorded.teachers["teacher"]] == [
+        0.8348
+    ]
 
     new = tmp_path / "new"  # another machine: no run directories
     runs = [d for _, d in rs.jobs(protocol, str(new), "data", ["none", "kd"], 1, recorded)]
@@ -142,3 +144,9 @@ def test_a_run_another_machine_recorded_stands_in_and_is_not_trained_again(tmp_p
     _finished_run(tmp_path / "other" / "teacher", 0.8351, 0.8351, 10.0)
     with pytest.raises(RuntimeError, match=r"differs from the one the results file records.*--rerun_recorded"):
         rs.check_teacher_matches_record(protocol, str(tmp_path / "other"), recorded)
+    # kept within --teacher_tolerance, the report names the recorded teacher beside the one trained here
+    rs.check_teacher_matches_record(protocol, str(tmp_path / "other"), recorded, tolerance=0.001)
+    header, rows = rs.summarize(protocol, str(tmp_path / "other"), ["kd"], {}, recorded=recorded)
+    assert header["teacher"]["last_accuracy"] == 0.8351 and "recorded" not in header["teacher"]
+    assert [t["last_accuracy"] for t in header["other_teachers"]] == [0.8348]
+    assert "Recorded students also learnt from a teacher at 83.48 % (another CPU)." in rs.markdown_table(header, rows)
