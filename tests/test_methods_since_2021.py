@@ -200,11 +200,20 @@ def test_logit_methods_run_under_model_fit_with_the_trainers_steps(tmp_path, met
 
     config = TrainConfig(epochs=1, batch_size=32, lr=0.05, lr_schedule="constant", progress=False, export=False)
     student_a, distiller_a = pair()
+    start = _flat(student_a.model.get_weights())
     Trainer(student_a, data, config, str(tmp_path / "trainer"), distiller_a).fit()
     student_b, distiller_b = pair()
     model = DistillationModel(student_b, distiller_b, weight_decay=config.weight_decay)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     history = model.fit(data.train_dataset(0, 32, config.seed), epochs=1, verbose=0)
     assert np.isfinite(history.history[logged][0])
-    for a, b in zip(student_a.model.get_weights(), student_b.model.get_weights(), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # The two graphs round differently (float32, fused differently), and standardized logits divide by a small
+    # std at initialization, which magnifies that rounding on some CPUs (to 9e-5 of the move on an Intel Xeon):
+    # the steps agree when the students part by far less than they moved. Leaving out the weight decay, the
+    # smallest term, parts them by 1.4e-3 (KD) to 3e-3 (DIST) of the move.
+    trained_a, trained_b = _flat(student_a.model.get_weights()), _flat(student_b.model.get_weights())
+    assert np.linalg.norm(trained_a - trained_b) <= 5e-4 * np.linalg.norm(trained_a - start)
+
+
+def _flat(weights: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([w.ravel() for w in weights])
