@@ -112,7 +112,10 @@ def define_rerun_flag(flags) -> None:
         "teacher_tolerance",
         0.0,
         "Keep recorded students when the retrained teacher's test accuracy differs from the recorded one's by at "
-        "most this much (another CPU trains a slightly different teacher; default 0: only an identical one).",
+        "most this much, as a fraction: 0.005 is half a point (another CPU trains a slightly different teacher; "
+        "default 0: only an identical one; at most 0.1, so that a figure meant in points is refused).",
+        lower_bound=0.0,
+        upper_bound=0.1,
     )
     flags.DEFINE_boolean(
         "rerun_recorded",

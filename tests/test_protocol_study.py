@@ -405,3 +405,22 @@ def test_a_method_below_vanilla_reports_its_loss_terms_first_and_last(tmp_path):
     assert "- baseline / kd: cross_entropy 2.200 → 1.600, kd 0.900 → 0.300" in table
     assert "/ at:" not in table  # above vanilla: not listed
     assert "Below the vanilla" not in ps.markdown([r for r in rows if r["method"] != "kd"], [])
+
+
+def test_the_teacher_tolerance_is_a_fraction_and_a_figure_in_points_is_refused():
+    import functools
+    import types
+
+    from absl import flags
+
+    from benchmarks.recorded import define_rerun_flag
+
+    values = flags.FlagValues()  # the flags alone, as the two studies define them
+    define = {f"DEFINE_{kind}": functools.partial(getattr(flags, f"DEFINE_{kind}"), flag_values=values)
+              for kind in ("float", "boolean")}  # fmt: skip
+    define_rerun_flag(types.SimpleNamespace(**define))
+    values(["study", "--teacher_tolerance=0.005"])
+    assert values.teacher_tolerance == 0.005
+    for wrong in ("0.5", "-0.001"):
+        with pytest.raises(flags.IllegalFlagValueError, match="teacher_tolerance"):
+            values(["study", f"--teacher_tolerance={wrong}"])
