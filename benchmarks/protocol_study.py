@@ -58,7 +58,13 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import reproduce_small as small  # noqa: E402
 from benchmarks.plot_results import mean_spread  # noqa: E402
-from benchmarks.recorded import Recorded, define_rerun_flag, finished_metrics, teacher_differences  # noqa: E402
+from benchmarks.recorded import (  # noqa: E402
+    Recorded,
+    define_rerun_flag,
+    finished_metrics,
+    teacher_differences,
+    teachers_sentence,
+)
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS as BUILT_IN  # noqa: E402
 from iep.methods import STATIC_METHODS  # noqa: E402
@@ -456,27 +462,6 @@ def below_vanilla_losses(rows: list[dict], vanilla: dict[str, dict]) -> list[str
     return lines
 
 
-def teachers_note(rows: list[dict], teachers: list[dict]) -> list[str]:
-    """When the students learnt from more than one teacher (a study resumed on another CPU, kept within
-    --teacher_tolerance), which teacher and how many runs each: the table mixes them, and says so."""
-    if len(teachers) < 2:
-        return []
-    runs = [r for row in rows for r in row["runs"] if r.get("teacher_test") is not None]
-    tests = [t["test"] for t in teachers]
-    counted = len(set(tests)) == len(tests)  # runs name their teacher by its test accuracy
-    each = [
-        f"{_pct(t['test'])} % test ({t.get('cpu') or 'CPU not recorded'}"
-        + (f"; {_runs(sum(r['teacher_test'] == t['test'] for r in runs))})" if counted else ")")
-        for t in teachers
-    ]
-    return ["", f"The students learnt from {len(teachers)} teachers, one command retrained on different CPUs: "
-            + ", ".join(each) + "."]  # fmt: skip
-
-
-def _runs(n: int) -> str:
-    return f"{n} run" + ("" if n == 1 else "s")
-
-
 def markdown(rows: list[dict], gap_rows: list[dict], teachers: list[dict] | None = None) -> str:
     """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
     that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
@@ -514,7 +499,8 @@ def markdown(rows: list[dict], gap_rows: list[dict], teachers: list[dict] | None
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
     lines += below_vanilla_losses(rows, vanilla)
-    lines += teachers_note(rows, teachers or [])
+    if note := teachers_sentence(rows, teachers or []):
+        lines += ["", note + "."]
     gap_rows = [g for g in gap_rows if any(m in g["validation"] for m in ("iep", "iep_bb"))]
     if not gap_rows:
         return "\n".join(lines) + "\n"

@@ -103,6 +103,26 @@ def teacher_differences(old: dict, new: dict) -> dict:
     return {k: (old[k], new[k]) for k in TEACHER_FIGURES if k in old and k in new and old[k] != new[k]}
 
 
+def teachers_sentence(rows: list[dict], teachers: list[dict]) -> str | None:
+    """When a study's students learnt from more than one teacher (resumed on another CPU, kept within
+    --teacher_tolerance), which teachers and how many runs each, without a full stop: a table that mixes them
+    says so. None for one teacher."""
+    if len(teachers) < 2:
+        return None
+    runs = [r for row in rows for r in row["runs"] if r.get("teacher_test") is not None]
+    tests = [t["test"] for t in teachers]
+    counted = len(set(tests)) == len(tests)  # runs name their teacher by its test accuracy
+
+    def one(teacher: dict) -> str:
+        n = sum(r["teacher_test"] == teacher["test"] for r in runs)
+        taught = f"; {n} run{'' if n == 1 else 's'}" if counted else ""
+        return f"{100 * teacher['test']:.2f} % test ({teacher.get('cpu') or 'CPU not recorded'}{taught})"
+
+    return f"The students learnt from {len(teachers)} teachers, one command retrained on different CPUs: " + ", ".join(
+        one(t) for t in teachers
+    )
+
+
 def _joined(differs: list[dict]) -> str:
     return "; ".join(str(d) for d in differs)
 

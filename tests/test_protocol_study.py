@@ -341,6 +341,9 @@ def test_students_kept_within_the_tolerance_list_both_teachers_and_a_third_machi
     _finished_student(tmp_path / "intel" / "paper_schedule" / "r0.1" / "iep_s1", 0.81, 0.80, 100, {100}, 2.0)
     rows = ps.summarize(intel, ["paper_schedule"], {}, recorded)
     results.write_text(json.dumps({"teachers": teachers, "results": rows}))
+    assert "\nThe students learnt from 2 teachers, one command retrained on different CPUs: 83.72 % test" in (
+        ps.markdown(rows, [], teachers)
+    )
     both = ps.Recorded.read(str(results), ("factor", "method"))
     assert [t["test"] for t in both.teachers["teacher"]] == [0.8372, 0.8360]
 
@@ -364,15 +367,19 @@ def test_students_kept_within_the_tolerance_list_both_teachers_and_a_third_machi
 
 
 def test_the_table_says_which_teacher_taught_how_many_runs_when_there_were_two():
+    from benchmarks.recorded import teachers_sentence
+
     rows = [{"runs": [{"teacher_test": 0.836}, {"teacher_test": 0.8372}, {"teacher_test": 0.836}]},
             {"runs": [{"teacher_test": None}]}]  # fmt: skip  # the vanilla student has none
     one = [{"test": 0.836, "cpu": "AMD EPYC"}]
-    assert ps.teachers_note(rows, one) == []
-    note = ps.teachers_note(rows, [*one, {"test": 0.8372, "cpu": "Intel(R) Xeon(R) Processor", "recorded": True}])
-    assert note[-1] == (
+    assert teachers_sentence(rows, one) is None
+    two = [*one, {"test": 0.8372, "cpu": "Intel(R) Xeon(R) Processor", "recorded": True}]
+    assert teachers_sentence(rows, two) == (
         "The students learnt from 2 teachers, one command retrained on different CPUs: 83.60 % test (AMD EPYC; "
-        "2 runs), 83.72 % test (Intel(R) Xeon(R) Processor; 1 run)."
+        "2 runs), 83.72 % test (Intel(R) Xeon(R) Processor; 1 run)"
     )
+    same_accuracy = [one[0], {"test": 0.836, "cpu": "Intel"}]  # which taught which cannot be told: no counts
+    assert teachers_sentence(rows, same_accuracy).endswith("83.60 % test (AMD EPYC), 83.60 % test (Intel)")
 
 
 def test_a_report_covers_only_the_factors_asked_for(tmp_path):
