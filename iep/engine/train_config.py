@@ -10,21 +10,21 @@ from collections.abc import Sequence
 from iep.engine.mobile_export import check_formats
 from iep.engine.precision import check_precision
 
-# The fields `validate` compares with numbers (eval_limit may also be None: all images).
-NUMERIC = (
-    "eval_limit",
-    "epochs",
-    "batch_size",
-    "lr",
-    "lr_decay_factor",
-    "momentum",
-    "weight_decay",
-    "seed",
-    "eval_every",
-    "eval_batch_size",
-    "log_every",
-    "keep_checkpoints",
-)
+# Each numeric field → (its flag, whether a value is in range, what is expected). eval_limit may be None: all images.
+RANGES = {
+    "epochs": ("--epochs", lambda v: v >= 1, ">= 1"),
+    "batch_size": ("--batch_size", lambda v: v >= 1, ">= 1"),
+    "lr": ("--lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "lr_decay_factor": ("--lr_decay_factor", lambda v: 0 < v <= 1, "in (0, 1]"),
+    "weight_decay": ("--weight_decay", lambda v: math.isfinite(v) and v >= 0, ">= 0"),
+    "momentum": ("--momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "seed": ("--seed", lambda v: v >= 0, ">= 0"),
+    "log_every": ("--log_every", lambda v: v >= 1, ">= 1 (steps between TensorBoard writes)"),
+    "eval_batch_size": ("--eval_batch_size", lambda v: v >= 1, ">= 1"),
+    "eval_limit": ("--eval_limit", lambda v: v is None or v >= 1, ">= 1 images"),
+    "eval_every": ("--eval_every", lambda v: v >= 1, ">= 1 (epochs between evaluations)"),
+    "keep_checkpoints": ("keep_checkpoints", lambda v: v >= 1, ">= 1"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ class TrainConfig:
         written; from Python, lr="0.1" would otherwise fail as a bare TypeError naming no field."""
         if self.jit_compile not in ("auto", True, False):
             raise ValueError(f"--jit_compile must be auto, true or false, got {self.jit_compile!r}")
-        for name in NUMERIC:
+        for name in RANGES:
             value = getattr(self, name)
             if (value is not None or name != "eval_limit") and (
                 not isinstance(value, numbers.Real) or isinstance(value, bool)
@@ -72,22 +72,8 @@ class TrainConfig:
                 raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
         check_precision(self.precision)
         check_formats(self.export_formats)
-        checks = [
-            ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
-            ("--batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
-            ("--lr", self.lr, math.isfinite(self.lr) and self.lr > 0, "a finite number > 0"),
-            ("--lr_decay_factor", self.lr_decay_factor, 0 < self.lr_decay_factor <= 1, "in (0, 1]"),
-            ("--weight_decay", self.weight_decay, math.isfinite(self.weight_decay) and self.weight_decay >= 0, ">= 0"),
-            ("--momentum", self.momentum, 0.0 <= self.momentum < 1.0, "in [0, 1)"),
-            ("--seed", self.seed, self.seed >= 0, ">= 0"),
-            ("--log_every", self.log_every, self.log_every >= 1, ">= 1 (steps between TensorBoard writes)"),
-            ("--eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
-            ("--eval_limit", self.eval_limit, self.eval_limit is None or self.eval_limit >= 1, ">= 1 images"),
-            ("--eval_every", self.eval_every, self.eval_every >= 1, ">= 1 (epochs between evaluations)"),
-            ("keep_checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 1, ">= 1"),
-        ]
-        for flag, value, ok, expected in checks:
-            if not ok:
+        for name, (flag, in_range, expected) in RANGES.items():
+            if not in_range(value := getattr(self, name)):
                 raise ValueError(f"{flag} must be {expected}, got {value}")
         points = list(self.lr_decay_points)
         if any(not 0 < p < 1 for p in points) or points != sorted(points):
