@@ -41,7 +41,8 @@ The methods published since 2021 at the short budget (the `baseline` factor, bes
       --methods=none,kd,dist,lskd,pkt,sp,nst,cc,vid,crd,reviewkd,mlkd,mlkd_authors_lr
 Per run the report gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`), the phase-1
 loss at its last TensorBoard write (IEP's `pre_phase/module_kld`, FitNet's `pre_phase/hint`), and where the
-wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO.
+wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO. It ends with the runs of
+--methods still to train, in the order the study trains them, and where each stands (its newest checkpoint).
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ from benchmarks.plot_results import mean_spread  # noqa: E402
 from benchmarks.recorded import (  # noqa: E402
     Recorded,
     define_rerun_flag,
+    finished,
     finished_metrics,
+    run_state,
     teacher_differences,
     teachers_sentence,
 )
@@ -614,7 +617,7 @@ def main(argv: list[str]) -> None:
         run_factors(study, factors, methods, recorded, FLAGS.parallel, FLAGS.teacher_tolerance)
         if "combined" in FLAGS.factors:
             run_combined(study, FLAGS.combine, methods)
-    report(study, name, recorded, FLAGS.factors)
+    report(study, name, recorded, FLAGS.factors, methods)
 
 
 def results_path(name: str) -> str:
@@ -666,6 +669,33 @@ def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
                 small.run_job(*student_run(study, "combined", factor, method, seed), wall_times)
 
 
+def still_to_train(study: Study, names: list[str], methods: list[str], recorded: Recorded | None = None) -> list[dict]:
+    """The runs of `names` × `methods` × seeds that neither finished here nor are recorded, in the order the study
+    trains them, each with where it stands (`run_state`): what a study spread over sessions has left."""
+    recorded = recorded or Recorded()
+    left = []
+    for name in names:
+        factor = factor_of(study, name)
+        for seed in range(study.seeds):
+            for method in methods:
+                if run_source(name, factor, method) != name:  # the run is another factor's
+                    continue
+                _, run_dir = student_run(study, name, factor, method, seed)
+                if not finished(run_dir) and (name, method, seed) not in recorded.runs:
+                    left.append({"factor": name, "method": method, "seed": seed, "state": run_state(run_dir)})
+    return left
+
+
+def to_train_lines(left: list[dict], methods: list[str]) -> list[str]:
+    """The report's closing paragraph on what is left of `methods` (the runs a resumed study trains, in order)."""
+    asked = f"the {len(methods)} method{'' if len(methods) == 1 else 's'} asked for"
+    if not left:
+        return ["", f"Every run of {asked} has finished."]
+    runs = "; ".join(f"{r['method']} seed {r['seed']} ({r['state']})" for r in left)
+    count = f"{len(left)} run{'' if len(left) == 1 else 's'}"
+    return ["", f"Still to train ({count} of {asked}, in the order this --methods list trains them): {runs}."]
+
+
 def report_factors(study: Study, factors: list[str]) -> list[str]:
     """The factors a report covers: those asked for, in the study's order (`combined` once it has been chosen).
     Why: studies share a root and a teacher, so a 100-epoch table must not pick up the 15-epoch runs beside it."""
@@ -673,8 +703,15 @@ def report_factors(study: Study, factors: list[str]) -> list[str]:
     return [n for n in FACTORS if n in factors] + (["combined"] if combined and "combined" in factors else [])
 
 
-def report(study: Study, name: str, recorded: Recorded | None = None, factors: list[str] | None = None) -> None:
-    """Aggregates the finished (or recorded) runs of `factors` (default: all) into benchmarks/results/<name>.*"""
+def report(
+    study: Study,
+    name: str,
+    recorded: Recorded | None = None,
+    factors: list[str] | None = None,
+    methods: list[str] | None = None,
+) -> None:
+    """Aggregates the finished (or recorded) runs of `factors` (default: all) into benchmarks/results/<name>.*,
+    and lists the runs of `methods` still to train (none given: no list)."""
     from benchmarks.results_io import write_results
 
     combined = os.path.join(study.root, "combined.json")
@@ -684,6 +721,7 @@ def report(study: Study, name: str, recorded: Recorded | None = None, factors: l
     rows = summarize(study, names, times, recorded)
     gap_rows = gaps(rows, {n: factor_of(study, n) for n in names if any(r["factor"] == n for r in rows)})
     teachers = teacher_records(study, names, times, recorded)
+    left = None if methods is None else still_to_train(study, names, methods, recorded)
     settings = {
         "protocol": dataclasses.asdict(study.protocol),
         "seeds": study.seeds,
@@ -693,10 +731,13 @@ def report(study: Study, name: str, recorded: Recorded | None = None, factors: l
         "teachers": teachers,
         "overhead": overhead(rows, teachers),
         "gaps": gap_rows,
+        "still_to_train": left,
     }
     os.makedirs(small.RESULTS_DIR, exist_ok=True)
     write_results(results_path(name), settings, rows)
     table = markdown(rows, gap_rows, teachers)
+    if left is not None:
+        table += "\n".join(to_train_lines(left, methods)) + "\n"
     with open(os.path.join(small.RESULTS_DIR, f"{name}.md"), "w") as f:
         f.write(table)
     print(table)

@@ -37,6 +37,20 @@ def finished(run_dir: str) -> bool:
     return finished_metrics(run_dir) is not None
 
 
+def run_state(run_dir: str) -> str:
+    """Where an unfinished run stands: "not started", or its newest checkpoint (where a resumed study continues)
+    and how many main epochs its metrics.json logged."""
+    from iep.engine.checkpointing import CHECKPOINT_SUBDIR, checkpoint_candidates
+
+    newest = checkpoint_candidates(os.path.join(run_dir, CHECKPOINT_SUBDIR))
+    if not newest:
+        return "not started"
+    path = os.path.join(run_dir, "metrics.json")
+    metrics = read_json(path) if os.path.exists(path) else None
+    logged = f"{metrics['epochs_completed']} of {metrics['epochs']} epochs logged" if metrics else "no epoch logged"
+    return f"{logged}, checkpoint {os.path.basename(newest[0])}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Recorded:
     """`runs`: (*cell, seed) → run record, the cell being the row fields that name it (protocol study:

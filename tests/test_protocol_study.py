@@ -431,3 +431,65 @@ def test_the_teacher_tolerance_is_a_fraction_and_a_figure_in_points_is_refused()
     for wrong in ("0.5", "-0.001"):
         with pytest.raises(flags.IllegalFlagValueError, match="teacher_tolerance"):
             values(["study", f"--teacher_tolerance={wrong}"])
+
+
+def test_the_report_lists_the_runs_still_to_train_and_where_each_stands(tmp_path, monkeypatch):
+    import keras
+
+    from iep.engine.checkpointing import EpochCheckpoints
+
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
+    base = tmp_path / "paper_schedule" / "r0.1"
+    _finished_student(base / "none_s0", 0.74, 0.72, 100, {100}, 2.0)
+    elsewhere = tmp_path / "elsewhere" / "iep_s0"  # a run another machine finished: only its record is here
+    _finished_student(elsewhere, 0.80, 0.79, 100, {100}, 2.0, clip=0.05)
+    record = ps.run_record(str(elsewhere), json.loads((elsewhere / "metrics.json").read_text()), "iep", 0, {})
+    recorded = ps.Recorded(runs={("paper_schedule", "iep", 0): record})
+
+    def stopped_at(run_dir, number: int, epochs_logged: int | None) -> None:  # a run killed after a save
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        EpochCheckpoints(str(run_dir), model, keras.optimizers.SGD()).save(number)
+        if epochs_logged is not None:
+            metrics = {"finished": False, "epochs_completed": epochs_logged, "epochs": 100, "history": []}
+            (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+    stopped_at(base / "fitnet_s0", 42, 12)  # 30 pre-phase passes, then 12 epochs
+    stopped_at(base / "iep_s1", 2, None)  # inside its module phase: no epoch logged yet
+    left = ps.still_to_train(study, ["paper_schedule"], ["none", "iep", "fitnet"], recorded)
+    assert [(r["method"], r["seed"], r["state"]) for r in left] == [
+        ("fitnet", 0, "12 of 100 epochs logged, checkpoint epoch-42"),
+        ("none", 1, "not started"),
+        ("iep", 1, "no epoch logged, checkpoint epoch-2"),
+        ("fitnet", 1, "not started"),
+    ]  # seed by seed, in the --methods order: the order the study trains them
+    # A factor that cannot change a method reuses another factor's run: nothing of it is left to this one.
+    assert ps.still_to_train(study, ["module_20_epochs"], ["fitnet"]) == []  # FitNet has no module phase
+
+    monkeypatch.setattr(rs, "RESULTS_DIR", str(tmp_path / "results"))
+    ps.report(study, "paper_schedule", recorded, ["paper_schedule"], ["none", "iep", "fitnet"])
+    table = (tmp_path / "results" / "paper_schedule.md").read_text()
+    assert table.endswith(
+        "Still to train (4 runs of the 3 methods asked for, in the order this --methods list trains them): fitnet "
+        "seed 0 (12 of 100 epochs logged, checkpoint epoch-42); none seed 1 (not started); iep seed 1 (no epoch "
+        "logged, checkpoint epoch-2); fitnet seed 1 (not started).\n"
+    )
+    saved = json.loads((tmp_path / "results" / "paper_schedule.json").read_text())
+    assert [r["method"] for r in saved["still_to_train"]] == ["fitnet", "none", "iep", "fitnet"]
+    one_seed = ps.Study(rs.FULL, str(tmp_path), seeds=1)
+    ps.report(one_seed, "paper_schedule", recorded, ["paper_schedule"], ["none", "iep"])
+    assert (
+        (tmp_path / "results" / "paper_schedule.md")
+        .read_text()
+        .endswith("\nEvery run of the 2 methods asked for has finished.\n")
+    )  # vanilla's seed 0 here, IEP's recorded
+    ps.report(one_seed, "paper_schedule", recorded, ["paper_schedule"], ["fitnet"])
+    assert (
+        (tmp_path / "results" / "paper_schedule.md")
+        .read_text()
+        .endswith(
+            "(1 run of the 1 method asked for, in the order this --methods list trains them): fitnet seed 0 (12 of 100 "
+            "epochs logged, checkpoint epoch-42).\n"
+        )
+    )
+    ps.report(one_seed, "paper_schedule", recorded, ["paper_schedule"])  # no --methods list: no paragraph
+    assert "Every run" not in (tmp_path / "results" / "paper_schedule.md").read_text()
