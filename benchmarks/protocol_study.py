@@ -642,16 +642,21 @@ def run_factors(
         small.run_job(*teacher, wall_times)
         check_teacher_matches_record(study, factor, recorded, teacher_tolerance)
         students = []
-        for seed in range(study.seeds):
-            for method in methods:
-                if run_source(name, factor, method) != name:  # the run is the baseline's
-                    continue
-                command, run_dir = student_run(study, name, factor, method, seed)
-                if recorded.stands_in(run_dir, name, method, seed):
-                    print(f"recorded in the results file, not trained again: {name} {method} seed {seed}")
-                    continue
-                students.append((command, run_dir))
+        for method, seed, command, run_dir in factor_students(study, name, factor, methods):
+            if recorded.stands_in(run_dir, name, method, seed):
+                print(f"recorded in the results file, not trained again: {name} {method} seed {seed}")
+                continue
+            students.append((command, run_dir))
         small.run_students(students, wall_times, parallel)
+
+
+def factor_students(study: Study, name: str, factor: Factor, methods: list[str]):
+    """(method, seed, train.py command, run dir) of each student run that is factor `name`'s own (not one it
+    reuses from another factor), seed by seed in the `methods` order: the order the study trains them."""
+    for seed in range(study.seeds):
+        for method in methods:
+            if run_source(name, factor, method) == name:
+                yield method, seed, *student_run(study, name, factor, method, seed)
 
 
 def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
@@ -663,10 +668,8 @@ def run_combined(study: Study, combine: list[str], methods: list[str]) -> None:
     factor = combined_factor(chosen)
     wall_times = os.path.join(study.root, "wall_times.json")
     small.run_job(*teacher_run(study, factor), wall_times)
-    for seed in range(study.seeds):
-        for method in methods:
-            if run_source("combined", factor, method) == "combined":  # else a single factor's run
-                small.run_job(*student_run(study, "combined", factor, method, seed), wall_times)
+    for _, _, command, run_dir in factor_students(study, "combined", factor, methods):  # else a single factor's
+        small.run_job(command, run_dir, wall_times)
 
 
 def still_to_train(study: Study, names: list[str], methods: list[str], recorded: Recorded | None = None) -> list[dict]:
@@ -675,14 +678,9 @@ def still_to_train(study: Study, names: list[str], methods: list[str], recorded:
     recorded = recorded or Recorded()
     left = []
     for name in names:
-        factor = factor_of(study, name)
-        for seed in range(study.seeds):
-            for method in methods:
-                if run_source(name, factor, method) != name:  # the run is another factor's
-                    continue
-                _, run_dir = student_run(study, name, factor, method, seed)
-                if not finished(run_dir) and (name, method, seed) not in recorded.runs:
-                    left.append({"factor": name, "method": method, "seed": seed, "state": run_state(run_dir)})
+        for method, seed, _, run_dir in factor_students(study, name, factor_of(study, name), methods):
+            if not finished(run_dir) and (name, method, seed) not in recorded.runs:
+                left.append({"factor": name, "method": method, "seed": seed, "state": run_state(run_dir)})
     return left
 
 

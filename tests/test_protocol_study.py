@@ -151,6 +151,17 @@ def test_a_combination_reuses_the_single_factors_runs_it_cannot_add_to():
     assert all(ps.run_source(n, f, "iep") == n for n, f in ps.FACTORS.items())
 
 
+def test_a_combination_trains_only_the_runs_no_single_factor_has(tmp_path, monkeypatch):
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
+    trained = []
+    monkeypatch.setattr(
+        rs, "run_job", lambda command, run_dir, wall: trained.append(os.path.relpath(run_dir, tmp_path))
+    )
+    ps.run_combined(study, ["module_20_epochs", "epochs_30"], list(ps.METHODS))
+    assert trained == ["teacher", *(f"combined/r0.1/{m}_s{s}" for s in (0, 1) for m in ("iep", "iep_bb"))]
+    assert json.loads((tmp_path / "combined.json").read_text()) == {"factors": ["module_20_epochs", "epochs_30"]}
+
+
 def _row(factor, method, validation, test=None, gain=None):
     return {"factor": factor, "method": method, "validation": validation, "test": test or validation,
             "validation_gain": gain}  # fmt: skip
