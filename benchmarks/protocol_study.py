@@ -52,6 +52,7 @@ import glob
 import os
 import statistics
 import sys
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E402 (benchmarks.*)
 
@@ -650,7 +651,9 @@ def run_factors(
         small.run_students(students, wall_times, parallel)
 
 
-def factor_students(study: Study, name: str, factor: Factor, methods: list[str]):
+def factor_students(
+    study: Study, name: str, factor: Factor, methods: list[str]
+) -> Iterator[tuple[str, int, list[str], str]]:
     """(method, seed, train.py command, run dir) of each student run that is factor `name`'s own (not one it
     reuses from another factor), seed by seed in the `methods` order: the order the study trains them."""
     for seed in range(study.seeds):
