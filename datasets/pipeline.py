@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from iep.datasets import augment
 from iep.datasets.sampling import stratified_indices
-from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable
+from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable, split_labels
 from iep.datasets.stats import channel_stats
 from iep.engine.startup import native_stderr_silenced
 
@@ -94,7 +94,7 @@ class ImagePipeline:
         self.image_size = int(size)
         self.small = self.image_size <= SMALL_IMAGE_MAX
 
-        labels = np.fromiter(train.records.map(lambda _, y: y).as_numpy_iterator(), np.int32, count=train.size)
+        labels = split_labels(train)
         pool, self._validation = np.arange(labels.size), None
         if config.validation_fraction > 0:  # held out first, so no --rate subset ever contains these images
             if VALIDATION in source.splits:

@@ -41,6 +41,22 @@ class SplitRecords:
     decode: Callable[[tf.Tensor], tf.Tensor]  # payload -> uint8 [H, W, 3]
     size: int
     locate: Callable[[int], str] = lambda index: f"record {index}"  # where record `index` lives (file, shard)
+    # every label in record order, when the loader has already read them
+    labels: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+
+
+def dataset_labels(records: tf.data.Dataset) -> np.ndarray:
+    """Every label of a `(payload, label)` dataset in order, read in batches.
+
+    Why batches: a Python step per record would cost more than the rest of a small run's start-up.
+    """
+    batches = list(records.map(lambda _, y: y).batch(8192).as_numpy_iterator())
+    return np.concatenate(batches) if batches else np.zeros([0], np.int32)
+
+
+def split_labels(split: SplitRecords) -> np.ndarray:
+    """Every label of `split` in record order: the loader's own copy when it kept one, else one scan."""
+    return split.labels if split.labels is not None else dataset_labels(split.records).astype(np.int32)
 
 
 def first_undecodable(split: SplitRecords) -> tuple[int, str] | None:
@@ -141,7 +157,7 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageSource:
     def split(idx: np.ndarray) -> SplitRecords:
         idx = np.sort(idx)
         records = tf.data.Dataset.from_tensor_slices((images[idx], labels[idx]))
-        return SplitRecords(records, lambda image: image, len(idx))
+        return SplitRecords(records, lambda image: image, len(idx), labels=labels[idx])
 
     return ImageSource(
         name=BUILTIN_DIGITS,
@@ -165,25 +181,36 @@ def _parse_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return example["image/encoded"], tf.cast(example["image/class/label"], tf.int32)
 
 
-def _tfrecord_shard(path: str) -> tf.data.Dataset:
-    """One shard's (encoded image, label) records; gzip-compressed shards are read as such."""
+def _records_file(path: str) -> tf.data.Dataset:
+    """One shard's serialized records; gzip-compressed shards are read as such."""
     with open(path, "rb") as f:
         compression = "GZIP" if f.read(2) == b"\x1f\x8b" else ""
-    return tf.data.TFRecordDataset(path, compression_type=compression).map(
-        _parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
+    return tf.data.TFRecordDataset(path, compression_type=compression)
 
 
-def _shard_labels(path: str, shard: tf.data.Dataset) -> np.ndarray:
-    """Every label of the shard (the cheap scan that finds a corrupt, truncated or wrong-schema shard)."""
+def _tfrecord_shard(path: str) -> tf.data.Dataset:
+    """One shard's (encoded image, label) records."""
+    return _records_file(path).map(_parse_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _parse_labels(serialized: tf.Tensor) -> tf.Tensor:
+    return tf.cast(tf.io.parse_example(serialized, _TFRECORD_FEATURES)["image/class/label"], tf.int32)
+
+
+def _shard_labels(path: str) -> np.ndarray:
+    """Every label of the shard (the cheap scan that finds a corrupt, truncated or wrong-schema shard).
+
+    Why batches of serialized records: one vectorized parse per 4,096 records, where a parse per record
+    (the training pipeline's `_tfrecord_shard`) spends most of the start-up of a small run.
+    """
     labels: list[np.ndarray] = []
     try:
-        for batch in shard.map(lambda _, y: y).batch(4096).as_numpy_iterator():
+        for batch in _records_file(path).batch(4096).map(_parse_labels).as_numpy_iterator():
             labels.append(batch)
     except tf.errors.OpError as error:
         good = 0  # locate the first bad record, reading one at a time (only on failure)
         try:
-            for _ in shard.map(lambda _, y: y).as_numpy_iterator():
+            for _ in _tfrecord_shard(path).map(lambda _, y: y).as_numpy_iterator():
                 good += 1
         except tf.errors.OpError:
             pass
@@ -225,7 +252,7 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
         records = shards[0]
         for shard in shards[1:]:
             records = records.concatenate(shard)
-        shard_labels = [_shard_labels(f, shard) for f, shard in zip(files, shards, strict=True)]
+        shard_labels = [_shard_labels(f) for f in files]
         counts = np.cumsum([len(x) for x in shard_labels])
         splits[split], labels[split] = records, np.concatenate(shard_labels)
         locators[split] = _shard_locator(files, counts)
@@ -248,7 +275,10 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
     return ImageSource(
         name=f"{TFRECORD}:{os.path.abspath(data_dir)}",
         class_names=class_names,
-        splits={n: SplitRecords(ds, decode_image_bytes, int(labels[n].size), locators[n]) for n, ds in splits.items()},
+        splits={
+            n: SplitRecords(ds, decode_image_bytes, int(labels[n].size), locators[n], labels[n].astype(np.int32))
+            for n, ds in splits.items()
+        },
         fingerprint=fingerprint,
     )
 
@@ -294,8 +324,9 @@ def load_image_folder(data_dir: str) -> ImageSource:
         if not paths:
             raise DataError(f"{split_dir!r} holds no images with extensions {IMAGE_EXTENSIONS}")
         all_files += paths
-        records = tf.data.Dataset.from_tensor_slices((paths, np.asarray(labels, np.int32)))
-        splits[split] = SplitRecords(records, _decode_file, len(paths), lambda i, paths=paths: paths[i])
+        labels = np.asarray(labels, np.int32)
+        records = tf.data.Dataset.from_tensor_slices((paths, labels))
+        splits[split] = SplitRecords(records, _decode_file, len(paths), lambda i, paths=paths: paths[i], labels)
     return ImageSource(
         name=f"{FOLDER}:{os.path.abspath(data_dir)}",
         class_names=class_names,

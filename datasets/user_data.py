@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.datasets import augment
-from iep.datasets.sources import DataError
+from iep.datasets.sources import DataError, dataset_labels
 
 _AUTOTUNE = tf.data.AUTOTUNE
 EXPECTED = "a tf.data.Dataset of (image, label) pairs (batched or not) or an (images, labels) pair of arrays"
@@ -206,7 +206,7 @@ class UserData:
 
     def index_labels(self) -> np.ndarray:
         """The training examples' labels by position (the indices `train_dataset(extras=("indices",))` yields)."""
-        return np.fromiter(self._train.map(lambda _, y: y).as_numpy_iterator(), np.int64, count=self.num_train)
+        return dataset_labels(self._train).astype(np.int64)
 
     def train_dataset(self, epoch: int, batch_size: int, seed: int, extras: tuple[str, ...] = ()) -> tf.data.Dataset:
         """Epoch `epoch`: a shuffle seeded by (seed, epoch), full batches, seeded augmentation; batches of

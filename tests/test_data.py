@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import numpy as np
@@ -6,6 +7,7 @@ import tensorflow as tf
 
 from iep.datasets import DataConfig, DataError, build_pipeline, load_source, stratified_indices
 from iep.datasets.augment import PAD, flip_pad_crop_batch
+from iep.datasets.sources import dataset_labels
 from iep.datasets.stats import compute_channel_stats
 from tests.helpers import write_image_folder, write_tfrecords
 
@@ -24,6 +26,9 @@ def test_shared_cifar10_tfrecords(cifar10_dir):
     source = load_source("tfrecord", cifar10_dir)
     assert source.num_classes == 10 and source.class_names[0] == "airplane"
     assert (source.split("train").size, source.split("test").size) == (50_000, 10_000)
+    # the labels the loader kept from its shard scan are the records' own, in order
+    np.testing.assert_array_equal(source.split("test").labels, dataset_labels(source.split("test").records))
+    assert np.bincount(source.split("train").labels).tolist() == [5000] * 10
     data = build_pipeline(DataConfig("tfrecord", cifar10_dir, rate=0.02))
     assert data.image_size == 32 and data.num_train == 1000
     assert np.bincount(data.train_labels, minlength=10).tolist() == [100] * 10
@@ -41,7 +46,7 @@ def test_image_folder_reader_and_pipeline(tmp_path):
     assert source.class_names == ("ant", "bee", "cat")
     train = source.split("train")
     labels = [int(y) for _, y in train.records.as_numpy_iterator()]
-    assert labels == [0] * 6 + [1] * 6 + [2] * 6
+    assert labels == [0] * 6 + [1] * 6 + [2] * 6 == train.labels.tolist()
     first = train.decode(next(iter(train.records))[0])
     assert first.shape == (12, 12, 3) and first.dtype == tf.uint8
     data = build_pipeline(DataConfig("folder", root, image_size=16))
@@ -94,6 +99,13 @@ def test_sampled_pipeline_is_identical_across_builds():
     all_labels = np.array([int(y) for _, y in a.source.split("train").records.as_numpy_iterator()])
     expected = [max(1, round(0.25 * n)) for n in np.bincount(all_labels)]
     assert np.bincount(a.train_labels).tolist() == expected
+    # a source that keeps no labels (tfds) is scanned for them, and samples the same images
+    train = a.source.split("train")
+    splits = {**a.source.splits, "train": dataclasses.replace(train, labels=None)}
+    unlabelled = dataclasses.replace(a.source, splits=splits)
+    c = build_pipeline(DataConfig("digits", rate=0.25, sample_seed=7), unlabelled)
+    np.testing.assert_array_equal(c.train_indices, a.train_indices)
+    np.testing.assert_array_equal(c.train_labels, a.train_labels)
 
 
 def test_epochs_are_a_pure_function_of_seed_and_epoch(digits_pipeline):
