@@ -389,6 +389,25 @@ def test_eval_rejects_a_checkpoint_without_arch(tmp_path):
         evaluate(saved_model=str(tmp_path / "gone"), dataset="digits")
 
 
+def test_eval_reads_network_and_data_from_the_run_holding_a_checkpoint(trained_run, tmp_path):
+    """An epoch of a run (or the run itself given as --checkpoint) evaluates without --arch and --dataset, as
+    --run_dir does, and scores the same; an --arch the run did not train is refused, naming both."""
+    from iep.engine.evaluation import default_output, evaluate
+    from iep.engine.runs import run_dir_holding
+
+    run_dir, _ = trained_run
+    prefix = os.path.join(run_dir, "checkpoints", "epoch-1")
+    for given in (prefix, os.path.join(run_dir, "checkpoints"), run_dir):
+        assert run_dir_holding(given) == os.path.normpath(run_dir)
+    assert run_dir_holding(str(tmp_path / "checkpoints" / "epoch-1")) is None
+    expected = evaluate(run_dir=run_dir, split="test")["top1"]
+    assert evaluate(checkpoint=prefix, split="test")["top1"] == expected
+    assert evaluate(checkpoint=run_dir, arch="ResNet8", split="test")["top1"] == expected
+    with pytest.raises(ValueError, match=r"^--arch=resnet20, but run .* trained a resnet8: drop --arch$"):
+        evaluate(checkpoint=prefix, arch="resnet20")
+    assert default_output(None, run_dir, None, "test") == os.path.join(run_dir, "eval_test.json")
+
+
 def test_eval_names_a_run_dir_or_a_foreign_saved_model_given_as_saved_model(tmp_path, trained_run):
     from iep.engine.evaluation import evaluate
 

@@ -2,7 +2,8 @@
 
   python eval.py --run_dir=runs/digits_wrn-16-1_none_r1_s0           # newest checkpoint of a run
   python eval.py --saved_model=runs/.../export --dataset=digits       # an exported SavedModel
-  python eval.py --checkpoint=path/to/epoch-7 --arch=wrn-16-1 --dataset=digits
+  python eval.py --checkpoint=runs/digits_wrn-16-1_none_r1_s0/checkpoints/epoch-7  # the run's network, data
+  python eval.py --checkpoint=path/to/epoch-7 --arch=wrn-16-1 --dataset=digits   # outside a run
 
 Prints a summary and writes the full report as JSON (--output).
 """
@@ -18,7 +19,12 @@ from absl import app, flags, logging  # noqa: E402
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("run_dir", None, "A run directory of ours: its config and newest checkpoint are used.")
-flags.DEFINE_string("checkpoint", None, "A checkpoint prefix (or folder) of ours; default: --run_dir's newest.")
+flags.DEFINE_string(
+    "checkpoint",
+    None,
+    "A checkpoint prefix (or folder) of ours; default: --run_dir's newest. Inside a run directory, the run's "
+    "network and data are used.",
+)
 flags.DEFINE_string("saved_model", None, "An exported SavedModel folder (instead of a checkpoint).")
 flags.DEFINE_string("arch", None, "Architecture, when --checkpoint is not inside a run directory.")
 flags.DEFINE_string("dataset", None, "Data set; default: the run's.")

@@ -96,14 +96,19 @@ def evaluate(
     from iep.datasets import DataConfig, build_pipeline
     from iep.datasets.sources import load_source
     from iep.engine.checkpointing import checkpoint_exists, restore_model_weights
-    from iep.engine.runs import check_class_names, load_run_config, run_data_config
-    from iep.nets import build_network
+    from iep.engine.runs import check_class_names, load_run_config, run_data_config, run_dir_holding
+    from iep.nets import build_network, parse_arch
 
     if not (run_dir or checkpoint or saved_model):
         raise ValueError("give --run_dir, --checkpoint or --saved_model")
-    run_config = load_run_config(run_dir, "--run_dir") if run_dir and not saved_model else {}
+    run_flag = "--run_dir"
+    if checkpoint and not (run_dir or saved_model):
+        run_dir, run_flag = run_dir_holding(checkpoint), "the run holding --checkpoint:"
+    run_config = load_run_config(run_dir, run_flag) if run_dir and not saved_model else {}
     if not (saved_model or run_config or arch):
         raise ValueError("--arch is required with a --checkpoint outside a run directory")
+    if arch and run_config and parse_arch(arch) != parse_arch(run_config["arch"]):
+        raise ValueError(f"--arch={arch}, but run {run_dir!r} trained a {run_config['arch']}: drop --arch")
     if checkpoint and not checkpoint_exists(checkpoint):  # before the data is read
         raise ValueError(
             f"--checkpoint {checkpoint!r} does not exist: give a prefix (runs/x/checkpoints/epoch-10, beside its "
@@ -152,11 +157,12 @@ def first_images(batches: tf.data.Dataset, limit: int | None) -> tf.data.Dataset
 
 def default_output(run_dir: str | None, checkpoint: str | None, saved_model: str | None, split: str) -> str:
     """The report beside what was evaluated (never in the working directory, where two models' reports would
-    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json, or
-    eval_<split>_<folder>.json beside a SavedModel folder."""
+    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json (inside a
+    checkpoint folder), or eval_<split>_<folder>.json beside a SavedModel folder."""
     if saved_model:
         folder = os.path.normpath(saved_model)
         return os.path.join(os.path.dirname(folder), f"eval_{split}_{os.path.basename(folder)}.json")
     if checkpoint and not run_dir:
-        return f"{os.path.normpath(checkpoint)}.eval_{split}.json"
+        path = os.path.normpath(checkpoint)
+        return os.path.join(path, f"eval_{split}.json") if os.path.isdir(path) else f"{path}.eval_{split}.json"
     return os.path.join(run_dir or ".", f"eval_{split}.json")

@@ -137,6 +137,16 @@ def load_run_config(run_dir: str, flag: str | None = None) -> dict[str, Any]:
     return config
 
 
+def run_dir_holding(checkpoint: str) -> str | None:
+    """The run directory that holds `checkpoint` (the run directory itself, its checkpoints/ folder, or a
+    prefix inside that folder), or None. Why: its config.json names the network and the data, so an earlier
+    epoch of a run evaluates without repeating --arch and --dataset."""
+    path = os.path.normpath(checkpoint)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    candidates = [folder, os.path.dirname(folder)] if os.path.basename(folder) == CHECKPOINT_SUBDIR else [folder]
+    return next((c for c in candidates if os.path.isfile(os.path.join(c, CONFIG_FILE))), None)
+
+
 def move_previous_run_aside(run_dir: str) -> str | None:
     """Moves a previous run's state into <run_dir>/replaced/<UTC time>/ (kept, not deleted); returns that
     folder, or None if there was nothing. Why: starting over must leave nothing a later resume could pick up."""
