@@ -35,8 +35,8 @@ flags.DEFINE_integer("batch_size", 500, "Evaluation batch size.", lower_bound=1)
 flags.DEFINE_string(
     "output",
     None,
-    "Report JSON; default beside the model: <run_dir>/eval_<split>.json, <checkpoint>.eval_<split>.json, or "
-    "eval_<split>_<folder>.json beside --saved_model.",
+    "Report JSON; default beside the model: <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json, "
+    "<checkpoint folder>/eval_<split>.json, or eval_<split>_<folder>.json beside --saved_model.",
 )
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 

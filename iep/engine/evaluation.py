@@ -157,8 +157,8 @@ def first_images(batches: tf.data.Dataset, limit: int | None) -> tf.data.Dataset
 
 def default_output(run_dir: str | None, checkpoint: str | None, saved_model: str | None, split: str) -> str:
     """The report beside what was evaluated (never in the working directory, where two models' reports would
-    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json (inside a
-    checkpoint folder), or eval_<split>_<folder>.json beside a SavedModel folder."""
+    overwrite each other): <run_dir>/eval_<split>.json, <checkpoint prefix>.eval_<split>.json,
+    <checkpoint folder>/eval_<split>.json, or eval_<split>_<folder>.json beside a SavedModel folder."""
     if saved_model:
         folder = os.path.normpath(saved_model)
         return os.path.join(os.path.dirname(folder), f"eval_{split}_{os.path.basename(folder)}.json")
