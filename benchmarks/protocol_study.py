@@ -7,6 +7,9 @@
   python benchmarks/protocol_study.py --factors=paper_schedule --results_name=paper_schedule  # 100 epochs
   python benchmarks/protocol_study.py --factors=paper_schedule --results_name=paper_schedule --methods=all \
       --parallel=2                                                     # the table: every method, 100 epochs
+  python benchmarks/protocol_study.py --factors=rate_0.01,rate_0.025,rate_0.05,rate_0.01_main_steps,\
+      rate_0.01_pre_phase_steps --results_name=scarce_data --parallel=2 \
+      --methods=none,iep_bb,iep,co,rkd,at,ft,ab,mhgd,fitnet,dkd,iep_termclip,iep_bb_termclip  # scarce data
   python benchmarks/protocol_study.py --quick                          # plumbing only (minutes)
 
 Base: reproduce_small's CPU protocol (WRN-28-1 teacher for 10 epochs, WRN-16-1 students on 10 % of the
@@ -36,6 +39,12 @@ network, each with its module phase as its reference counts it (IEP 20 passes, M
 IEP+BB with each distillation term clipped on its own (`iep_termclip`, `iep_bb_termclip`), and KD with logit
 standardization (`lskd`), and MLKD at its authors' LR 0.025 and batch 64 (`mlkd_authors_lr`).
 
+The scarce-data study (the paper's Table 1 in images per class): the paper-budget protocol at rates 0.01, 0.025
+and 0.05 (45 / 112 / 225 images per class; 3, 3 and 2 seeds), then two step-matched controls at 0.01, one seed
+each: `rate_0.01_main_steps` (the 10 % run's main steps, 1,167 epochs; vanilla, CO, DKD, IEP+BB with both clips)
+and `rate_0.01_pre_phase_steps` (every pre-phase as many steps as at 10 %). Each run records its last epoch's
+training cross-entropy and its pre-phases' steps (metrics.json) and final losses.
+
 The methods published since 2021 at the short budget (the `baseline` factor, beside vanilla and KD):
   python benchmarks/protocol_study.py --factors=baseline --results_name=short_budget_since_2021 --parallel=2 \
       --methods=none,kd,dist,lskd,pkt,sp,nst,cc,vid,crd,reviewkd,mlkd,mlkd_authors_lr
@@ -49,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 import statistics
 import sys
@@ -71,7 +81,7 @@ from benchmarks.recorded import (  # noqa: E402
 )
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS as BUILT_IN  # noqa: E402
-from iep.methods import STATIC_METHODS  # noqa: E402
+from iep.methods import PRE_PHASE, STATIC_METHODS, default_pre_phase_steps  # noqa: E402
 
 FLAGS = flags.FLAGS
 METHODS = ("none", "iep", "iep_bb", "fitnet", "co")  # the factor study's methods (its question: IEP's gap)
@@ -107,6 +117,13 @@ class Factor:
     teacher_arch: str | None = None
     epochs: int | None = None
     clip: bool = True  # False: IEP's distillation gradient uncapped (--noiep_clip), a diagnostic of the method
+    rate: float | None = None  # the students' share of the training split; None: the protocol's (10 %)
+    # Controls of the scarce-data study: the main phase, or every pre-phase, as many steps as at this rate (the
+    # paper-budget table's 10 %), so that data scarcity is told apart from step scarcity.
+    main_steps_of_rate: float | None = None
+    pre_phase_steps_of_rate: float | None = None
+    seeds: int | None = None  # seeds per method; None: the study's --seeds
+    methods: tuple[str, ...] | None = None  # the methods the factor trains; None: every method asked for
 
     def seen_by(self, method: str) -> Factor:
         """The part of this factor `method`'s run sees: only IEP (and MHGD) have the module phase, only IEP the
@@ -117,7 +134,13 @@ class Factor:
             module_epochs=self.module_epochs if distill in MODULE_PHASE_METHODS else None,
             clip=self.clip if distill in IEP_METHODS else True,
             teacher_arch=self.teacher_arch if method != "none" else None,
+            pre_phase_steps_of_rate=self.pre_phase_steps_of_rate if distill in PRE_PHASE else None,
+            seeds=None,  # how often and for whom a factor runs is not part of a run
+            methods=None,
         )
+
+    def trains(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
 
 FACTORS = {
@@ -129,11 +152,40 @@ FACTORS = {
     "no_clip": Factor(clip=False),
     # The paper's own budget (100 epochs, LR x0.2 at 30/60/80 %, the module phase the code's 20 epochs).
     "paper_schedule": Factor(epochs=100, module_epochs=MODULE_EPOCHS),
-}
+    # The paper's Table 1 in images per class (scarce_data): CIFAR-10 at 225 / 112 / 45 images per class, the
+    # paper's CIFAR-100 0.5 / 0.25 / 0.1 columns, at the paper's budget; more seeds where runs are short and noisy.
+    **{
+        f"rate_{rate:g}": Factor(epochs=100, module_epochs=MODULE_EPOCHS, rate=rate, seeds=seeds)
+        for rate, seeds in ((0.05, 2), (0.025, 3), (0.01, 3))
+    },
+    # Step-matched controls at 45 images per class, one seed: the 10 % run's main steps (about 1,170 epochs), or
+    # its pre-phase steps (each module trained as long as at 10 %).
+    "rate_0.01_main_steps": Factor(
+        epochs=100, module_epochs=MODULE_EPOCHS, rate=0.01, main_steps_of_rate=0.1, seeds=1,
+        methods=("none", "co", "dkd", "iep_bb", "iep_bb_termclip"),  # vanilla, the paper's runner-up, DKD, IEP+BB
+    ),
+    "rate_0.01_pre_phase_steps": Factor(
+        epochs=100, module_epochs=MODULE_EPOCHS, rate=0.01, pre_phase_steps_of_rate=0.1, seeds=1
+    ),
+}  # fmt: skip
+SCARCE_DATA_FACTORS = ("rate_0.01", "rate_0.025", "rate_0.05", "rate_0.01_main_steps", "rate_0.01_pre_phase_steps")
+# The paper's Table-1 columns, IEP and IEP+BB with the per-term clip, DKD and FitNet: the scarce-data methods.
+SCARCE_DATA_METHODS = (
+    "none", "iep_bb", "iep", "co", "rkd", "at", "ft", "ab", "mhgd", "fitnet", "dkd", "iep_termclip", "iep_bb_termclip",
+)  # fmt: skip
+# CIFAR-10's training split per class after the validation holdout, and the study's batch: what a rate's steps
+# per epoch follow from (`datasets.sampling.stratified_indices` keeps round(rate·n) of each class).
+CIFAR10_TRAIN_PER_CLASS, CIFAR10_CLASSES, BATCH_SIZE = 4500, 10, 128
+
+
+def steps_per_epoch(rate: float) -> int:
+    return CIFAR10_CLASSES * max(1, round(rate * CIFAR10_TRAIN_PER_CLASS)) // BATCH_SIZE
+
+
 # Factors that change a method rather than the protocol: measured to explain, never combined; and the
 # paper's schedule, a destination rather than a suspect.
 DIAGNOSTICS = ("no_clip",)
-NOT_COMBINED = (*DIAGNOSTICS, "paper_schedule")
+NOT_COMBINED = (*DIAGNOSTICS, "paper_schedule", *SCARCE_DATA_FACTORS)
 
 
 def _define_flags() -> None:
@@ -209,21 +261,32 @@ def teacher_run(study: Study, factor: Factor) -> tuple[list[str], str]:
 def student_run(study: Study, factor_name: str, factor: Factor, method: str, seed: int) -> tuple[list[str], str]:
     """(train.py command, run dir) of one student of one factor: reproduce_small's command, changed."""
     p = study.protocol
-    protocol = dataclasses.replace(p, student_epochs=factor.epochs or p.student_epochs)
+    rate = factor.rate or min(p.rates)
+    epochs = factor.epochs or p.student_epochs
+    if factor.main_steps_of_rate:  # as many main steps as at that rate: more epochs over the smaller data
+        epochs = math.ceil(epochs * steps_per_epoch(factor.main_steps_of_rate) / steps_per_epoch(rate))
+    protocol = dataclasses.replace(p, student_epochs=epochs)
     base = os.path.join(study.root, factor_name)
     distill, extra = variant_of(method)
-    run_dir = small.student_dir(base, method, min(p.rates), seed)
-    command = small.student_command(protocol, base, study.data_dir, distill, min(p.rates), seed)
+    run_dir = small.student_dir(base, method, rate, seed)
+    command = small.student_command(protocol, base, study.data_dir, distill, rate, seed)
     command = [c for c in command if not c.startswith(("--dropout=", "--teacher=", "--run_dir="))]
     command += [f"--run_dir={run_dir}", *extra]
     command += [f"--dropout={factor.dropout:g}", f"--validation_fraction={VALIDATION_FRACTION}"]
-    command += ["--eval_split=validation", f"--eval_every={EVAL_EVERY}"]
+    # about 20 evaluations a run at most (the step-matched control's 1,167 epochs would spend hours evaluating)
+    command += ["--eval_split=validation", f"--eval_every={max(EVAL_EVERY, epochs // 20)}"]
     if method != "none":
         command.append(f"--teacher={teacher_dir(study, factor)}")
     if factor.module_epochs and distill in MODULE_PHASE_METHODS:  # the module phase as the reference counts it
         command = [c for c in command if not c.startswith(("--iep_module_steps=", "--distill_args=pre_phase_steps"))]
         if distill in IEP_METHODS:
             command.append(f"--iep_module_epochs={factor.module_epochs}")
+    if factor.pre_phase_steps_of_rate and distill in PRE_PHASE:  # each pre-phase as long as at that rate
+        main_steps = steps_per_epoch(factor.pre_phase_steps_of_rate) * epochs
+        steps = default_pre_phase_steps(distill, main_steps, epochs)
+        command = [c for c in command if not c.startswith(("--iep_module_epochs=", "--iep_module_steps="))]
+        flag = "--iep_module_steps" if distill in IEP_METHODS else "--distill_args=pre_phase_steps"
+        command.append(f"{flag}={steps}")
     if not factor.clip and distill in IEP_METHODS:
         command.append("--noiep_clip")
     return command, run_dir
@@ -297,6 +360,9 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
             if k.startswith(("loss/", "distill/")) and k in history[0] and history[0][k] is not None
         },
         "phase1_loss": _last_scalar(run_dir, phase1_tag) if phase1_tag else None,
+        "pre_phase_steps": metrics.get("pre_phase_steps"),  # None: a run from before metrics.json recorded them
+        # the last epoch's training cross-entropy: whether the student still had the training data to fit
+        "final_cross_entropy": history[-1].get("loss/cross_entropy"),
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
         "evaluations": len(evals),
@@ -338,10 +404,11 @@ def summarize(
             if run_source(name, factor, method) != name:  # that factor's row has these runs
                 continue
             runs = []
-            for seed in range(study.seeds):
+            for seed in range(factor.seeds or study.seeds):
                 _, run_dir = student_run(study, name, factor, method, seed)
                 if metrics := finished_metrics(run_dir):
-                    runs.append(run_record(run_dir, metrics, method, seed, wall_times))
+                    record = run_record(run_dir, metrics, method, seed, wall_times)
+                    runs.append({**record, "run_dir": os.path.relpath(run_dir, study.root)})
                 elif old := recorded.run(name, method, seed):
                     runs.append(old)
             if not runs:
@@ -351,6 +418,8 @@ def summarize(
                 {
                     "factor": name,
                     "method": method,
+                    "rate": factor.rate or min(study.protocol.rates),
+                    "vanilla_factor": run_source(name, factor, "none"),  # whose vanilla student it is measured by
                     "seeds": len(runs),
                     "validation": statistics.mean(validation),
                     "validation_std": statistics.stdev(validation) if len(runs) > 1 else 0.0,
@@ -363,7 +432,11 @@ def summarize(
                 }
             )
     base = {r["method"]: r for r in rows if r["factor"] == "baseline"}
+    vanilla = {r["factor"]: r for r in rows if r["method"] == "none"}
     for row in rows:
+        ref_vanilla = vanilla_of(row, vanilla) if row["method"] != "none" else None
+        for split in ("validation", "test"):
+            row[f"{split}_over_vanilla"] = row[split] - ref_vanilla[split] if ref_vanilla else None
         ref = base.get(row["method"])
         row["validation_gain"] = row["validation"] - ref["validation"] if ref else None
         row["test_gain"] = row["test"] - ref["test"] if ref else None
@@ -437,8 +510,9 @@ def _pct(x: float | None, signed: bool = False) -> str:
 
 
 def vanilla_of(row: dict, vanilla: dict[str, dict]) -> dict | None:
-    """The vanilla row a row compares with: its factor's, or the baseline's for a factor that cannot change it."""
-    return vanilla.get(row["factor"]) or vanilla.get("baseline")
+    """The vanilla row a row compares with: its factor's, or that of the factor whose vanilla run it reuses (the
+    baseline's for a factor that cannot change the vanilla student)."""
+    return vanilla.get(row["factor"]) or vanilla.get(row.get("vanilla_factor", "baseline"))
 
 
 def loss_curve(row: dict) -> dict[str, tuple[float, float]]:
@@ -656,9 +730,9 @@ def factor_students(
 ) -> Iterator[tuple[str, int, list[str], str]]:
     """(method, seed, train.py command, run dir) of each student run that is factor `name`'s own (not one it
     reuses from another factor), seed by seed in the `methods` order: the order the study trains them."""
-    for seed in range(study.seeds):
+    for seed in range(factor.seeds or study.seeds):
         for method in methods:
-            if run_source(name, factor, method) == name:
+            if run_source(name, factor, method) == name and factor.trains(method):
                 yield method, seed, *student_run(study, name, factor, method, seed)
 
 

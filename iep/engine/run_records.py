@@ -21,8 +21,17 @@ def load_history(run_dir: str, epochs_completed: int) -> list[dict]:
     return [h for h in read_json(path).get("history", []) if h["epoch"] <= epochs_completed]
 
 
-def metrics_summary(history: list[dict], finished: bool, config, arch: str, distill: str, num_train: int) -> dict:
-    """metrics.json: the history with its last and best evaluated accuracy (--eval_every skips some epochs)."""
+def metrics_summary(
+    history: list[dict],
+    finished: bool,
+    config,
+    arch: str,
+    distill: str,
+    num_train: int,
+    pre_phase_steps: dict[str, int] | None = None,
+) -> dict:
+    """metrics.json: the history with its last and best evaluated accuracy (--eval_every skips some epochs), and
+    each pre-phase's length in steps (counted in passes or in main steps, it changes with the data size)."""
     evaluated = [h for h in history if h.get("eval_accuracy") is not None]
     accuracies = [h["eval_accuracy"] for h in evaluated]
     best = int(np.argmax(accuracies)) if accuracies else None
@@ -38,6 +47,7 @@ def metrics_summary(history: list[dict], finished: bool, config, arch: str, dist
         "best_accuracy": accuracies[best] if best is not None else None,
         "best_epoch": evaluated[best]["epoch"] if best is not None else None,
         "train_images": num_train,
+        "pre_phase_steps": pre_phase_steps or {},
         "history": history,
     }
 

@@ -150,8 +150,9 @@ class Trainer:
 
     def _write_metrics(self, history: list[dict], finished: bool) -> dict:
         summary = metrics_summary(
-            history, finished, self.config, self.student.arch, self.distiller.name, self.data.num_train
-        )
+            history, finished, self.config, self.student.arch, self.distiller.name, self.data.num_train,
+            {stage.phase.name: stage.phase.steps for stage in self._stages},
+        )  # fmt: skip
         if self.chief:
             write_json_atomic(os.path.join(self.run_dir, METRICS_FILE), summary)
         return summary
