@@ -1,30 +1,32 @@
 """Each export format of a trained network against its SavedModel: test accuracy, file size, one-image latency.
 
   python benchmarks/export_formats.py --run_dir=runs/protocol_study/teacher
-      # → benchmarks/results/export_formats.{json,md} (a few minutes on 2 cores)
+      # → benchmarks/results/export_formats.json and its table in docs/benchmarks.md (a few minutes on 2 cores)
 
 The run's newest checkpoint is exported in every format (int8 calibrated on 256 training images of the
 run's own data settings), then each is scored on the run's data set's test split: the SavedModel and
 .keras (loaded, called inside a tf.function) by batches, both TFLite files one image at a time through the
-TFLite interpreter, as on a phone. Latency: the median of `--latency_runs` single-image calls after 20
-warm-up calls, one thread.
+TFLite interpreter, as on a phone. Latency: the median CPU and wall time of `--latency_runs` single-image calls
+after 20 warm-up calls, one thread.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E402 (benchmarks.*)
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.timing import MachineWatch, per_call, spread, timed  # noqa: E402
+
 flags.DEFINE_string("run_dir", None, "A finished run of ours (its newest checkpoint is exported).", required=True)
 flags.DEFINE_string("out", "runs/export_formats", "Where the exported files go.")
 flags.DEFINE_integer("latency_runs", 200, "Single-image calls timed per format.")
 flags.DEFINE_integer("limit", None, "Score only the first N test images (all by default).")
+flags.DEFINE_string("results", None, "Result JSON; default benchmarks/results/export_formats.json.")
+flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results (the default file only).")
 FLAGS = flags.FLAGS
 
 
@@ -34,15 +36,10 @@ def _size(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
-def _latency_ms(predict, image, runs: int) -> float:
-    for _ in range(20):
-        predict(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        predict(image)
-        times.append(1000.0 * (time.perf_counter() - start))
-    return statistics.median(times)
+def _latency_ms(predict, image, runs: int) -> dict:
+    """{"cpu": spread, "wall": spread} of one call, in milliseconds, over `runs` calls after 20 warm-up calls."""
+    timings = per_call(predict, image, warmup=20, calls=runs, sync=lambda _: None)  # predict returns numpy
+    return {clock: spread([1000.0 * getattr(t, clock) for t in timings]) for clock in ("cpu", "wall")}
 
 
 def main(argv: list[str]) -> None:
@@ -50,7 +47,8 @@ def main(argv: list[str]) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from benchmarks.reproduce_small import RESULTS_DIR
+    from benchmarks import docs_blocks
+    from benchmarks.docs_blocks import RESULTS_DIR
     from benchmarks.results_io import write_results
     from iep.datasets import build_pipeline
     from iep.engine.checkpointing import restore_model_weights
@@ -59,6 +57,7 @@ def main(argv: list[str]) -> None:
     from iep.nets import build_network
 
     tf.config.threading.set_intra_op_parallelism_threads(1)  # one-image latency as one core sees it
+    watch = MachineWatch()
     config = load_run_config(FLAGS.run_dir)
     data = build_pipeline(run_data_config(config))
     network = build_network(config["arch"], data.num_classes, data.input_shape, data.mean, data.std)
@@ -82,12 +81,12 @@ def main(argv: list[str]) -> None:
     reference = np.concatenate([batched["savedmodel"](images[i : i + 500]) for i in range(0, len(images), 500)])
     rows = []
     for fmt, predict in predictors.items():
-        start = time.perf_counter()
-        if fmt in batched:
-            logits = np.concatenate([predict(images[i : i + 500]) for i in range(0, len(images), 500)])
-        else:
-            logits = predict(images)
-        seconds = time.perf_counter() - start
+        with timed() as scoring:
+            if fmt in batched:
+                logits = np.concatenate([predict(images[i : i + 500]) for i in range(0, len(images), 500)])
+            else:
+                logits = predict(images)
+        latency = _latency_ms(predict, images[:1], FLAGS.latency_runs)
         rows.append(
             {
                 "format": fmt,
@@ -96,8 +95,10 @@ def main(argv: list[str]) -> None:
                 "top1": float(np.mean(logits.argmax(1) == labels)),
                 "agreement_with_savedmodel": float(np.mean(logits.argmax(1) == reference.argmax(1))),
                 "max_abs_logit_difference": float(np.abs(logits - reference).max()),
-                "latency_ms_one_image": _latency_ms(predict, images[:1], FLAGS.latency_runs),
-                "scoring_seconds": seconds,
+                "cpu_ms_one_image": latency["cpu"],
+                "wall_ms_one_image": latency["wall"],
+                "scoring_wall_seconds": scoring.wall,
+                "scoring_cpu_seconds": scoring.cpu,
             }
         )
         print(rows[-1], flush=True)
@@ -109,23 +110,11 @@ def main(argv: list[str]) -> None:
         "calibration_images": len(calibration),
         "threads": 1,
     }
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    write_results(os.path.join(RESULTS_DIR, "export_formats.json"), settings, rows)
-    lines = [
-        f"{config['arch']} from {FLAGS.run_dir}, {len(labels)} test images of {config['dataset']}, one thread.",
-        "",
-        "| format | size (KiB) | top-1 % | agrees with SavedModel % | max logit diff | one image (ms) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['format']} | {r['bytes'] / 1024:.0f} | {100 * r['top1']:.2f} | "
-            f"{100 * r['agreement_with_savedmodel']:.2f} | {r['max_abs_logit_difference']:.4f} | "
-            f"{r['latency_ms_one_image']:.2f} |"
-        )
-    with open(os.path.join(RESULTS_DIR, "export_formats.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    default = os.path.join(RESULTS_DIR, "export_formats.json")
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results or default)), exist_ok=True)
+    write_results(FLAGS.results or default, settings, rows, watch.finish())
+    if FLAGS.docs and FLAGS.results in (None, default):
+        docs_blocks.update("export-formats")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,7 +26,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.timing import MachineWatch, clocks, per_call, ratio  # noqa: E402
 from iep.datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.distiller import Distiller  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
@@ -40,7 +41,9 @@ flags.DEFINE_integer("classes", 100, "Number of classes (CIFAR-100 shapes).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
 flags.DEFINE_integer("steps", 5, "Timed steps per row.")
 flags.DEFINE_boolean("jit_compile", False, "Compile steps with XLA.")
-flags.DEFINE_string("output", "benchmarks/results/iep_step_time.json", "Result JSON.")
+DEFAULT_OUTPUT = os.path.join(docs_blocks.RESULTS_DIR, "iep_step_time.json")
+flags.DEFINE_string("output", DEFAULT_OUTPUT, "Result JSON.")
+flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 FLAGS = flags.FLAGS
 
 
@@ -54,14 +57,9 @@ class _TeacherForward(Distiller):
         return {"zero": 0.0 * tf.add_n([tf.reduce_mean(t) for t in taps])}
 
 
-def _seconds_per_call(fn, *args) -> float:
-    for _ in range(FLAGS.warmup):
-        fn(*args)
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-        out = fn(*args)
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
-    return (time.perf_counter() - start) / FLAGS.steps
+def _per_call(fn, *args) -> dict:
+    """{"cpu": spread, "wall": spread} of FLAGS.steps calls after FLAGS.warmup."""
+    return clocks(per_call(fn, *args, warmup=FLAGS.warmup, calls=FLAGS.steps))
 
 
 def _components(teacher, student, iep, images, labels) -> dict:
@@ -75,9 +73,9 @@ def _components(teacher, student, iep, images, labels) -> dict:
             x, labels, student.model(x, training=True), tf.constant(0.0)
         ),
     }
-    timings = {name: _seconds_per_call(tf.function(fn, jit_compile=jit), images) for name, fn in pieces.items()}
-    for name, seconds in timings.items():
-        print(f"    {name}: {seconds:.3f} s", flush=True)
+    timings = {name: _per_call(tf.function(fn, jit_compile=jit), images) for name, fn in pieces.items()}
+    for name, timing in timings.items():
+        print(f"    {name}: {timing['cpu']['median']:.3f} CPU s", flush=True)
     return timings
 
 
@@ -100,19 +98,18 @@ def _measure_pair(teacher_arch: str, student_arch: str, data, images, labels) ->
         else:
             distiller = build_distiller(label, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
         trainer = Trainer(student, data, config, os.path.join("runs", "benchmark_iep", label), distiller)
-        rows[label] = _seconds_per_call(trainer._train_step, images, labels)
-        print(f"  {teacher_arch}->{student_arch} {label}: {rows[label]:.3f} s/step", flush=True)
+        rows[label] = _per_call(trainer._train_step, images, labels)
+        print(f"  {teacher_arch}->{student_arch} {label}: {rows[label]['cpu']['median']:.3f} CPU s/step", flush=True)
         if label == "iep":
             rows.update(_components(teacher, student, distiller, images, labels))
-    return {
-        "teacher": teacher_arch,
-        "student": student_arch,
-        "seconds_per_step": rows,
-        "ratio_iep_over_plain": rows["iep"] / rows["plain"],
-        "ratio_iep_bb_over_plain": rows["iep_bb"] / rows["plain"],
-        "ratio_iep_over_plain_plus_teacher": rows["iep"] / rows["plain+teacher"],
-        "ratio_iep_bb_over_plain_plus_teacher": rows["iep_bb"] / rows["plain+teacher"],
-    }
+    out = {"teacher": teacher_arch, "student": student_arch}
+    for clock in ("cpu", "wall"):
+        out[f"{clock}_seconds_per_step"] = {label: timing[clock] for label, timing in rows.items()}
+        values = {label: timing[clock]["values"] for label, timing in rows.items()}
+        for method in ("iep", "iep_bb"):
+            out[f"{method}_over_plain_{clock}"] = ratio(values[method], values["plain"])
+            out[f"{method}_over_plain_plus_teacher_{clock}"] = ratio(values[method], values["plain+teacher"])
+    return out
 
 
 def main(argv):
@@ -121,23 +118,19 @@ def main(argv):
     rng = np.random.default_rng(0)
     images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, 32, 32, 3)), tf.float32)
     labels = tf.constant(rng.integers(0, FLAGS.classes, FLAGS.batch_size), tf.int32)
+    watch = MachineWatch()
     results = [_measure_pair(*pair.split(":"), data, images, labels) for pair in FLAGS.pairs]
     for r in results:
         print(
-            f"{r['teacher']}->{r['student']}: IEP {r['ratio_iep_over_plain']:.2f}x plain "
-            f"({r['ratio_iep_over_plain_plus_teacher']:.2f}x plain+teacher), IEP+BB "
-            f"{r['ratio_iep_bb_over_plain']:.2f}x ({r['ratio_iep_bb_over_plain_plus_teacher']:.2f}x)"
+            f"{r['teacher']}->{r['student']} (CPU time): IEP {r['iep_over_plain_cpu']['ratio']:.2f}x plain "
+            f"({r['iep_over_plain_plus_teacher_cpu']['ratio']:.2f}x plain+teacher), IEP+BB "
+            f"{r['iep_bb_over_plain_cpu']['ratio']:.2f}x ({r['iep_bb_over_plain_plus_teacher_cpu']['ratio']:.2f}x)"
         )
-    write_results(
-        FLAGS.output,
-        {
-            "batch_size": FLAGS.batch_size,
-            "classes": FLAGS.classes,
-            "jit_compile": FLAGS.jit_compile,
-            "steps": FLAGS.steps,
-        },
-        results,
-    )
+    settings = {"batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "jit_compile": FLAGS.jit_compile,
+                "steps": FLAGS.steps}  # fmt: skip
+    write_results(FLAGS.output, settings, results, watch.finish())
+    if FLAGS.docs and os.path.abspath(FLAGS.output) == DEFAULT_OUTPUT:  # the docs cite the default results only
+        docs_blocks.update("iep-step-time")
 
 
 if __name__ == "__main__":

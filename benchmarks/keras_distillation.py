@@ -12,25 +12,31 @@ Two pairs, WRN-28-1 teacher → WRN-16-1 student, batch 128 of 32×32 images, SG
   same forward) against three `FeatureDistillation(loss="mse")` on the same layers (Keras runs the student
   once for its logits and once more through a feature extractor, in training mode, so BN statistics move
   twice a step).
-Per mode: seconds per step, the median of `--rounds` rounds of `--steps` steps each (after one warm-up round),
-the two frameworks' rounds interleaved so that a load on the machine affects both alike.
+Per mode: CPU and wall seconds per step, the median of `--rounds` rounds of `--steps` steps each (after one
+warm-up round), the two frameworks' rounds interleaved; the ratio is taken from CPU time, with its range over the
+rounds (benchmarks/timing.py says why), and the table in docs/benchmarks.md is rewritten from the results.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks import docs_blocks  # noqa: E402
+from benchmarks.docs_blocks import RESULTS_DIR  # noqa: E402
+from benchmarks.timing import MachineWatch, Timing, ratio, spread, timed  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 20, "Steps per timed round.")
 flags.DEFINE_integer("rounds", 3, "Timed rounds per framework and pair.")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
+DEFAULT_OUTPUT = os.path.join(RESULTS_DIR, "keras_distillation.json")
+flags.DEFINE_string("output", DEFAULT_OUTPUT, "Result JSON.")
+flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 
 
 def _models(kind: str):
@@ -66,10 +72,11 @@ def _models(kind: str):
     return ours, theirs, data
 
 
-def _seconds_per_step(model, data, steps: int) -> float:
-    started = time.perf_counter()
-    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
-    return (time.perf_counter() - started) / steps
+def _per_step(model, data, steps: int) -> Timing:
+    """Wall and CPU seconds per step over one `fit` of `steps` steps."""
+    with timed() as t:
+        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    return Timing(t.wall / steps, t.cpu / steps)
 
 
 def main(argv: list[str]) -> None:
@@ -77,31 +84,32 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from benchmarks.results_io import write_results
 
+    watch = MachineWatch()
     rows = []
     for kind in ("logits", "features"):
         ours, theirs, data = _models(kind)
         for model in (ours, theirs):  # warm-up: tracing and the first steps
-            _seconds_per_step(model, data, 3)
-        times = {"iep": [], "keras": []}
+            _per_step(model, data, 3)
+        rounds = {"iep": [], "keras": []}
         for _ in range(FLAGS.rounds):
-            times["iep"].append(_seconds_per_step(ours, data, FLAGS.steps))
-            times["keras"].append(_seconds_per_step(theirs, data, FLAGS.steps))
-        iep_s, keras_s = statistics.median(times["iep"]), statistics.median(times["keras"])
-        rows.append(
-            {
-                "pair": kind,
-                "iep_seconds_per_step": iep_s,
-                "keras_seconds_per_step": keras_s,
-                "keras_over_iep": keras_s / iep_s,
-                "rounds": times,
-            }  # fmt: skip
-        )
-        print(f"{kind}: iep {iep_s * 1000:.0f} ms/step, keras.distillation {keras_s * 1000:.0f} ms/step "
-              f"({keras_s / iep_s:.2f}x)")  # fmt: skip
+            rounds["iep"].append(_per_step(ours, data, FLAGS.steps))
+            rounds["keras"].append(_per_step(theirs, data, FLAGS.steps))
+        row = {"pair": kind}
+        for clock in ("cpu", "wall"):
+            iep_s, keras_s = ([getattr(t, clock) for t in rounds[name]] for name in ("iep", "keras"))
+            row[f"iep_{clock}_seconds_per_step"] = spread(iep_s)
+            row[f"keras_{clock}_seconds_per_step"] = spread(keras_s)
+            row[f"keras_over_iep_{clock}"] = ratio(keras_s, iep_s)
+        rows.append(row)
+        cpu = row["keras_over_iep_cpu"]
+        print(f"{kind}: CPU time per step iep {row['iep_cpu_seconds_per_step']['median'] * 1000:.0f} ms, "
+              f"keras.distillation {row['keras_cpu_seconds_per_step']['median'] * 1000:.0f} ms: "
+              f"{cpu['ratio']:.2f}x ({cpu['min']:.2f}-{cpu['max']:.2f} over rounds)")  # fmt: skip
     settings = {"steps": FLAGS.steps, "rounds": FLAGS.rounds, "batch_size": FLAGS.batch_size,
                 "teacher": "wrn-28-1", "student": "wrn-16-1"}  # fmt: skip
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "keras_distillation.json")
-    write_results(path, settings, rows)
+    write_results(FLAGS.output, settings, rows, watch.finish())
+    if FLAGS.docs and os.path.abspath(FLAGS.output) == DEFAULT_OUTPUT:  # the docs cite the default results file only
+        docs_blocks.update("keras-distillation")
 
 
 if __name__ == "__main__":

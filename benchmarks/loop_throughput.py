@@ -20,11 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.timing import MachineWatch, Timing, cpu_seconds, ratio, spread, timed  # noqa: E402
 from iep.datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from iep.nets import build_network  # noqa: E402
@@ -37,7 +38,9 @@ flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing).")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement.")
 flags.DEFINE_integer("repeats", 3, "Alternating measurements per side.")
-flags.DEFINE_string("output", "benchmarks/results/loop_throughput.json", "Result JSON.")
+DEFAULT_OUTPUT = os.path.join(docs_blocks.RESULTS_DIR, "loop_throughput.json")
+flags.DEFINE_string("output", DEFAULT_OUTPUT, "Result JSON.")
+flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 FLAGS = flags.FLAGS
 
 
@@ -50,25 +53,29 @@ def _batches(data, count: int):
     return out[:count]
 
 
-def _time_ours(trainer: Trainer, batches) -> float:
+def _time_ours(trainer: Trainer, batches) -> Timing:
+    """Wall and CPU seconds of the timed steps (after the warm-up ones)."""
     for images, labels in batches[: FLAGS.warmup]:
         trainer._train_step(images, labels)
-    start = time.perf_counter()
-    for images, labels in batches[FLAGS.warmup :]:
-        trainer._train_step(images, labels)
-    trainer.optimizer.iterations.numpy()  # wait for the last step
-    return FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
+    with timed() as t:
+        for images, labels in batches[FLAGS.warmup :]:
+            trainer._train_step(images, labels)
+        trainer.optimizer.iterations.numpy()  # wait for the last step
+    return t
 
 
 class _StepTimer(keras.callbacks.Callback):
+    """Marks the wall and CPU clocks after the warm-up batches and after the last one."""
+
     def __init__(self, warmup: int):
         super().__init__()
         self.warmup, self.start, self.end = warmup, None, None
 
     def on_train_batch_end(self, batch, logs=None):
+        now = Timing(time.perf_counter(), cpu_seconds())
         if batch + 1 == self.warmup:
-            self.start = time.perf_counter()
-        self.end = time.perf_counter()
+            self.start = now
+        self.end = now
 
 
 def _fit_model(arch: str, data):
@@ -85,17 +92,18 @@ def _fit_model(arch: str, data):
     return classifier
 
 
-def _time_fit(model, batches) -> float:
+def _time_fit(model, batches) -> Timing:
     timer = _StepTimer(FLAGS.warmup)
     dataset = tf.data.Dataset.from_tensor_slices((tf.stack([b[0] for b in batches]), tf.stack([b[1] for b in batches])))
     model.fit(dataset, epochs=1, verbose=0, callbacks=[timer])
-    return FLAGS.steps * FLAGS.batch_size / (timer.end - timer.start)
+    return Timing(timer.end.wall - timer.start.wall, timer.end.cpu - timer.start.cpu)
 
 
 def main(argv):
     del argv
     data = build_pipeline(DataConfig(FLAGS.dataset, FLAGS.data_dir))
     batches = _batches(data, FLAGS.warmup + FLAGS.steps)
+    watch = MachineWatch()
     results = []
     for arch in FLAGS.archs:
         keras.utils.set_random_seed(0)
@@ -104,33 +112,27 @@ def main(argv):
         trainer = Trainer(student, data, config, run_dir=os.path.join("runs", "benchmark_loop", arch))
         fit_model = _fit_model(arch, data)
         ours, fit = [], []
-        for _ in range(FLAGS.repeats):
+        for _ in range(FLAGS.repeats):  # alternating, so that a drift of the machine reaches both sides
             ours.append(_time_ours(trainer, batches))
             fit.append(_time_fit(fit_model, batches))
-        row = {
-            "arch": arch,
-            "ours_images_per_second": float(np.median(ours)),
-            "fit_images_per_second": float(np.median(fit)),
-            "ratio_ours_over_fit": float(np.median(ours) / np.median(fit)),
-            "ours_samples": ours,
-            "fit_samples": fit,
-        }
+        images = FLAGS.steps * FLAGS.batch_size
+        row = {"arch": arch}
+        for clock in ("cpu", "wall"):
+            ours_rate = [images / getattr(t, clock) for t in ours]
+            fit_rate = [images / getattr(t, clock) for t in fit]
+            row[f"ours_images_per_{clock}_second"] = spread(ours_rate)
+            row[f"fit_images_per_{clock}_second"] = spread(fit_rate)
+            row[f"ours_over_fit_{clock}"] = ratio(ours_rate, fit_rate)
         print(
-            f"{arch}: ours {row['ours_images_per_second']:.1f} img/s, model.fit {row['fit_images_per_second']:.1f} "
-            f"img/s, ratio {row['ratio_ours_over_fit']:.3f}"
+            f"{arch}: ours {row['ours_images_per_cpu_second']['median']:.1f} img per CPU s, model.fit "
+            f"{row['fit_images_per_cpu_second']['median']:.1f}, ratio {row['ours_over_fit_cpu']['ratio']:.3f}"
         )
         results.append(row)
-    write_results(
-        FLAGS.output,
-        {
-            "dataset": FLAGS.dataset,
-            "batch_size": FLAGS.batch_size,
-            "warmup": FLAGS.warmup,
-            "steps": FLAGS.steps,
-            "repeats": FLAGS.repeats,
-        },
-        results,
-    )
+    settings = {"dataset": FLAGS.dataset, "batch_size": FLAGS.batch_size, "warmup": FLAGS.warmup,
+                "steps": FLAGS.steps, "repeats": FLAGS.repeats}  # fmt: skip
+    write_results(FLAGS.output, settings, results, watch.finish())
+    if FLAGS.docs and os.path.abspath(FLAGS.output) == DEFAULT_OUTPUT:  # the docs cite the default results only
+        docs_blocks.update("loop-throughput")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # benchmarks.*, when run as a script
 
+from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.recorded import teachers_sentence  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
@@ -43,7 +43,7 @@ CHANGED_SINCE_SHORT = ("ft", "srm", "mhgd", "kd_svd", "kd_eid")
 
 
 def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:begin (benchmarks/plot_results.py) -->", f"<!-- {name}:end -->"
+    return docs_blocks.markers(name, "benchmarks/plot_results.py")
 
 
 def _axis(values: list[float]) -> tuple[int, int]:
@@ -155,14 +155,6 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     return "\n".join([begin, *chart, "", *table, "", note, agreement, end])
 
 
-def rewrite(text: str, name: str, block: str) -> str:
-    begin, end = markers(name)
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"no {begin} ... {end} block to rewrite")
-    return pattern.sub(lambda _: block, text)
-
-
 def blocks() -> dict[str, str]:
     paper, short = json.load(open(PAPER)), json.load(open(SHORT))
     return {"results-chart": results_chart(paper, short), "short-chart": short_chart(short)}
@@ -173,7 +165,7 @@ def main() -> None:
         for path in BLOCKS[name]:
             text = open(path).read()
             with open(path, "w") as f:
-                f.write(rewrite(text, name, block))
+                f.write(docs_blocks.rewrite(text, name, block))
             print(f"wrote {name} into {os.path.relpath(path, ROOT)}")
 
 

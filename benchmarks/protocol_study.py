@@ -79,6 +79,7 @@ from benchmarks.recorded import (  # noqa: E402
     teacher_differences,
     teachers_sentence,
 )
+from benchmarks.results_io import cpu_model  # noqa: E402
 from iep.engine.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS as BUILT_IN  # noqa: E402
 from iep.methods import PRE_PHASE, STATIC_METHODS, default_pre_phase_steps  # noqa: E402
@@ -600,14 +601,6 @@ def markdown(rows: list[dict], gap_rows: list[dict], teachers: list[dict] | None
     return "\n".join(lines) + "\n"
 
 
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        return None
-
-
 def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) -> dict:
     """One finished teacher in run_record's shape (for accuracy and overhead), with its last epoch's loss, the
     figure that tells a retrained teacher from the recorded one."""
@@ -621,7 +614,7 @@ def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) 
         # every epoch's loss: where a teacher retrained elsewhere parts from this one (oneDNN picks kernels by the
         # CPU, so another machine can train a different teacher from the same seed)
         "train_losses": [h.get("train_loss") for h in history],
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history),
         "evaluations": len(evals),

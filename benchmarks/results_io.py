@@ -12,7 +12,18 @@ import tensorflow as tf
 from iep.engine.files import write_json_atomic
 
 
-def write_results(path: str, settings: dict, results: list) -> None:
+def cpu_model() -> str | None:
+    """The processor's name (Linux), which `platform.processor()` leaves empty: timings depend on it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
+def write_results(path: str, settings: dict, results: list, machine_load: dict | None = None) -> None:
+    """`machine_load`: a timing benchmark's `benchmarks.timing.MachineWatch` record (was the machine quiet)."""
+    load = {"machine_load": machine_load} if machine_load is not None else {}
     write_json_atomic(
         path,
         {
@@ -21,11 +32,13 @@ def write_results(path: str, settings: dict, results: list) -> None:
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),
                 "processor": platform.processor(),
+                "cpu_model": cpu_model(),
                 "gpus": len(tf.config.list_physical_devices("GPU")),
             },
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             **settings,
+            **load,
             "results": results,
         },
     )

@@ -10,39 +10,48 @@ tracing). Training itself is a pure function of the seed, so the final accuracie
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E402 (benchmarks.*)
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.reproduce_small import DEFAULT_DATA_DIR, FULL, RESULTS_DIR, student_command  # noqa: E402
-from iep.engine.files import read_json, write_json_atomic  # noqa: E402
+from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.timing import MachineWatch, timed  # noqa: E402
+from iep.engine.files import read_json  # noqa: E402
 
 flags.DEFINE_list("eval_every", ["1", "5"], "The --eval_every values to time.")
 flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "CIFAR-10 TFRecords.")
+flags.DEFINE_integer("epochs", FULL.student_epochs, "Epochs of each run (reproduce_small's student by default).")
+flags.DEFINE_float("rate", 0.1, "Share of the training split each run trains on.")
+DEFAULT_OUTPUT = os.path.join(RESULTS_DIR, "run_overhead.json")
+flags.DEFINE_string("output", DEFAULT_OUTPUT, "Result JSON.")
+flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def time_run(eval_every: int, root: str) -> dict:
-    command = student_command(FULL, root, FLAGS.data_dir, "none", 0.1, 0) + [f"--eval_every={eval_every}"]
+    protocol = dataclasses.replace(FULL, student_epochs=FLAGS.epochs)
+    command = student_command(protocol, root, FLAGS.data_dir, "none", FLAGS.rate, 0) + [f"--eval_every={eval_every}"]
     run_dir = next(c.split("=", 1)[1] for c in command if c.startswith("--run_dir="))
     print("$ python " + " ".join(command), flush=True)
-    start = time.monotonic()
-    subprocess.run([sys.executable, *command], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
-    wall = time.monotonic() - start
+    with timed() as t:  # the child's CPU time counts once it has been waited for
+        subprocess.run([sys.executable, *command], check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+    wall = t.wall
     metrics = read_json(os.path.join(run_dir, "metrics.json"))
     train = sum(h["seconds"] for h in metrics["history"])
     evaluation = sum(h["eval_seconds"] for h in metrics["history"])
     return {
         "eval_every": eval_every,
         "wall_seconds": wall,
+        "cpu_seconds": t.cpu,
         "train_seconds": train,
         "eval_seconds": evaluation,
         "other_seconds": wall - train - evaluation,
@@ -54,22 +63,15 @@ def time_run(eval_every: int, root: str) -> dict:
 
 def main(argv: list[str]) -> None:
     del argv
-    import tensorflow as tf
-
+    watch = MachineWatch()
     rows = []
     with tempfile.TemporaryDirectory() as root:
         for value in FLAGS.eval_every:
             rows.append(time_run(int(value), os.path.join(root, f"every{value}")))
             print(rows[-1], flush=True)
-    result = {
-        "command": f"python benchmarks/run_overhead.py --eval_every={','.join(FLAGS.eval_every)}",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "tensorflow": tf.__version__,
-        "runs": rows,
-    }
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    write_json_atomic(os.path.join(RESULTS_DIR, "run_overhead.json"), result)
-    print(f"wrote {os.path.join(RESULTS_DIR, 'run_overhead.json')}")
+    write_results(FLAGS.output, {"eval_every": [int(v) for v in FLAGS.eval_every]}, rows, watch.finish())
+    if FLAGS.docs and os.path.abspath(FLAGS.output) == DEFAULT_OUTPUT:  # the docs cite the default results only
+        docs_blocks.update("run-overhead")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,7 +26,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.timing import MachineWatch, clocks, per_call  # noqa: E402
 from iep.datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.distiller import Distiller  # noqa: E402
 from iep.engine.precision import precision_policy  # noqa: E402
@@ -46,20 +47,27 @@ flags.DEFINE_boolean("pipeline_rows", True, "Also time the real input pipeline."
 flags.DEFINE_integer("steps", 3, "Timed steps per row.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps per row (tracing, compilation).")
 flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Real CIFAR-10 TFRecords for the input-pipeline rows.")
-flags.DEFINE_string("output", "benchmarks/results/step_speed.json", "Result JSON.")
+flags.DEFINE_string("output", os.path.join(docs_blocks.RESULTS_DIR, "step_speed.json"), "Result JSON.")
+flags.DEFINE_boolean("docs", True, "Rewrite the table in the docs from the results (the documented files only).")
 FLAGS = flags.FLAGS
+# The results files the docs cite: docs/benchmarks.md's table, and docs/methods.md's static-KD table.
+DOCUMENTED = {
+    "step-speed": os.path.join(docs_blocks.RESULTS_DIR, "step_speed.json"),
+    "static-kd-step-speed": os.path.join(docs_blocks.RESULTS_DIR, "static_kd_step_speed.json"),
+}
 
 
-def _timed(trainer: Trainer, step, batches) -> float:
-    """Seconds per step over FLAGS.steps after FLAGS.warmup; `batches` yields (images, labels)."""
+def _timed(trainer: Trainer, step, batches) -> dict:
+    """{"cpu": spread, "wall": spread} of seconds per step, FLAGS.steps after FLAGS.warmup; `batches` yields
+    (images, labels)."""
     iterator = iter(batches)
-    for _ in range(FLAGS.warmup):
-        step(*next(iterator))
-    start = time.perf_counter()
-    for _ in range(FLAGS.steps):
-        step(*next(iterator))
-    trainer.optimizer.iterations.numpy()  # wait for the last update
-    return (time.perf_counter() - start) / FLAGS.steps
+    timings = per_call(
+        lambda: step(*next(iterator)),
+        warmup=FLAGS.warmup,
+        calls=FLAGS.steps,
+        sync=lambda _: trainer.optimizer.iterations.numpy(),  # wait for the update
+    )
+    return clocks(timings)
 
 
 def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
@@ -96,53 +104,46 @@ def _synthetic(classes: int):
 def main(argv):
     del argv
     data = build_pipeline(DataConfig("tfrecord", FLAGS.data_dir))
+    watch = MachineWatch()
     rows = []
     for precision in FLAGS.precisions:
         for method in FLAGS.methods:
             for mode in FLAGS.modes:
                 trainer = _trainer(method, precision, mode == "xla", data)
                 step = trainer._step if mode == "eager" else trainer._train_step
-                seconds = _timed(trainer, step, _synthetic(FLAGS.classes))
-                rows.append(
-                    {
-                        "input": "synthetic",
-                        "precision": precision,
-                        "method": method,
-                        "mode": mode,
-                        "seconds_per_step": seconds,
-                        "images_per_second": FLAGS.batch_size / seconds,
-                    }
-                )
-                speed = FLAGS.batch_size / seconds
-                print(f"{precision:15s} {method:7s} {mode:9s} {seconds:7.3f} s/step  {speed:7.1f} img/s", flush=True)
+                timing = _timed(trainer, step, _synthetic(FLAGS.classes))
+                rows.append(_row("synthetic", precision, method, mode, timing))
+                cpu = timing["cpu"]["median"]
+                print(f"{precision:15s} {method:7s} {mode:9s} {cpu:7.3f} CPU s/step", flush=True)
     # The input pipeline: the fastest plain step fed by the real TFRecord pipeline instead of one in-memory batch.
-    trainer = _trainer("plain", "float32", False, data)  # CIFAR-10's labels fit the 100-class head
-    pipeline = ()
     if FLAGS.pipeline_rows:
-        pipeline = (
-            ("real_data", _timed(trainer, trainer._train_step, data.train_dataset(0, FLAGS.batch_size, 0))),
-            ("pipeline_alone", _timed_pipeline(data)),
-        )
-    for name, seconds in pipeline:
-        rows.append({"input": name, "precision": "float32", "method": "plain", "mode": "function",
-                     "seconds_per_step": seconds, "images_per_second": FLAGS.batch_size / seconds})  # fmt: skip
-        print(f"plain step, {name}: {seconds:.3f} s/step ({FLAGS.batch_size / seconds:.0f} img/s)")
-    write_results(
-        FLAGS.output,
-        {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps},
-        rows,
-    )
+        trainer = _trainer("plain", "float32", False, data)  # CIFAR-10's labels fit the 100-class head
+        real = _timed(trainer, trainer._train_step, data.train_dataset(0, FLAGS.batch_size, 0))
+        for name, timing in (("real_data", real), ("pipeline_alone", _timed_pipeline(data))):
+            rows.append(_row(name, "float32", "plain", "function", timing))
+            print(f"plain step, {name}: {timing['cpu']['median']:.3f} CPU s/step")
+    settings = {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps}
+    write_results(FLAGS.output, settings, rows, watch.finish())
+    for name, path in DOCUMENTED.items():  # the docs cite these results files only
+        if FLAGS.docs and os.path.abspath(FLAGS.output) == path:
+            docs_blocks.update(name)
 
 
-def _timed_pipeline(data) -> float:
+def _row(source: str, precision: str, method: str, mode: str, timing: dict) -> dict:
+    return {
+        "input": source,
+        "precision": precision,
+        "method": method,
+        "mode": mode,
+        "cpu_seconds_per_step": timing["cpu"],
+        "wall_seconds_per_step": timing["wall"],
+    }
+
+
+def _timed_pipeline(data) -> dict:
     """Seconds per batch the input pipeline alone delivers (decode, augment, batch)."""
     iterator = iter(data.train_dataset(1, FLAGS.batch_size, 0))
-    next(iterator)
-    start = time.perf_counter()
-    count = 20
-    for _ in range(count):
-        next(iterator)
-    return (time.perf_counter() - start) / count
+    return clocks(per_call(lambda: next(iterator), warmup=1, calls=20, sync=lambda _: None))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from benchmarks import plot_results
+from benchmarks import docs_blocks, plot_results
 from tests.conftest import ROOT
 
 
@@ -60,6 +60,16 @@ def test_the_results_charts_are_up_to_date():
         assert "bar [" in block and block.count(",") >= 10
     headline = plot_results.blocks()["results-chart"]
     assert "100 epochs" in headline and "line [" in headline and "Kendall's τ" in headline
+
+
+def test_the_measured_blocks_are_up_to_date_and_from_quiet_runs():
+    """Every timing figure in the docs is its results file's, rendered now; and it was measured on a quiet
+    machine (benchmarks/timing.py), so that no ratio of the docs is a ratio of loads."""
+    for name, (filename, _, _) in docs_blocks.BLOCKS.items():
+        text = open(docs_blocks.doc_path(name)).read()
+        assert docs_blocks.render(name) in text, f"{name}: run python benchmarks/docs_blocks.py"
+        results = json.load(open(os.path.join(docs_blocks.RESULTS_DIR, filename)))
+        assert results["machine_load"]["quiet"], f"{filename} was measured on a busy machine: measure it again"
 
 
 def test_the_table_prints_a_spread_only_over_two_or_more_seeds():
