@@ -29,7 +29,7 @@ from absl import app, flags  # noqa: E402
 from benchmarks.recorded import finished  # noqa: E402
 from benchmarks.reproduce_small import student_dir  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
-from iep.engine.files import read_json  # noqa: E402
+from iep.core.files import read_json  # noqa: E402
 from iep.interpret.report import visualize  # noqa: E402
 
 flags.DEFINE_string("root", "runs/reproduce_small", "The reproduction's run root (teacher/ and r<rate>/).")

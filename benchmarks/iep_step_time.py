@@ -22,15 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.synthetic import synthetic_batch, synthetic_data  # noqa: E402
 from benchmarks.timing import MachineWatch, clocks, per_call, ratio  # noqa: E402
-from iep.datasets import DataConfig, build_pipeline  # noqa: E402
-from iep.engine.distiller import Distiller  # noqa: E402
+from iep.core.distiller import Distiller  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from iep.methods import build_distiller  # noqa: E402
 from iep.nets import build_network  # noqa: E402
@@ -114,10 +113,8 @@ def _measure_pair(teacher_arch: str, student_arch: str, data, images, labels) ->
 
 def main(argv):
     del argv
-    data = build_pipeline(DataConfig("digits"))  # only for statistics; batches below are synthetic
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, 32, 32, 3)), tf.float32)
-    labels = tf.constant(rng.integers(0, FLAGS.classes, FLAGS.batch_size), tf.int32)
+    data = synthetic_data(FLAGS.batch_size, FLAGS.classes)  # a Trainer's data of FLAGS.classes classes
+    images, labels = synthetic_batch(FLAGS.batch_size, FLAGS.classes)
     watch = MachineWatch()
     results = [_measure_pair(*pair.split(":"), data, images, labels) for pair in FLAGS.pairs]
     for r in results:

@@ -51,7 +51,7 @@ def plot_learning_curves(
 
 
 def main(argv: list[str]) -> None:
-    from iep.engine.files import read_json
+    from iep.core.files import read_json
 
     if len(argv) < 2 or not argv[0].startswith("--out="):
         raise SystemExit("usage: python benchmarks/learning_curves.py --out=FILE.png RUN_DIR [RUN_DIR ...]")

@@ -9,6 +9,11 @@ Two blocks (Mermaid charts and Markdown tables: text that GitHub renders; no ima
   --methods=all`): per method the mean top-1 over seeds on the held-out validation split (bars, the ranking) and
   on the test split (line), then a table with both and their spread, the gain over the vanilla student, and the
   rank agreement with the short budget (Kendall's τ).
+* `scarce-chart` (README and docs/reproduction.md): the paper's Table 1 in images per class
+  (`benchmarks/results/scarce_data.json`, written by `benchmarks/protocol_study.py --factors=rate_0.01,...
+  --results_name=scarce_data`, and the 10 % table as its rightmost point): test top-1 against images per class,
+  one line per method, then the gains over the vanilla student in the paper's layout beside the paper's own
+  CIFAR-100 gains.
 * `short-chart` (docs/reproduction.md): the short budget, 15 epochs (`reproduce_small_fidelity2.json`: mean
   top-1 on the test split after the last epoch).
 
@@ -30,10 +35,13 @@ from benchmarks.recorded import teachers_sentence  # noqa: E402
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 PAPER = os.path.join(RESULTS_DIR, "paper_schedule.json")
 SHORT = os.path.join(RESULTS_DIR, "reproduce_small_fidelity2.json")
+SCARCE = os.path.join(RESULTS_DIR, "scarce_data.json")
 README, REPRODUCTION = os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "reproduction.md")
 BLOCKS = {  # marker → the files that hold it
     "results-chart": (README, REPRODUCTION),
     "short-chart": (REPRODUCTION,),
+    "scarce-chart": (README, REPRODUCTION),
+    "results-summary": (README,),
 }
 RATE = 0.1
 FACTOR = "paper_schedule"
@@ -117,13 +125,17 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     chart = _mermaid(
         title, [r["method"] for r in rows], [100 * r["validation"] for r in rows], [100 * r["test"] for r in rows]
     )
-    vanilla = next((r for r in rows if r["method"] == "none"), None)
+    by_method = {r["method"]: r for r in rows}
     table = [
         "| rank | method | seeds | validation % | test % | test − vanilla |",
         "|---|---|---|---|---|---|",
     ]
     for rank, r in enumerate(reversed(rows), start=1):
+        # against the vanilla student with the method's own weight-decay rule (the row's "vanilla")
+        vanilla = by_method.get(r.get("vanilla") or "none")
         gain = "—" if vanilla is None or r is vanilla else f"{100 * (r['test'] - vanilla['test']):+.2f}"
+        if vanilla is not None and vanilla["method"] != "none" and r is not vanilla:
+            gain += f" (vs {vanilla['method']})"
         validation = mean_spread(r["validation"], r["validation_std"], r["seeds"])
         test = mean_spread(r["test"], r["test_std"], r["seeds"])
         table.append(f"| {rank} | {r['method']} | {r['seeds']} | {validation} | {test} | {gain} |")
@@ -155,9 +167,178 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
     return "\n".join([begin, *chart, "", *table, "", note, agreement, end])
 
 
+# The paper's Table 1 (CIFAR-100, WRN-40-4 → WRN-16-4, top-1 % at the last epoch; ../shared/docs/iep-method.md
+# §9): the columns the scarce-data study runs, by the paper's data rate (its rate 1.0 is 500 images per class).
+PAPER_TABLE1 = {
+    1.0: {"none": 76.09, "at": 76.98, "ft": 77.14, "ab": 77.29, "rkd": 77.02, "mhgd": 77.45, "co": 78.21,
+          "iep": 78.12, "iep_bb": 78.37},
+    0.5: {"none": 69.77, "at": 71.13, "ft": 72.41, "ab": 72.28, "rkd": 69.57, "mhgd": 73.32, "co": 74.33,
+          "iep": 74.22, "iep_bb": 74.53},
+    0.25: {"none": 59.28, "at": 63.07, "ft": 63.70, "ab": 66.79, "rkd": 53.57, "mhgd": 67.27, "co": 67.90,
+           "iep": 68.57, "iep_bb": 69.02},
+    0.1: {"none": 40.65, "at": 47.66, "ft": 48.29, "ab": 57.38, "rkd": 23.27, "mhgd": 54.58, "co": 40.80,
+          "iep": 55.89, "iep_bb": 59.04},
+}  # fmt: skip
+PAPER_IMAGES_PER_CLASS = 500
+# Our study's order of columns: the paper's, then the methods it adds.
+SCARCE_METHODS = ("none", "at", "ft", "ab", "rkd", "mhgd", "co", "iep", "iep_bb", "iep_termclip", "iep_bb_termclip",
+                  "dkd", "fitnet")  # fmt: skip
+# One named colour per line (Mermaid's xychart has no legend: the caption names each line by its colour).
+LINE_COLOURS = (
+    ("black", "#000000"), ("grey", "#999999"), ("brown", "#8c564b"), ("olive", "#bcbd22"), ("pink", "#e377c2"),
+    ("cyan", "#17becf"), ("orange", "#ff7f0e"), ("blue", "#1f77b4"), ("red", "#d62728"), ("navy", "#000080"),
+    ("purple", "#9467bd"), ("green", "#2ca02c"), ("gold", "#ffbf00"),
+)  # fmt: skip
+CIFAR10_TRAIN_PER_CLASS = 4500  # after the 10 % validation holdout (benchmarks/protocol_study.py)
+
+
+def images_per_class(rate: float) -> int:
+    return max(1, round(rate * CIFAR10_TRAIN_PER_CLASS))
+
+
+def scarce_rows(scarce: dict, paper: dict) -> dict[int, dict[str, dict]]:
+    """images per class → method → row: the scarce-data study's rates (not its step-matched controls) and the
+    paper-budget table's 10 % as the rightmost point."""
+    out: dict[int, dict[str, dict]] = {}
+    for row in scarce["results"]:
+        if row["factor"] == f"rate_{row['rate']:g}":
+            out.setdefault(images_per_class(row["rate"]), {})[row["method"]] = row
+    for row in paper_rows(paper):
+        if row["method"] in SCARCE_METHODS:
+            out.setdefault(images_per_class(RATE), {})[row["method"]] = row
+    return dict(sorted(out.items()))
+
+
+def _gain(rows: dict[str, dict], method: str, split: str = "test") -> float | None:
+    if method not in rows or "none" not in rows or method == "none":
+        return None
+    return 100 * (rows[method][split] - rows["none"][split])
+
+
+def scarce_chart(scarce: dict, paper: dict) -> str:
+    """Test top-1 against images per class, one line per method with every point measured; then the gains over
+    the vanilla student in the paper's layout, and the paper's CIFAR-100 gains for the same columns."""
+    by_size = scarce_rows(scarce, paper)
+    sizes = list(by_size)
+    drawn = [m for m in SCARCE_METHODS if all(m in by_size[n] for n in sizes)]
+    colours = dict(zip(drawn, LINE_COLOURS, strict=False))
+    values = [100 * by_size[n][m]["test"] for m in drawn for n in sizes]
+    low, high = _axis(values) if values else (0, 100)
+    palette = ", ".join(hex_code for _, hex_code in colours.values())
+    chart = [
+        "```mermaid",
+        f'%%{{init: {{"themeVariables": {{"xyChart": {{"plotColorPalette": "{palette}"}}}}}}}}%%',
+        "xychart-beta",
+        '    title "CIFAR-10, WRN-28-1 to WRN-16-1, the paper\'s 100 epochs: test top-1 % by images per class"',
+        f"    x-axis [{', '.join(map(str, sizes))}]",
+        f'    y-axis "top-1 %" {low} --> {high}',
+        *("    line [" + ", ".join(f"{100 * by_size[n][m]['test']:.1f}" for n in sizes) + "]" for m in drawn),
+        "```",
+    ]
+    legend = "Lines: " + ", ".join(f"{m} {colour}" for m, (colour, _) in colours.items()) + "."
+    missing = [m for m in SCARCE_METHODS if m not in drawn]
+    if missing:
+        legend += f" Not drawn until every point has a run: {', '.join(missing)}."
+    seeds = {n: sorted({r["seeds"] for r in rows.values()}) for n, rows in by_size.items()}
+    header = "| images per class | seeds | " + " | ".join(SCARCE_METHODS[1:]) + " |"
+    table = [header, "|" + "---|" * (len(SCARCE_METHODS) + 1)]
+    for n, rows in by_size.items():
+        vanilla = f"{100 * rows['none']['test']:.2f}" if "none" in rows else "—"
+        gains = [_gain(rows, m) for m in SCARCE_METHODS[1:]]
+        cells = " | ".join("—" if g is None else f"{g:+.2f}" for g in gains)
+        table.append(f"| {n} (vanilla {vanilla}) | {'/'.join(map(str, seeds[n]))} | {cells} |")
+    paper_methods = list(PAPER_TABLE1[1.0])[1:]
+    paper_table = [
+        "| images per class (CIFAR-100) | " + " | ".join(paper_methods) + " |",
+        "|" + "---|" * (len(paper_methods) + 1),
+    ]
+    for rate, accuracies in sorted(PAPER_TABLE1.items()):
+        cells = " | ".join(f"{accuracies[m] - accuracies['none']:+.2f}" for m in paper_methods)
+        paper_table.append(f"| {round(rate * PAPER_IMAGES_PER_CLASS)} (vanilla {accuracies['none']:.2f}) | {cells} |")
+    note = (
+        "Test top-1 % minus the vanilla student's (mean over seeds; the vanilla's own accuracy in the first "
+        f"column); CIFAR-10 has {CIFAR10_TRAIN_PER_CLASS:,} training images per class after the validation "
+        f"holdout, so {images_per_class(RATE)} per class is the 10 % table. The paper's CIFAR-100 gains for its "
+        "columns (its Table 1, WRN-40-4 to WRN-16-4):"
+    )
+    begin, end = markers("scarce-chart")
+    return "\n".join([begin, *chart, "", legend, "", *table, "", note, "", *paper_table, end])
+
+
+def _label(r: dict) -> str:
+    seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+    return f"{r['method']} ({mean_spread(r['validation'], r['validation_std'], r['seeds'])} %, {seeds})"
+
+
+def results_summary(paper: dict, short: dict, rate: float = RATE) -> str:
+    """The README's plain sentences on the paper-budget table, each computed from the results file: who leads
+    and whether the lead exceeds a seed-to-seed spread, where IEP ranks under each clip and how the two clips
+    compare seed by seed, who does not beat the vanilla student, and whether a 15-epoch pilot predicts it."""
+    rows = list(reversed(paper_rows(paper)))  # best first, on validation
+    rank = {r["method"]: i for i, r in enumerate(rows, start=1)}
+    by_method = {r["method"]: r for r in rows}
+    leader = rows[0]
+    spread = max((r["validation_std"] for r in rows[:3] if r["seeds"] > 1), default=0.0)
+    level = [r for r in rows[1:] if leader["validation"] - r["validation"] <= spread]
+    sentences = [
+        f"Best on validation: {_label(leader)}"
+        + (
+            f", level within one seed-to-seed spread ({100 * spread:.2f} points) with "
+            + ", ".join(_label(r) for r in level)
+            if level
+            else f", ahead of {_label(rows[1])} by more than a seed-to-seed spread ({100 * spread:.2f} points)"
+        )
+        + "."
+    ]
+    clips = [("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip")]
+    if all(a in by_method and b in by_method for a, b in clips):
+        pairs = [
+            (p, q)
+            for a, b in clips
+            for p in by_method[a]["runs"]
+            for q in by_method[b]["runs"]
+            if p["seed"] == q["seed"]
+        ]
+        ahead = sum(q["validation"] > p["validation"] for p, q in pairs)
+        sentences.append(
+            f"IEP and IEP+BB rank {rank['iep']} and {rank['iep_bb']} of {len(rows)} with the paper's clip of the "
+            f"summed distillation gradient, {rank['iep_termclip']} and {rank['iep_bb_termclip']} with each term "
+            f"clipped on its own, which is ahead on validation in {ahead} of {len(pairs)} same-seed pairs."
+        )
+    if "none" in by_method:
+        below = []
+        for r in rows:
+            vanilla = by_method.get(r.get("vanilla") or "none")
+            if r["method"] not in ("none", "none_decay_all") and vanilla and r["test"] <= vanilla["test"]:
+                below.append(r["method"])
+        sentences.append(
+            "Every method beats its vanilla student on test except " + ", ".join(below) + "."
+            if below
+            else "Every method beats its vanilla student on test."
+        )
+    long_test = {r["method"]: r["test"] for r in rows}
+    short_test = {r["method"]: r["last_mean"] for r in short["results"] if r["rate"] == rate}
+    tau, shared = kendall_tau(long_test, short_test)
+    sentences.append(
+        f"A 15-epoch pilot does not predict this ranking (Kendall's τ = {tau:.2f} between the two budgets' test "
+        f"ranks, {shared} methods): judge methods at the full budget."
+        if tau < 0.5
+        else f"A 15-epoch pilot ranks the methods much as the full budget does (Kendall's τ = {tau:.2f})."
+    )
+    begin, end = markers("results-summary")
+    return "\n".join([begin, *(f"- {s}" for s in sentences), end])
+
+
 def blocks() -> dict[str, str]:
     paper, short = json.load(open(PAPER)), json.load(open(SHORT))
-    return {"results-chart": results_chart(paper, short), "short-chart": short_chart(short)}
+    out = {
+        "results-chart": results_chart(paper, short),
+        "results-summary": results_summary(paper, short),
+        "short-chart": short_chart(short),
+    }
+    if os.path.exists(SCARCE):
+        out["scarce-chart"] = scarce_chart(json.load(open(SCARCE)), paper)
+    return out
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from iep.engine.files import read_json
+from iep.core.files import read_json
 
 # The figures that tell a retrained teacher from the recorded one (whichever of them both records have).
 TEACHER_FIGURES = ("test", "last_accuracy", "final_loss")

@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from benchmarks.recorded import Recorded, define_rerun_flag, finished, finished_metrics, teacher_differences  # noqa: E402
-from iep.engine.files import read_json, write_json_atomic  # noqa: E402
+from iep.core.files import read_json, write_json_atomic  # noqa: E402
 from iep.methods import METHODS, PRE_PHASE  # noqa: E402
 
 # Controls: runs that test an explanation of the results, not methods of the paper. Opt in with --methods.

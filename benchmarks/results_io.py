@@ -9,7 +9,7 @@ import sys
 import keras
 import tensorflow as tf
 
-from iep.engine.files import write_json_atomic
+from iep.core.files import write_json_atomic
 
 
 def cpu_model() -> str | None:

@@ -24,7 +24,7 @@ from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.reproduce_small import DEFAULT_DATA_DIR, FULL, RESULTS_DIR, student_command  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from benchmarks.timing import MachineWatch, timed  # noqa: E402
-from iep.engine.files import read_json  # noqa: E402
+from iep.core.files import read_json  # noqa: E402
 
 flags.DEFINE_list("eval_every", ["1", "5"], "The --eval_every values to time.")
 flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "CIFAR-10 TFRecords.")

@@ -23,14 +23,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
+from benchmarks.synthetic import synthetic_batch, synthetic_data  # noqa: E402
 from benchmarks.timing import MachineWatch, clocks, per_call  # noqa: E402
+from iep.core.distiller import Distiller  # noqa: E402
 from iep.datasets import DataConfig, build_pipeline  # noqa: E402
-from iep.engine.distiller import Distiller  # noqa: E402
 from iep.engine.precision import precision_policy  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from iep.methods import STATIC_METHODS, build_distiller  # noqa: E402
@@ -75,8 +75,9 @@ def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
     keras.utils.set_random_seed(0)
     shape = (32, 32, 3)
     with precision_policy(precision):
-        student = build_network(student_arch, FLAGS.classes, shape, data.mean, data.std, name="student")
-        teacher = build_network(teacher_arch, FLAGS.classes, shape, data.mean, data.std, dropout=0.0, name="teacher")
+        classes = data.num_classes
+        student = build_network(student_arch, classes, shape, data.mean, data.std, name="student")
+        teacher = build_network(teacher_arch, classes, shape, data.mean, data.std, dropout=0.0, name="teacher")
     teacher.model.trainable = False
     if method == "plain":
         distiller = Distiller()
@@ -93,33 +94,35 @@ def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
     return Trainer(student, data, config, os.path.join("runs", "benchmark_step_speed", method), distiller)
 
 
-def _synthetic(classes: int):
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, 32, 32, 3)), tf.float32)
-    labels = tf.constant(rng.integers(0, classes, FLAGS.batch_size), tf.int32)
+def _repeat(batch):
     while True:
-        yield images, labels
+        yield batch
 
 
 def main(argv):
     del argv
-    data = build_pipeline(DataConfig("tfrecord", FLAGS.data_dir))
+    synthetic = synthetic_data(FLAGS.batch_size, FLAGS.classes)  # a Trainer's data of FLAGS.classes classes
+    batch = synthetic_batch(FLAGS.batch_size, FLAGS.classes)
     watch = MachineWatch()
     rows = []
     for precision in FLAGS.precisions:
         for method in FLAGS.methods:
             for mode in FLAGS.modes:
-                trainer = _trainer(method, precision, mode == "xla", data)
+                trainer = _trainer(method, precision, mode == "xla", synthetic)
                 step = trainer._step if mode == "eager" else trainer._train_step
-                timing = _timed(trainer, step, _synthetic(FLAGS.classes))
+                timing = _timed(trainer, step, _repeat(batch))
                 rows.append(_row("synthetic", precision, method, mode, timing))
                 cpu = timing["cpu"]["median"]
                 print(f"{precision:15s} {method:7s} {mode:9s} {cpu:7.3f} CPU s/step", flush=True)
-    # The input pipeline: the fastest plain step fed by the real TFRecord pipeline instead of one in-memory batch.
+    # The input pipeline: a plain step fed by the real TFRecord pipeline against the same step on one in-memory
+    # batch of it (the data's own classes), and the pipeline alone.
     if FLAGS.pipeline_rows:
-        trainer = _trainer("plain", "float32", False, data)  # CIFAR-10's labels fit the 100-class head
+        data = build_pipeline(DataConfig("tfrecord", FLAGS.data_dir))
+        trainer = _trainer("plain", "float32", False, data)
         real = _timed(trainer, trainer._train_step, data.train_dataset(0, FLAGS.batch_size, 0))
-        for name, timing in (("real_data", real), ("pipeline_alone", _timed_pipeline(data))):
+        one = next(iter(data.train_dataset(0, FLAGS.batch_size, 0)))
+        in_memory = _timed(trainer, trainer._train_step, _repeat(one))
+        for name, timing in (("real_data", real), ("in_memory", in_memory), ("pipeline_alone", _timed_pipeline(data))):
             rows.append(_row(name, "float32", "plain", "function", timing))
             print(f"plain step, {name}: {timing['cpu']['median']:.3f} CPU s/step")
     settings = {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps}

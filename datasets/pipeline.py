@@ -16,11 +16,11 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from iep.core.stderr import native_stderr_silenced
 from iep.datasets import augment
 from iep.datasets.sampling import stratified_indices
 from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable, split_labels
 from iep.datasets.stats import channel_stats
-from iep.engine.startup import native_stderr_silenced
 
 SMALL_IMAGE_MAX = 64
 VALIDATION = "validation"
@@ -219,6 +219,22 @@ class ImagePipeline:
         if name == VALIDATION and self._validation is not None:
             return self._validation
         return self.source.split(name)
+
+    def prepare_eval(self, split: str) -> None:
+        """Decodes `split` now (small images into memory, as the first evaluation would; large ones in one
+        pass), so that an undecodable image is named before training, not after its first epoch."""
+        records = self.split(split)
+        if self.small:
+            if split not in self._memory:
+                self._memory[split] = self._decode_all(records.records, records, split)
+            return
+        shapes = records.records.map(lambda p, y: tf.shape(records.decode(p)), num_parallel_calls=_AUTOTUNE)
+        try:
+            with native_stderr_silenced():
+                for _ in shapes.batch(1024):
+                    pass
+        except tf.errors.OpError as error:
+            raise_if_undecodable(records, split, error)
 
     def eval_dataset(self, split: str, batch_size: int) -> tf.data.Dataset:
         records = self.split(split)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
+import sys
 from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from iep.engine.errors import op_message
-from iep.engine.startup import native_stderr_silenced
+from iep.core.errors import op_message
+from iep.core.stderr import native_stderr_silenced
 
 BUILTIN_DIGITS = "digits"
 TFRECORD = "tfrecord"
@@ -233,18 +235,27 @@ def _shard_locator(files: list[str], ends: np.ndarray) -> Callable[[int], str]:
 def load_tfrecord_dir(data_dir: str) -> ImageSource:
     """TFRecords of `tf.train.Example` in the common image-classification schema.
 
-    Files are `<split>-*.tfrecord*` (or `<split>.tfrecord*`); class names come
-    from `classes.txt` (line i = label i) when present.
+    Files are `<split>-<anything>.tfrecord` or `<split>.tfrecord`, optionally with tfds's shard suffix
+    (`-00000-of-00004`); class names come from `classes.txt` (line i = label i) when present. Other names that
+    begin like a shard (`train-00000.tfrecord.bak`) are skipped, with a warning that names them.
     """
     data_dir = _require_dir(data_dir, TFRECORD)
     splits, labels, locators, all_files = {}, {}, {}, []
     for split in ("train", "validation", "test"):
-        files = sorted(
+        candidates = sorted(
             set(
                 tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord*"))
                 + tf.io.gfile.glob(os.path.join(data_dir, f"{split}.tfrecord*"))
             )
         )
+        pattern = re.compile(rf"{split}(-[^/]*)?\.tfrecord(-\d+-of-\d+)?")
+        files = [f for f in candidates if pattern.fullmatch(os.path.basename(f))]
+        if skipped := [os.path.basename(f) for f in candidates if f not in files]:
+            print(
+                f"warning: --data_dir {data_dir!r}: skipped {skipped}, not named as a {split} shard "
+                f"({split}-<name>.tfrecord or {split}.tfrecord, optionally -00000-of-00004 after it)",
+                file=sys.stderr,
+            )
         if not files:
             continue
         all_files += files
@@ -259,6 +270,8 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
     if "train" not in splits:
         raise DataError(f"--data_dir {data_dir!r} holds no train-*.tfrecord files (expected <split>-*.tfrecord)")
 
+    if labels["train"].size == 0:  # before the class count is read off its labels
+        raise DataError(f"--data_dir {data_dir!r}: the train split has no records")
     classes_file = os.path.join(data_dir, "classes.txt")
     if os.path.exists(classes_file):
         with open(classes_file) as f:

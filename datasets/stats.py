@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from iep.core.files import read_json, write_json_atomic
+from iep.core.stderr import native_stderr_silenced
 from iep.datasets.sources import ImageSource, raise_if_undecodable
-from iep.engine.files import read_json, write_json_atomic
-from iep.engine.startup import native_stderr_silenced
 
 
 def default_cache_dir() -> str:

@@ -35,6 +35,47 @@ _AUTOTUNE = tf.data.AUTOTUNE
 EXPECTED = "a tf.data.Dataset of (image, label) pairs (batched or not) or an (images, labels) pair of arrays"
 
 
+def class_indices(labels: Any, name: str, num_classes: int | None = None) -> np.ndarray:
+    """Labels as int32 class indices [N], from indices [N] / [N, 1] or one-hot rows [N, K] (Keras's
+    `to_categorical`). Refused, by `name`: any other shape, a fractional or negative label (cast to int32, 2.5
+    would silently become class 2), and a label at or past `num_classes` (a traceback deep in the loss)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        if not (np.isin(labels, (0, 1)).all() and (labels.sum(1) == 1).all()):
+            raise DataError(
+                f"{name}: labels {labels.shape} are neither class indices [N] / [N, 1] nor one-hot rows [N, K]"
+            )
+        if num_classes is not None and labels.shape[1] != num_classes:
+            raise DataError(f"{name}: one-hot rows of {labels.shape[1]} classes, but the student has {num_classes}")
+        labels = labels.argmax(1)
+    labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
+    if labels.ndim != 1:
+        raise DataError(f"{name}: expected labels [N], [N, 1] or one-hot [N, K]; got {labels.shape}")
+    wrong = labels[(labels < 0) | (labels != np.floor(labels))] if labels.dtype.kind in "fiu" else labels
+    if wrong.size:
+        raise DataError(f"{name}: labels must be class indices 0, 1, ...; got {wrong[:5].tolist()}")
+    if num_classes is not None and labels.size and labels.max() >= num_classes:
+        raise DataError(
+            f"{name}: label {int(labels.max())} is past the student's {num_classes} classes (indices 0 to "
+            f"{num_classes - 1})"
+        )
+    return labels.astype(np.int32)
+
+
+def pixel_scale_problem(images: Any, student_mean: Sequence[float] | None) -> str | None:
+    """Why `images` cannot be what the student expects, or None: a student that standardizes pixels in
+    [0, 255] (its channel means above 2) given float images all in [0, 1] would score chance without a word."""
+    images = np.asarray(images)
+    if student_mean is None or max(student_mean) <= 2.0 or images.dtype.kind != "f" or images.size == 0:
+        return None
+    if images.min() >= 0.0 and images.max() <= 1.0:
+        return (
+            f"every pixel lies in [0, {float(images.max()):.3g}], but the student standardizes pixels in [0, 255] "
+            f"(its channel means {[round(float(m), 1) for m in student_mean]}): pass raw pixels (multiply by 255)"
+        )
+    return None
+
+
 def _as_dataset(value: Any, name: str) -> tuple[tf.data.Dataset, int | None]:
     """One split as an unbatched dataset of (image [H, W, C], int32 label), and the batch size it came in."""
     if isinstance(value, tf.data.Dataset):
@@ -64,24 +105,13 @@ def _as_dataset(value: Any, name: str) -> tuple[tf.data.Dataset, int | None]:
         value = value.map(lambda x, y: (x, index(y)))
         return (value.unbatch() if batched else value), batch_size
     if isinstance(value, Sequence) and len(value) == 2:
-        images, labels = np.asarray(value[0]), np.asarray(value[1])
-        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot rows (Keras's to_categorical)
-            if not (np.isin(labels, (0, 1)).all() and (labels.sum(1) == 1).all()):
-                raise DataError(
-                    f"{name}: labels {labels.shape} are neither class indices [N] / [N, 1] nor one-hot rows [N, K]"
-                )
-            labels = labels.argmax(1)
-        labels = labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
-        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        images, labels = np.asarray(value[0]), class_indices(value[1], name)
+        if images.ndim != 4 or images.shape[0] != labels.shape[0]:
             raise DataError(
                 f"{name}: expected images [N, H, W, C] and N labels ([N], [N, 1] or one-hot [N, K]); got images "
                 f"{images.shape}, labels {np.asarray(value[1]).shape}"
             )
-        # cast to int32 below, 2.5 would silently become class 2 and -1 an index the loss cannot take
-        wrong = labels[(labels < 0) | (labels != np.floor(labels))] if labels.dtype.kind in "fiu" else labels
-        if wrong.size:
-            raise DataError(f"{name}: labels must be class indices 0, 1, ...; got {wrong[:5].tolist()}")
-        return tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32))), None
+        return tf.data.Dataset.from_tensor_slices((images, labels)), None
     raise DataError(f"{name}: expected {EXPECTED}; got {type(value).__name__}")
 
 

@@ -10,7 +10,7 @@ cross-entropy and weight decay, logs it as loss/logit_l2, checkpoints and resume
 
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.methods import register
 
 

@@ -40,15 +40,15 @@ def leave_source_root_off_sys_path() -> None:
 _PUBLIC = {
     "Trainer": ("iep.engine.trainer", "Trainer"),
     "TrainConfig": ("iep.engine.trainer", "TrainConfig"),
-    "build_distiller": ("iep.methods", "build_distiller"),
-    "register": ("iep.methods", "register"),
+    "build_distiller": ("iep.core.registry", "build_distiller"),
+    "register": ("iep.core.registry", "register"),
     "load_teacher": ("iep.engine.teacher", "load_teacher"),
     "tap_model": ("iep.engine.outside_teacher", "tap_model"),
     "build_network": ("iep.nets", "build_network"),
     "TappedNetwork": ("iep.nets", "TappedNetwork"),
     "UserData": ("iep.datasets.user_data", "UserData"),
     "DistillationModel": ("iep.keras_fit", "DistillationModel"),
-    "Distiller": ("iep.engine.distiller", "Distiller"),
+    "Distiller": ("iep.core.distiller", "Distiller"),
 }
 __all__ = ["__version__", *_PUBLIC, "methods"]
 
@@ -58,6 +58,9 @@ def __getattr__(name: str):
 
     if name in _PUBLIC:
         module, attribute = _PUBLIC[name]
+        from iep.engine.startup import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # TensorFlow's C++ start-up notices, hidden as the commands hide them
         value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value  # once
         return value

@@ -21,10 +21,12 @@ SavedModel export. Here, checkpoints and logs are whatever callbacks you pass.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from iep.datasets.user_data import UserData
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
+from iep.datasets.sources import DataError
+from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
 from iep.engine.step import distillation_gradients, logged_names
 from iep.nets import TappedNetwork
@@ -87,11 +89,50 @@ class DistillationModel(keras.Model):
 
         return with_builtin_layers(self.student.classifier).save(filepath, *args, **kwargs)
 
+    # -- the data's check, before any step is traced ---------------------------------------------------------
+    def _student_mean(self) -> list[float] | None:
+        layer = next((layer for layer in self.student.model.layers if layer.name == "standardize"), None)
+        return None if layer is None else [float(v) for v in np.asarray(layer.mean).reshape(-1)]
+
+    def _checked(self, x, y, where: str, labelled: bool = True):
+        """(x, y) as the step reads them, or a DataError naming `where` and what was expected: pixels on the
+        student's scale, labels that are class indices below the class count (one-hot rows become indices; a
+        dataset's first batch is what is checked, cheaply)."""
+        classes = self.student.num_classes
+        if isinstance(x, tf.data.Dataset):
+            first = next(iter(x.take(1)), None)
+            batch = first if isinstance(first, (tuple, list)) else (first,)
+            if first is not None:
+                if problem := pixel_scale_problem(batch[0], self._student_mean()):
+                    raise DataError(f"{where} images: {problem}")
+                if labelled and len(batch) > 1:
+                    labels = np.asarray(batch[1])
+                    class_indices(labels, f"{where} labels (first batch)", classes)
+                    if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot rows: the loop reads indices
+                        x = x.map(lambda *b: (b[0], tf.argmax(b[1], -1, output_type=tf.int32), *b[2:]))
+            return x, y
+        if x is not None and (problem := pixel_scale_problem(np.asarray(x)[:256], self._student_mean())):
+            raise DataError(f"{where} x: {problem}")
+        if labelled and y is not None:
+            y = class_indices(y, f"{where} y", classes)
+        return x, y
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x, y = self._checked(x, y, "evaluate")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        x, _ = self._checked(x, None, "predict", labelled=False)
+        return super().predict(x, *args, **kwargs)
+
     def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
         """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
         (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""
         if self.distiller.batch_extras and y is not None:
             raise ValueError(self._extras_needed())
+        x, y = self._checked(x, y, "fit")
+        if isinstance(x, tf.data.Dataset):  # shuffled by its own pipeline: Keras would warn it ignores shuffle=True
+            kwargs.setdefault("shuffle", False)
         if not self.pre_phases_done:
             source = pre_phase_data if pre_phase_data is not None else x
             if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
@@ -128,12 +169,14 @@ class DistillationModel(keras.Model):
         index = 0
         for phase, optimizer in self._stages:
             step = _compiled_stage_step(phase, optimizer)
-            for local in range(stage_passes(phase, steps_per_pass)):
+            passes = stage_passes(phase, steps_per_pass)
+            for local in range(passes):
                 for batch in batches(index).take(steps_in_pass(phase, local, steps_per_pass)):
                     values = step(batch[0], tf.reshape(tf.cast(batch[1], tf.int32), [-1]))
                 index += 1
-            if verbose:
-                print(f"{phase.name}: " + "  ".join(f"{k.split('/')[-1]} {float(v):.4f}" for k, v in values.items()))
+                if verbose:  # a pre-phase can take minutes before fit's first epoch: say where it is
+                    losses = "  ".join(f"{k.split('/')[-1]} {float(v):.4f}" for k, v in values.items())
+                    print(f"{phase.name} pass {local + 1}/{passes} ({phase.steps} steps in all): {losses}")
         self.pre_phases_done = True
 
     def _extras_needed(self) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from iep.baselines.hints import student_body_variables
-from iep.engine.distiller import Distiller, PrePhase
+from iep.core.distiller import Distiller, PrePhase
 from iep.nets import TappedNetwork
 from iep.op_utils import decayed_variables, l2_penalty
 

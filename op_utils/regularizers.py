@@ -13,7 +13,7 @@ What is decayed is our choice, because the references disagree or are silent:
 and of dense layers only: no biases, no BN scale/offset, no non-trainable
 statistics. Plain training and IEP use it (IEPKT's own choice cannot be read).
 The baselines decay as their references do, every trained variable, through
-`Distiller.decay_every_variable` (iep/engine/distiller.py); FT's paraphraser
+`Distiller.decay_every_variable` (iep/core/distiller.py); FT's paraphraser
 and SRM's initialization decay their own modules in their pre-phases.
 """
 

@@ -92,6 +92,8 @@ def test_distill_args_are_checked_before_compute():
     assert parse_distill_args(["beta=500", " margin = 2"]) == {"beta": "500", "margin": "2"}
     with pytest.raises(ValueError, match="key=value"):
         parse_distill_args(["beta"])
+    with pytest.raises(ValueError, match="gives beta twice .'500' and '50'."):
+        parse_distill_args(["beta=500", "beta=50"])
     with pytest.raises(ValueError, match=r"unknown for at; it accepts \['beta'\]"):
         build_distiller("at", teacher, student, overrides={"temperature": "2"})
     with pytest.raises(ValueError, match="beta='big' for at: expected a finite float"):

@@ -112,6 +112,7 @@ def test_a_teacher_run_and_eval_with_a_damaged_newest_checkpoint(tmp_path, capsy
     capsys.readouterr()
     report = evaluate(run_dir=str(run), split="test")
     assert 0.0 <= report["top1"] <= 1.0
+    assert report["checkpoint"].endswith("epoch-1")  # the report says which checkpoint it read
     teacher = load_teacher(str(run), None, 10, (32, 32, 3))
     assert teacher.num_classes == 10
     assert capsys.readouterr().err.count("warning: skipped damaged checkpoint") == 2

@@ -128,7 +128,7 @@ def test_a_missing_classes_txt_is_not_named_as_a_file(tmp_path):
 
 
 def test_op_message_keeps_the_ops_own_words():
-    from iep.engine.errors import op_message
+    from iep.core.errors import op_message
 
     try:
         list(tf.data.Dataset.from_tensor_slices([b"\xff\xd8garbage"]).map(tf.io.decode_jpeg))
@@ -169,3 +169,28 @@ def test_a_corrupt_jpeg_is_one_line_on_stderr(tmp_path):
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "001.jpg" in lines[0], done.stderr
+
+
+def test_an_undecodable_test_image_is_named_before_the_first_epoch(tmp_path):
+    """The test split is decoded at the first evaluation: a bad image there used to surface after an epoch had
+    trained, before its checkpoint. The trainer decodes its evaluation split before training."""
+    from iep.engine.trainer import TrainConfig, Trainer
+    from iep.nets import build_network
+
+    root = str(tmp_path / "records")
+    write_tfrecords(root, LABELS, classes=["a", "b", "c"])
+    path = os.path.join(root, "test-00000-of-00001.tfrecord")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    bad = tf.train.Example.FromString(records[1])
+    bad.features.feature["image/encoded"].bytes_list.value[0] = b"\xff\xd8 not a jpeg"
+    records[1] = bad.SerializeToString()
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    data = _pipeline(root)
+    student = build_network("resnet8", 3, data.input_shape, data.mean, data.std)
+    config = TrainConfig(epochs=1, batch_size=4, progress=False, export=False)
+    trainer = Trainer(student, data, config, str(tmp_path / "run"))
+    with pytest.raises(DataError, match=rf"the test split: {path} record 1 is not a decodable image"):
+        trainer.fit()
+    assert int(trainer.optimizer.iterations.numpy()) == 0 and not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -286,3 +286,22 @@ def test_a_missing_teacher_of_a_shipped_config_names_the_config_that_trains_it()
 
     assert config_training("runs/paper/teacher_wrn-40-4") == "paper/teacher_wrn-40-4.cfg"
     assert config_training("runs/nobody") is None
+
+
+def test_only_shard_names_are_read_and_the_skipped_files_are_named(tmp_path, capsys):
+    """A backup copy `train-00000-of-00001.tfrecord.bak` would double the training split if read as a shard."""
+    import shutil
+
+    root = write_tfrecords(str(tmp_path / "d"), {"train": [0, 1, 2, 0], "test": [0, 1]}, classes=["a", "b", "c"])
+    shard = os.path.join(root, "train-00000-of-00001.tfrecord")
+    shutil.copy(shard, shard + ".bak")
+    shutil.copy(shard, os.path.join(root, "train.tfrecord-00001-of-00002"))  # tfds's shard names are read
+    source = load_source("tfrecord", root)
+    assert len(dataset_labels(source.splits["train"])) == 8  # the shard and the tfds-named copy, not the .bak
+    assert "skipped ['train-00000-of-00001.tfrecord.bak']" in capsys.readouterr().err
+
+
+def test_an_empty_train_shard_without_a_class_file_is_named(tmp_path):
+    root = write_tfrecords(str(tmp_path / "rec"), {"train": [], "test": [0]})
+    with pytest.raises(DataError, match="the train split has no records"):
+        load_source("tfrecord", root)

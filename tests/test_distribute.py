@@ -127,6 +127,10 @@ def test_sigterm_stops_the_wait_for_peers(tmp_path):
         ('{"cluster": {"worker": ["a:1"]}}', "TF_CONFIG must name 'cluster' and 'task'"),
         ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "is not in its cluster"),
         ('{"cluster": {"worker": ["a:1", "b"]}, "task": {"type": "worker", "index": 0}}', "expected host:port"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": "worker"}', "task must be an object like"),
+        ('{"cluster": {"worker": [8080]}, "task": {"type": "worker", "index": 0}}', "has address 8080; expected"),
+        ('{"cluster": {"worker": ["a:70000"]}, "task": {"type": "worker", "index": 0}}', "a port 1 to 65535"),
+        ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}', "to a list of addresses"),
     ],
 )
 def test_bad_tf_config_is_named(monkeypatch, tf_config, expected):
@@ -150,7 +154,7 @@ def test_port_in_use_is_named():
 
 
 def test_lost_peer_message_is_one_line():
-    from iep.engine.errors import op_message
+    from iep.core.errors import op_message
 
     recorded = (  # TF 2.21's message on the surviving worker after its peer was killed with SIGKILL
         "{{function_node __wrapped__CollectiveBcastSend_device_/job:worker/replica:0/task:0/device:CPU:0}} "

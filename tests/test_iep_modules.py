@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iep.engine.clipped import ClippedDistiller
+from iep.core.clipped import ClippedDistiller
 from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients
 from iep.procedure.black_box import MultiHeadGraph
 from iep.procedure.losses import estimator_loss, kld, message_l1, module_l2

@@ -157,3 +157,47 @@ def test_save_writes_the_students_classifier_that_plain_keras_loads(tmp_path):
     images = next(iter(data.eval_dataset("test", 8)))[0]
     np.testing.assert_allclose(loaded(images), student.classifier(images), rtol=1e-5, atol=1e-5)
     assert not [layer for layer in loaded.layers if layer.__class__.__module__.startswith("iep")]
+
+
+def _pixel_student():
+    """A student that standardizes pixels in [0, 255], as every network of ours built on real data."""
+    return build_network("resnet8", 10, (32, 32, 3), [125.0, 122.0, 113.0], [63.0, 62.0, 66.0])
+
+
+def test_images_on_the_wrong_scale_and_bad_labels_are_refused_before_the_first_step():
+    from iep.datasets import DataError
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, 16)
+    model = DistillationModel(_pixel_student())
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    for call, args in ((model.fit, (x / 255.0, y)), (model.evaluate, (x / 255.0, y)), (model.predict, (x / 255.0,))):
+        with pytest.raises(DataError, match=r"pixels in \[0, 255\].*multiply by 255"):
+            call(*args, verbose=0)
+    as_dataset = tf.data.Dataset.from_tensor_slices((x / 255.0, y)).batch(8)
+    with pytest.raises(DataError, match=r"fit images: every pixel lies in \[0, 1"):
+        model.fit(as_dataset, verbose=0)
+    with pytest.raises(DataError, match=r"fit y: labels must be class indices.*2\.5"):
+        model.fit(x, np.full(16, 2.5), verbose=0)
+    with pytest.raises(DataError, match="label 12 is past the student's 10 classes"):
+        model.fit(x, np.full(16, 12), verbose=0)
+    with pytest.raises(DataError, match=r"label 12 is past the student's 10 classes"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, np.full(16, 12))).batch(8), verbose=0)
+    assert model.optimizer.iterations.numpy() == 0  # nothing trained
+
+
+def test_one_hot_labels_train_as_their_indices():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, 16)
+    histories = []
+    for labels in (y, keras.utils.to_categorical(y, 10)):
+        keras.utils.set_random_seed(0)
+        model = DistillationModel(_pixel_student())
+        model.compile(optimizer=keras.optimizers.SGD(0.01))
+        history = model.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+        histories.append({k: v[-1] for k, v in history.items()})
+        dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
+        histories.append(model.evaluate(dataset, verbose=0, return_dict=True))
+    assert histories[0] == pytest.approx(histories[2]) and histories[1] == pytest.approx(histories[3])

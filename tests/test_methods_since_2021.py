@@ -70,16 +70,55 @@ def test_dkd_and_dist_standardize_both_sides_first():
     dkd = DKDDistiller(teacher, epochs=1, logit_stand=True, warmup_fraction=0.0)
     expected = dkd_loss(standardize_logits(z_s), standardize_logits(z_t), labels, 1.0, 6.0, 4.0)
     np.testing.assert_allclose(dkd.losses(images, labels, outputs, 5)["dkd"], expected, rtol=1e-5)
-    dist = DISTDistiller(teacher, logit_stand=True)
+    dist = DISTDistiller(teacher, setting="imagenet", logit_stand=True)
     expected = dist_loss(standardize_logits(z_s), standardize_logits(z_t), 1.0, 1.0, 1.0)
     np.testing.assert_allclose(dist.losses(images, labels, outputs, 0)["dist"], expected, rtol=1e-5)
     assert method_options("dist") == {
+        "setting": "cifar",
         "beta": 1.0,
         "gamma": 1.0,
-        "temperature": 1.0,
-        "weight": 1.0,
+        "temperature": None,
+        "weight": None,
         "logit_stand": False,
     }
+
+
+def test_dkd_with_logit_standardization_follows_the_fixed_lskd_code():
+    """LSKD `tools/train.py` at 6b58661: α ← 9·α, β ← 9·β, DKD.T ← 2 (before it: β ← 9·(9·α), T 4)."""
+    teacher, student = build_network("resnet8", 10, name="t"), build_network("resnet8", 10, name="s")
+    images = tf.random.uniform((6, 32, 32, 3), 0, 255, seed=4)
+    labels = tf.constant([0, 1, 2, 3, 4, 5])
+    outputs = student(images)
+    z_s, z_t = standardize_logits(outputs["logits"]), standardize_logits(teacher(images)["logits"])
+    dkd = build_distiller("dkd", teacher, student, epochs=1, setting="lskd", warmup_fraction=0.0)
+    assert (dkd.alpha, dkd.beta, dkd.temperature, dkd.logit_stand) == (9.0, 54.0, 2.0, True)
+    expected = dkd_loss(z_s, z_t, labels, 9.0, 54.0, 2.0)
+    np.testing.assert_allclose(dkd.losses(images, labels, outputs, 3)["dkd"], expected, rtol=1e-5)
+    plain = build_distiller("dkd", teacher, student, epochs=1)
+    assert (plain.alpha, plain.beta, plain.temperature, plain.logit_stand) == (1.0, 6.0, 4.0, False)
+
+
+def test_dist_follows_its_authors_cifar_recipe_by_default_and_their_imagenet_one_by_name():
+    """dist_cifar.yaml (d9662f7): dist_t4, kd_loss_weight 2, opt_no_filter; the May-2022 ImageNet code: τ 1,
+    weight 1, BN and biases not decayed."""
+    teacher, student = build_network("resnet8", 10, name="t"), build_network("resnet8", 10, name="s")
+    images = tf.random.uniform((6, 32, 32, 3), 0, 255, seed=3)
+    outputs = student(images)
+    z_s, z_t = outputs["logits"], teacher(images)["logits"]
+    cifar, imagenet = build_distiller("dist", teacher, student), build_distiller("dist", teacher, student,
+                                                                                  setting="imagenet")  # fmt: skip
+    np.testing.assert_allclose(
+        cifar.losses(images, None, outputs, 0)["dist"], 2 * dist_loss(z_s, z_t, 1, 1, 4), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        imagenet.losses(images, None, outputs, 0)["dist"], dist_loss(z_s, z_t, 1, 1, 1), rtol=1e-5
+    )
+    every = {v.name for v in cifar.decayed(student.model.trainable_variables)}
+    assert {"kernel", "gamma", "beta", "bias"} <= every
+    assert {v.name for v in imagenet.decayed(student.model.trainable_variables)} == {"kernel"}
+    assert build_distiller("dist", teacher, student, setting="imagenet", temperature=2).temperature == 2
+    with pytest.raises(ValueError, match="setting for dist must be one of"):
+        build_distiller("dist", teacher, student, setting="cifar100")
 
 
 def _np_pkt(s, t, eps=1e-7):

@@ -70,3 +70,18 @@ def test_unknown_formats_are_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"--export_formats \['onnx'\] unknown"):
         train_in_process(tmp_path / "run", "--epochs=1", "--export=true", "--export_formats=onnx")
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_full_disk_at_export_is_one_error_and_leaves_no_half_written_folder(tmp_path, monkeypatch):
+    from iep.engine.export import export_classifier
+    from iep.nets import build_network
+
+    def fill_the_disk(self, path, **kwargs):
+        os.makedirs(os.path.join(path, "variables"))
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device\nmore lines")
+
+    monkeypatch.setattr(keras.export.ExportArchive, "write_out", fill_the_disk)
+    target = tmp_path / "export" / "savedmodel"
+    with pytest.raises(ValueError, match=rf"cannot write the SavedModel {target} \(No space left on device\)$"):
+        export_classifier(build_network("resnet8", 10).classifier, str(target))
+    assert not os.path.exists(str(target) + ".tmp") and not target.exists()

@@ -285,3 +285,16 @@ def test_tap_model_wraps_a_users_own_keras_model():
         dynamic = keras.Input((None, None, 3))
         pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(dynamic))
         iep.tap_model(keras.Model(dynamic, keras.layers.Dense(2)(pooled)))
+    with pytest.raises(ValueError, match=r"taps= \['block9'\] are not layers of tap_model 'mine'"):
+        iep.tap_model(users_model(), taps=["block9"])
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="sub")
+            self.conv, self.head = keras.layers.Conv2D(4, 3), keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.head(keras.layers.GlobalAveragePooling2D()(self.conv(x)))
+
+    with pytest.raises(ValueError, match="'sub' is a subclassed .or unbuilt. keras.Model; tap_model reads"):
+        iep.tap_model(Subclassed(), input_shape=(32, 32, 3))

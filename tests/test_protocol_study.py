@@ -4,6 +4,7 @@ import json
 import os
 import statistics
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -71,6 +72,10 @@ def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_mo
         "iep_bb_termclip",
         "lskd",
         "mlkd_authors_lr",
+        "none_decay_all",
+        "kd_mdistiller",
+        "dist_imagenet",
+        "reviewkd_authors",
     }
     paper = ps.FACTORS["paper_schedule"]
     mhgd_short = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mhgd", 0)[0])
@@ -504,3 +509,83 @@ def test_the_report_lists_the_runs_still_to_train_and_where_each_stands(tmp_path
     )
     ps.report(one_seed, "paper_schedule", recorded, ["paper_schedule"])  # no --methods list: no paragraph
     assert "Every run" not in (tmp_path / "results" / "paper_schedule.md").read_text()
+
+
+def test_the_scarce_data_factors_and_their_step_matched_controls():
+    """Rates 0.01/0.025/0.05 at the paper's budget; the controls at 0.01 give the main phase, or each pre-phase,
+    the 10 % run's steps (so data scarcity is told apart from step scarcity)."""
+    from iep.datasets.sampling import stratified_indices
+    from iep.methods import default_pre_phase_steps
+
+    labels = np.repeat(np.arange(10), ps.CIFAR10_TRAIN_PER_CLASS)  # the split after the validation holdout
+    for rate in (0.01, 0.025, 0.05, 0.1):
+        assert ps.steps_per_epoch(rate) == len(stratified_indices(labels, rate)) // ps.BATCH_SIZE
+    seeds = {name: ps.FACTORS[name].seeds for name in ps.SCARCE_DATA_FACTORS}
+    assert seeds == {"rate_0.01": 3, "rate_0.025": 3, "rate_0.05": 2, "rate_0.01_main_steps": 1,
+                     "rate_0.01_pre_phase_steps": 1}  # fmt: skip
+    for name, rate in (("rate_0.01", "0.01"), ("rate_0.025", "0.025"), ("rate_0.05", "0.05")):
+        command, run_dir = ps.student_run(STUDY, name, ps.FACTORS[name], "iep_bb", 2)
+        got = _flags(command)
+        assert (got["rate"], got["epochs"], got["iep_module_epochs"]) == (rate, "100", "20")
+        assert run_dir == f"root/{name}/r{rate}/iep_bb_s2" and got["eval_every"] == "5"
+    main = _flags(ps.student_run(STUDY, "rate_0.01_main_steps", ps.FACTORS["rate_0.01_main_steps"], "co", 0)[0])
+    epochs, per_epoch = int(main["epochs"]), ps.steps_per_epoch(0.01)
+    assert 0 <= epochs * per_epoch - 100 * ps.steps_per_epoch(0.1) < per_epoch  # the 10 % run's 3,500 steps
+    assert epochs / int(main["eval_every"]) <= 21  # about 20 evaluations, as the 100-epoch runs
+    control = ps.FACTORS["rate_0.01_pre_phase_steps"]
+    iep = _flags(ps.student_run(STUDY, "rate_0.01_pre_phase_steps", control, "iep_bb_termclip", 0)[0])
+    assert iep["iep_module_steps"] == str(default_pre_phase_steps("iep", 100 * ps.steps_per_epoch(0.1), 100))
+    assert "iep_module_epochs" not in iep and iep["distill_args"] == "clip_terms=per_term"
+    fitnet = _flags(ps.student_run(STUDY, "rate_0.01_pre_phase_steps", control, "fitnet", 0)[0])
+    assert fitnet["distill_args"] == f"pre_phase_steps={round(0.3 * 100 * ps.steps_per_epoch(0.1))}"
+    # the pre-phase control trains only the methods with a pre-phase; the others are rate_0.01's runs
+    assert ps.run_source("rate_0.01_pre_phase_steps", control, "co") == "rate_0.01"
+    trained = {m for m, *_ in ps.factor_students(STUDY, "rate_0.01_pre_phase_steps", control, ps.SCARCE_DATA_METHODS)}
+    assert trained == {"iep_bb", "iep", "ft", "ab", "mhgd", "fitnet", "iep_termclip", "iep_bb_termclip"}
+    main_steps = ps.FACTORS["rate_0.01_main_steps"]
+    trained = [m for m, *_ in ps.factor_students(STUDY, "rate_0.01_main_steps", main_steps, ps.SCARCE_DATA_METHODS)]
+    assert trained == ["none", "iep_bb", "co", "dkd", "iep_bb_termclip"]
+    assert set(ps.SCARCE_DATA_FACTORS) <= set(ps.NOT_COMBINED)  # destinations, never combined
+
+
+def test_each_method_is_measured_against_the_vanilla_with_its_weight_decay_rule():
+    rows = [
+        {"factor": "paper_schedule", "method": m, "validation": v, "test": v, "vanilla_factor": "paper_schedule"}
+        for m, v in (("none", 0.70), ("none_decay_all", 0.72), ("pkt", 0.78), ("iep", 0.80), ("dist_imagenet", 0.75))
+    ]
+    vanillas = ps.vanilla_rows(rows)
+    measured_by = {r["method"]: ps.vanilla_of(r, vanillas)["method"] for r in rows}
+    assert measured_by == {"none": "none", "none_decay_all": "none", "pkt": "none_decay_all", "iep": "none",
+                           "dist_imagenet": "none"}  # fmt: skip
+    alone = [r for r in rows if r["method"] != "none_decay_all"]  # no such vanilla yet: the plain one
+    assert ps.vanilla_of(alone[1], ps.vanilla_rows(alone))["method"] == "none"
+    table = ps.markdown(rows, [])
+    assert "| paper_schedule | pkt | 1 | 78.00 | 78.00 | +6.00 / +6.00 |" in table
+
+
+def test_the_decay_rule_list_is_what_each_methods_distiller_does():
+    from iep.methods import build_distiller, parse_distill_args
+    from iep.nets import build_network
+    from tests.helpers import IndexedLabels
+
+    teacher, student = build_network("resnet8", 10, name="t"), build_network("resnet8", 10, name="s")
+    for method in ps.TABLE_METHODS:
+        distill, extra = ps.variant_of(method)
+        options = parse_distill_args([a.split("=", 1)[1] for a in extra if a.startswith("--distill_args=")])
+        data = IndexedLabels(np.arange(100) % 10) if distill == "crd" else None
+        distiller = build_distiller(distill, teacher if distill != "none" else None, student, main_steps=10,
+                                    epochs=1, seed=0, data=data, overrides=options)  # fmt: skip
+        assert distiller.decay_every_variable == (method not in ps.DECAY_KERNELS_ONLY), method
+
+
+def test_a_retired_row_is_reported_from_its_record_and_never_trained(tmp_path):
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
+    record = {"seed": 0, "validation": 0.77, "test": 0.76, "clip_ratio": None, "phase1_loss": None,
+              "train_seconds": 1.0, "epochs": 100, "evaluations": 20, "eval_seconds": 1.0,
+              "wall_seconds": 2.0}  # fmt: skip
+    recorded = ps.Recorded(runs={("paper_schedule", "vid_shared_init", 0): record})
+    rows = ps.summarize(study, ["paper_schedule"], {}, recorded)
+    assert [(r["method"], r["seeds"], r["runs"][0]["recorded"]) for r in rows] == [("vid_shared_init", 1, True)]
+    trained = [m for m, *_ in ps.factor_students(study, "paper_schedule", ps.FACTORS["paper_schedule"],
+                                                  list(ps.TABLE_METHODS))]  # fmt: skip
+    assert "vid_shared_init" not in trained and "vid" in trained

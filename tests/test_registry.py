@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.methods import METHODS, build_distiller, methods, register
 from iep.nets import build_network
 from tests.conftest import ROOT
@@ -89,3 +89,10 @@ def test_a_plugin_that_does_not_import_is_one_error_naming_it_and_the_line(tmp_p
         _load_plugins([str(broken)])
     with pytest.raises(ValueError, match=rf"--plugins '{needs}': No module named 'a_module_nobody_installed'"):
         _load_plugins([str(needs)])
+    raising, leaving = tmp_path / "raising.py", tmp_path / "leaving.py"
+    raising.write_text("x = 1\nraise RuntimeError('no GPU here')\n")
+    leaving.write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(ValueError, match=rf"'{raising}' raised RuntimeError: no GPU here \({raising}, line 2\)"):
+        _load_plugins([str(raising)])
+    with pytest.raises(ValueError, match=rf"'{leaving}' exited while it was imported \(sys.exit\(0\)\)"):
+        _load_plugins([str(leaving)])

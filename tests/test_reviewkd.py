@@ -181,3 +181,20 @@ def test_reviewkd_trains_on_real_cifar10(cifar10_subset, tmp_path):
     record = trainer._main_epoch(0, tf.summary.create_noop_writer())
     assert np.isfinite(record["loss/reviewkd"]) and record["loss/reviewkd"] > 0
     assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, reviewkd.trainable_variables, strict=True))
+
+
+def test_the_teacher_runs_in_inference_mode_by_default_and_on_batch_statistics_as_the_authors_train_py():
+    """mdistiller's port: teacher.eval(); the authors' train.py: BN on the batch's statistics. A preact level is
+    a BN's output: with batch statistics each channel's mean over the batch is BN's β (0 at init)."""
+    images = tf.random.uniform((8, 32, 32, 3), 0, 255, seed=5)
+    means = {}
+    for mode in ("eval", "train"):
+        teacher, student = build_network("wrn-10-1", 10, name="t"), build_network("wrn-10-1", 10, name="s")
+        teacher.model.trainable = False
+        distiller = build_distiller("reviewkd", teacher, student, epochs=1, teacher_mode=mode)
+        first = distiller.teacher_levels(images)[0].numpy()
+        means[mode] = np.abs(first.mean(axis=(0, 1, 2))).max()
+        assert not any(v is w for v in distiller.trainable_variables for w in teacher.model.variables)
+    assert means["train"] < 1e-3 < means["eval"], means
+    with pytest.raises(ValueError, match="teacher_mode for reviewkd must be one of"):
+        build_distiller("reviewkd", teacher, student, epochs=1, teacher_mode="training")

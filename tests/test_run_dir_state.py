@@ -85,10 +85,17 @@ def test_damaged_statistics_cache_is_recomputed_with_a_warning(tmp_path, capsys)
     third = build_pipeline(config)
     assert third.mean == pytest.approx(first.mean)
     assert "checksum does not match" in capsys.readouterr().err
+    # A folder where the cache file belongs: recomputed, and the run goes on without caching.
+    cache.unlink()
+    cache.mkdir()
+    fourth = build_pipeline(config)
+    assert fourth.mean == pytest.approx(first.mean)
+    err = capsys.readouterr().err
+    assert "is a folder where a JSON file belongs" in err and "statistics not cached" in err
 
 
 def test_unwritable_locations_are_one_error_naming_the_path(tmp_path):
-    from iep.engine.files import check_writable, write_json_atomic
+    from iep.core.files import check_writable, write_json_atomic
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")  # a directory cannot be made under a file, whoever runs the test (root included)

@@ -1,7 +1,8 @@
-"""The package's layering, read from the source: no import cycle among the engine's modules, and lower layers
-never import higher ones (iep/static draws nothing; iep/interpret draws)."""
+"""The package's layering, read from the source: no import cycle anywhere in the package, and no module imports a
+layer above its own (LAYERS: the foundation every method builds on, the methods, the loop, the commands)."""
 
 import ast
+import functools
 import os
 
 from tests.conftest import ROOT
@@ -9,6 +10,7 @@ from tests.conftest import ROOT
 PACKAGE_DIRS = {"iep": "iep", "iep.nets": "nets", "iep.datasets": "datasets", "iep.op_utils": "op_utils"}
 
 
+@functools.cache
 def _modules() -> dict[str, str]:
     """module name → file, for every module of the installed package."""
     out = {}
@@ -23,12 +25,15 @@ def _modules() -> dict[str, str]:
 
 
 def _imports(path: str) -> set[str]:
-    """Every `iep...` module a file imports, at any depth of the file (function-level imports count)."""
+    """Every `iep...` module a file imports, at any depth of the file (function-level imports count):
+    `from a.b import c` imports the module `a.b.c` when there is one (a submodule), else `a.b` (a name in it)."""
+    modules = _modules()
     found = set()
     for node in ast.walk(ast.parse(open(path).read())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("iep"):
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                found.add(submodule if submodule in modules else node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("iep"))
     return found
@@ -62,6 +67,46 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if node not in state and (found := visit(node)):
             return found
     return None
+
+
+# Lowest first; a module is in the layer of the longest prefix that names it.
+LAYERS = (
+    # the foundation: the Distiller base, the clipped multi-task gradient, the registry (it imports methods by
+    # module path on first use), networks, data, ops, files
+    ("foundation", ("iep.core", "iep.methods", "iep.nets", "iep.datasets", "iep.op_utils")),
+    ("methods", ("iep.procedure", "iep.baselines", "iep.static")),
+    ("loop", ("iep.engine", "iep.keras_fit", "iep.transfer", "iep.interpret")),
+    ("commands", ("iep.apps", "iep.demo", "iep.static.learn", "iep")),
+)
+
+
+def _layer(module: str) -> int:
+    matches = [
+        (len(prefix), index)
+        for index, (_, prefixes) in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert matches, f"{module} is in no layer of tests/test_structure.py's LAYERS"
+    return max(matches)[1]
+
+
+def test_the_package_has_no_import_cycle():
+    graph = _graph("iep")
+    assert "iep.engine.trainer" in graph and graph["iep.core.registry"]  # the walk sees real modules and edges
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    graph = _graph("iep")
+    upward = sorted(
+        f"{name} ({LAYERS[_layer(name)][0]}) imports {target} ({LAYERS[_layer(target)][0]})"
+        for name, targets in graph.items()
+        for target in targets
+        if _layer(target) > _layer(name)
+    )
+    assert {_layer("iep.core.distiller"), _layer("iep.static.learn"), _layer("iep.baselines.crd")} == {0, 1, 3}
+    assert not upward, "\n".join(upward)
 
 
 def test_the_engine_has_no_import_cycle():

@@ -81,18 +81,18 @@ def test_keras_distillation_and_iep_step_time_report_cpu_time_ratios(tmp_path):
         cpu = [row[f"{side}_cpu_seconds_per_step"]["median"] for side in ("keras", "iep")]
         assert row["keras_over_iep_cpu"]["ratio"] == pytest.approx(cpu[0] / cpu[1])
         assert len(row["iep_wall_seconds_per_step"]["values"]) == 2
-    _run("iep_step_time.py", "--pairs=resnet8:resnet8", "--classes=10", "--batch_size=4", "--steps=2", "--warmup=1",
+    _run("iep_step_time.py", "--pairs=resnet8:resnet8", "--classes=100", "--batch_size=4", "--steps=2", "--warmup=1",
          f"--output={tmp_path}/i.json")  # fmt: skip
     row = _check(tmp_path / "i.json", "iep-step-time")["results"][0]
     assert row["iep_over_plain_cpu"]["min"] <= row["iep_over_plain_cpu"]["ratio"] <= row["iep_over_plain_cpu"]["max"]
 
 
 def test_step_speed_and_loop_throughput_report_both_clocks(tmp_path, cifar10_dir):
-    _run("step_speed.py", "--pair=resnet8:resnet8", "--classes=10", "--batch_size=4", "--modes=function",
+    _run("step_speed.py", "--pair=resnet8:resnet8", "--classes=100", "--batch_size=4", "--modes=function",
          "--precisions=float32", "--methods=plain,rkd", "--steps=2", "--warmup=1", f"--data_dir={cifar10_dir}",
          f"--output={tmp_path}/s.json")  # fmt: skip
     rows = _check(tmp_path / "s.json", "step-speed")["results"]
-    assert [r["input"] for r in rows] == ["synthetic", "synthetic", "real_data", "pipeline_alone"]
+    assert [r["input"] for r in rows] == ["synthetic", "synthetic", "real_data", "in_memory", "pipeline_alone"]
     _run("loop_throughput.py", "--archs=resnet8", "--batch_size=4", "--steps=2", "--warmup=1", "--repeats=2",
          f"--output={tmp_path}/l.json")  # fmt: skip
     row = _check(tmp_path / "l.json", "loop-throughput")["results"][0]

@@ -9,8 +9,8 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 
+from iep.core.distiller import Distiller
 from iep.datasets import DataConfig, build_pipeline
-from iep.engine.distiller import Distiller
 from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
 from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
 from iep.nets import build_network
@@ -292,8 +292,21 @@ def test_resume_treats_relative_and_absolute_paths_as_the_same(tmp_path, monkeyp
     config = {**dict.fromkeys(RESUME_KEYS, "x"), "teacher": str(tmp_path / "teacher"), "data_dir": str(tmp_path)}
     save_or_check_run_config(str(tmp_path), config, resume=False)
     save_or_check_run_config(str(tmp_path), {**config, "teacher": "teacher", "data_dir": "."}, resume=True)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch-1.index").write_text("a checkpoint of the first settings")
     with pytest.raises(ValueError, match=r"--teacher: was '.*teacher', now 'other'"):
         save_or_check_run_config(str(tmp_path), {**config, "teacher": "other"}, resume=True)
+
+
+def test_new_settings_in_a_run_directory_without_a_checkpoint_start_anew(tmp_path, capsys):
+    """A run that diverged before its first checkpoint ("lower --lr") is retried with another --lr in place:
+    nothing of it can be resumed, so its files move aside instead of asking for --noresume."""
+    config = dict.fromkeys(RESUME_KEYS, "x")
+    save_or_check_run_config(str(tmp_path), {**config, "lr": 0.4}, resume=False)
+    (tmp_path / "metrics.json").write_text("{}")
+    save_or_check_run_config(str(tmp_path), {**config, "lr": 0.1}, resume=True)
+    assert json.load(open(tmp_path / "config.json"))["lr"] == 0.1 and not (tmp_path / "metrics.json").exists()
+    assert "held no checkpoint of its earlier settings" in capsys.readouterr().out
 
 
 CLI_ERRORS = [
@@ -552,3 +565,18 @@ def test_xla_is_auto_as_in_keras_off_on_a_cpu():
     assert Config(jit_compile=True).uses_xla() and not Config(jit_compile=False).uses_xla()
     with pytest.raises(ValueError, match="--jit_compile must be auto, true or false"):
         Config(jit_compile="yes").validate()
+
+
+def test_resuming_without_metrics_json_rebuilds_the_earlier_epochs_from_tensorboard(tmp_path, capsys):
+    """Deleting metrics.json used to drop the earlier epochs' history in silence (the best accuracy then covered
+    the resumed epochs only); TensorBoard's epoch scalars give their accuracies back, and the loss is said."""
+    _, first = _train(tmp_path / "run", epochs=2)
+    os.remove(tmp_path / "run" / "metrics.json")
+    _, summary = _train(tmp_path / "run", epochs=3)
+    history = summary["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h.get("recovered") for h in history] == ["tensorboard", "tensorboard", None]
+    np.testing.assert_allclose([h["eval_accuracy"] for h in history[:2]],
+                               [h["eval_accuracy"] for h in first["history"]], rtol=1e-6)  # fmt: skip
+    assert summary["best_accuracy"] == max(h["eval_accuracy"] for h in history)
+    assert "epochs 1 to 2 were rebuilt from its TensorBoard events (2 of 2 found" in capsys.readouterr().out

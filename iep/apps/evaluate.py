@@ -42,8 +42,8 @@ flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 
 
 def _evaluate() -> dict:
+    from iep.core.files import write_json_atomic
     from iep.engine.evaluation import evaluate
-    from iep.engine.files import write_json_atomic
 
     report = evaluate(
         run_dir=FLAGS.run_dir,

@@ -20,10 +20,10 @@ import_tensorflow_quietly()
 
 from absl import app, flags, logging  # noqa: E402
 
+from iep.core.registry import CLOCK_RULE, METHODS  # noqa: E402
 from iep.engine.distribute import DISTRIBUTIONS  # noqa: E402
 from iep.engine.outside_teacher import PREPROCESS  # noqa: E402
 from iep.engine.precision import PRECISIONS  # noqa: E402
-from iep.methods import CLOCK_RULE, METHODS  # noqa: E402
 from iep.transfer import PROTOCOLS  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -197,13 +197,21 @@ def _load_plugins(plugins: list[str]) -> None:
             raise ValueError(f"--plugins {plugin!r}: {error.msg} ({error.filename}, line {error.lineno})") from None
         except ImportError as error:  # the plugin, or a module it imports, is not installed
             raise ValueError(f"--plugins {plugin!r}: {error}") from None
+        except SystemExit as error:  # an exit while importing would end the run with nothing trained
+            raise ValueError(f"--plugins {plugin!r} exited while it was imported (sys.exit({error.code!r}))") from None
+        except Exception as error:  # its own error, said in one line with where it was raised
+            where = error.__traceback__
+            while where.tb_next is not None:
+                where = where.tb_next
+            line = f"{where.tb_frame.f_code.co_filename}, line {where.tb_lineno}"
+            raise ValueError(f"--plugins {plugin!r} raised {type(error).__name__}: {error} ({line})") from None
 
 
 def _check_flags() -> None:
     """The numeric flags TrainConfig does not hold, in range (NaN fails every check), before any compute."""
     import math
 
-    from iep.methods import methods
+    from iep.core.registry import methods
 
     if FLAGS.config:  # only a caller that parses flags itself, past iep.engine.configs.expand_configs, gets here
         raise ValueError(f"--config={FLAGS.config}: expand it first (iep.engine.configs.expand_configs)")
@@ -255,7 +263,7 @@ IEP_FLAG_ALIASES = {
 
 def _check_iep_aliases() -> None:
     """An --iep_* flag and the same option in --distill_args would be two values for one setting: refuse."""
-    from iep.methods import parse_distill_args
+    from iep.core.registry import parse_distill_args
 
     given = parse_distill_args(FLAGS.distill_args)
     for flag, option in IEP_FLAG_ALIASES.items():
@@ -270,7 +278,7 @@ def _check_iep_aliases() -> None:
 
 def _static_flags():
     """--semantic_vectors and --static_knowledge: checked (and the file read) before any data is decoded."""
-    from iep.methods import STATIC_METHODS
+    from iep.core.registry import STATIC_METHODS
 
     if FLAGS.semantic_vectors and FLAGS.distill != "none":
         raise ValueError(
@@ -297,8 +305,8 @@ def _teacher_accuracy(teacher, data, run_dir: str) -> float:
     a resumed or re-run command reads it from teacher_eval.json instead of scoring the split again."""
     import tensorflow as tf
 
+    from iep.core.files import read_json, write_json_atomic
     from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
-    from iep.engine.files import read_json, write_json_atomic
 
     path = os.path.join(run_dir, "teacher_eval.json")
     key = {"teacher": os.path.abspath(FLAGS.teacher), "split": FLAGS.eval_split, "limit": FLAGS.eval_limit}
@@ -314,17 +322,17 @@ def _teacher_accuracy(teacher, data, run_dir: str) -> float:
 def _train() -> dict:
     import keras
 
+    from iep.core.files import check_writable
+    from iep.core.registry import STATIC_METHODS, build_distiller, needs_teacher, parse_distill_args
     from iep.datasets import DataConfig, build_pipeline
     from iep.engine.checkpointing import checkpoint_exists
     from iep.engine.cli import default_run_dir, number_list
     from iep.engine.distribute import build_strategy, is_chief, split_cpu
-    from iep.engine.files import check_writable
     from iep.engine.outside_teacher import is_outside_teacher
     from iep.engine.precision import precision_policy
     from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
     from iep.engine.teacher import load_teacher
     from iep.engine.trainer import TrainConfig, Trainer
-    from iep.methods import STATIC_METHODS, build_distiller, needs_teacher, parse_distill_args
     from iep.nets import build_network, default_dropout, parse_arch
 
     _check_flags()

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.baselines.repdistiller import pooled, torch_uniform
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.nets import TappedNetwork
 
 EPS = 1e-7

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 
 
 def attention_map(feature_map: tf.Tensor) -> tf.Tensor:

@@ -42,7 +42,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.nets import TappedNetwork
 from iep.op_utils import l2_penalty
 from iep.procedure.adapters import TapAdapter

@@ -33,18 +33,30 @@ lasts ~15,600). Values above 1 are allowed: the weight then never reaches
 1 within the run (e.g. 20 · 782 / 585 ≈ 26.7 replays mdistiller's 15,600
 warm-up steps in a 585-step run). KL terms are batch means scaled by T², as
 there. `logit_stand=true` standardizes both sides' logits first (LSKD's
-`mdistiller/distillers/DKD.py`); the authors' DKD recipe is not their
-`--kd-weight 9` as written but as `tools/train.py` executes it: α ← 9·α and
-β ← 9·(9·α) (it scales the already scaled α), T unchanged (it sets
-`KD.TEMPERATURE`, DKD reads `DKD.T`): `alpha=9,beta=81,logit_stand=true`.
+`mdistiller/distillers/DKD.py`); the authors' DKD recipe is `tools/train.py`
+lines 115-118 as fixed at 6b58661 (`--kd-weight 9 --base-temp 2`: α ← 9·α,
+β ← 9·β, `DKD.T` ← 2; before that commit β was 9·(9·α) and T stayed 4):
+`alpha=9,beta=54,temperature=2,logit_stand=true` with the WRN pair's β = 6,
+which `setting=lskd` names (`setting=mdistiller`, the default, is DKD's own).
 
 DIST (Huang et al., NeurIPS 2022), the authors' code
 `hunto/image_classification_sota` `lib/models/losses/dist_kd.py` at 2bc4832
 (`cosine_similarity`, `pearson_correlation` lines 4-10, the relations 13-18,
-`DIST` 21-33, β = γ = 1, built by `kd_loss.py` for `--kd dist`): on softmax(z / τ),
-β · (1 − mean_batch Pearson(y_s, y_t) over classes) + γ · (1 − mean_class
-Pearson over the batch), times τ² (τ = 1 there: the later releases' `tau`),
-cosine eps 1e-8, CE weight 1, KD weight 1.
+`DIST` 21-33, β = γ = 1): on softmax(z / τ), β · (1 − mean_batch Pearson(y_s, y_t)
+over classes) + γ · (1 − mean_class Pearson over the batch), times τ², cosine
+eps 1e-8, CE weight 1. Two named settings (`setting=`):
+* `cifar` (default; the tables here are CIFAR): the authors' CIFAR-100 recipe at
+  the commit `hunto/DIST_KD` pins as its `classification` submodule (d9662f7):
+  `configs/strategies/distill/dist_cifar.yaml` lines 32-36 (`kd: dist_t4`,
+  `kd_loss_weight: 2.`, `opt_no_filter: True`) with `lib/models/losses/kd_loss.py`
+  lines 31-33 (`dist_t<τ>` → `DIST(beta=1, gamma=1, tau=τ)`) and 57 (CE + 2 · DIST):
+  τ = 4, KD weight 2, weight decay on every variable (`tools/train.py` line 116:
+  `filter_bias_and_bn=not args.opt_no_filter`);
+* `imagenet`: the ImageNet recipe of the May-2022 code (2bc4832), `kd_loss.py`'s
+  `--kd dist`: τ = 1, KD weight 1, no decay on BN parameters and biases
+  (`lib/utils/optim.py` `filter_bias_and_bn=True`).
+The recipes' optimizers (CIFAR: SGD without Nesterov, LR 0.05, batch 64, 240
+epochs) stay the protocol's, as for every method on the one loop.
 
 """
 
@@ -54,7 +66,7 @@ import math
 
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 
 
 def teacher_logits(teacher, images) -> tf.Tensor:
@@ -163,6 +175,13 @@ def _stand_option(method: str, value: str, default: bool) -> bool:
     return default if str(value).lower() == "setting" else str(value).lower() == "true"
 
 
+# setting → (α, β, T, logit standardization); see the module docstring.
+DKD_SETTINGS = {
+    "mdistiller": (1.0, 6.0, 4.0, False),
+    "lskd": (9.0, 54.0, 2.0, True),
+}
+
+
 class DKDDistiller(Distiller):
     name, loss_names = "dkd", ("dkd",)
     uses_teacher_logits = True
@@ -172,18 +191,25 @@ class DKDDistiller(Distiller):
         self,
         teacher,
         epochs: int,
-        alpha: float = 1.0,
-        beta: float = 6.0,
-        temperature: float = 4.0,
+        setting: str = "mdistiller",
+        alpha: float | None = None,
+        beta: float | None = None,
+        temperature: float | None = None,
         warmup_fraction: float = 20 / 240,
-        logit_stand: bool = False,
+        logit_stand: str = "setting",
     ):
         super().__init__(teacher)
+        if setting not in DKD_SETTINGS:
+            raise ValueError(f"option setting for dkd must be one of {sorted(DKD_SETTINGS)}, got {setting!r}")
         if not (warmup_fraction >= 0.0 and math.isfinite(warmup_fraction)):
             raise ValueError(f"dkd warmup_fraction must be a finite number >= 0, got {warmup_fraction}")
-        self.alpha, self.beta, self.temperature = alpha, beta, temperature
+        default_alpha, default_beta, default_t, default_stand = DKD_SETTINGS[setting]
+        self.setting = setting
+        self.alpha = default_alpha if alpha is None else alpha
+        self.beta = default_beta if beta is None else beta
+        self.temperature = default_t if temperature is None else temperature
         self.warmup_epochs = warmup_fraction * epochs
-        self.logit_stand = logit_stand
+        self.logit_stand = _stand_option("dkd", logit_stand, default_stand)
 
     def losses(self, images, labels, student_outputs, epoch):
         student = tf.cast(student_outputs["logits"], tf.float32)
@@ -195,24 +221,36 @@ class DKDDistiller(Distiller):
         return {"dkd": ramp * loss}
 
 
+# setting → (τ, KD weight, weight decay on every variable); see the module docstring.
+DIST_SETTINGS = {
+    "cifar": (4.0, 2.0, True),
+    "imagenet": (1.0, 1.0, False),
+}
+
+
 class DISTDistiller(Distiller):
     name, loss_names = "dist", ("dist",)
     uses_teacher_logits = True
     min_batch_size = 2  # the intra-class term correlates each class's scores over the batch
-    # the authors' `lib/utils/optim.py` (filter_bias_and_bn=True): 1-D parameters (BN, biases) are not decayed
-    decay_every_variable = False
 
     def __init__(
         self,
         teacher,
+        setting: str = "cifar",
         beta: float = 1.0,
         gamma: float = 1.0,
-        temperature: float = 1.0,
-        weight: float = 1.0,
+        temperature: float | None = None,
+        weight: float | None = None,
         logit_stand: bool = False,
     ):
         super().__init__(teacher)
-        self.beta, self.gamma, self.temperature, self.weight = beta, gamma, temperature, weight
+        if setting not in DIST_SETTINGS:
+            raise ValueError(f"option setting for dist must be one of {sorted(DIST_SETTINGS)}, got {setting!r}")
+        default_t, default_w, self.decay_every_variable = DIST_SETTINGS[setting]
+        self.setting = setting
+        self.beta, self.gamma = beta, gamma
+        self.temperature = default_t if temperature is None else temperature
+        self.weight = default_w if weight is None else weight
         self.logit_stand = logit_stand
 
     def losses(self, images, labels, student_outputs, epoch):

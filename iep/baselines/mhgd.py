@@ -42,7 +42,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.svd_kd import aligned_vectors, check_svd_gradient, require_alignable_points
-from iep.engine.clipped import ClippedDistiller
+from iep.core.clipped import ClippedDistiller
+from iep.core.seeds import seed_stream
 from iep.nets import TappedNetwork
 from iep.op_utils.losses import MODULE_WEIGHT_DECAY, estimator_loss, kld, module_l2
 from iep.procedure.black_box import HEADS, MultiHeadGraph
@@ -84,10 +85,12 @@ class MHGDDistiller(ClippedDistiller):
         else:
             self.points = SensingPoints("mhgd", teacher, student, second_pca)
             widths = self.points.widths
+        seeds = seed_stream(seed)  # each graph's noise its own stream
         self.heads = [
-            MultiHeadGraph(widths[i - 1], widths[i], heads, seed=seed, extrinsic_head=False, name=f"mhgd_heads_{i}")
+            MultiHeadGraph(widths[i - 1], widths[i], heads, seed=next(seeds), extrinsic_head=False,
+                           name=f"mhgd_heads_{i}")
             for i in range(1, len(widths))
-        ]
+        ]  # fmt: skip
         for i, module in enumerate(self.heads, start=1):
             c_from, c_to = tf.zeros((2, widths[i - 1])), tf.zeros((2, widths[i]))
             module.estimate(c_from, module.attention(c_from, c_to), training=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.logit_kd import kd_loss, teacher_logits
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.nets import TappedNetwork
 
 OTHER_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)  # after T₀, in the code's order

@@ -29,7 +29,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.logit_kd import kd_loss
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.nets import TappedNetwork, build_network, parse_arch
 
 

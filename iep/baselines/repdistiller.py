@@ -37,7 +37,8 @@ import math
 import keras
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
+from iep.core.seeds import seed_stream
 from iep.nets import TappedNetwork
 
 EPS_PKT = 1e-7
@@ -223,19 +224,23 @@ class VIDDistiller(_RepDistiller):
         _require_point_pairs(self.name, teacher, student)
         self.weight, self.eps = weight, eps
         self.regressors, self.log_scales = [], []
+        seeds = seed_stream(seed)
+
+        def conv(filters: int, name: str) -> keras.layers.Conv2D:
+            # torch's default Conv2d init, U(±1/√fan_in), drawn anew for each conv as the reference does
+            init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=next(seeds))
+            return keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=init, name=name)
+
         for i, (s_spec, t_spec) in enumerate(zip(student.tap_specs, teacher.tap_specs, strict=True)):
             s, t = s_spec.shape, t_spec.shape  # the stage outputs have the points' shapes
             mid = t[-1]  # VIDLoss(s, t, t): the middle width is the teacher's
-            init = keras.initializers.VarianceScaling(
-                1.0 / 3.0, "fan_in", "uniform", seed=None if seed is None else seed * 10 + i
-            )
             regressor = keras.Sequential(
                 [
-                    keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=init, name=f"vid_{i}_conv0"),
+                    conv(mid, f"vid_{i}_conv0"),
                     keras.layers.ReLU(),
-                    keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=init, name=f"vid_{i}_conv1"),
+                    conv(mid, f"vid_{i}_conv1"),
                     keras.layers.ReLU(),
-                    keras.layers.Conv2D(t[-1], 1, use_bias=False, kernel_initializer=init, name=f"vid_{i}_conv2"),
+                    conv(t[-1], f"vid_{i}_conv2"),
                 ],
                 name=f"vid_regressor_{i}",
             )

@@ -19,6 +19,13 @@ weight 1; one SGD with weight decay over the student and the ABFs); `CIFAR-100/s
 * Warm-up: by the one rule for reference clocks (`iep.methods.CLOCK_RULE`) a share of the run,
   `warmup_fraction` = 20/240 (their 20 of 240 epochs).
 
+* The teacher (`teacher_mode`): `eval` (default) runs it in inference mode, as mdistiller's port does
+  (`mdistiller/distillers/ReviewKD.py`: the teacher under `torch.no_grad()` after `teacher.eval()` in
+  `Distiller.train`); `train` runs its BatchNorm on the batch's statistics (and moves its moving statistics,
+  which nothing then reads) as the authors' `CIFAR-100/train.py` does, which never calls `teacher.eval()`.
+  `train` changes the teacher object: its BN layers become trainable (no optimizer sees them; its outputs are
+  outside the gradient).
+
 Layers start as torch's would: the ABF convs `kaiming_uniform_(a=1)` (U(±√(3/fan_in))), the attention conv
 torch's default (U(±1/√fan_in), bias too); BN as torch's (ε 1e-5, momentum 0.1).
 """
@@ -32,10 +39,12 @@ import numpy as np
 import tensorflow as tf
 
 from iep.baselines.repdistiller import pooled, torch_uniform
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
+from iep.core.seeds import seed_stream
 from iep.nets import TappedNetwork
 
 HCL_SIZES = (4, 2, 1)
+TEACHER_MODES = ("eval", "train")
 
 
 def nearest_resize(x: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
@@ -81,11 +90,15 @@ class AttentionBasedFusion(keras.layers.Layer):
 
     def __init__(self, mid: int, out_channels: int, fuse: bool, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        kaiming = keras.initializers.VarianceScaling(1.0, "fan_in", "uniform", seed=seed)  # kaiming_uniform_(a=1)
-        self.conv1 = keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=kaiming, name="conv1")
+        seeds = seed_stream(seed)
+
+        def kaiming() -> keras.initializers.Initializer:  # kaiming_uniform_(a=1), drawn anew for each conv
+            return keras.initializers.VarianceScaling(1.0, "fan_in", "uniform", seed=next(seeds))
+
+        self.conv1 = keras.layers.Conv2D(mid, 1, use_bias=False, kernel_initializer=kaiming(), name="conv1")
         self.bn1 = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn1")
         self.conv2 = keras.layers.Conv2D(out_channels, 3, padding="same", use_bias=False,
-                                         kernel_initializer=kaiming, name="conv2")  # fmt: skip
+                                         kernel_initializer=kaiming(), name="conv2")  # fmt: skip
         self.bn2 = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="bn2")
         self.att_conv = None
         if fuse:
@@ -95,7 +108,7 @@ class AttentionBasedFusion(keras.layers.Layer):
                 1,
                 activation="sigmoid",
                 kernel_initializer=torch_uniform(),
-                bias_initializer=keras.initializers.RandomUniform(-bound, bound, seed=seed),
+                bias_initializer=keras.initializers.RandomUniform(-bound, bound, seed=next(seeds)),
                 name="att_conv",
             )
 
@@ -137,9 +150,17 @@ class ReviewKDDistiller(Distiller):
         weight: float = 5.0,
         warmup_fraction: float = 20 / 240,
         max_mid_channels: int = 512,
+        teacher_mode: str = "eval",
         seed: int | None = None,
     ):
         super().__init__(teacher)
+        if teacher_mode not in TEACHER_MODES:
+            raise ValueError(f"option teacher_mode for reviewkd must be one of {TEACHER_MODES}, got {teacher_mode!r}")
+        self.teacher_mode = teacher_mode
+        if teacher_mode == "train":  # a frozen Keras BN ignores training=True: its layers must be trainable
+            for layer in teacher.model._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = True
         if len(student.tap_specs) != len(teacher.tap_specs):
             raise ValueError(
                 f"reviewkd pairs the levels one to one: the teacher has {len(teacher.tap_specs)} points, the "
@@ -154,9 +175,11 @@ class ReviewKDDistiller(Distiller):
         mid = min(max_mid_channels, last)
         self.out_sizes = [tuple(t[:2]) for t in t_shapes]
         self.abfs = []
+        seeds = seed_stream(seed)
         for i, (s, t) in enumerate(zip(s_shapes, t_shapes, strict=True)):
-            abf_seed = None if seed is None else 10 * seed + i
-            abf = AttentionBasedFusion(mid, t[-1], fuse=i < len(s_shapes) - 1, seed=abf_seed, name=f"reviewkd_abf_{i}")
+            abf = AttentionBasedFusion(
+                mid, t[-1], fuse=i < len(s_shapes) - 1, seed=next(seeds), name=f"reviewkd_abf_{i}"
+            )
             abf.build(s, tuple(t[:2]))
             self.abfs.append(abf)
 
@@ -177,8 +200,12 @@ class ReviewKDDistiller(Distiller):
             results.insert(0, out)
         return results
 
+    def teacher_levels(self, images) -> list[tf.Tensor]:
+        outputs = self.teacher(images, training=self.teacher_mode == "train")
+        return [tf.stop_gradient(t) for t in _levels(outputs, "preact_taps")]
+
     def losses(self, images, labels, student_outputs, epoch):
-        teacher_levels = [tf.stop_gradient(t) for t in _levels(self.teacher(images, training=False), "preact_taps")]
+        teacher_levels = self.teacher_levels(images)
         results = self.review(_levels(student_outputs, "stage_outputs"))
         warmup = max(self.warmup_epochs, 1e-9)
         ramp = tf.minimum(tf.cast(epoch, tf.float32) / warmup, 1.0) if self.warmup_epochs > 0 else 1.0

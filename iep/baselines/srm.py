@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points, student_body_variables
 from iep.baselines.logit_kd import kd_loss, teacher_logits
-from iep.engine.distiller import Distiller, PrePhase
+from iep.core.distiller import Distiller, PrePhase
 from iep.nets import TappedNetwork
 from iep.op_utils import l2_penalty
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points
-from iep.engine.clipped import ClippedDistiller
+from iep.core.clipped import ClippedDistiller
 from iep.nets import TappedNetwork
 from iep.op_utils.svd import GRADIENTS, finite_or_zero, truncated_svd
 

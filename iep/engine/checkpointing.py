@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from iep.engine.errors import op_message
+from iep.core.errors import op_message
 
 CHECKPOINT_SUBDIR = "checkpoints"
 

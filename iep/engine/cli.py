@@ -22,7 +22,7 @@ def run_or_exit(main: Callable[[], object]) -> object:
     run whose peer stopped 4, also in one line."""
     import tensorflow as tf
 
-    from iep.engine.errors import TrainingDiverged, TrainingInterrupted, op_message
+    from iep.core.errors import TrainingDiverged, TrainingInterrupted, op_message
 
     try:
         return main()

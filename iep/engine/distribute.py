@@ -67,13 +67,17 @@ def read_tf_config() -> dict:
         keys = sorted(config) if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"TF_CONFIG must name 'cluster' and 'task'; got {keys}")
     cluster, task = config["cluster"], config["task"]
+    if not isinstance(cluster, dict) or not all(isinstance(v, list) for v in cluster.values()):
+        raise ValueError(f"TF_CONFIG cluster must map each task type to a list of addresses; got {cluster!r}")
+    if not isinstance(task, dict):
+        raise ValueError(f'TF_CONFIG task must be an object like {{"type": "worker", "index": 0}}; got {task!r}')
     kind, index = task.get("type"), task.get("index", 0)
     if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
         raise ValueError(f"TF_CONFIG task {task} is not in its cluster {cluster}")
-    for name, addresses in _members(cluster):
-        host, _, port = addresses.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"TF_CONFIG: {name} has address {addresses!r}; expected host:port")
+    for name, address in _members(cluster):
+        host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"TF_CONFIG: {name} has address {address!r}; expected host:port, a port 1 to 65535")
     return config
 
 
@@ -121,7 +125,7 @@ def wait_for_peers(tf_config: dict, timeout: float, poll_seconds: float = 0.25) 
 @contextlib.contextmanager
 def _interrupt_as_error(doing: str):
     """SIGTERM/Ctrl-C while waiting become TrainingInterrupted (one line, exit 128 + signal)."""
-    from iep.engine.errors import TrainingInterrupted
+    from iep.core.errors import TrainingInterrupted
 
     def handler(number, frame):
         raise TrainingInterrupted(f"stopped by {signal.Signals(number).name} while {doing}", number)

@@ -137,13 +137,17 @@ def evaluate(
     if predict is None:
         network = build_network(run_config.get("arch", arch), data.num_classes, data.input_shape, data.mean, data.std)
         try:
-            restore_model_weights(network.model, checkpoint or run_dir)
+            read = restore_model_weights(network.model, checkpoint or run_dir)
         except ValueError as error:
             raise ValueError(f"{'--checkpoint' if checkpoint else '--run_dir'}: {error}") from None
         predict = tf.function(lambda images: network.classifier(images, training=False))
+    else:
+        read = None
     logits, labels = collect_logits(predict, data.eval_dataset(split, batch_size))
     report = classification_report(logits, labels, data.class_names)
     report.update({"split": split, "dataset": dataset, "model": saved_model or checkpoint or run_dir})
+    if read is not None:  # the checkpoint actually read (a damaged newest one is skipped for an older one)
+        report["checkpoint"] = read
     return report
 
 

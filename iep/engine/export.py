@@ -35,11 +35,17 @@ def export_classifier(classifier: keras.Model, export_dir: str, class_names: tup
     tmp_dir = export_dir.rstrip("/") + ".tmp"
     if tf.io.gfile.exists(tmp_dir):
         tf.io.gfile.rmtree(tmp_dir)
-    archive.write_out(tmp_dir, verbose=False)
-    if class_names:
-        tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets"))
-        with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", CLASS_NAMES_FILE), "w") as f:
-            f.write("\n".join(class_names) + "\n")
+    try:
+        archive.write_out(tmp_dir, verbose=False)
+        if class_names:
+            tf.io.gfile.makedirs(os.path.join(tmp_dir, "assets"))
+            with tf.io.gfile.GFile(os.path.join(tmp_dir, "assets", CLASS_NAMES_FILE), "w") as f:
+                f.write("\n".join(class_names) + "\n")
+    except (tf.errors.OpError, OSError) as error:  # a full or read-only disk: one line, no half-written folder
+        if tf.io.gfile.exists(tmp_dir):
+            tf.io.gfile.rmtree(tmp_dir)
+        reason = error.message if isinstance(error, tf.errors.OpError) else (error.strerror or str(error))
+        raise ValueError(f"cannot write the SavedModel {export_dir} ({reason.splitlines()[0][:200]})") from None
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)
     os.replace(tmp_dir, export_dir)

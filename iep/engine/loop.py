@@ -9,7 +9,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from iep.engine.errors import TrainingDiverged, TrainingInterrupted, op_message
+from iep.core.errors import TrainingDiverged, TrainingInterrupted, op_message
 from iep.engine.step import RunningMeans
 
 

@@ -19,8 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from iep.core.files import write_bytes_atomic
 from iep.engine.export import EXPORT_SUBDIR, export_classifier
-from iep.engine.files import write_bytes_atomic
 
 EXPORT_FORMATS = ("savedmodel", "keras", "tflite", "tflite_int8")
 FILE_NAMES = {"keras": "student.keras", "tflite": "student.tflite", "tflite_int8": "student_int8.tflite"}

@@ -97,16 +97,17 @@ def _logits_of(model: keras.Model, flag: str, spec: str):
 
 def _taps_of(model: keras.Model, taps: Sequence[str] | None, flag: str, spec: str) -> list:
     """The named layers, checked against the model's, or by default its stage outputs."""
+    option = "taps=" if flag == "tap_model" else "--teacher_taps"  # the caller's own words: Python or flags
     if not taps:
         default = stage_output_layers(model)
         if not default:
-            raise ValueError(f"{flag} {spec!r}: no 4-D feature maps found to tap; name them with --teacher_taps")
+            raise ValueError(f"{flag} {spec!r}: no 4-D feature maps found to tap; name them with {option}")
         return default
     names = [layer.name for layer in model.layers]
     unknown = [t for t in taps if t not in names]
     if unknown:
         raise ValueError(
-            f"--teacher_taps {unknown} are not layers of {flag} {spec!r}; its stage outputs are "
+            f"{option} {unknown} are not layers of {flag} {spec!r}; its stage outputs are "
             f"{stage_output_layers(model)} "
             f'(all {len(names)} layer names: python -c "import keras; keras.saving.load_model(PATH).summary()")'
         )
@@ -296,6 +297,15 @@ def tap_model(
     if not isinstance(model, keras.Model):
         raise ValueError(f"tap_model takes a keras.Model, got {type(model).__name__}")
     name = name or model.name
+    try:  # a subclassed model has no graph of layers to read intermediate outputs from
+        functional = bool(model.inputs) and bool(model.outputs)
+    except (AttributeError, ValueError):
+        functional = False
+    if not functional:
+        raise ValueError(
+            f"tap_model: {name!r} is a subclassed (or unbuilt) keras.Model; tap_model reads its layers' outputs "
+            "from a functional graph: build it as keras.Model(inputs, outputs) or keras.Sequential with an Input"
+        )
     if input_shape is None:
         shape = model.inputs[0].shape[1:] if getattr(model, "inputs", None) else None
         if shape is None or None in tuple(shape):

@@ -9,16 +9,37 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from iep.engine.files import read_json, write_json_atomic
-from iep.engine.layout import CONFIG_FILE, METRICS_FILE
+from iep.core.files import read_json, write_json_atomic
+from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
+from iep.engine.tensorboard import scalars
 
 
 def load_history(run_dir: str, epochs_completed: int) -> list[dict]:
-    """The recorded epochs up to the restored checkpoint's (later ones were never checkpointed)."""
+    """The recorded epochs up to the restored checkpoint's (later ones were never checkpointed). A resumed run
+    whose metrics.json is gone gets back what TensorBoard kept of each epoch (its accuracies), said aloud, so
+    that its best accuracy still covers the epochs before the resume."""
     path = os.path.join(run_dir, METRICS_FILE)
     if not os.path.exists(path):
-        return []
+        return recovered_history(run_dir, epochs_completed) if epochs_completed else []
     return [h for h in read_json(path).get("history", []) if h["epoch"] <= epochs_completed]
+
+
+def recovered_history(run_dir: str, epochs_completed: int) -> list[dict]:
+    """Epochs 1..`epochs_completed` from TensorBoard's `epoch/*` scalars (accuracies; losses and times are lost)."""
+    found = scalars(os.path.join(run_dir, TENSORBOARD_SUBDIR), "epoch/")
+    evaluated, trained = found.get("epoch/eval_accuracy", {}), found.get("epoch/train_accuracy", {})
+    history = [
+        {"epoch": epoch, "eval_accuracy": evaluated.get(epoch), "train_accuracy": trained.get(epoch),
+         "train_loss": None, "seconds": 0.0, "eval_seconds": None, "recovered": "tensorboard"}
+        for epoch in range(1, epochs_completed + 1)
+        if epoch in trained
+    ]  # fmt: skip
+    lost = "every epoch's losses and times" if len(history) == epochs_completed else "the epochs it lacks entirely"
+    print(
+        f"warning: {METRICS_FILE} of {run_dir} is missing: epochs 1 to {epochs_completed} were rebuilt from its "
+        f"TensorBoard events ({len(history)} of {epochs_completed} found; their accuracies kept, {lost} lost)"
+    )
+    return history
 
 
 def metrics_summary(

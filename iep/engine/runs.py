@@ -8,9 +8,9 @@ import os
 import time
 from typing import Any
 
-from iep.engine.checkpointing import CHECKPOINT_SUBDIR
+from iep.core.files import read_json, write_json_atomic
+from iep.engine.checkpointing import CHECKPOINT_SUBDIR, checkpoint_candidates
 from iep.engine.export import EXPORT_SUBDIR
-from iep.engine.files import read_json, write_json_atomic
 from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
 
 # Changing any of these mid-run would silently train a different experiment.
@@ -164,6 +164,10 @@ def move_previous_run_aside(run_dir: str) -> str | None:
     return target
 
 
+def _has_checkpoint(run_dir: str) -> bool:
+    return bool(checkpoint_candidates(os.path.join(run_dir, CHECKPOINT_SUBDIR)))
+
+
 def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool) -> None:
     """Writes config.json for a new run; for a resumed run, refuses a changed experiment; with
     `resume=False`, first moves any previous run's state aside."""
@@ -185,6 +189,11 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
             if _comparable(k, saved.get(k, RESUME_DEFAULTS.get(k)))
             != _comparable(k, config.get(k, RESUME_DEFAULTS.get(k)))
         ]
+        if changed and not _has_checkpoint(run_dir):  # nothing to resume (a run that diverged before saving)
+            moved = move_previous_run_aside(run_dir)
+            print(f"{run_dir} held no checkpoint of its earlier settings: they were moved to {moved}; starting anew")
+            write_json_atomic(path, config)
+            return
         if changed:
             details = ", ".join(f"--{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in changed)
             raise ValueError(

@@ -1,7 +1,7 @@
 """A pre-phase stage's optimizer and step: the one definition `Trainer` and `DistillationModel.fit` share.
 
 A method's pre-phases (IEP's module phase, FitNet's initialization, SRM's two stages, ...) each train their
-own variables with their own optimizer before the main phase (`iep.engine.distiller.PrePhase`). The loop runs
+own variables with their own optimizer before the main phase (`iep.core.distiller.PrePhase`). The loop runs
 them pass by pass, a pass being one epoch's steps; a stage's last pass stops at its `steps`.
 """
 
@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from iep.engine.distiller import PrePhase
+from iep.core.distiller import PrePhase
 
 PRE_PHASE_EPOCH_OFFSET = 1_000_000  # pre-phase passes draw data orders disjoint from the main epochs
 

@@ -14,6 +14,18 @@ from collections.abc import Callable
 import tensorflow as tf
 
 
+def scalars(log_dir: str, prefix: str) -> dict[str, dict[int, float]]:
+    """tag → step → value of every scalar whose tag starts with `prefix` (the last write of a step wins)."""
+    out: dict[str, dict[int, float]] = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = tf.compat.v1.Event.FromString(record)
+            for value in event.summary.value:
+                if value.tag.startswith(prefix):
+                    out.setdefault(value.tag, {})[int(event.step)] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
 def purge_events_after(log_dir: str, limit_for_tag: Callable[[str], int]) -> int:
     """Drops every summary event whose step is beyond `limit_for_tag(tag)`; returns how many were dropped."""
     dropped = 0

@@ -16,14 +16,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from iep.core.distiller import Distiller
+from iep.core.errors import TrainingDiverged
+from iep.core.files import write_json_atomic
 from iep.datasets import ImagePipeline
 from iep.datasets.user_data import UserData, as_loop_data
+from iep.engine.assembly import check_eval_split, check_student_fits_data, distiller_for_run
 from iep.engine.checkpointing import EpochCheckpoints
-from iep.engine.distiller import Distiller, check_eval_split, check_student_fits_data, distiller_for_run
 from iep.engine.distribute import distribute_batches, is_chief
-from iep.engine.errors import TrainingDiverged
 from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
-from iep.engine.files import write_json_atomic
 from iep.engine.layout import METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.loop import run_steps
 from iep.engine.mobile_export import export_unless_done
@@ -205,6 +206,8 @@ class Trainer:
     def fit(self, resume: bool = True) -> dict:
         """Runs the remaining pre-phase passes and epochs; returns the metrics summary (also in metrics.json)."""
         os.makedirs(self.run_dir, exist_ok=True)
+        if hasattr(self.data, "prepare_eval"):  # an undecodable evaluation image is named now, not after an epoch
+            self.data.prepare_eval(self.config.eval_split)
         if self.chief:
             describe_run(self.run_dir, self.student, self.data, self.distiller, self.config)
         start_epoch = self.checkpoints.restore_latest() if resume else 0

@@ -16,7 +16,7 @@ from iep.nets import TappedNetwork, build_network
 
 def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
     """The IEPDistiller of an iep/iep_bb run with its trained modules restored; its teacher must be `teacher_run`."""
-    from iep.methods import build_distiller
+    from iep.core.registry import build_distiller
 
     config = load_run_config(run_dir)
     if config.get("distill") not in ("iep", "iep_bb"):

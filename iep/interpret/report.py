@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from iep.core.files import write_json_atomic
 from iep.datasets import build_pipeline
-from iep.engine.files import write_json_atomic
 from iep.engine.runs import load_run_config, run_data_config
 from iep.engine.teacher import load_teacher
 from iep.interpret import features as F

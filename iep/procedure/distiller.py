@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from iep.engine.clipped import ClippedDistiller
+from iep.core.clipped import ClippedDistiller
+from iep.core.seeds import seed_stream
 from iep.nets import TappedNetwork
 from iep.op_utils.losses import MODULE_WEIGHT_DECAY
 from iep.procedure.black_box import MultiHeadGraph
@@ -68,11 +69,12 @@ class IEPDistiller(ClippedDistiller):
         self.adapters, self.spca = self.points.adapters, self.points.spca
         widths = self.points.widths
         self.mpnn = [MessagePassing(widths[i], iterations, name=f"iep_mpnn_{i}") for i in range(1, len(widths))]
-        self.mhgd = (
-            [MultiHeadGraph(widths[i - 1], widths[i], seed=seed, name=f"iep_mhgd_{i}") for i in range(1, len(widths))]
+        seeds = seed_stream(seed)  # each graph's noise its own stream
+        self.mhgd = [
+            MultiHeadGraph(widths[i - 1], widths[i], seed=next(seeds), name=f"iep_mhgd_{i}")
+            for i in range(1, len(widths))
             if self.black_box
-            else []
-        )
+        ]
         self._build(widths)
 
     def _build(self, widths) -> None:

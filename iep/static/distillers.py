@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.nets import TappedNetwork
 from iep.static.knowledge_file import StaticKnowledge
 from iep.static.semantic import alignment_loss, channel_similarity, init_vectors, vector_similarity

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from iep.engine.files import write_bytes_atomic
+from iep.core.files import write_bytes_atomic
 
 FORMAT, VERSION = "iep-static-knowledge", 1
 DEFAULT_NAME = "static_knowledge.npz"

@@ -63,3 +63,5 @@ def read_json(path: str) -> Any:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is damaged (not valid JSON: {error}); restore or delete it") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder where a JSON file belongs; move it aside") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from iep.engine.distiller import Distiller
+from iep.core.distiller import Distiller
 from iep.op_utils.clipping import clip_schedule, clipped_multitask_gradients_per_term
 
 CLIP_TERMS = ("sum", "per_term")
