@@ -152,7 +152,7 @@ class Factor:
             self,
             module_epochs=self.module_epochs if distill in MODULE_PHASE_METHODS else None,
             clip=self.clip if distill in IEP_METHODS else True,
-            teacher_arch=self.teacher_arch if method != "none" else None,
+            teacher_arch=self.teacher_arch if distill != "none" else None,
             pre_phase_steps_of_rate=self.pre_phase_steps_of_rate if distill in PRE_PHASE else None,
             seeds=None,  # how often and for whom a factor runs is not part of a run
             methods=None,
@@ -294,7 +294,7 @@ def student_run(study: Study, factor_name: str, factor: Factor, method: str, see
     command += [f"--dropout={factor.dropout:g}", f"--validation_fraction={VALIDATION_FRACTION}"]
     # about 20 evaluations a run at most (the step-matched control's 1,167 epochs would spend hours evaluating)
     command += ["--eval_split=validation", f"--eval_every={max(EVAL_EVERY, epochs // 20)}"]
-    if method != "none":
+    if distill != "none":  # the vanilla students (either decay rule) have no teacher
         command.append(f"--teacher={teacher_dir(study, factor)}")
     if factor.module_epochs and distill in MODULE_PHASE_METHODS:  # the module phase as the reference counts it
         command = [c for c in command if not c.startswith(("--iep_module_steps=", "--distill_args=pre_phase_steps"))]

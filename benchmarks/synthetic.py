@@ -23,4 +23,5 @@ def synthetic_batch(batch_size: int, classes: int, seed: int = 0) -> tuple[tf.Te
 def synthetic_data(batch_size: int, classes: int, seed: int = 0) -> UserData:
     """`synthetic_batch` as the data a `Trainer` is built on (`classes` class names, one batch of training)."""
     images, labels = synthetic_batch(batch_size, classes, seed)
-    return UserData((images.numpy(), labels.numpy()), class_names=[str(c) for c in range(classes)])
+    arrays = (images.numpy(), labels.numpy())
+    return UserData(arrays, splits={"test": arrays}, class_names=[str(c) for c in range(classes)])

@@ -184,3 +184,26 @@ def test_every_documented_command_uses_flags_its_program_has():
         if app == "train" and distill and "plugins" not in flags_ and distill not in methods():
             wrong.append(f"{page}: --distill={distill} is no method")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_scarce_data_chart_draws_each_method_by_images_per_class_beside_the_papers_gains():
+    paper = json.load(open(plot_results.PAPER))
+    assert "No run of the scarce-data study" in plot_results.scarce_chart({"results": []}, paper)
+
+    def row(method, test, seeds=3):
+        return {"factor": "rate_0.01", "rate": 0.01, "method": method, "seeds": seeds, "validation": test,
+                "validation_std": 0.01, "test": test, "test_std": 0.01, "runs": []}  # fmt: skip
+
+    scarce = {"results": [row("none", 0.40), row("iep_bb", 0.47), row("co", 0.41, seeds=2),
+                          {**row("co", 0.30, seeds=1), "factor": "rate_0.01_main_steps"}]}  # fmt: skip
+    block = plot_results.scarce_chart(scarce, paper)
+    assert "x-axis [45, 450]" in block and block.count("    line [") == 3  # none, co, iep_bb: both points
+    ten_percent = {r["method"]: r["test"] for r in plot_results.paper_rows(paper)}
+    assert f"line [40.0, {100 * ten_percent['none']:.1f}]" in block
+    gains = next(line for line in block.splitlines() if line.startswith("| 45 (vanilla 40.00) | 2/3 |"))
+    cells = gains.split("|")[3:-1]
+    columns = list(plot_results.SCARCE_METHODS[1:])
+    assert cells[columns.index("iep_bb")].strip() == "+7.00" and cells[columns.index("co")].strip() == "+1.00"
+    assert cells[columns.index("at")].strip() == "—"  # not run at this rate
+    assert "| 50 (vanilla 40.65) | +7.01 | +7.64 | +16.73 | -17.38 | +13.93 | +0.15 | +15.24 | +18.39 |" in block
+    assert "Lines: none black, co orange, iep_bb red." in block and "Not drawn until every point has a run: at," in block

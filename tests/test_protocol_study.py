@@ -95,6 +95,9 @@ def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_mo
     assert ps.variant_of("kd") == ("kd", [])
     lskd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "lskd", 0)[0])
     assert lskd["distill"] == "kd" and lskd["distill_args"] == "setting=lskd" and lskd["epochs"] == "15"
+    decay_all = _flags(ps.student_run(STUDY, "paper_schedule", paper, "none_decay_all", 0)[0])
+    assert decay_all["distill"] == "none" and decay_all["distill_args"] == "decay=every_variable"
+    assert "teacher" not in decay_all  # train.py refuses a teacher with --distill=none
     mlkd = _flags(ps.student_run(STUDY, "baseline", ps.FACTORS["baseline"], "mlkd_authors_lr", 0)[0])
     assert (mlkd["distill"], mlkd["lr"], mlkd["batch_size"]) == ("mlkd", "0.025", "64")  # the last flag wins
 
