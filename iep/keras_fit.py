@@ -96,20 +96,18 @@ class DistillationModel(keras.Model):
 
     def _checked(self, x, y, where: str, labelled: bool = True):
         """(x, y) as the step reads them, or a DataError naming `where` and what was expected: pixels on the
-        student's scale, labels that are class indices below the class count (one-hot rows become indices; a
-        dataset's first batch is what is checked, cheaply)."""
+        student's scale, labels that are class indices below the class count; one-hot rows become indices.
+        Arrays are checked whole; a `tf.data.Dataset` by its element spec only, since reading a batch ahead
+        would advance its random augmentation (fit would then see other batches than it was given)."""
         classes = self.student.num_classes
         if isinstance(x, tf.data.Dataset):
-            first = next(iter(x.take(1)), None)
-            batch = first if isinstance(first, (tuple, list)) else (first,)
-            if first is not None:
-                if problem := pixel_scale_problem(batch[0], self._student_mean()):
-                    raise DataError(f"{where} images: {problem}")
-                if labelled and len(batch) > 1:
-                    labels = np.asarray(batch[1])
-                    class_indices(labels, f"{where} labels (first batch)", classes)
-                    if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot rows: the loop reads indices
-                        x = x.map(lambda *b: (b[0], tf.argmax(b[1], -1, output_type=tf.int32), *b[2:]))
+            spec = x.element_spec
+            labels = spec[1] if isinstance(spec, (tuple, list)) and len(spec) > 1 else None
+            if labelled and isinstance(labels, tf.TensorSpec) and labels.shape.rank == 2 and labels.shape[-1] != 1:
+                if labels.shape[-1] != classes:
+                    raise DataError(f"{where} labels: one-hot rows of {labels.shape[-1]} classes, but the student "
+                                    f"has {classes}")  # fmt: skip
+                x = x.map(lambda *b: (b[0], tf.argmax(b[1], -1, output_type=tf.int32), *b[2:]))  # indices
             return x, y
         if x is not None and (problem := pixel_scale_problem(np.asarray(x)[:256], self._student_mean())):
             raise DataError(f"{where} x: {problem}")

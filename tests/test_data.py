@@ -297,7 +297,7 @@ def test_only_shard_names_are_read_and_the_skipped_files_are_named(tmp_path, cap
     shutil.copy(shard, shard + ".bak")
     shutil.copy(shard, os.path.join(root, "train.tfrecord-00001-of-00002"))  # tfds's shard names are read
     source = load_source("tfrecord", root)
-    assert len(dataset_labels(source.splits["train"])) == 8  # the shard and the tfds-named copy, not the .bak
+    assert len(dataset_labels(source.splits["train"].records)) == 8  # the shard and the tfds-named copy, not the .bak
     assert "skipped ['train-00000-of-00001.tfrecord.bak']" in capsys.readouterr().err
 
 

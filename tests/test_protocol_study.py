@@ -553,7 +553,22 @@ def test_the_scarce_data_factors_and_their_step_matched_controls():
 
 def test_each_method_is_measured_against_the_vanilla_with_its_weight_decay_rule():
     rows = [
-        {"factor": "paper_schedule", "method": m, "validation": v, "test": v, "vanilla_factor": "paper_schedule"}
+        {
+            "factor": "paper_schedule",
+            "method": m,
+            "validation": v,
+            "test": v,
+            "vanilla_factor": "paper_schedule",
+            "seeds": 1,
+            "validation_std": 0.0,
+            "test_std": 0.0,
+            "validation_gain": None,
+            "test_gain": None,
+            "clip_ratio": None,
+            "phase1_loss": None,
+            "train_seconds": 1.0,
+            "runs": [],
+        }  # fmt: skip
         for m, v in (("none", 0.70), ("none_decay_all", 0.72), ("pkt", 0.78), ("iep", 0.80), ("dist_imagenet", 0.75))
     ]
     vanillas = ps.vanilla_rows(rows)
@@ -571,7 +586,7 @@ def test_the_decay_rule_list_is_what_each_methods_distiller_does():
     from iep.nets import build_network
     from tests.helpers import IndexedLabels
 
-    teacher, student = build_network("resnet8", 10, name="t"), build_network("resnet8", 10, name="s")
+    teacher, student = build_network("wrn-10-1", 10, name="t"), build_network("wrn-10-1", 10, name="s")
     for method in ps.TABLE_METHODS:
         distill, extra = ps.variant_of(method)
         options = parse_distill_args([a.split("=", 1)[1] for a in extra if a.startswith("--distill_args=")])

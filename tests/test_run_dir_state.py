@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -181,6 +182,13 @@ def test_a_finished_run_whose_metrics_were_deleted_reruns_to_a_true_summary(tmp_
     again = train_in_process(run, "--epochs=1", "--arch=wrn-10-1")
     assert again["finished"] and again["epochs_completed"] == 1
     assert again["last_accuracy"] == pytest.approx(first["last_accuracy"])
-    assert "metrics.json of the finished run" in capsys.readouterr().out
+    assert "metrics.json of " in (out := capsys.readouterr().out) and "rebuilt from its TensorBoard events" in out
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["history"][-1]["recovered"] and saved["last_accuracy"] == again["last_accuracy"]
+    # without its TensorBoard events too, the checkpoint is scored again, said aloud
+    os.remove(run / "metrics.json")
+    shutil.rmtree(run / "tensorboard")
+    capsys.readouterr()
+    third = train_in_process(run, "--epochs=1", "--arch=wrn-10-1")
+    assert third["last_accuracy"] == pytest.approx(first["last_accuracy"])
+    assert "metrics.json of the finished run" in capsys.readouterr().out

@@ -34,6 +34,8 @@ def recovered_history(run_dir: str, epochs_completed: int) -> list[dict]:
         for epoch in range(1, epochs_completed + 1)
         if epoch in trained
     ]  # fmt: skip
+    if not history:  # no events either: the caller scores the checkpoint again (a finished run) or goes on
+        return []
     lost = "every epoch's losses and times" if len(history) == epochs_completed else "the epochs it lacks entirely"
     print(
         f"warning: {METRICS_FILE} of {run_dir} is missing: epochs 1 to {epochs_completed} were rebuilt from its "
