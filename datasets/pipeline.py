@@ -139,7 +139,8 @@ class ImagePipeline:
         steps = self.num_train // batch_size
         if steps == 0:
             raise DataError(
-                f"--batch_size {batch_size} exceeds the {self.num_train} training images at --rate {self.config.rate}"
+                f"TrainConfig.batch_size {batch_size} exceeds the {self.num_train} training images at DataConfig.rate "
+                f"{self.config.rate}"
             )
         return steps
 

@@ -224,7 +224,7 @@ class UserData:
     def steps_per_epoch(self, batch_size: int) -> int:
         steps = self.num_train // batch_size
         if steps == 0:
-            raise DataError(f"--batch_size {batch_size} exceeds the {self.num_train} training images")
+            raise DataError(f"TrainConfig.batch_size {batch_size} exceeds the {self.num_train} training images")
         return steps
 
     def split(self, name: str) -> tf.data.Dataset:

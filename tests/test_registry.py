@@ -41,7 +41,7 @@ def test_a_registered_method_builds_with_its_options_and_its_loss():
 
 
 def test_register_refuses_a_taken_name_and_a_non_distiller():
-    with pytest.raises(ValueError, match="--distill=kd exists already"):
+    with pytest.raises(ValueError, match="method 'kd' exists already"):
         register("kd")(type("MyKD", (Distiller,), {}))
     with pytest.raises(TypeError, match="decorates a Distiller subclass"):
         register("not_a_distiller")(object)

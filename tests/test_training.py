@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -207,8 +208,13 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("argv,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
 def test_train_rejects_bad_input(tmp_path, argv, message):
-    with pytest.raises(ValueError, match=message):
+    """In the command's words: the library's (TrainConfig.lr) as train.py prints them (--lr)."""
+    from iep.apps.vocabulary import in_flags
+
+    with pytest.raises(ValueError) as raised:
         _run_train(f"--run_dir={tmp_path}", *argv)
+    said = in_flags(str(raised.value), set(flags.FLAGS))
+    assert re.search(message, said), said
     assert not os.path.exists(tmp_path / "checkpoints")
 
 
@@ -506,7 +512,7 @@ def test_eval_every_skips_epochs_but_never_the_last(tmp_path):
             event = tf.compat.v1.Event.FromString(record)
             tags.update(event.step for value in event.summary.value if value.tag == "epoch/eval_accuracy")
     assert tags == {2, 4, 5}
-    with pytest.raises(ValueError, match="--eval_every must be >= 1"):
+    with pytest.raises(ValueError, match="TrainConfig.eval_every must be >= 1"):
         TrainConfig(eval_every=0).validate()
     for field, value in (("lr", "0.1"), ("epochs", True), ("eval_limit", "all")):  # from Python, untyped
         with pytest.raises(TypeError, match=f"TrainConfig.{field} must be a number, got {value!r}"):
@@ -563,7 +569,7 @@ def test_xla_is_auto_as_in_keras_off_on_a_cpu():
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     assert Config().uses_xla() == has_gpu and not Config().uses_xla(replicas=2)
     assert Config(jit_compile=True).uses_xla() and not Config(jit_compile=False).uses_xla()
-    with pytest.raises(ValueError, match="--jit_compile must be auto, true or false"):
+    with pytest.raises(ValueError, match="TrainConfig.jit_compile must be auto, true or false"):
         Config(jit_compile="yes").validate()
 
 

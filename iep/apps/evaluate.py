@@ -75,10 +75,11 @@ def _evaluate() -> dict:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from iep.apps.vocabulary import in_flags
     from iep.engine.cli import run_or_exit
 
     logging.set_verbosity(logging.WARNING)
-    run_or_exit(_evaluate)
+    run_or_exit(_evaluate, lambda message: in_flags(message, set(FLAGS)))
 
 
 def run() -> None:

@@ -80,7 +80,7 @@ def register(name: str):
         known = _REGISTERED.get(name, cls)
         same = (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)  # a re-import
         if name in METHODS or not same:
-            raise ValueError(f"--distill={name} exists already; choose another name")
+            raise ValueError(f"method {name!r} exists already; choose another name")
         _REGISTERED[name] = cls
         return cls
 
@@ -352,15 +352,15 @@ def build_distiller(
     (CLOCK_RULE); `iep.Trainer(..., "iep", teacher=...)` passes them for you.
     """
     if method not in methods():
-        raise ValueError(f"--distill must be one of {methods()}, got {method!r}")
+        raise ValueError(f"build_distiller: method must be one of {methods()}, got {method!r}")
     overrides = {**dict(overrides or {}), **options}
     if method == "none":
         return _plain(teacher, overrides)
     if method in STATIC_METHODS:
         if static_knowledge is None:
-            raise ValueError(f"--distill={method} needs --static_knowledge=<file> (python -m iep.static.learn)")
+            raise ValueError(f"{method} needs static_knowledge= (a file of python -m iep.static.learn)")
     elif teacher is None:
-        raise ValueError(f"--distill={method} needs a --teacher")
+        raise ValueError(f"{method} needs a teacher (teacher=)")
     if method in REGISTRY or method in _REGISTERED:
         options = method_options(method)
         unknown = sorted(set(overrides) - set(options))

@@ -16,10 +16,11 @@ DIVERGED_EXIT = 3
 PEER_LOST_EXIT = 4
 
 
-def run_or_exit(main: Callable[[], object]) -> object:
+def run_or_exit(main: Callable[[], object], translate: Callable[[str], str] = str) -> object:
     """Runs `main`; a bad input becomes one line on stderr and exit status 2, not a traceback. A diverged run
     exits 3, an interrupted one 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), a multi-worker
-    run whose peer stopped 4, also in one line."""
+    run whose peer stopped 4, also in one line. `translate` puts the library's words into the command's
+    (iep/apps/vocabulary.py: `TrainConfig.lr` → `--lr`)."""
     import tensorflow as tf
 
     from iep.core.errors import TrainingDiverged, TrainingInterrupted, op_message
@@ -27,10 +28,10 @@ def run_or_exit(main: Callable[[], object]) -> object:
     try:
         return main()
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {translate(str(error))}", file=sys.stderr)
         sys.exit(2)
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {translate(str(error))}", file=sys.stderr)
         sys.exit(DIVERGED_EXIT)
     except TrainingInterrupted as error:
         print(f"error: {error}", file=sys.stderr)

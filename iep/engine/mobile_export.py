@@ -132,7 +132,14 @@ class TFLiteClassifier:
         self.image_shape = tuple(int(d) for d in self.runner.get_input_details()["images"]["shape"][1:])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, np.float32)
+        given = np.asarray(images)
+        images = given.astype(np.float32)
+        # our classifiers standardize pixels in [0, 255] inside: float images all in (0, 1] would score chance
+        if given.dtype.kind == "f" and images.size and images.min() >= 0.0 and 0.0 < images.max() <= 1.0:
+            raise ValueError(
+                f"{self.path} takes pixels in [0, 255] (it standardizes them itself); every pixel given lies in "
+                f"[0, {float(images.max()):.3g}]: pass raw pixels (multiply by 255)"
+            )
         single = images.shape == self.image_shape
         if single:
             images = images[None]
@@ -149,7 +156,7 @@ def export_unless_done(classifier: keras.Model, run_dir: str, config, data, alre
     """A finished run's exports, unless a re-run of a finished command finds them all on disk already."""
     exported = all(os.path.exists(export_path(run_dir, f)) for f in config.export_formats)
     if already_finished and exported:
-        print(f"{run_dir} had finished and exported: nothing to redo (--noresume starts over)")
+        print(f"{run_dir} had finished and exported: nothing to redo (Trainer.fit(resume=False) starts over)")
     elif config.export:
         export_run(classifier, run_dir, config, data)
 

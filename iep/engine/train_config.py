@@ -10,20 +10,21 @@ from collections.abc import Sequence
 from iep.engine.mobile_export import check_formats
 from iep.engine.precision import check_precision
 
-# Each numeric field → (its flag, whether a value is in range, what is expected). eval_limit may be None: all images.
+# Each numeric field → (whether a value is in range, what is expected); errors name the field (TrainConfig.lr),
+# and the commands say the flag (iep/apps/vocabulary.py). eval_limit may be None: all images.
 RANGES = {
-    "epochs": ("--epochs", lambda v: v >= 1, ">= 1"),
-    "batch_size": ("--batch_size", lambda v: v >= 1, ">= 1"),
-    "lr": ("--lr", lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-    "lr_decay_factor": ("--lr_decay_factor", lambda v: 0 < v <= 1, "in (0, 1]"),
-    "weight_decay": ("--weight_decay", lambda v: math.isfinite(v) and v >= 0, ">= 0"),
-    "momentum": ("--momentum", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "seed": ("--seed", lambda v: v >= 0, ">= 0"),
-    "log_every": ("--log_every", lambda v: v >= 1, ">= 1 (steps between TensorBoard writes)"),
-    "eval_batch_size": ("--eval_batch_size", lambda v: v >= 1, ">= 1"),
-    "eval_limit": ("--eval_limit", lambda v: v is None or v >= 1, ">= 1 images"),
-    "eval_every": ("--eval_every", lambda v: v >= 1, ">= 1 (epochs between evaluations)"),
-    "keep_checkpoints": ("keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: v >= 1, ">= 1"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "lr": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "lr_decay_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, ">= 0"),
+    "momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "seed": (lambda v: v >= 0, ">= 0"),
+    "log_every": (lambda v: v >= 1, ">= 1 (steps between TensorBoard writes)"),
+    "eval_batch_size": (lambda v: v >= 1, ">= 1"),
+    "eval_limit": (lambda v: v is None or v >= 1, ">= 1 images"),
+    "eval_every": (lambda v: v >= 1, ">= 1 (epochs between evaluations)"),
+    "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
 }
 
 
@@ -63,7 +64,7 @@ class TrainConfig:
         """Every numeric setting a number and in range (NaN fails every check) before anything is built or
         written; from Python, lr="0.1" would otherwise fail as a bare TypeError naming no field."""
         if self.jit_compile not in ("auto", True, False):
-            raise ValueError(f"--jit_compile must be auto, true or false, got {self.jit_compile!r}")
+            raise ValueError(f"TrainConfig.jit_compile must be auto, true or false, got {self.jit_compile!r}")
         for name in RANGES:
             value = getattr(self, name)
             if (value is not None or name != "eval_limit") and (
@@ -72,9 +73,9 @@ class TrainConfig:
                 raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
         check_precision(self.precision)
         check_formats(self.export_formats)
-        for name, (flag, in_range, expected) in RANGES.items():
+        for name, (in_range, expected) in RANGES.items():
             if not in_range(value := getattr(self, name)):
-                raise ValueError(f"{flag} must be {expected}, got {value}")
+                raise ValueError(f"TrainConfig.{name} must be {expected}, got {value}")
         points = list(self.lr_decay_points)
         if any(not 0 < p < 1 for p in points) or points != sorted(points):
-            raise ValueError(f"--lr_decay_points must be increasing fractions in (0, 1), got {points}")
+            raise ValueError(f"TrainConfig.lr_decay_points must be increasing fractions in (0, 1), got {points}")

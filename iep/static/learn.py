@@ -116,12 +116,14 @@ def _define_flags() -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from iep.apps.vocabulary import in_flags
     from iep.engine.cli import run_or_exit
 
     run_or_exit(
         lambda: learn_post_hoc(
             FLAGS.teacher, FLAGS.dim, FLAGS.epochs, FLAGS.lr, FLAGS.batch_size, FLAGS.seed, FLAGS.out, FLAGS.split
-        )
+        ),
+        lambda message: in_flags(message, set(FLAGS)),
     )
 
 
