@@ -265,7 +265,29 @@ def scarce_chart(scarce: dict, paper: dict) -> str:
         "columns (its Table 1, WRN-40-4 to WRN-16-4):"
     )
     clip = clip_pairs_sentence(by_size)
-    return "\n".join([begin, *chart, "", legend, "", *table, "", note, "", *paper_table, "", clip, end])
+    trend = trend_sentence(by_size)
+    return "\n".join([begin, *chart, "", legend, "", *table, "", note, "", *paper_table, "", trend, clip, end])
+
+
+def trend_sentence(by_size: dict[int, dict[str, dict]]) -> str:
+    """At the fewest images per class measured: the method with the largest test gain over the vanilla student,
+    and CO's and RKD's gains there beside the paper's at its fewest (50 per class), where they fall to or below
+    its vanilla student."""
+    fewest = min(by_size)
+    gains = {m: g for m in SCARCE_METHODS[1:] if (g := _gain(by_size[fewest], m)) is not None}
+    if not gains:
+        return f"No method besides the vanilla student has a run at {fewest} images per class yet."
+    best = max(gains, key=gains.get)
+    paper = PAPER_TABLE1[min(PAPER_TABLE1)]
+    others = "; ".join(
+        f"{m} {gains[m]:+.2f} (the paper's {paper[m] - paper['none']:+.2f})" for m in ("co", "rkd") if m in gains
+    )
+    return (
+        f"At {fewest} images per class the largest gain over the vanilla student is {best}'s, {gains[best]:+.2f} test "
+        f"points"
+        + (f"; {others} at {round(min(PAPER_TABLE1) * PAPER_IMAGES_PER_CLASS)} per class" if others else "")
+        + "."
+    )
 
 
 def clip_pairs_sentence(by_size: dict[int, dict[str, dict]]) -> str:
