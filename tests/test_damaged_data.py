@@ -21,6 +21,18 @@ def _pipeline(root, dataset="tfrecord", cache=None):
     return build_pipeline(DataConfig(dataset, root, cache_dir=str(cache or os.path.join(root, "..", "cache"))))
 
 
+def _undecodable(path: str, index: int) -> str:
+    """The shard with record `index`'s image bytes replaced by bytes no decoder reads; returns its path."""
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    bad = tf.train.Example.FromString(records[index])
+    bad.features.feature["image/encoded"].bytes_list.value[0] = b"\xff\xd8 not a jpeg"
+    records[index] = bad.SerializeToString()
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
 def test_corrupt_and_truncated_shards_name_the_shard_and_record(tmp_path):
     root, shard = _shards(tmp_path)
     data = bytearray(open(shard, "rb").read())
@@ -54,14 +66,7 @@ def test_wrong_schema_names_the_shard_and_the_expected_features(tmp_path):
 def test_undecodable_image_in_a_record_is_named_before_training(tmp_path):
     root = str(tmp_path / "records")
     write_tfrecords(root, LABELS, classes=["a", "b", "c"])
-    path = os.path.join(root, "train-00000-of-00001.tfrecord")
-    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
-    bad = tf.train.Example.FromString(records[5])
-    bad.features.feature["image/encoded"].bytes_list.value[0] = b"\xff\xd8 not a jpeg"
-    records[5] = bad.SerializeToString()
-    with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
+    path = _undecodable(os.path.join(root, "train-00000-of-00001.tfrecord"), 5)
     with pytest.raises(DataError, match=rf"the train split: {path} record 5 is not a decodable image"):
         _pipeline(root)
 
@@ -179,14 +184,7 @@ def test_an_undecodable_test_image_is_named_before_the_first_epoch(tmp_path):
 
     root = str(tmp_path / "records")
     write_tfrecords(root, LABELS, classes=["a", "b", "c"])
-    path = os.path.join(root, "test-00000-of-00001.tfrecord")
-    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
-    bad = tf.train.Example.FromString(records[1])
-    bad.features.feature["image/encoded"].bytes_list.value[0] = b"\xff\xd8 not a jpeg"
-    records[1] = bad.SerializeToString()
-    with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
-            writer.write(record)
+    path = _undecodable(os.path.join(root, "test-00000-of-00001.tfrecord"), 1)
     data = _pipeline(root)
     student = build_network("resnet8", 3, data.input_shape, data.mean, data.std)
     config = TrainConfig(epochs=1, batch_size=4, progress=False, export=False)
