@@ -791,7 +791,10 @@ def to_train_lines(left: list[dict], methods: list[str]) -> list[str]:
     asked = f"the {len(methods)} method{'' if len(methods) == 1 else 's'} asked for"
     if not left:
         return ["", f"Every run of {asked} has finished."]
-    runs = "; ".join(f"{r['method']} seed {r['seed']} ({r['state']})" for r in left)
+    several = len({r["factor"] for r in left}) > 1
+    runs = "; ".join(
+        f"{r['factor'] + ' ' if several else ''}{r['method']} seed {r['seed']} ({r['state']})" for r in left
+    )
     count = f"{len(left)} run{'' if len(left) == 1 else 's'}"
     return ["", f"Still to train ({count} of {asked}, in the order this --methods list trains them): {runs}."]
 
@@ -821,7 +824,8 @@ def report(
     rows = summarize(study, names, times, recorded)
     gap_rows = gaps(rows, {n: factor_of(study, n) for n in names if any(r["factor"] == n for r in rows)})
     teachers = teacher_records(study, names, times, recorded)
-    left = None if methods is None else still_to_train(study, names, methods, recorded)
+    order = [n for n in (factors or []) if n in names] or names  # the order the study trains them in
+    left = None if methods is None else still_to_train(study, order, methods, recorded)
     settings = {
         "protocol": dataclasses.asdict(study.protocol),
         "seeds": study.seeds,

@@ -607,3 +607,13 @@ def test_a_retired_row_is_reported_from_its_record_and_never_trained(tmp_path):
     trained = [m for m, *_ in ps.factor_students(study, "paper_schedule", ps.FACTORS["paper_schedule"],
                                                   list(ps.TABLE_METHODS))]  # fmt: skip
     assert "vid_shared_init" not in trained and "vid" in trained
+
+
+def test_the_runs_left_of_several_factors_are_named_by_factor_in_training_order(tmp_path):
+    study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
+    left = ps.still_to_train(study, ["rate_0.01", "rate_0.05"], ["none"])
+    assert [(r["factor"], r["seed"]) for r in left] == [("rate_0.01", s) for s in range(3)] + [
+        ("rate_0.05", s) for s in range(2)
+    ]
+    line = ps.to_train_lines(left, ["none"])[-1]
+    assert "Still to train (5 runs" in line and line.index("rate_0.01 none seed 0") < line.index("rate_0.05 none")
