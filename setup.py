@@ -36,7 +36,8 @@ setup(
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
     ],
-    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6"]},
+    # psutil: the timing benchmarks name other busy processes (benchmarks/timing.py); tfds installs it too
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3", "ruff>=0.6", "psutil>=5.9"]},
     entry_points={
         "console_scripts": [
             "iep-train=iep.apps.train:run",
