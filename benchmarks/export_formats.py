@@ -113,8 +113,8 @@ def main(argv: list[str]) -> None:
     default = os.path.join(RESULTS_DIR, "export_formats.json")
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.results or default)), exist_ok=True)
     write_results(FLAGS.results or default, settings, rows, watch.finish())
-    if FLAGS.docs and FLAGS.results in (None, default):
-        docs_blocks.update("export-formats")
+    if FLAGS.docs:
+        docs_blocks.update_for(FLAGS.results or default)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,7 @@ flags.DEFINE_integer("classes", 100, "Number of classes (CIFAR-100 shapes).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
 flags.DEFINE_integer("steps", 5, "Timed steps per row.")
 flags.DEFINE_boolean("jit_compile", False, "Compile steps with XLA.")
-DEFAULT_OUTPUT = os.path.join(docs_blocks.RESULTS_DIR, "iep_step_time.json")
-flags.DEFINE_string("output", DEFAULT_OUTPUT, "Result JSON.")
+flags.DEFINE_string("output", os.path.join(docs_blocks.RESULTS_DIR, "iep_step_time.json"), "Result JSON.")
 flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 FLAGS = flags.FLAGS
 
@@ -126,8 +125,8 @@ def main(argv):
     settings = {"batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "jit_compile": FLAGS.jit_compile,
                 "steps": FLAGS.steps}  # fmt: skip
     write_results(FLAGS.output, settings, results, watch.finish())
-    if FLAGS.docs and os.path.abspath(FLAGS.output) == DEFAULT_OUTPUT:  # the docs cite the default results only
-        docs_blocks.update("iep-step-time")
+    if FLAGS.docs:
+        docs_blocks.update_for(FLAGS.output)
 
 
 if __name__ == "__main__":

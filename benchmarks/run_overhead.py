@@ -30,8 +30,7 @@ flags.DEFINE_list("eval_every", ["1", "5"], "The --eval_every values to time.")
 flags.DEFINE_string("data_dir", DEFAULT_DATA_DIR, "CIFAR-10 TFRecords.")
 flags.DEFINE_integer("epochs", FULL.student_epochs, "Epochs of each run (reproduce_small's student by default).")
 flags.DEFINE_float("rate", 0.1, "Share of the training split each run trains on.")
-DEFAULT_OUTPUT = os.path.join(RESULTS_DIR, "run_overhead.json")
-flags.DEFINE_string("output", DEFAULT_OUTPUT, "Result JSON.")
+flags.DEFINE_string("output", os.path.join(RESULTS_DIR, "run_overhead.json"), "Result JSON.")
 flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,8 +69,8 @@ def main(argv: list[str]) -> None:
             rows.append(time_run(int(value), os.path.join(root, f"every{value}")))
             print(rows[-1], flush=True)
     write_results(FLAGS.output, {"eval_every": [int(v) for v in FLAGS.eval_every]}, rows, watch.finish())
-    if FLAGS.docs and os.path.abspath(FLAGS.output) == DEFAULT_OUTPUT:  # the docs cite the default results only
-        docs_blocks.update("run-overhead")
+    if FLAGS.docs:
+        docs_blocks.update_for(FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -50,11 +50,6 @@ flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Real CIFAR-10 TFRecor
 flags.DEFINE_string("output", os.path.join(docs_blocks.RESULTS_DIR, "step_speed.json"), "Result JSON.")
 flags.DEFINE_boolean("docs", True, "Rewrite the table in the docs from the results (the documented files only).")
 FLAGS = flags.FLAGS
-# The results files the docs cite: docs/benchmarks.md's table, and docs/methods.md's static-KD table.
-DOCUMENTED = {
-    "step-speed": os.path.join(docs_blocks.RESULTS_DIR, "step_speed.json"),
-    "static-kd-step-speed": os.path.join(docs_blocks.RESULTS_DIR, "static_kd_step_speed.json"),
-}
 
 
 def _timed(trainer: Trainer, step, batches) -> dict:
@@ -127,9 +122,8 @@ def main(argv):
             print(f"plain step, {name}: {timing['cpu']['median']:.3f} CPU s/step")
     settings = {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps}
     write_results(FLAGS.output, settings, rows, watch.finish())
-    for name, path in DOCUMENTED.items():  # the docs cite these results files only
-        if FLAGS.docs and os.path.abspath(FLAGS.output) == path:
-            docs_blocks.update(name)
+    if FLAGS.docs:
+        docs_blocks.update_for(FLAGS.output)
 
 
 def _row(source: str, precision: str, method: str, mode: str, timing: dict) -> dict:

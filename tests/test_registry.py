@@ -96,3 +96,18 @@ def test_a_plugin_that_does_not_import_is_one_error_naming_it_and_the_line(tmp_p
         _load_plugins([str(raising)])
     with pytest.raises(ValueError, match=rf"'{leaving}' exited while it was imported \(sys.exit\(0\)\)"):
         _load_plugins([str(leaving)])
+
+
+def test_every_method_answers_its_options_and_iep_knowledge_splits_on_commas():
+    from iep.methods import IEP_OPTIONS, build_distiller, method_options
+    from iep.nets import build_network
+
+    iep_options = method_options("iep")
+    assert set(iep_options) == set(IEP_OPTIONS) and iep_options["module_epochs"] == 20.0
+    assert (iep_options["second_pca"], iep_options["clip_terms"]) == ("ipca", "sum")
+    assert method_options("none") == {"decay": "kernels"}
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        method_options("nope")
+    teacher, student = build_network("wrn-10-1", 10, name="t"), build_network("wrn-10-1", 10, name="s")
+    iep = build_distiller("iep", teacher, student, module_steps=1, knowledge="alteration,interim")
+    assert iep.knowledge == ("alteration", "interim")

@@ -278,9 +278,6 @@ def _parameters(method: str) -> Mapping[str, inspect.Parameter]:
 # weight_decay over every parameter), the vanilla student to compare those methods with.
 NONE_OPTIONS = {"decay": "kernels"}
 DECAY_CHOICES = ("kernels", "every_variable")
-# IEP's defaults, as `method_options` shows them (`build_distiller`'s keywords; module phase: 20 passes).
-IEP_DEFAULTS = {"second_pca": "ipca", "iterations": 2, "knowledge": "", "module_steps": None, "module_epochs": 20.0,
-                "module_lr": 0.1, "clip": True, "clip_terms": "sum"}  # fmt: skip
 
 
 def method_options(method: str) -> dict[str, object]:
@@ -289,8 +286,10 @@ def method_options(method: str) -> dict[str, object]:
         raise ValueError(f"unknown method {method!r}; choose from {methods()}")
     if method == "none":
         return dict(NONE_OPTIONS)
-    if method in ("iep", "iep_bb"):
-        return dict(IEP_DEFAULTS)
+    if method in ("iep", "iep_bb"):  # build_distiller's own keyword defaults; the module phase in passes
+        defaults = inspect.signature(build_distiller).parameters
+        options = {k: defaults[k].default for k in IEP_OPTIONS if k in defaults}
+        return {**options, "knowledge": options["knowledge"] or "", "module_epochs": PRE_PHASE[method][1]}
     skip = {"self", "teacher", "student", "seed", "main_steps", "epochs", "static_knowledge", "data"}
     samples = {"int": 0, "float": 0.0, "bool": False, "str": ""}  # required ones: their annotation decides the type
     return {
