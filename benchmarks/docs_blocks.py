@@ -220,6 +220,59 @@ def ivis_speed(results: dict) -> list[str]:
 
 
 # name → (results file, renderer, the doc that holds it)
+def _percent(mean: float, std: float, seeds: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if seeds > 1 else f"{100 * mean:.2f}"
+
+
+def static_kd_accuracy(results: dict) -> list[str]:
+    """Static KD beside the vanilla student and every method of the same short protocol, best first."""
+    rows = sorted(results["results"], key=lambda r: -r["last_mean"])
+    by_method = {r["method"]: r for r in rows}
+    teacher = results["teacher"]
+    lines = [
+        f"| student | seeds | top-1 % (test; {teacher['arch']} teacher at {100 * teacher['last_accuracy']:.2f}) "
+        "| − vanilla |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        name = "vanilla" if r["method"] == "none" else f"`{r['method']}`"
+        gain = "—" if r["method"] == "none" else f"{100 * r['gain_over_vanilla']:+.2f}"
+        accuracy = _percent(r["last_mean"], r["last_std"], r["seeds"])
+        bold = r["method"] == "static_kd"
+        lines.append(f"| {name} | {r['seeds']} | {f'**{accuracy}**' if bold else accuracy} | {gain} |")
+    static, vanilla = by_method["static_kd"], by_method["none"]
+    below = [m for m, r in by_method.items() if r["last_mean"] < static["last_mean"] and m != "none"]
+    lines += [
+        "",
+        f"`static_kd` ends {100 * abs(static['gain_over_vanilla']):.2f} points "
+        f"{'above' if static['last_mean'] > vanilla['last_mean'] else 'below'} the vanilla student; of the "
+        f"{len(rows) - 2} other methods it is ahead of {len(below)} ({', '.join(sorted(below)) or 'none'}).",
+    ]
+    return lines
+
+
+EMBEDDING_SPACES = (("features", "features"), ("tsne", "t-SNE"), ("ivis", "IVIS"))
+
+
+def embedding_study(results: dict) -> list[str]:
+    """5-NN accuracy of every network's test embeddings, per space and sensing point (the teacher first)."""
+    rows = [r for r in results["results"] if r["metric"] == "knn_accuracy"]
+    points = sorted({r["point"] for r in rows})
+    accuracy = {r["network"]: r["test_accuracy"] for r in rows}
+    value = {(r["network"], r["space"], r["point"]): r["value"] for r in rows}
+    networks = sorted(accuracy, key=lambda n: (n != "teacher", -accuracy[n]))
+    short = " / ".join(f"p{p.removeprefix('point')}" for p in points)
+    lines = [
+        "| network (test %) | " + " | ".join(f"{title} {short}" for _, title in EMBEDDING_SPACES) + " |",
+        "|---|" + "---|" * len(EMBEDDING_SPACES),
+    ]
+    for network in networks:
+        cells = [" / ".join(f"{value[network, space, p]:.3f}" for p in points) for space, _ in EMBEDDING_SPACES]
+        label = "vanilla" if network == "none" else network
+        lines.append(f"| {label} ({100 * accuracy[network]:.2f}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]], str]] = {
     "keras-distillation": ("keras_distillation.json", keras_distillation, "benchmarks.md"),
     "iep-step-time": ("iep_step_time.json", iep_step_time, "benchmarks.md"),
@@ -229,10 +282,25 @@ BLOCKS: dict[str, tuple[str, Callable[[dict], list[str]], str]] = {
     "run-overhead": ("run_overhead.json", run_overhead, "benchmarks.md"),
     "export-formats": ("export_formats.json", export_formats, "benchmarks.md"),
     "ivis-speed": ("ivis_speed.json", ivis_speed, "interpretability.md"),
+    "static-kd-accuracy": ("reproduce_small_static.json", static_kd_accuracy, "methods.md"),
+    "embedding-study": ("embedding_study.json", embedding_study, "interpretability.md"),
 }
+# Accuracy, not time: the machine's load cannot change them, so their blocks say where they come from instead.
+ACCURACY_BLOCKS = ("static-kd-accuracy", "embedding-study")
 SCRIPTS = {  # the script that writes each results file (named in the block's marker)
     "static-kd-step-speed": "benchmarks/step_speed.py",
+    "static-kd-accuracy": "benchmarks/reproduce_small.py",
 }
+
+
+def provenance(results: dict, filename: str) -> str:
+    """Which command wrote an accuracy table, into which file, on what machine."""
+    machine = results.get("machine", {})
+    cpu = machine.get("cpu_model") or "a CPU whose model was not recorded"
+    return (
+        f"From `{results['command']}` (`benchmarks/results/{filename}`), on {cpu}, {machine.get('cpus', '?')} "
+        f"cores, TensorFlow {results.get('tensorflow', '?')}."
+    )
 
 
 def render(name: str, results: dict | None = None) -> str:
@@ -243,7 +311,8 @@ def render(name: str, results: dict | None = None) -> str:
             results = json.load(f)
     script = SCRIPTS.get(name, f"benchmarks/{filename.removesuffix('.json')}.py")
     begin, end = markers(name, script)
-    return "\n".join([begin, *renderer(results), "", conditions(results), end])
+    footer = provenance(results, filename) if name in ACCURACY_BLOCKS else conditions(results)
+    return "\n".join([begin, *renderer(results), "", footer, end])
 
 
 def doc_path(name: str) -> str:

@@ -12,42 +12,10 @@
       --methods=none,iep_bb,iep,co,rkd,at,ft,ab,mhgd,fitnet,dkd,iep_termclip,iep_bb_termclip  # scarce data
   python benchmarks/protocol_study.py --quick                          # plumbing only (minutes)
 
-Base: reproduce_small's CPU protocol (WRN-28-1 teacher for 10 epochs, WRN-16-1 students on 10 % of the
-shared CIFAR-10, 15 epochs, dropout 0, IEP's modules 200 steps) for vanilla, IEP, IEP+BB, FitNet and CO,
-seeds 0 and 1. A stratified 10 % of the training split is held out as `validation` (`--validation_fraction`,
-fixed seed, before the 10 % subset is drawn) from every student *and* every teacher; students are evaluated
-on it every 5 epochs, and on the test split once, after the run. Selection (`combined --combine=auto`) reads
-validation accuracy only, never test.
+The study's definition (protocol, factors, methods, seeds) is `benchmarks/study_design.py`; its tables and
+sentences are `benchmarks/study_report.py`; this file runs it: flags, run directories, the train.py commands,
+resuming, and collecting each finished run into rows.
 
-Factors (the suspects named in the study's issue), each alone against the baseline; a factor that cannot
-change a method (the module phase for FitNet, the teacher for the vanilla student) reuses the baseline run,
-and a combination reuses a single factor's run where only that factor reaches the method:
-  module_20_epochs  IEP/IEP+BB module phase of 20 passes over the student's data (`--iep_module_epochs=20`, the
-                    code's 20 epochs; 700 steps on CIFAR-10's 4,500 images left by the holdout and the 10 % subset)
-  dropout_0.3       student dropout 0.3 (the paper's), teacher unchanged
-  wide_teacher      a WRN-16-4 teacher (trained as the base one), so IEP compresses 32/64/128 PCs, and feature
-                    regression needs a width change (the heterogeneous setting of the paper's Table 3)
-  epochs_30         30 student epochs instead of 15
-  no_clip           diagnostic, not a protocol setting: IEP's distillation gradient added uncapped (--noiep_clip);
-                    never combined
-  paper_schedule    the paper's budget: 100 student epochs (LR x0.2 at 30/60/80 %) with the module phase of
-                    module_20_epochs; never combined
-  combined          the protocol factors that raised both IEP and IEP+BB on validation (--combine=auto) or a list
-
-The comparison table (`--methods=all`, meant for `paper_schedule`): every built-in method with a teacher
-network, each with its module phase as its reference counts it (IEP 20 passes, MHGD its 40), plus IEP and
-IEP+BB with each distillation term clipped on its own (`iep_termclip`, `iep_bb_termclip`), and KD with logit
-standardization (`lskd`), and MLKD at its authors' LR 0.025 and batch 64 (`mlkd_authors_lr`).
-
-The scarce-data study (the paper's Table 1 in images per class): the paper-budget protocol at rates 0.01, 0.025
-and 0.05 (45 / 112 / 225 images per class; 3, 3 and 2 seeds), then two step-matched controls at 0.01, one seed
-each: `rate_0.01_main_steps` (the 10 % run's main steps, 1,167 epochs; vanilla, CO, DKD, IEP+BB with both clips)
-and `rate_0.01_pre_phase_steps` (every pre-phase as many steps as at 10 %). Each run records its last epoch's
-training cross-entropy and its pre-phases' steps (metrics.json) and final losses.
-
-The methods published since 2021 at the short budget (the `baseline` factor, beside vanilla and KD):
-  python benchmarks/protocol_study.py --factors=baseline --results_name=short_budget_since_2021 --parallel=2 \
-      --methods=none,kd,dist,lskd,pkt,sp,nst,cc,vid,crd,reviewkd,mlkd,mlkd_authors_lr
 Per run the report gives the mean clip ratio of IEP's distillation gradient (`distill/clip_ratio`), the phase-1
 loss at its last TensorBoard write (IEP's `pre_phase/module_kld`, FitNet's `pre_phase/hint`), and where the
 wall time went; per factor, how far IEP and IEP+BB are from the better of FitNet and CO. It ends with the runs of
@@ -69,7 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import app, flags  # noqa: E402
 
 from benchmarks import reproduce_small as small  # noqa: E402
-from benchmarks.plot_results import mean_spread  # noqa: E402
 from benchmarks.recorded import (  # noqa: E402
     Recorded,
     define_rerun_flag,
@@ -77,134 +44,39 @@ from benchmarks.recorded import (  # noqa: E402
     finished_metrics,
     run_state,
     teacher_differences,
-    teachers_sentence,
 )
 from benchmarks.results_io import cpu_model  # noqa: E402
+from benchmarks.study_design import (  # noqa: E402
+    DECAY_KERNELS_ONLY,
+    EVAL_EVERY,
+    FACTORS,
+    IEP_METHODS,
+    METHODS,
+    MODULE_PHASE_METHODS,
+    RETIRED,
+    TABLE_METHODS,
+    VALIDATION_FRACTION,
+    VANILLA,
+    Factor,
+    combined_factor,
+    run_source,
+    steps_per_epoch,
+    variant_of,
+)
+from benchmarks.study_report import (  # noqa: E402
+    auto_combination,
+    gaps,
+    known_mean,
+    markdown,
+    overhead,
+    to_train_lines,
+    vanilla_of,
+    vanilla_rows,
+)
 from iep.core.files import read_json, write_json_atomic  # noqa: E402
-from iep.methods import METHODS as BUILT_IN  # noqa: E402
-from iep.methods import PRE_PHASE, STATIC_METHODS, default_pre_phase_steps  # noqa: E402
+from iep.methods import PRE_PHASE, default_pre_phase_steps  # noqa: E402
 
 FLAGS = flags.FLAGS
-METHODS = ("none", "iep", "iep_bb", "fitnet", "co")  # the factor study's methods (its question: IEP's gap)
-# Variants: a study method name → (--distill, extra train.py flags). IEP with each distillation term's gradient
-# clipped on its own (IEPKT adds three 'dist' entries; its optimizer is unpublished: docs/methods.md); KD with
-# logit standardization at the LSKD authors' setting (`iep/baselines/logit_kd.py`, `setting=lskd`).
-VARIANTS = {
-    "iep_termclip": ("iep", ["--distill_args=clip_terms=per_term"]),
-    "iep_bb_termclip": ("iep_bb", ["--distill_args=clip_terms=per_term"]),
-    "lskd": ("kd", ["--distill_args=setting=lskd"]),
-    # MLKD at its authors' step size and batch (KD_ours on CIFAR-100: LR 0.025, batch 64): its class-level term
-    # grows as batch²/classes, and at the protocol's LR 0.1, batch 128 on 10 classes the student never learns.
-    "mlkd_authors_lr": ("mlkd", ["--lr=0.025", "--batch_size=64"]),
-    # Fidelity pass 3 (docs/methods.md): the vanilla student that decays every variable, as the RepDistiller
-    # family, mdistiller, ReviewKD and the CIFAR DIST do (their gains are measured against it); KD as the field
-    # knows it (Hinton's T², mdistiller's setting); DIST's ImageNet recipe (the rows before its CIFAR one became
-    # the default); ReviewKD with the teacher's BN on batch statistics, as the authors' train.py runs it.
-    "none_decay_all": ("none", ["--distill_args=decay=every_variable"]),
-    "kd_mdistiller": ("kd", ["--distill_args=setting=mdistiller"]),
-    "dist_imagenet": ("dist", ["--distill_args=setting=imagenet"]),
-    "reviewkd_authors": ("reviewkd", ["--distill_args=teacher_mode=train"]),
-}
-# Rows a results file keeps whose code no longer exists: reported from their records, never trained again.
-RETIRED = {
-    "vid_shared_init": "VID before its three regressor convs drew their initial weights apart (fixed 2026-12-06)",
-}
-# The study methods whose weight decay reaches conv and dense kernels only (IEPKT's arg scopes, the plain
-# student, DIST's ImageNet recipe); every other method decays every variable, as its reference's optimizer does,
-# and is measured against the vanilla student that does too. tests/test_protocol_study.py checks this list
-# against every method's distiller.
-DECAY_KERNELS_ONLY = ("none", "iep", "iep_bb", "iep_termclip", "iep_bb_termclip", "dist_imagenet")
-VANILLA, VANILLA_DECAY_ALL = "none", "none_decay_all"
-# The comparison table at the paper's budget: every built-in method that learns from a teacher network (static
-# knowledge has none), then the variants. `--methods=all` names them.
-TABLE_METHODS = (*(m for m in BUILT_IN if m not in STATIC_METHODS), *VARIANTS)
-# The `--distill` methods whose module phase the short protocol shortens (IEP's 200 steps, MHGD's
-# `pre_phase_steps`); a factor with `module_epochs` gives them their reference length (IEP: that many passes;
-# MHGD: its own 40). A study method is tested by its `--distill` (`variant_of`), so IEP's variants count as IEP
-# and KD's (lskd) as KD.
-IEP_METHODS = ("iep", "iep_bb")
-MODULE_PHASE_METHODS = (*IEP_METHODS, "mhgd")
-VALIDATION_FRACTION = 0.1
-EVAL_EVERY = 5
-MODULE_EPOCHS = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class Factor:
-    module_epochs: int | None = None  # IEP/IEP+BB module phase in passes over the student's data
-    dropout: float = 0.0
-    teacher_arch: str | None = None
-    epochs: int | None = None
-    clip: bool = True  # False: IEP's distillation gradient uncapped (--noiep_clip), a diagnostic of the method
-    rate: float | None = None  # the students' share of the training split; None: the protocol's (10 %)
-    # Controls of the scarce-data study: the main phase, or every pre-phase, as many steps as at this rate (the
-    # paper-budget table's 10 %), so that data scarcity is told apart from step scarcity.
-    main_steps_of_rate: float | None = None
-    pre_phase_steps_of_rate: float | None = None
-    seeds: int | None = None  # seeds per method; None: the study's --seeds
-    methods: tuple[str, ...] | None = None  # the methods the factor trains; None: every method asked for
-
-    def seen_by(self, method: str) -> Factor:
-        """The part of this factor `method`'s run sees: only IEP (and MHGD) have the module phase, only IEP the
-        clip, the vanilla student no teacher."""
-        distill = variant_of(method)[0]
-        return dataclasses.replace(
-            self,
-            module_epochs=self.module_epochs if distill in MODULE_PHASE_METHODS else None,
-            clip=self.clip if distill in IEP_METHODS else True,
-            teacher_arch=self.teacher_arch if distill != "none" else None,
-            pre_phase_steps_of_rate=self.pre_phase_steps_of_rate if distill in PRE_PHASE else None,
-            seeds=None,  # how often and for whom a factor runs is not part of a run
-            methods=None,
-        )
-
-    def trains(self, method: str) -> bool:
-        return self.methods is None or method in self.methods
-
-
-FACTORS = {
-    "baseline": Factor(),
-    "module_20_epochs": Factor(module_epochs=MODULE_EPOCHS),
-    "dropout_0.3": Factor(dropout=0.3),
-    "wide_teacher": Factor(teacher_arch="wrn-16-4"),
-    "epochs_30": Factor(epochs=30),
-    "no_clip": Factor(clip=False),
-    # The paper's own budget (100 epochs, LR x0.2 at 30/60/80 %, the module phase the code's 20 epochs).
-    "paper_schedule": Factor(epochs=100, module_epochs=MODULE_EPOCHS),
-    # The paper's Table 1 in images per class (scarce_data): CIFAR-10 at 225 / 112 / 45 images per class, the
-    # paper's CIFAR-100 0.5 / 0.25 / 0.1 columns, at the paper's budget; more seeds where runs are short and noisy.
-    **{
-        f"rate_{rate:g}": Factor(epochs=100, module_epochs=MODULE_EPOCHS, rate=rate, seeds=seeds)
-        for rate, seeds in ((0.05, 2), (0.025, 3), (0.01, 3))
-    },
-    # Step-matched controls at 45 images per class, one seed: the 10 % run's main steps (about 1,170 epochs), or
-    # its pre-phase steps (each module trained as long as at 10 %).
-    "rate_0.01_main_steps": Factor(
-        epochs=100, module_epochs=MODULE_EPOCHS, rate=0.01, main_steps_of_rate=0.1, seeds=1,
-        methods=("none", "co", "dkd", "iep_bb", "iep_bb_termclip"),  # vanilla, the paper's runner-up, DKD, IEP+BB
-    ),
-    "rate_0.01_pre_phase_steps": Factor(
-        epochs=100, module_epochs=MODULE_EPOCHS, rate=0.01, pre_phase_steps_of_rate=0.1, seeds=1
-    ),
-}  # fmt: skip
-SCARCE_DATA_FACTORS = ("rate_0.01", "rate_0.025", "rate_0.05", "rate_0.01_main_steps", "rate_0.01_pre_phase_steps")
-# The paper's Table-1 columns, IEP and IEP+BB with the per-term clip, DKD and FitNet: the scarce-data methods.
-SCARCE_DATA_METHODS = (
-    "none", "iep_bb", "iep", "co", "rkd", "at", "ft", "ab", "mhgd", "fitnet", "dkd", "iep_termclip", "iep_bb_termclip",
-)  # fmt: skip
-# CIFAR-10's training split per class after the validation holdout, and the study's batch: what a rate's steps
-# per epoch follow from (`datasets.sampling.stratified_indices` keeps round(rate·n) of each class).
-CIFAR10_TRAIN_PER_CLASS, CIFAR10_CLASSES, BATCH_SIZE = 4500, 10, 128
-
-
-def steps_per_epoch(rate: float) -> int:
-    return CIFAR10_CLASSES * max(1, round(rate * CIFAR10_TRAIN_PER_CLASS)) // BATCH_SIZE
-
-
-# Factors that change a method rather than the protocol: measured to explain, never combined; and the
-# paper's schedule, a destination rather than a suspect.
-DIAGNOSTICS = ("no_clip",)
-NOT_COMBINED = (*DIAGNOSTICS, "paper_schedule", *SCARCE_DATA_FACTORS)
 
 
 def _define_flags() -> None:
@@ -232,14 +104,6 @@ def _define_flags() -> None:
     )
 
 
-def combined_factor(names: list[str]) -> Factor:
-    out = Factor()
-    for name in names:
-        changed = {k: v for k, v in dataclasses.asdict(FACTORS[name]).items() if v != getattr(Factor(), k)}
-        out = dataclasses.replace(out, **changed)
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
 class Study:
     """Where one study's runs live, what they read, and how many seeds each cell has."""
@@ -248,14 +112,6 @@ class Study:
     root: str
     data_dir: str = small.DEFAULT_DATA_DIR
     seeds: int = 2
-
-
-def run_source(name: str, factor: Factor, method: str) -> str:
-    """The factor whose run `method` uses under `name`: the first single factor its run would be identical to
-    (the baseline where `name` cannot change the method; `epochs_30` for FitNet under module_20_epochs +
-    epochs_30), else `name` itself. Identical runs are run once."""
-    seen = factor.seen_by(method)
-    return next((n for n, f in FACTORS.items() if f.seen_by(method) == seen), name)
 
 
 def teacher_dir(study: Study, factor: Factor) -> str:
@@ -324,7 +180,6 @@ PHASE1_LOSS = {
     "ft": "pre_phase/paraphrase",
     "mhgd": "pre_phase/estimator",
 }
-RIVALS = ("fitnet", "co")  # the methods that lead IEP at CPU scale
 
 
 def _last_scalar(run_dir: str, tag: str) -> float | None:
@@ -390,23 +245,12 @@ def run_record(run_dir: str, metrics: dict, method: str, seed: int, wall_times: 
     }
 
 
-def variant_of(method: str) -> tuple[str, list[str]]:
-    """(`--distill`, extra train.py flags) of a study method: a variant's, e.g. iep_termclip → iep with the
-    per-term clip, or a built-in method itself with none."""
-    return VARIANTS.get(method, (method, []))
-
-
 def _teacher_test(run_dir: str) -> float | None:
     """The test accuracy of the teacher a student's config.json names (None for the vanilla student)."""
     config = os.path.join(run_dir, "config.json")
     teacher = read_json(config).get("teacher") if os.path.exists(config) else None
     metrics = finished_metrics(teacher) if teacher and os.path.isdir(teacher) else None
     return metrics["last_accuracy"] if metrics else None
-
-
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
 
 
 def summarize(
@@ -447,8 +291,8 @@ def summarize(
                     "validation_std": statistics.stdev(validation) if len(runs) > 1 else 0.0,
                     "test": statistics.mean(test),
                     "test_std": statistics.stdev(test) if len(runs) > 1 else 0.0,
-                    "clip_ratio": _mean([r["clip_ratio"] for r in runs]),
-                    "phase1_loss": _mean([r["phase1_loss"] for r in runs]),
+                    "clip_ratio": known_mean([r["clip_ratio"] for r in runs]),
+                    "phase1_loss": known_mean([r["phase1_loss"] for r in runs]),
                     "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
                     "runs": runs,
                 }
@@ -470,167 +314,6 @@ def summarize(
             r["validation"] - ref_runs[r["seed"]]["validation"] for r in row["runs"] if r["seed"] in ref_runs
         ]
     return rows
-
-
-def accuracy_table(rows: list[dict], factors: dict[str, Factor], split: str) -> dict[str, dict[str, float]]:
-    """factor → method → mean accuracy on `split`; a method's run under a factor that cannot change it
-    is the baseline's (in a combination, the one single factor's that can)."""
-    by_key = {(r["factor"], r["method"]): r[split] for r in rows}
-    table = {}
-    for name, factor in factors.items():
-        table[name] = {}
-        for method in TABLE_METHODS:
-            key = (run_source(name, factor, method), method)
-            if key in by_key:
-                table[name][method] = by_key[key]
-    return table
-
-
-def gaps(rows: list[dict], factors: dict[str, Factor]) -> list[dict]:
-    """Per factor: IEP and IEP+BB minus the better of FitNet and CO, on validation and test (the study's question)."""
-    out = []
-    tables = {split: accuracy_table(rows, factors, split) for split in ("validation", "test")}
-    for name in factors:
-        row = {"factor": name}
-        for split, table in tables.items():
-            accuracy = table[name]
-            rivals = [accuracy[m] for m in RIVALS if m in accuracy]
-            row[split] = accuracy
-            for method in ("iep", "iep_bb"):
-                ready = method in accuracy and len(rivals) == len(RIVALS)
-                row[f"{method}_gap_{split}"] = accuracy[method] - max(rivals) if ready else None
-        out.append(row)
-    return out
-
-
-def auto_combination(rows: list[dict]) -> list[str]:
-    """The single protocol factors whose validation gain was positive for both IEP and IEP+BB."""
-    gains = {(r["factor"], r["method"]): r["validation_gain"] for r in rows}
-    candidates = [f for f in FACTORS if f != "baseline" and f not in NOT_COMBINED]
-    return [f for f in candidates if all((gains.get((f, m)) or 0) > 0 for m in ("iep", "iep_bb"))]
-
-
-def overhead(rows: list[dict], teachers: list[dict]) -> dict:
-    """The study's measured wall time, and the same runs had every epoch been evaluated.
-
-    The second figure is derived, not run: each run's measured wall time plus its skipped evaluations at that
-    run's own measured mean seconds per evaluation.
-    """
-    runs = [r for row in rows for r in row["runs"]] + teachers
-    skipped = sum((r["epochs"] - r["evaluations"]) * r["eval_seconds"] / max(r["evaluations"], 1) for r in runs)
-    measured = sum(r["wall_seconds"] for r in runs)
-    return {
-        "runs": len(runs),
-        "wall_seconds_measured": measured,
-        "train_seconds": sum(r["train_seconds"] for r in runs),
-        "eval_seconds": sum(r["eval_seconds"] for r in runs),
-        "evaluations": sum(r["evaluations"] for r in runs),
-        "wall_seconds_if_every_epoch_evaluated": measured + skipped,
-    }
-
-
-def _pct(x: float | None, signed: bool = False) -> str:
-    return "—" if x is None else (f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}")
-
-
-def vanilla_rows(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """(factor, vanilla method) → row, for both vanilla students (decay on kernels, decay on every variable)."""
-    return {(r["factor"], r["method"]): r for r in rows if r["method"] in (VANILLA, VANILLA_DECAY_ALL)}
-
-
-def vanilla_of(row: dict, vanillas: dict[tuple[str, str], dict]) -> dict | None:
-    """The vanilla row a row compares with: its factor's, or that of the factor whose vanilla run it reuses (the
-    baseline's for a factor that cannot change the vanilla student); for a method that decays every variable,
-    the vanilla student that does too where there is one, so that a gain is not a change of weight decay."""
-    decays_all = row["method"] not in DECAY_KERNELS_ONLY and row["method"] != VANILLA_DECAY_ALL
-    kinds = (VANILLA_DECAY_ALL, VANILLA) if decays_all else (VANILLA,)
-    factors = (row["factor"], row.get("vanilla_factor", "baseline"))
-    return next((vanillas[(f, k)] for k in kinds for f in factors if (f, k) in vanillas), None)
-
-
-def loss_curve(row: dict) -> dict[str, tuple[float, float]]:
-    """term → its epoch mean at the first and the last epoch, averaged over the row's runs that recorded it."""
-    runs = [r["losses"] for r in row["runs"] if r.get("losses")]
-    terms = [k for k in (runs[0] if runs else {}) if k.startswith("loss/") and all(k in r for r in runs)]
-    return {k.removeprefix("loss/"): (_mean([r[k][0] for r in runs]), _mean([r[k][1] for r in runs])) for k in terms}
-
-
-def below_vanilla_losses(rows: list[dict], vanillas: dict[tuple[str, str], dict]) -> list[str]:
-    """For each method below its factor's vanilla student on validation, its loss terms at the first and the last
-    epoch: the measurements a "why is it below" sentence rests on (which term dominates, which one never fell)."""
-    below = [
-        r
-        for r in rows
-        if r["method"] != VANILLA and (base := vanilla_of(r, vanillas)) and r["validation"] < base["validation"]
-    ]
-    if not below:
-        return []
-    lines = ["", "Below the vanilla student on validation; loss terms, epoch means at the first → last epoch:", ""]
-    for r in below:
-        curve = loss_curve(r)
-        terms = ", ".join(f"{k} {first:.3f} → {last:.3f}" for k, (first, last) in curve.items()) or "not recorded"
-        lines.append(f"- {r['factor']} / {r['method']}: {terms}")
-    return lines
-
-
-def markdown(rows: list[dict], gap_rows: list[dict], teachers: list[dict] | None = None) -> str:
-    """The rows, each against the baseline's run of its method (gain) and its factor's vanilla student (a factor
-    that cannot change the vanilla student reuses the baseline's); the IEP gap table when IEP ran.
-
-    Columns that carry nothing are left out: the gains when the baseline factor is all there is (they are 0) or
-    no row has a baseline run to compare with, the clip ratio and phase-1 loss when no row has them."""
-    vanillas = vanilla_rows(rows)
-
-    def versus_vanilla(r: dict) -> str:
-        base = vanilla_of(r, vanillas)
-        if base is None or r["method"] == VANILLA:
-            return "—"
-        return f"{_pct(r['validation'] - base['validation'], True)} / {_pct(r['test'] - base['test'], True)}"
-
-    columns = [
-        ("factor", lambda r: r["factor"]),
-        ("method", lambda r: r["method"]),
-        ("seeds", lambda r: str(r["seeds"])),
-        ("val ± std", lambda r: mean_spread(r["validation"], r["validation_std"], r["seeds"])),
-        ("gain (val)", lambda r: _pct(r["validation_gain"], True)),
-        ("test ± std", lambda r: mean_spread(r["test"], r["test_std"], r["seeds"])),
-        ("gain (test)", lambda r: _pct(r["test_gain"], True)),
-        ("− vanilla (val / test)", versus_vanilla),
-        ("clip ratio", lambda r: "—" if r["clip_ratio"] is None else f"{r['clip_ratio']:.3f}"),
-        ("phase-1 loss", lambda r: "—" if r["phase1_loss"] is None else f"{r['phase1_loss']:.2f}"),
-        ("train s", lambda r: f"{r['train_seconds']:.0f}"),
-    ]
-    left_out = set()
-    if {r["factor"] for r in rows} <= {"baseline"} or all(r["validation_gain"] is None for r in rows):
-        left_out |= {"gain (val)", "gain (test)"}
-    for header, key in (("clip ratio", "clip_ratio"), ("phase-1 loss", "phase1_loss")):
-        if all(r[key] is None for r in rows):
-            left_out.add(header)
-    columns = [(header, cell) for header, cell in columns if header not in left_out]
-    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
-    lines += below_vanilla_losses(rows, vanillas)
-    if note := teachers_sentence(rows, teachers or []):
-        lines += ["", note + "."]
-    gap_rows = [g for g in gap_rows if any(m in g["validation"] for m in ("iep", "iep_bb"))]
-    if not gap_rows:
-        return "\n".join(lines) + "\n"
-    lines += [
-        "",
-        "Gap to the better of FitNet and CO (points; negative: IEP behind):",
-        "",
-        "| factor | val: none / IEP / IEP+BB / FitNet / CO | IEP gap (val) | IEP+BB gap (val) | IEP gap (test) "
-        "| IEP+BB gap (test) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for g in gap_rows:
-        accuracies = " / ".join(_pct(g["validation"].get(m)) for m in METHODS)
-        lines.append(
-            f"| {g['factor']} | {accuracies} | {_pct(g['iep_gap_validation'], True)} "
-            f"| {_pct(g['iep_bb_gap_validation'], True)} | {_pct(g['iep_gap_test'], True)} "
-            f"| {_pct(g['iep_bb_gap_test'], True)} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def teacher_record(study: Study, run_dir: str, metrics: dict, wall_times: dict) -> dict:
@@ -784,19 +467,6 @@ def still_to_train(study: Study, names: list[str], methods: list[str], recorded:
             if not finished(run_dir) and (name, method, seed) not in recorded.runs:
                 left.append({"factor": name, "method": method, "seed": seed, "state": run_state(run_dir)})
     return left
-
-
-def to_train_lines(left: list[dict], methods: list[str]) -> list[str]:
-    """The report's closing paragraph on what is left of `methods` (the runs a resumed study trains, in order)."""
-    asked = f"the {len(methods)} method{'' if len(methods) == 1 else 's'} asked for"
-    if not left:
-        return ["", f"Every run of {asked} has finished."]
-    several = len({r["factor"] for r in left}) > 1
-    runs = "; ".join(
-        f"{r['factor'] + ' ' if several else ''}{r['method']} seed {r['seed']} ({r['state']})" for r in left
-    )
-    count = f"{len(left)} run{'' if len(left) == 1 else 's'}"
-    return ["", f"Still to train ({count} of {asked}, in the order this --methods list trains them): {runs}."]
 
 
 def report_factors(study: Study, factors: list[str]) -> list[str]:

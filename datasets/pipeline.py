@@ -99,8 +99,8 @@ class ImagePipeline:
         if config.validation_fraction > 0:  # held out first, so no --rate subset ever contains these images
             if VALIDATION in source.splits:
                 raise DataError(
-                    f"--validation_fraction carves a {VALIDATION} split, but {source.name} has one; "
-                    f"drop the flag (--eval_split={VALIDATION} evaluates on it)"
+                    f"DataConfig.validation_fraction carves a {VALIDATION} split, but {source.name} has one; "
+                    f"set it to 0 and evaluate on {source.name}'s own {VALIDATION} split"
                 )
             held_out = stratified_indices(labels, config.validation_fraction, VALIDATION_SEED)
             pool = np.setdiff1d(pool, held_out)
@@ -167,7 +167,7 @@ class ImagePipeline:
             total = sum(len(y) for y in labels)
             print(
                 f"note: {resized} of {total} {name} images are not {size}×{size}; they are resized to it "
-                "(antialiased; --image_size chooses the size)"
+                "(antialiased; image_size chooses the size)"
             )
         return np.concatenate(images), np.concatenate(labels)
 
@@ -257,10 +257,10 @@ def build_pipeline(config: DataConfig, source: ImageSource | None = None) -> Ima
     from iep.datasets.sources import load_source
 
     if not 0.0 < config.rate <= 1.0:
-        raise DataError(f"--rate must be in (0, 1], got {config.rate}")
+        raise DataError(f"DataConfig.rate must be in (0, 1], got {config.rate}")
     if not 0.0 <= config.validation_fraction < 1.0:
-        raise DataError(f"--validation_fraction must be in [0, 1), got {config.validation_fraction}")
+        raise DataError(f"DataConfig.validation_fraction must be in [0, 1), got {config.validation_fraction}")
     if config.image_size is not None and config.image_size < 8:
-        raise DataError(f"--image_size must be at least 8, got {config.image_size}")
+        raise DataError(f"DataConfig.image_size must be at least 8, got {config.image_size}")
     source = source or load_source(config.dataset, config.data_dir, config.download, config.crop_to_bbox)
     return ImagePipeline(source, config)

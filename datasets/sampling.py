@@ -12,7 +12,7 @@ import numpy as np
 def stratified_indices(labels: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
     """Sorted indices keeping round(rate·n_c) samples (at least 1) of every class c."""
     if not 0.0 < rate <= 1.0:
-        raise ValueError(f"--rate must be in (0, 1], got {rate}")
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
     labels = np.asarray(labels)
     if rate == 1.0:
         return np.arange(labels.size)

@@ -172,9 +172,9 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageSource:
 
 def _require_dir(data_dir: str | None, dataset: str) -> str:
     if not data_dir:
-        raise DataError(f"--data_dir is required for --dataset={dataset}")
+        raise DataError(f"DataConfig.data_dir is required for DataConfig.dataset={dataset!r}")
     if not os.path.isdir(data_dir):
-        raise DataError(f"--data_dir {data_dir!r} does not exist or is not a directory")
+        raise DataError(f"DataConfig.data_dir {data_dir!r} does not exist or is not a directory")
     return data_dir
 
 
@@ -252,7 +252,7 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
         files = [f for f in candidates if pattern.fullmatch(os.path.basename(f))]
         if skipped := [os.path.basename(f) for f in candidates if f not in files]:
             print(
-                f"warning: --data_dir {data_dir!r}: skipped {skipped}, not named as a {split} shard "
+                f"warning: {data_dir!r}: skipped {skipped}, not named as a {split} shard "
                 f"({split}-<name>.tfrecord or {split}.tfrecord, optionally -00000-of-00004 after it)",
                 file=sys.stderr,
             )
@@ -268,10 +268,12 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
         splits[split], labels[split] = records, np.concatenate(shard_labels)
         locators[split] = _shard_locator(files, counts)
     if "train" not in splits:
-        raise DataError(f"--data_dir {data_dir!r} holds no train-*.tfrecord files (expected <split>-*.tfrecord)")
+        raise DataError(
+            f"DataConfig.data_dir {data_dir!r} holds no train-*.tfrecord files (expected <split>-*.tfrecord)"
+        )
 
     if labels["train"].size == 0:  # before the class count is read off its labels
-        raise DataError(f"--data_dir {data_dir!r}: the train split has no records")
+        raise DataError(f"DataConfig.data_dir {data_dir!r}: the train split has no records")
     classes_file = os.path.join(data_dir, "classes.txt")
     if os.path.exists(classes_file):
         with open(classes_file) as f:
@@ -283,7 +285,7 @@ def load_tfrecord_dir(data_dir: str) -> ImageSource:
     for name, split_labels in labels.items():
         _check_labels(split_labels, len(class_names), f"{data_dir}/{name}-*.tfrecord vs {against}")
         if split_labels.size == 0:
-            raise DataError(f"--data_dir {data_dir!r}: the {name} split has no records")
+            raise DataError(f"DataConfig.data_dir {data_dir!r}: the {name} split has no records")
     fingerprint = _files_fingerprint(all_files + ([classes_file] if os.path.exists(classes_file) else []))
     return ImageSource(
         name=f"{TFRECORD}:{os.path.abspath(data_dir)}",
@@ -306,7 +308,7 @@ def load_image_folder(data_dir: str) -> ImageSource:
     data_dir = _require_dir(data_dir, FOLDER)
     train_dir = os.path.join(data_dir, "train")
     if not os.path.isdir(train_dir):
-        raise DataError(f"--data_dir {data_dir!r} has no train/ folder (expected <split>/<class>/<image>)")
+        raise DataError(f"DataConfig.data_dir {data_dir!r} has no train/ folder (expected <split>/<class>/<image>)")
     class_names = tuple(sorted(d for d in _visible(train_dir) if os.path.isdir(os.path.join(train_dir, d))))
     if not class_names:
         raise DataError(f"{train_dir!r} has no class sub-folders (expected train/<class>/<image>)")
@@ -401,33 +403,38 @@ def load_tfds(name: str, data_dir: str | None, download: bool, crop_to_bbox: boo
         close = difflib.get_close_matches(name, tfds.list_builders(), n=5, cutoff=0.5)
         hint = f"; closest TensorFlow Datasets names: {', '.join(close)}" if close else ""
         raise DataError(
-            f"--dataset={name!r} is not a known data set ({error.__class__.__name__}): use digits (built in), "
-            f"tfrecord or folder (with --data_dir), or a TensorFlow Datasets name{hint}"
+            f"DataConfig.dataset={name!r} is not a known data set ({error.__class__.__name__}): use digits (built in), "
+            f"tfrecord or folder (with DataConfig.data_dir), or a TensorFlow Datasets name{hint}"
         ) from None
     if not builder.is_prepared():
         offline = (
             f"on a machine with internet run `iep-train --dataset={name} --download --data_dir=DIR --epochs=1` (or "
-            f"`tfds build {name} --data_dir=DIR`) and copy DIR here as --data_dir, or give the images yourself "
-            "(--dataset=tfrecord or folder)"
+            f"`tfds build {name} --data_dir=DIR`) and copy DIR here as DataConfig.data_dir, or give the images "
+            "yourself (DataConfig.dataset='tfrecord' or 'folder')"
         )
         if not download:
             raise DataError(
-                f"--dataset={name!r} (TensorFlow Datasets) is not prepared under --data_dir={builder.data_dir!r}: "
-                f"add --download to fetch it, or {offline}"
+                f"DataConfig.dataset={name!r} (TensorFlow Datasets) is not prepared under DataConfig.data_dir="
+                f"{builder.data_dir!r}: set DataConfig.download to fetch it, or {offline}"
             )
         if not _internet():
             raise DataError(
-                f"--download: this machine has no internet (DNS finds no host) to fetch {name!r}; {offline}"
+                f"DataConfig.download: this machine has no internet (DNS finds no host) to fetch {name!r}; {offline}"
             )
         try:
             builder.download_and_prepare()
         except Exception as error:  # requests' ConnectionError and friends, after tfds's retries
-            raise DataError(f"--download of {name!r} failed ({error.__class__.__name__}); {offline}") from None
+            raise DataError(f"DataConfig.download of {name!r} failed ({error.__class__.__name__}); {offline}") from None
     features = builder.info.features
     if "image" not in features or "label" not in features:
-        raise DataError(f"--dataset={name!r} lacks 'image' and 'label' features; it is not an image classification set")
+        raise DataError(
+            f"DataConfig.dataset={name!r} lacks 'image' and 'label' features; it is not an image classification set"
+        )
     if crop_to_bbox and "bbox" not in features:
-        raise DataError(f"--crop_to_bbox: --dataset={name!r} has no 'bbox' feature (its features: {sorted(features)})")
+        raise DataError(
+            f"DataConfig.crop_to_bbox: DataConfig.dataset={name!r} has no 'bbox' feature "
+            f"(its features: {sorted(features)})"
+        )
     splits = {}
     for split, info in builder.info.splits.items():
         ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
@@ -453,7 +460,9 @@ def load_source(
 ) -> ImageSource:
     """`digits`, `tfrecord` or `folder` (with --data_dir), else a tfds name (optionally `tfds:<name>`)."""
     if crop_to_bbox and dataset in (BUILTIN_DIGITS, TFRECORD, FOLDER):
-        raise DataError(f"--crop_to_bbox needs a tfds data set with a 'bbox' feature, not --dataset={dataset}")
+        raise DataError(
+            f"DataConfig.crop_to_bbox needs a tfds data set with a 'bbox' feature, not DataConfig.dataset={dataset!r}"
+        )
     if dataset == BUILTIN_DIGITS:
         return load_digits()
     if dataset == TFRECORD:
@@ -462,7 +471,8 @@ def load_source(
         return load_image_folder(data_dir)
     if data_dir is not None and not os.path.isdir(data_dir) and not download:
         raise DataError(
-            f"--data_dir {data_dir!r} does not exist: --dataset={dataset} is a TensorFlow Datasets set; add --download "
-            "to fetch and prepare it there (needs internet), or point --data_dir at prepared tfds data"
+            f"DataConfig.data_dir {data_dir!r} does not exist: DataConfig.dataset={dataset!r} is a TensorFlow Datasets "
+            "set; set DataConfig.download to fetch and prepare it there (needs internet), or point DataConfig.data_dir "
+            "at prepared tfds data"
         )
     return load_tfds(dataset.removeprefix("tfds:"), data_dir, download, crop_to_bbox)

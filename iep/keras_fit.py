@@ -13,7 +13,12 @@ Methods with pre-phases (IEP's module phase, FitNet, AB, FT, FSP, MHGD, SRM) run
 (`iep.engine.stages`); given a `UserData`/`ImagePipeline` they draw the trainer's own batches, so the
 weights after them are the trainer's.
 
-When to use `Trainer` (or train.py) instead: exact resume from checkpoints after an interruption; epoch
+The model is built when constructed: `save_weights`/`load_weights`, `keras.callbacks.ModelCheckpoint(
+save_weights_only=True)` and `keras.callbacks.BackupAndRestore` keep the whole training state — the student,
+the method's modules and state (raw `tf.Variable`s such as CRD's memory too), the optimizers, the epoch the clip
+schedule reads and whether the pre-phases ran (a restored run does not repeat them).
+
+When to use `Trainer` (or train.py) instead: resume that reproduces the uninterrupted run step for step; epoch
 orders that are a pure function of (seed, epoch); run directories with config.json, TensorBoard and
 SavedModel export. Here, checkpoints and logs are whatever callbacks you pass.
 """
@@ -25,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.core.distiller import Distiller
+from iep.core.tracing import traced
 from iep.datasets.sources import DataError
 from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
@@ -41,9 +47,21 @@ class _EpochCounter(keras.callbacks.Callback):
         self.epoch.assign(float(epoch))
 
 
+class _PrePhases(keras.callbacks.Callback):
+    """Runs the method's pre-phases at the start of `fit`, after every other callback's `on_train_begin`: a
+    `BackupAndRestore` given to fit has restored the state by then, pre-phases done included."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+
+    def on_train_begin(self, logs=None):
+        self.run()
+
+
 def _compiled_stage_step(phase, optimizer):
     variables = list(phase.variables)
-    return tf.function(lambda images, labels: stage_step(phase, optimizer, variables, images, labels))
+    return traced(lambda images, labels: stage_step(phase, optimizer, variables, images, labels))
 
 
 class DistillationModel(keras.Model):
@@ -63,7 +81,8 @@ class DistillationModel(keras.Model):
         self._stages = [(phase, stage_optimizer(phase)) for phase in self.distiller.pre_phases()]
         for phase, optimizer in self._stages:
             optimizer.build(list(phase.variables))
-        self.pre_phases_done = not self._stages
+        # A variable, not a bool: saved with the weights, so a restored model does not run its pre-phases again.
+        self._pre_phases_ran = tf.Variable(not self._stages, trainable=False, name="pre_phases_done")
         self.student = student
         self.weight_decay = weight_decay
         self._decayed = self.distiller.decayed(student.model.trainable_variables)
@@ -73,10 +92,65 @@ class DistillationModel(keras.Model):
         # and evaluate(): the history, the progress bar and callbacks see the epoch's value, not the last batch's.
         self._train_means = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in logged_names(self.distiller)}
         self._test_means = {n: keras.metrics.Mean(name=n) for n in ("loss", "accuracy")}
+        self.built = True  # every variable exists already (the student's, the method's): saving works before fit
+
+    def compile(self, *args, **kwargs) -> None:
+        """`keras.Model.compile`, with the optimizer built on what the step updates, so that `load_weights`
+        restores its state (momenta) before the first fit too."""
+        super().compile(*args, **kwargs)
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    @property
+    def pre_phases_done(self) -> bool:
+        return bool(self._pre_phases_ran.numpy())
+
+    @pre_phases_done.setter
+    def pre_phases_done(self, done: bool) -> None:
+        self._pre_phases_ran.assign(bool(done))
 
     @property
     def metrics(self):
         return [*self._train_means.values(), *self._test_means.values()]
+
+    @property
+    def trainable_variables(self) -> list:
+        """What the step updates (the student's and the method's modules): Keras builds the optimizer on these."""
+        return list(self._distill_variables)
+
+    # -- the training state, for save_weights / ModelCheckpoint / BackupAndRestore ----------------------------
+    def _state_variables(self) -> list:
+        """Every variable training changes that Keras's walk of this model cannot see (the student and the
+        method are not layers of it): the student's, the method's checkpointables (modules and raw tf.Variables),
+        the epoch counter and the pre-phase flag. Optimizers and metrics Keras saves itself."""
+        items = tf.nest.flatten([self.student.model, list(self.distiller.checkpointables().values())])
+        variables, seen = [], set()
+        for item in [*items, self._epoch, self._pre_phases_ran]:
+            for variable in item.variables if isinstance(item, keras.layers.Layer) else [item]:
+                if id(variable) not in seen:
+                    seen.add(id(variable))
+                    variables.append(variable)
+        return variables
+
+    def save_own_variables(self, store) -> None:
+        for index, variable in enumerate(self._state_variables()):
+            store[str(index)] = np.asarray(variable.numpy())
+
+    def load_own_variables(self, store) -> None:
+        variables = self._state_variables()
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"{self.name}: the weights file holds {len(store.keys())} state variables, this model has "
+                f"{len(variables)}: it was saved from another student or method ({self.distiller.name})"
+            )
+        for index, variable in enumerate(variables):
+            value = np.asarray(store[str(index)])
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"{self.name}: state variable {index} ({variable.name}) has shape {tuple(variable.shape)}, "
+                    f"the weights file's has {tuple(value.shape)}: it was saved from another student or method"
+                )
+            variable.assign(value)
 
     def call(self, images, training: bool = False):
         return self.student.model(images, training=training)["logits"]
@@ -126,17 +200,20 @@ class DistillationModel(keras.Model):
     def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
         """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
         (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""
-        if self.distiller.batch_extras and y is not None:
-            raise ValueError(self._extras_needed())
+        self._check_extras(x, y)
         x, y = self._checked(x, y, "fit")
         if isinstance(x, tf.data.Dataset):  # shuffled by its own pipeline: Keras would warn it ignores shuffle=True
             kwargs.setdefault("shuffle", False)
-        if not self.pre_phases_done:
-            source = pre_phase_data if pre_phase_data is not None else x
-            if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
-                source = UserData((x, y), augment_images=False)
-            self.fit_pre_phases(source, batch_size=kwargs.get("batch_size") or 32, verbose=kwargs.get("verbose", 1))
-        return super().fit(x, y, *args, callbacks=[_EpochCounter(self._epoch), *(callbacks or [])], **kwargs)
+        source = pre_phase_data if pre_phase_data is not None else x
+        if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
+            source = UserData((x, y), augment_images=False)
+
+        def pre_phases():
+            if not self.pre_phases_done:
+                self.fit_pre_phases(source, batch_size=kwargs.get("batch_size") or 32, verbose=kwargs.get("verbose", 1))
+
+        callbacks = [_EpochCounter(self._epoch), *(callbacks or []), _PrePhases(pre_phases)]
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
 
     def fit_pre_phases(self, data, batch_size: int | None = None, seed: int = 0, verbose: int = 1) -> None:
         """Runs the method's pre-phases as `Trainer` does: stage by stage, each with its own optimizer, in passes
@@ -176,6 +253,17 @@ class DistillationModel(keras.Model):
                     losses = "  ".join(f"{k.split('/')[-1]} {float(v):.4f}" for k, v in values.items())
                     print(f"{phase.name} pass {local + 1}/{passes} ({phase.steps} steps in all): {losses}")
         self.pre_phases_done = True
+
+    def _check_extras(self, x, y) -> None:
+        """Refuses batches without the method's extras before anything is traced (a refusal from inside the
+        traced step would leave the model's train function half-built)."""
+        extras = self.distiller.batch_extras
+        if not extras:
+            return
+        spec = x.element_spec if isinstance(x, tf.data.Dataset) else None
+        batch_lacks_extras = spec is not None and (not isinstance(spec, (tuple, list)) or len(spec) != 2 + len(extras))
+        if y is not None or batch_lacks_extras:
+            raise ValueError(self._extras_needed())
 
     def _extras_needed(self) -> str:
         extras = self.distiller.batch_extras

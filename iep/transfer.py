@@ -52,9 +52,11 @@ class KnowledgeThenFineTune(Distiller):
     ):
         super().__init__(inner.teacher)
         if knowledge_steps < 1:
-            raise ValueError(f"--protocol=transfer needs a knowledge stage of >= 1 step, got {knowledge_steps}")
+            raise ValueError(
+                f"the transfer protocol needs a knowledge stage of >= 1 step; got knowledge_steps={knowledge_steps}"
+            )
         if not inner.loss_names and not inner.pre_phases():
-            raise ValueError(f"--protocol=transfer needs a distillation method, not --distill={inner.name}")
+            raise ValueError(f"the transfer protocol needs a distillation method, not {inner.name}")
         self.inner, self.student = inner, student
         self.name = inner.name
         self.min_batch_size = inner.min_batch_size
@@ -109,7 +111,9 @@ def transfer_protocol(
 ) -> KnowledgeThenFineTune:
     """The wrapper with the run's optimizer settings (a step schedule; others are refused, not approximated)."""
     if lr_schedule == "cosine":
-        raise ValueError("--protocol=transfer uses the step schedule in both stages; drop --lr_schedule=cosine")
+        raise ValueError(
+            "the transfer protocol uses the step schedule in both stages, not TrainConfig.lr_schedule='cosine'"
+        )
     boundaries = tuple(lr_decay_points) if lr_schedule == "step" else ()
     return KnowledgeThenFineTune(
         inner,

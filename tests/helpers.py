@@ -71,14 +71,23 @@ def train_command(run_dir, *flags: str) -> list[str]:
 
 def train_in_process(run_dir, *flags: str) -> dict:
     """The same run as `train_command`, in this process (no second TensorFlow start-up): for fixtures."""
+    return train_with_flags(*train_command(run_dir, *flags)[2:])
+
+
+def train_with_flags(*argv: str) -> dict:
+    """train.py's run for `argv` in this process; a refusal says what the command says (its flags' words)."""
     from absl import flags as absl_flags
     from absl.testing import flagsaver
 
     from iep.apps import train
+    from iep.apps.vocabulary import in_flags
 
     with flagsaver.flagsaver():
-        absl_flags.FLAGS(["train.py", *train_command(run_dir, *flags)[2:]])
-        return train._train()
+        absl_flags.FLAGS(["train.py", *argv])
+        try:
+            return train._train()
+        except ValueError as error:  # run_or_exit translates the library's words the same way
+            raise type(error)(in_flags(str(error), set(absl_flags.FLAGS))) from None
 
 
 def subprocess_env() -> dict:

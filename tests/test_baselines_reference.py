@@ -452,10 +452,10 @@ def test_relation_methods_refuse_a_batch_too_small_and_nan_overrides():
     teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
     rkd = build_distiller("rkd", teacher, student)
     rkd.check_batch_size(3)
-    with pytest.raises(ValueError, match="--distill=rkd relates the samples of a batch and needs at least 3"):
+    with pytest.raises(ValueError, match="^rkd relates the samples of a batch and needs at least 3"):
         rkd.check_batch_size(2)
     iep = build_distiller("iep", teacher, student, module_steps=1)
-    with pytest.raises(ValueError, match="--distill=iep .* at least 2 per replica"):
+    with pytest.raises(ValueError, match="^iep .* at least 2 per replica"):
         iep.check_batch_size(1)
     build_distiller("kd", teacher, student).check_batch_size(1)  # per-sample methods take any batch
     with pytest.raises(ValueError, match="beta='nan' for at: expected a finite float"):

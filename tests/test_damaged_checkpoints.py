@@ -68,7 +68,9 @@ def test_no_intact_checkpoint_is_one_error_naming_the_files(tmp_path):
         _flip_bytes(data)
     open(tmp_path / "checkpoints" / "checkpoint", "w").write("not a { proto")  # the state file too
     model, optimizer = _model()
-    with pytest.raises(ValueError, match=r"no intact checkpoint in .*epoch-3 .*epoch-2 .*epoch-1 .*--noresume"):
+    with pytest.raises(
+        ValueError, match=r"no intact checkpoint in .*epoch-3 .*epoch-2 .*epoch-1 .*Trainer.fit\(resume=False\)"
+    ):
         EpochCheckpoints(str(tmp_path), model, optimizer).restore_latest()
 
 
@@ -118,9 +120,9 @@ def test_a_teacher_run_and_eval_with_a_damaged_newest_checkpoint(tmp_path, capsy
     assert capsys.readouterr().err.count("warning: skipped damaged checkpoint") == 2
     for data in glob.glob(str(run / "checkpoints" / "epoch-*.data-*")):
         open(data, "r+b").truncate(8)
-    with pytest.raises(ValueError, match=r"--teacher .* no intact checkpoint"):
+    with pytest.raises(ValueError, match=r"teacher='.*' with arch='wrn-10-1': .* no intact checkpoint"):
         load_teacher(str(run), None, 10, (32, 32, 3))
-    with pytest.raises(ValueError, match="^--run_dir: .* no intact checkpoint"):
+    with pytest.raises(ValueError, match="^run_dir= .* no intact checkpoint"):
         evaluate(run_dir=str(run), split="test")
-    with pytest.raises(ValueError, match=r"^--checkpoint '.*epoch-9' does not exist: give a prefix"):
+    with pytest.raises(ValueError, match=r"^checkpoint='.*epoch-9' does not exist: give a prefix"):
         evaluate(checkpoint=str(run / "checkpoints" / "epoch-9"), arch="wrn-10-1", dataset="digits")

@@ -88,7 +88,7 @@ def test_stratified_sampling_is_stratified_and_deterministic():
 
 @pytest.mark.parametrize("rate", [0.0, -0.1, 1.5])
 def test_rate_outside_unit_interval_is_rejected(rate):
-    with pytest.raises(ValueError, match=r"--rate must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"DataConfig.rate must be in \(0, 1\]"):
         build_pipeline(DataConfig("digits", rate=rate))
 
 
@@ -141,7 +141,7 @@ def test_flip_pad_crop_returns_a_crop_of_the_padded_image():
 
 
 def test_missing_and_empty_data_dirs(tmp_path):
-    with pytest.raises(DataError, match="--data_dir is required"):
+    with pytest.raises(DataError, match="DataConfig.data_dir is required for DataConfig.dataset='tfrecord'"):
         load_source("tfrecord", None)
     with pytest.raises(DataError, match="does not exist"):
         load_source("folder", str(tmp_path / "nope"))
@@ -172,7 +172,7 @@ def test_folder_test_split_with_unknown_class(tmp_path):
 
 
 def test_unprepared_tfds_dataset_offline(tmp_path):
-    with pytest.raises(DataError, match="not prepared under --data_dir"):
+    with pytest.raises(DataError, match="not prepared under DataConfig.data_dir"):
         load_source("cifar100", str(tmp_path))
 
 
@@ -235,9 +235,9 @@ def test_tfds_images_are_cropped_to_their_boxes(monkeypatch, tmp_path):
     plain = load_source("caltech_birds2011", str(tmp_path))
     assert [plain.split("train").decode(p).shape for p, _ in plain.split("train").records] == [(10, 20, 3)] * 2
     monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: _FakeBirds(with_bbox=False))
-    with pytest.raises(DataError, match="--crop_to_bbox: --dataset='caltech_birds2011' has no 'bbox' feature"):
+    with pytest.raises(DataError, match="crop_to_bbox: DataConfig.dataset='caltech_birds2011' has no 'bbox'"):
         load_source("caltech_birds2011", str(tmp_path), crop_to_bbox=True)
-    with pytest.raises(DataError, match="--crop_to_bbox needs a tfds data set"):
+    with pytest.raises(DataError, match="DataConfig.crop_to_bbox needs a tfds data set"):
         load_source("folder", str(tmp_path), crop_to_bbox=True)
 
 
@@ -259,7 +259,7 @@ def test_validation_split_is_carved_out_of_training_before_the_rate_subset(digit
     np.testing.assert_array_equal(
         build_pipeline(DataConfig("digits", rate=0.5)).train_indices, stratified_indices(labels, 0.5, 0)
     )
-    with pytest.raises(DataError, match=r"--validation_fraction must be in \[0, 1\)"):
+    with pytest.raises(DataError, match=r"DataConfig.validation_fraction must be in \[0, 1\)"):
         build_pipeline(DataConfig("digits", validation_fraction=1.0))
 
 
@@ -272,12 +272,15 @@ def test_tfds_data_that_is_not_here_says_how_to_get_it(tmp_path, monkeypatch):
     from iep.datasets import DataError, sources
 
     importlib.import_module("importlib_resources")  # tfds's download path needs it; setup.py installs it
-    with pytest.raises(DataError, match=r"--data_dir '.*nowhere' does not exist: --dataset=cifar100 .* --download"):
+    said = r"data_dir '.*nowhere' does not exist: DataConfig.dataset='cifar100' .* DataConfig.download"
+    with pytest.raises(DataError, match=said):
         sources.load_source("cifar100", str(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match=r"is not prepared under .*add --download .*tfds build cifar100"):
+    with pytest.raises(DataError, match=r"is not prepared under .*set DataConfig.download .*tfds build cifar100"):
         sources.load_source("cifar100", str(tmp_path))
     monkeypatch.setattr(sources, "_internet", lambda *a, **k: False)
-    with pytest.raises(DataError, match=r"--download: this machine has no internet .* 'cifar100'; on a machine"):
+    with pytest.raises(
+        DataError, match=r"DataConfig.download: this machine has no internet .* 'cifar100'; on a machine"
+    ):
         sources.load_source("cifar100", str(tmp_path), download=True)
 
 

@@ -166,3 +166,85 @@ def test_lost_peer_message_is_one_line():
         "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are unhealthy "
         "(stopped sending heartbeats): /job:worker/replica:0/task:1 The tasks have crashed"
     )
+
+
+def _config(ports, index, kind="worker"):
+    return {"cluster": {kind: [f"localhost:{p}" for p in ports]}, "task": {"type": kind, "index": index}}
+
+
+def _in_thread(function, *args):
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args)
+        except Exception as error:  # noqa: BLE001 - handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_two_tasks_meet_through_the_handshake():
+    from iep.engine.distribute import wait_for_peers
+
+    ports = [_free_port(), _free_port()]
+    other, outcome = _in_thread(wait_for_peers, _config(ports, 1), 20)
+    wait_for_peers(_config(ports, 0), 20)
+    other.join(30)
+    assert not other.is_alive() and outcome == {"value": None}
+    for port in ports:  # both ports are free again for TF's gRPC servers
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("localhost", port))
+
+
+def test_a_port_answered_by_another_program_is_named_not_waited_on():
+    """It hung in TF's start-up past the timeout, deaf to SIGTERM, when anything accepted connections there."""
+    import threading
+    import time
+
+    from iep.engine.distribute import wait_for_peers
+
+    impostor = socket.create_server(("localhost", 0))
+    stop = threading.Event()
+
+    def accept_and_hold():  # a server that accepts and never speaks (a database, a stale process...)
+        held = []
+        impostor.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(impostor.accept()[0])
+            except OSError:
+                pass
+        for conn in held:
+            conn.close()
+
+    server = threading.Thread(target=accept_and_hold)
+    server.start()
+    ports = [_free_port(), impostor.getsockname()[1]]
+    start = time.monotonic()
+    try:
+        with pytest.raises(ValueError, match=r"could not reach worker 1 at .*answers on that port but not the hands"):
+            wait_for_peers(_config(ports, 0), timeout=2)
+    finally:
+        stop.set()
+        server.join()
+        impostor.close()
+    assert time.monotonic() - start < 10
+
+
+def test_a_worker_of_another_cluster_is_not_a_peer():
+    from iep.engine.distribute import wait_for_peers
+
+    ports = [_free_port(), _free_port()]
+    foreign = _config(ports, 1)
+    foreign["cluster"]["worker"].append(f"localhost:{_free_port()}")  # its job has a third worker
+    other, outcome = _in_thread(wait_for_peers, foreign, 3)
+    with pytest.raises(ValueError, match="worker 1 at .*an iep worker of another cluster answers there"):
+        wait_for_peers(_config(ports, 0), timeout=2)
+    other.join(30)
+    assert isinstance(outcome.get("error"), ValueError)

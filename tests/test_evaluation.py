@@ -43,7 +43,7 @@ def test_a_run_trained_from_python_is_read_by_eval_and_as_a_teacher(tmp_path):
     student = iep.build_network("resnet8", 10, (32, 32, 3), data.mean, data.std)
     run = tmp_path / "python_run"
     iep.Trainer(student, data, iep.TrainConfig(epochs=1, batch_size=32, progress=False, export=False), str(run)).fit()
-    with pytest.raises(ValueError, match="--dataset is required .*trained from Python"):
+    with pytest.raises(ValueError, match="dataset= is required .*trained from Python"):
         evaluate(run_dir=str(run))
     report = evaluate(run_dir=str(run), dataset="digits", split="test")
     assert 0.0 <= report["top1"] <= 1.0

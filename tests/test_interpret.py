@@ -149,16 +149,16 @@ def test_visualize_writes_every_view_deterministically(trained_runs, tmp_path):
 
 def test_visualize_rejects_missing_points_and_non_iep_runs(trained_runs, tmp_path):
     teacher = str(trained_runs / "teacher")
-    with pytest.raises(ValueError, match=r"--points \[5\]: teacher \(resnet8\) has 3 sensing points"):
+    with pytest.raises(ValueError, match=r"points=\[5\]: teacher \(resnet8\) has 3 sensing points"):
         visualize(teacher, points=[0, 5], out=str(tmp_path))
     with pytest.raises(ValueError, match="needs an iep/iep_bb run"):
         visualize(teacher, iep_run=teacher, out=str(tmp_path))
-    # a folder that is no run dir: named by visualize's own flag, before any image is decoded
+    # a folder that is no run dir: named by the argument that gave it, before any image is decoded
     (tmp_path / "not_a_run").mkdir()
-    with pytest.raises(ValueError, match=r"--students '.*not_a_run' is not a run directory of ours \(no config"):
+    with pytest.raises(ValueError, match=r"students='.*not_a_run' is not a run directory of ours \(no config"):
         visualize(teacher, [str(tmp_path / "not_a_run")], out=str(tmp_path))
     (tmp_path / "file").write_text("")
-    with pytest.raises(ValueError, match=r"--out '.*file/views' cannot be created"):
+    with pytest.raises(ValueError, match=r"out='.*file/views' cannot be created"):
         visualize(teacher, out=str(tmp_path / "file" / "views"))
     from iep.engine.cli import number_list
 

@@ -77,5 +77,5 @@ def test_bad_input_is_named():
     ivis = Ivis(IvisConfig(epochs=1)).fit(np.random.default_rng(0).normal(size=(20, 3)))
     with pytest.raises(ValueError, match=r"fitted on \[N, 3\] features, got shape \(2, 4\)"):
         ivis.transform(np.zeros((2, 4)))
-    with pytest.raises(ValueError, match="--embedding must be a non-empty subset"):
+    with pytest.raises(ValueError, match=r"embedding=\['umap'\]: must be a non-empty subset"):
         check_embeddings(["umap"])

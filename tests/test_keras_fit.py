@@ -83,6 +83,9 @@ def test_crd_under_fit_asks_for_the_indices():
         model.fit(data.train_dataset(0, 32, 0), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="crd reads indices beside each batch"):
         model.fit(np.zeros((64, 32, 32, 3), np.uint8), np.zeros(64), epochs=1, verbose=0)
+    # refused before tracing: the same model then fits on batches that carry the indices
+    history = model.fit(data.train_dataset(0, 32, 0, extras=("indices",)), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss_total"][-1]) and model.optimizer.iterations.numpy() > 0
 
 
 def test_a_method_name_or_a_bare_keras_model_is_refused_with_what_to_pass():
@@ -199,3 +202,59 @@ def test_one_hot_labels_train_as_their_indices():
         dataset = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
         histories.append(model.evaluate(dataset, verbose=0, return_dict=True))
     assert histories[0] == pytest.approx(histories[2]) and histories[1] == pytest.approx(histories[3])
+
+
+def _compiled(data, method, **kwargs):
+    student, distiller = _pair(data, method, **kwargs)
+    model = DistillationModel(student, distiller)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    return model
+
+
+def _training_state(model) -> list[np.ndarray]:
+    return [np.asarray(v) for v in (*model._state_variables(), *model.optimizer.variables)]
+
+
+def test_save_weights_and_model_checkpoint_keep_the_whole_training_state(tmp_path):
+    """Built at construction, so save_weights works before fit; the file holds the student, VID's regressors and
+    its raw tf.Variable scales, the optimizer's momenta, the epoch counter: a second model loads all of it."""
+    data = _data()
+    model = _compiled(data, "vid")
+    model.save_weights(str(tmp_path / "start.weights.h5"))  # "has not yet been built" before
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch.weights.h5"), save_weights_only=True)
+    model.fit(data.train_dataset(0, 32, 0), epochs=2, verbose=0, callbacks=[checkpoint])
+    other = _compiled(data, "vid")  # untrained: loading must overwrite every value, momenta included
+    changed = [not np.array_equal(a, b) for a, b in zip(_training_state(model), _training_state(other), strict=True)]
+    assert sum(changed) > 50
+    other.load_weights(str(tmp_path / "epoch.weights.h5"))
+    for a, b in zip(_training_state(model), _training_state(other), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float(other._epoch.numpy()) == 1.0
+    with pytest.raises(ValueError, match="saved from another student or method"):
+        _compiled(data, "kd").load_weights(str(tmp_path / "epoch.weights.h5"))
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_without_repeating_the_pre_phases(tmp_path):
+    """FitNet's pre-phase runs once: the interrupted fit's backup holds it done, and the resumed fit ends on the
+    uninterrupted run's weights."""
+    data = _data()
+    train = data.eval_dataset("test", 32)  # no augmentation, the same batches every epoch
+    straight = _compiled(data, "fitnet")
+    straight.fit(train, epochs=2, verbose=0, shuffle=False, pre_phase_data=data, batch_size=32)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    first = _compiled(data, "fitnet")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        first.fit(train, epochs=2, verbose=0, pre_phase_data=data, batch_size=32, callbacks=[backup, _Interrupt()])
+    resumed = _compiled(data, "fitnet")
+    resumed.fit_pre_phases = lambda *a, **k: pytest.fail("the restored model ran its pre-phases again")
+    resumed.fit(train, epochs=2, verbose=0, pre_phase_data=data, batch_size=32, callbacks=[backup])
+    assert resumed.pre_phases_done and resumed.optimizer.iterations.numpy() == straight.optimizer.iterations.numpy()
+    for a, b in zip(straight.student.model.get_weights(), resumed.student.model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -67,7 +67,7 @@ def test_every_format_is_written_and_agrees_with_the_saved_model(exported):
 
 
 def test_unknown_formats_are_refused_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"--export_formats \['onnx'\] unknown; choose from"):
+    with pytest.raises(ValueError, match=r"TrainConfig.export_formats \['onnx'\] unknown; choose from"):
         check_formats(["tflite", "onnx"])
     with pytest.raises(ValueError, match=r"--export_formats \['onnx'\] unknown"):
         train_in_process(tmp_path / "run", "--epochs=1", "--export=true", "--export_formats=onnx")

@@ -28,7 +28,7 @@ def test_policy_applies_to_networks_only_and_outputs_are_float32():
     assert all(v.dtype == "float32" for v in net.model.weights)  # variables stay float32
     outputs = net(tf.random.uniform((2, 32, 32, 3), 0, 255))
     assert all(t.dtype == tf.float32 for t in tf.nest.flatten(outputs))
-    with pytest.raises(ValueError, match="--precision must be one of"):
+    with pytest.raises(ValueError, match="TrainConfig.precision must be one of"):
         with precision_policy("float8"):
             pass
 

@@ -11,6 +11,8 @@ from absl.testing import flagsaver
 
 from benchmarks import protocol_study as ps
 from benchmarks import reproduce_small as rs
+from benchmarks import study_design as design
+from benchmarks import study_report as report
 
 STUDY = ps.Study(rs.FULL, "root", "data", seeds=2)
 
@@ -425,7 +427,7 @@ def test_a_method_below_vanilla_reports_its_loss_terms_first_and_last(tmp_path):
     _finished_student(base / "at_s0", 0.65, 0.64, 3, {3}, 1.0, losses={"cross_entropy": [2.0, 1.0, 0.5]})
     rows = ps.summarize(study, ["baseline"])
     kd = next(r for r in rows if r["method"] == "kd")
-    assert ps.loss_curve(kd) == {"cross_entropy": (pytest.approx(2.2), pytest.approx(1.6)),
+    assert report.loss_curve(kd) == {"cross_entropy": (pytest.approx(2.2), pytest.approx(1.6)),
                                  "kd": (pytest.approx(0.9), pytest.approx(0.3))}  # fmt: skip
     table = ps.markdown(rows, [])
     assert "- baseline / kd: cross_entropy 2.200 → 1.600, kd 0.900 → 0.300" in table
@@ -520,10 +522,10 @@ def test_the_scarce_data_factors_and_their_step_matched_controls():
     from iep.datasets.sampling import stratified_indices
     from iep.methods import default_pre_phase_steps
 
-    labels = np.repeat(np.arange(10), ps.CIFAR10_TRAIN_PER_CLASS)  # the split after the validation holdout
+    labels = np.repeat(np.arange(10), design.CIFAR10_TRAIN_PER_CLASS)  # the split after the validation holdout
     for rate in (0.01, 0.025, 0.05, 0.1):
-        assert ps.steps_per_epoch(rate) == len(stratified_indices(labels, rate)) // ps.BATCH_SIZE
-    seeds = {name: ps.FACTORS[name].seeds for name in ps.SCARCE_DATA_FACTORS}
+        assert ps.steps_per_epoch(rate) == len(stratified_indices(labels, rate)) // design.BATCH_SIZE
+    seeds = {name: ps.FACTORS[name].seeds for name in design.SCARCE_DATA_FACTORS}
     assert seeds == {"rate_0.01": 3, "rate_0.025": 3, "rate_0.05": 2, "rate_0.01_main_steps": 1,
                      "rate_0.01_pre_phase_steps": 1}  # fmt: skip
     for name, rate in (("rate_0.01", "0.01"), ("rate_0.025", "0.025"), ("rate_0.05", "0.05")):
@@ -543,12 +545,13 @@ def test_the_scarce_data_factors_and_their_step_matched_controls():
     assert fitnet["distill_args"] == f"pre_phase_steps={round(0.3 * 100 * ps.steps_per_epoch(0.1))}"
     # the pre-phase control trains only the methods with a pre-phase; the others are rate_0.01's runs
     assert ps.run_source("rate_0.01_pre_phase_steps", control, "co") == "rate_0.01"
-    trained = {m for m, *_ in ps.factor_students(STUDY, "rate_0.01_pre_phase_steps", control, ps.SCARCE_DATA_METHODS)}
+    students = ps.factor_students(STUDY, "rate_0.01_pre_phase_steps", control, design.SCARCE_DATA_METHODS)
+    trained = {m for m, *_ in students}
     assert trained == {"iep_bb", "iep", "ft", "ab", "mhgd", "fitnet", "iep_termclip", "iep_bb_termclip"}
     main_steps = ps.FACTORS["rate_0.01_main_steps"]
-    trained = [m for m, *_ in ps.factor_students(STUDY, "rate_0.01_main_steps", main_steps, ps.SCARCE_DATA_METHODS)]
+    trained = [m for m, *_ in ps.factor_students(STUDY, "rate_0.01_main_steps", main_steps, design.SCARCE_DATA_METHODS)]
     assert trained == ["none", "iep_bb", "co", "dkd", "iep_bb_termclip"]
-    assert set(ps.SCARCE_DATA_FACTORS) <= set(ps.NOT_COMBINED)  # destinations, never combined
+    assert set(design.SCARCE_DATA_FACTORS) <= set(design.NOT_COMBINED)  # destinations, never combined
 
 
 def test_each_method_is_measured_against_the_vanilla_with_its_weight_decay_rule():

@@ -58,7 +58,7 @@ def test_a_config_without_the_network_keys_is_one_error_naming_the_file_and_the_
     from iep.engine.teacher import load_teacher
 
     _old_run(tmp_path)  # config.json: {"arch": "wrn-16-1"}
-    with pytest.raises(ValueError, match=r"of --teacher '.*'\) lacks dataset, num_classes, input_shape, mean, std,"):
+    with pytest.raises(ValueError, match=r"of teacher='.*'\) lacks dataset, num_classes, input_shape, mean, std,"):
         load_teacher(str(tmp_path))
     (tmp_path / "config.json").write_text("[1, 2]")  # valid JSON, not a run's
     with pytest.raises(ValueError, match="lacks arch, dataset, num_classes, input_shape, mean, std"):

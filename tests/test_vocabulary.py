@@ -37,3 +37,53 @@ def test_the_commands_say_the_flags():
         in_flags("nothing to redo (Trainer.fit(resume=False) starts over)")
         == "nothing to redo (--noresume starts over)"
     )
+
+
+def _raised_texts(path):
+    """(line, text) of every string literal inside a `raise` of `path`, code spans in backticks left out."""
+    import ast
+    import re
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            literals = [n.value for n in ast.walk(node.exc) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+            yield node.lineno, re.sub(r"`[^`]*`", "", "".join(literals))
+
+
+def test_no_library_error_names_a_command_line_flag():
+    """The library raises in Python's words everywhere; only the commands (iep/apps, the process start-up) say
+    flags, by translating (in_flags). A `--flag` inside backticks is a command a message suggests running."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z_]+")
+    said = [
+        f"{path.relative_to(root)}:{line}: {flag.findall(text)}"
+        for base in ("iep", "datasets", "nets", "op_utils")
+        for path in (root / base).rglob("*.py")
+        if "apps" not in path.parts and path.name not in ("cli.py", "startup.py")
+        for line, text in _raised_texts(path)
+        if flag.search(text)
+    ]
+    assert not said, said
+
+
+def test_the_data_layer_and_the_loaders_say_the_flags_on_the_command_line():
+    flags = {"data_dir", "dataset", "download", "teacher", "teacher_taps", "teacher_arch", "arch", "run_dir"}
+    assert in_flags("DataConfig.data_dir is required for DataConfig.dataset='tfrecord'", flags) == (
+        "--data_dir is required for --dataset='tfrecord'"
+    )
+    assert in_flags("not prepared here: set DataConfig.download to fetch it", flags) == (
+        "not prepared here: add --download to fetch it"
+    )
+    assert in_flags("taps=['x'] are not layers of teacher='m.keras'", flags) == (
+        "--teacher_taps=['x'] are not layers of --teacher='m.keras'"
+    )
+    assert in_flags("teacher_arch= is required when teacher='/t' is not a run directory", flags) == (
+        "--teacher_arch is required when --teacher='/t' is not a run directory"
+    )
+    assert in_flags("give run_dir=, checkpoint= or saved_model=", {"run_dir"}) == (
+        "give --run_dir, checkpoint= or saved_model="  # a keyword that is no flag of the command stays
+    )
+    assert in_flags("distill_args items must be key=value", flags) == "distill_args items must be key=value"

@@ -303,16 +303,15 @@ def _points(network) -> list[list]:
 def _teacher_accuracy(teacher, data, run_dir: str) -> float:
     """The teacher's accuracy on --eval_split (its first --eval_limit images), measured once per run directory:
     a resumed or re-run command reads it from teacher_eval.json instead of scoring the split again."""
-    import tensorflow as tf
-
     from iep.core.files import read_json, write_json_atomic
+    from iep.core.tracing import traced
     from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
 
     path = os.path.join(run_dir, "teacher_eval.json")
     key = {"teacher": os.path.abspath(FLAGS.teacher), "split": FLAGS.eval_split, "limit": FLAGS.eval_limit}
     if os.path.exists(path) and {k: v for k, v in read_json(path).items() if k in key} == key:
         return read_json(path)["top1"]
-    predict = tf.function(lambda images: teacher.classifier(images, training=False))
+    predict = traced(lambda images: teacher.classifier(images, training=False))
     batches = first_images(data.eval_dataset(FLAGS.eval_split, 500), FLAGS.eval_limit)
     accuracy = top1_accuracy(*collect_logits(predict, batches))
     write_json_atomic(path, {**key, "top1": accuracy})
@@ -419,6 +418,7 @@ def _train() -> dict:
                     class_names=data.class_names,
                     taps=FLAGS.teacher_taps,
                     preprocess=FLAGS.teacher_preprocess,
+                    arch_flag="teacher_arch=",
                 )
 
         if FLAGS.iep_module_epochs is not None and FLAGS.distill in ("iep", "iep_bb"):

@@ -88,8 +88,8 @@ class Distiller:
         """Refuses a batch too small for the method, before any compute, naming the minimum."""
         if per_replica < self.min_batch_size:
             raise ValueError(
-                f"--distill={self.name} relates the samples of a batch and needs at least {self.min_batch_size} "
-                f"per replica (with fewer its loss is identically 0); got {per_replica}: raise --batch_size"
+                f"{self.name} relates the samples of a batch and needs at least {self.min_batch_size} "
+                f"per replica (with fewer its loss is identically 0); got {per_replica}: raise TrainConfig.batch_size"
             )
 
     @property

@@ -150,9 +150,9 @@ def parse_distill_args(items: Sequence[str] | None) -> dict[str, str]:
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--distill_args items must be key=value, got {item!r}")
+            raise ValueError(f"distill_args: items must be key=value, got {item!r}")
         if key.strip() in out:  # the last would win in silence
-            raise ValueError(f"--distill_args gives {key.strip()} twice ({out[key.strip()]!r} and {value.strip()!r})")
+            raise ValueError(f"distill_args gives {key.strip()} twice ({out[key.strip()]!r} and {value.strip()!r})")
         out[key.strip()] = value.strip()
     return out
 
@@ -304,7 +304,7 @@ def _check_classes(distiller: Distiller, teacher: TappedNetwork | None, student:
     compare unrelated outputs: refuse, naming the feature methods that work."""
     if distiller.uses_teacher_logits and teacher is not None and teacher.num_classes != student.num_classes:
         raise ValueError(
-            f"--distill={distiller.name} compares logits, but the teacher has {teacher.num_classes} classes and the "
+            f"{distiller.name} compares logits, but the teacher has {teacher.num_classes} classes and the "
             f"data {student.num_classes}; use a feature method (fitnet, at, ab, co, rkd, mhgd, iep, iep_bb, ...) "
             "or a teacher fine-tuned on these classes"
         )

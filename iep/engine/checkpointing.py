@@ -108,7 +108,7 @@ class EpochCheckpoints:
         if damaged:
             raise ValueError(
                 f"no intact checkpoint in {self.run_directory}: {'; '.join(damaged)}; "
-                "use --noresume to start over (the damaged files are moved aside)"
+                "use Trainer.fit(resume=False) to start over (the damaged files are moved aside)"
             )
         return 0
 

@@ -15,10 +15,13 @@ written by the chief only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import select
 import signal
 import socket
+import threading
 import time
 
 import tensorflow as tf
@@ -31,19 +34,21 @@ DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 def split_cpu(logical_cpus: int) -> None:
     """Splits the CPU into `logical_cpus` devices (to run several replicas on one CPU); call before any TF op."""
     if logical_cpus < 1:
-        raise ValueError(f"--logical_cpus must be >= 1, got {logical_cpus}")
+        raise ValueError(f"logical_cpus={logical_cpus}: must be >= 1")
     if logical_cpus == 1:
         return
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus)
     except RuntimeError as error:
-        raise ValueError(f"--logical_cpus must be set before TensorFlow initializes its devices: {error}") from None
+        raise ValueError(
+            f"logical_cpus={logical_cpus}: must be set before TensorFlow initializes its devices: {error}"
+        ) from None
 
 
 def build_strategy(kind: str, connect_timeout: float = 120.0) -> tf.distribute.Strategy:
     if kind not in DISTRIBUTIONS:
-        raise ValueError(f"--distribute must be one of {DISTRIBUTIONS}, got {kind!r}")
+        raise ValueError(f"distribute={kind!r}: must be one of {DISTRIBUTIONS}")
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
@@ -58,7 +63,7 @@ def build_strategy(kind: str, connect_timeout: float = 120.0) -> tf.distribute.S
 def read_tf_config() -> dict:
     """TF_CONFIG, checked: a cluster of chief/worker addresses and this task's place in it."""
     if "TF_CONFIG" not in os.environ:
-        raise ValueError("--distribute=multi_worker needs the TF_CONFIG environment variable (cluster and task)")
+        raise ValueError("distribute='multi_worker' needs the TF_CONFIG environment variable (cluster and task)")
     try:
         config = json.loads(os.environ["TF_CONFIG"])
     except json.JSONDecodeError as error:
@@ -86,40 +91,136 @@ def _members(cluster: dict) -> list[tuple[str, str]]:
     return [(f"{kind} {i}", address) for kind in ("chief", "worker") for i, address in enumerate(cluster.get(kind, []))]
 
 
+HELLO, ANSWER = b"iep-multi-worker-hello", b"iep-multi-worker"
+
+
+def _cluster_key(cluster: dict) -> bytes:
+    """Names the cluster in the handshake: a worker of another job (another TF_CONFIG) is not a peer."""
+    return hashlib.sha256(json.dumps(cluster, sort_keys=True).encode()).hexdigest()[:16].encode()
+
+
+def _task_id(name: str) -> bytes:
+    return name.replace(" ", ":").encode()  # "worker 1" → b"worker:1", one token of the handshake line
+
+
+def _read_line(conn: socket.socket, limit: int = 256) -> bytes:
+    data = b""
+    while not data.endswith(b"\n") and len(data) < limit:
+        chunk = conn.recv(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.strip()
+
+
+class _Answering:
+    """Answers the peers' hellos on this task's port, in a thread, and records which peers of this cluster
+    said hello; a connection that does not say hello in time is closed unanswered."""
+
+    def __init__(self, listener: socket.socket, me: str, key: bytes):
+        self.listener, self.me, self.key = listener, _task_id(me), key
+        self.heard: set[bytes] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="iep-multi-worker-answer", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not select.select([self.listener], [], [], 0.1)[0]:
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.settimeout(1.0)
+                    words = _read_line(conn).split()
+                    if len(words) == 3 and words[0] == HELLO:
+                        same = words[2] == self.key
+                        conn.sendall(b" ".join([ANSWER, self.me, b"same" if same else b"other"]) + b"\n")
+                        if same:
+                            self.heard.add(words[1])
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _greet(address: str, me: str, peer: str, key: bytes, timeout: float = 1.0) -> str | None:
+    """None when the task at `address` answers the handshake as `peer` of this cluster, else why not."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(b" ".join([HELLO, _task_id(me), key]) + b"\n")
+            words = _read_line(conn).split()
+    except TimeoutError:
+        return "something answers on that port but not the handshake: another program, or not an iep worker"
+    except OSError as error:
+        return error.strerror or str(error)
+    if len(words) != 3 or words[0] != ANSWER:
+        return f"something answers on that port but not as an iep worker (it said {b' '.join(words)[:40]!r})"
+    if words[2] != b"same":
+        return "an iep worker of another cluster answers there (its TF_CONFIG cluster differs from this one's)"
+    if words[1] != _task_id(peer):
+        return f"the iep worker there is {words[1].decode().replace(':', ' ')}, not {peer} (TF_CONFIG orders differ)"
+    return None
+
+
 def wait_for_peers(tf_config: dict, timeout: float, poll_seconds: float = 0.25) -> None:
-    """Rendezvous before TensorFlow connects: TF's own start-up waits forever for a missing peer and, once its
-    coordination agent runs, ignores SIGTERM. Here every task listens on its own port and connects to every
-    peer's until all answer, in plain Python, so a missing peer becomes a one-line error naming it after
-    `timeout` seconds (--connect_timeout), and SIGTERM/Ctrl-C stop the wait. TF's gRPC server takes the
-    port over afterwards; a peer that connects in between is still answered by it. Our design: TF has no
-    bounded start-up wait for MultiWorkerMirroredStrategy."""
+    """Rendezvous before TensorFlow connects: TF's own start-up waits forever for a missing peer (or for a port
+    that something else answers) and, once its coordination agent runs, ignores SIGTERM. Here, in plain
+    Python, every task answers a handshake on its own port (in a thread) and greets every peer's, until each
+    peer has answered as the task TF_CONFIG names, of the same cluster, and has greeted this task back.
+    A missing, foreign or misaddressed peer becomes a one-line error naming it after `timeout` seconds
+    (connect_timeout), and SIGTERM/Ctrl-C stop the wait. A task leaves only when it has heard every peer and
+    every peer has heard it, so no peer is still greeting a port that TF's gRPC server has taken over. Our
+    design: TF has no bounded start-up wait for MultiWorkerMirroredStrategy."""
     cluster, task = tf_config["cluster"], tf_config["task"]
     me = f"{task['type']} {task.get('index', 0)}"
     own_port = int(cluster[task["type"]][task.get("index", 0)].rpartition(":")[2])
     peers = {name: address for name, address in _members(cluster) if name != me}
+    key = _cluster_key(cluster)
     try:
         listener = socket.create_server(("", own_port), backlog=64)
     except OSError as error:
         raise ValueError(f"TF_CONFIG: this task ({me}) cannot listen on port {own_port}: {error.strerror}") from None
     print(f"multi_worker: {me} waiting up to {timeout:g} s for {', '.join(peers) or 'no peers'}", flush=True)
     deadline = time.monotonic() + timeout
-    errors: dict[str, str] = {}
-    with listener, _interrupt_as_error("waiting for the peers in TF_CONFIG; nothing was trained"):
-        while peers:
-            for name, address in list(peers.items()):
-                host, _, port = address.rpartition(":")
-                try:
-                    socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
-                    del peers[name]
-                except OSError as error:
-                    errors[name] = error.strerror or str(error)
-            if peers and time.monotonic() >= deadline:
-                missing = "; ".join(f"{name} at {peers[name]} ({errors[name]})" for name in peers)
-                raise ValueError(
-                    f"--distribute=multi_worker: could not reach {missing} within {timeout:g} s "
-                    "(--connect_timeout); start every task of TF_CONFIG or correct its addresses"
-                )
-            time.sleep(poll_seconds if peers else 0)
+    reached: set[str] = set()
+    why: dict[str, str] = {}
+    answering = _Answering(listener, me, key)
+    try:
+        with _interrupt_as_error("waiting for the peers in TF_CONFIG; nothing was trained"):
+            while True:
+                for name in sorted(set(peers) - reached):
+                    problem = _greet(peers[name], me, name, key)
+                    if problem is None:
+                        reached.add(name)
+                    else:
+                        why[name] = problem
+                unheard = [name for name in peers if _task_id(name) not in answering.heard]
+                if len(reached) == len(peers) and not unheard:
+                    return
+                if time.monotonic() >= deadline:
+                    missing = [f"{name} at {peers[name]} ({why[name]})" for name in peers if name not in reached]
+                    missing += [
+                        f"{name} at {peers[name]} answers but has not reached this task on port {own_port} "
+                        "(its TF_CONFIG address for this task, or a firewall)"
+                        for name in unheard
+                        if name in reached
+                    ]
+                    raise ValueError(
+                        f"distribute='multi_worker': could not reach {'; '.join(missing)} within {timeout:g} s "
+                        f"(connect_timeout={timeout:g}); start every task of TF_CONFIG or correct its addresses"
+                    )
+                time.sleep(poll_seconds)
+    finally:
+        answering.close()  # before the port closes: TF's gRPC server takes it over next
+        listener.close()
 
 
 @contextlib.contextmanager

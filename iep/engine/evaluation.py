@@ -57,18 +57,18 @@ def _saved_model_predictor(path: str):
     from iep.engine.layout import CONFIG_FILE
 
     if not os.path.exists(path):
-        raise ValueError(f"--saved_model {path!r} does not exist")
+        raise ValueError(f"saved_model={path!r} does not exist")
     if os.path.exists(os.path.join(path, CONFIG_FILE)):
-        raise ValueError(f"--saved_model {path!r} is a run directory: give it as --run_dir (or its export/ folder)")
+        raise ValueError(f"saved_model={path!r} is a run directory: give it as run_dir= (or its export/ folder)")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:
-        raise ValueError(f"--saved_model {path!r} is not a readable SavedModel ({error.__class__.__name__})") from None
+        raise ValueError(f"saved_model={path!r} is not a readable SavedModel ({error.__class__.__name__})") from None
     serve = loaded.signatures.get("serving_default")
     inputs = serve.structured_input_signature[1] if serve is not None else {}
     if "images" not in inputs:  # what our exports serve; another SavedModel is a teacher (--teacher), not this
         raise ValueError(
-            f"--saved_model {path!r} has no serving_default signature taking `images` (one of our exports has; "
+            f"saved_model={path!r} has no serving_default signature taking `images` (one of our exports has; "
             f"its signatures: {list(loaded.signatures)})"
         )
     size = int(inputs["images"].shape[1])
@@ -91,8 +91,7 @@ def evaluate(
     cache_dir: str | None = None,
 ) -> dict:
     """Evaluates a run's newest checkpoint, a checkpoint prefix, or an exported SavedModel."""
-    import tensorflow as tf
-
+    from iep.core.tracing import traced
     from iep.datasets import DataConfig, build_pipeline
     from iep.datasets.sources import load_source
     from iep.engine.checkpointing import checkpoint_exists, restore_model_weights
@@ -100,24 +99,24 @@ def evaluate(
     from iep.nets import build_network, parse_arch
 
     if not (run_dir or checkpoint or saved_model):
-        raise ValueError("give --run_dir, --checkpoint or --saved_model")
-    run_flag = "--run_dir"
+        raise ValueError("give run_dir=, checkpoint= or saved_model=")
+    run_flag = "run_dir="
     if checkpoint and not (run_dir or saved_model):
-        run_dir, run_flag = run_dir_holding(checkpoint), "the run holding --checkpoint:"
+        run_dir, run_flag = run_dir_holding(checkpoint), "the run holding the checkpoint:"
     run_config = load_run_config(run_dir, run_flag) if run_dir and not saved_model else {}
     if not (saved_model or run_config or arch):
-        raise ValueError("--arch is required with a --checkpoint outside a run directory")
+        raise ValueError("arch= is required with a checkpoint= outside a run directory")
     if arch and run_config and parse_arch(arch) != parse_arch(run_config["arch"]):
-        raise ValueError(f"--arch={arch}, but run {run_dir!r} trained a {run_config['arch']}: drop --arch")
+        raise ValueError(f"arch={arch}, but run {run_dir!r} trained a {run_config['arch']}: drop arch=")
     if checkpoint and not checkpoint_exists(checkpoint):  # before the data is read
         raise ValueError(
-            f"--checkpoint {checkpoint!r} does not exist: give a prefix (runs/x/checkpoints/epoch-10, beside its "
+            f"checkpoint={checkpoint!r} does not exist: give a prefix (runs/x/checkpoints/epoch-10, beside its "
             ".index file) or a run directory"
         )
     dataset = dataset or run_config.get("dataset")
     if not dataset:
         where = "the run was trained from Python on data of its own" if run_config else "no run directory names it"
-        raise ValueError(f"--dataset is required ({where}): tfrecord, folder, digits or a tfds name, with --data_dir")
+        raise ValueError(f"dataset= is required ({where}): tfrecord, folder, digits or a tfds name, with data_dir=")
     same_dataset = dataset == run_config.get("dataset")
     if data_dir is None and same_dataset:
         data_dir = run_config.get("data_dir")
@@ -139,8 +138,8 @@ def evaluate(
         try:
             read = restore_model_weights(network.model, checkpoint or run_dir)
         except ValueError as error:
-            raise ValueError(f"{'--checkpoint' if checkpoint else '--run_dir'}: {error}") from None
-        predict = tf.function(lambda images: network.classifier(images, training=False))
+            raise ValueError(f"{'checkpoint=' if checkpoint else 'run_dir='} {error}") from None
+        predict = traced(lambda images: network.classifier(images, training=False))
     else:
         read = None
     logits, labels = collect_logits(predict, data.eval_dataset(split, batch_size))

@@ -46,7 +46,7 @@ def run_steps(
             if "Tensor had NaN values" in str(error) or "Tensor had Inf values" in str(error):
                 raise TrainingDiverged(
                     f"training diverged at {where}, step {step}: a loss became NaN/Inf "
-                    f"({op_message(error)}). {last_checkpoint()} Lower --lr or check the data."
+                    f"({op_message(error)}). {last_checkpoint()} Lower TrainConfig.lr or check the data."
                 ) from None
             raise
         if stop_requested:

@@ -30,7 +30,7 @@ REPRESENTATIVE_IMAGES = 256
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
-        raise ValueError(f"--export_formats {unknown} unknown; choose from {list(EXPORT_FORMATS)}")
+        raise ValueError(f"TrainConfig.export_formats {unknown} unknown; choose from {list(EXPORT_FORMATS)}")
     return tuple(f for f in EXPORT_FORMATS if f in formats)
 
 

@@ -46,7 +46,7 @@ class TeacherInput(keras.layers.Layer):
     def __init__(self, size: Sequence[int] | None = None, mode: str = "raw", application: str | None = None, **kw):
         super().__init__(**kw)
         if mode not in PREPROCESS[1:]:
-            raise ValueError(f"--teacher_preprocess must be one of {PREPROCESS}, got {mode!r}")
+            raise ValueError(f"preprocess={mode!r}: must be one of {PREPROCESS}")
         self.size = None if size is None else tuple(int(s) for s in size)
         self.mode, self.application = mode, application
 
@@ -85,10 +85,10 @@ def _logits_of(model: keras.Model, flag: str, spec: str):
     """The model's logits tensor: its single output (log-probabilities when its last layer is a softmax,
     which KD treats identically: a per-sample constant does not change a softmax)."""
     if len(model.outputs) != 1:
-        raise ValueError(f"{flag} {spec!r} has {len(model.outputs)} outputs; a teacher needs one (its logits)")
+        raise ValueError(f"{flag}{spec!r} has {len(model.outputs)} outputs; a teacher needs one (its logits)")
     output = model.outputs[0]
     if len(output.shape) != 2:
-        raise ValueError(f"{flag} {spec!r}: its output has shape {tuple(output.shape)}, expected (batch, classes)")
+        raise ValueError(f"{flag}{spec!r}: its output has shape {tuple(output.shape)}, expected (batch, classes)")
     last = model.layers[-1]
     if getattr(last, "activation", None) is not None and keras.activations.serialize(last.activation) == "softmax":
         return keras.layers.Lambda(lambda p: keras.ops.log(keras.ops.maximum(p, 1e-30)), name="log_probs")(output)
@@ -97,17 +97,16 @@ def _logits_of(model: keras.Model, flag: str, spec: str):
 
 def _taps_of(model: keras.Model, taps: Sequence[str] | None, flag: str, spec: str) -> list:
     """The named layers, checked against the model's, or by default its stage outputs."""
-    option = "taps=" if flag == "tap_model" else "--teacher_taps"  # the caller's own words: Python or flags
     if not taps:
         default = stage_output_layers(model)
         if not default:
-            raise ValueError(f"{flag} {spec!r}: no 4-D feature maps found to tap; name them with {option}")
+            raise ValueError(f"{flag}{spec!r}: no 4-D feature maps found to tap; name them with taps=")
         return default
     names = [layer.name for layer in model.layers]
     unknown = [t for t in taps if t not in names]
     if unknown:
         raise ValueError(
-            f"{option} {unknown} are not layers of {flag} {spec!r}; its stage outputs are "
+            f"taps={unknown} are not layers of {flag}{spec!r}; its stage outputs are "
             f"{stage_output_layers(model)} "
             f'(all {len(names)} layer names: python -c "import keras; keras.saving.load_model(PATH).summary()")'
         )
@@ -124,7 +123,7 @@ def _from_keras_model(
     name: str,
 ) -> TappedNetwork:
     if not isinstance(model, keras.Model) or not hasattr(model, "inputs") or model.inputs is None:
-        raise ValueError(f"{flag} {spec!r} is not a functional Keras model (subclassed models have no layers to tap)")
+        raise ValueError(f"{flag}{spec!r} is not a functional Keras model (subclassed models have no layers to tap)")
     if _fixed_size(model) is None:
         model = _with_fixed_input(model, input_shape)
     taps = _taps_of(model, taps, flag, spec)
@@ -145,10 +144,10 @@ def _application(name: str, flag: str) -> tuple[keras.Model, str]:
     constructor = getattr(keras.applications, name, None)
     if not callable(constructor) or not name[:1].isupper():
         known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
-        raise ValueError(f"{flag}={KERAS_PREFIX}{name}: not a Keras Applications model; known: {', '.join(known)}")
+        raise ValueError(f"{flag}{KERAS_PREFIX + name!r}: not a Keras Applications model; known: {', '.join(known)}")
     module = constructor.__module__.rsplit(".", 1)[-1]  # keras.src.applications.resnet → keras.applications.resnet
     if not hasattr(getattr(keras.applications, module, None), "preprocess_input"):
-        raise ValueError(f"{flag}={KERAS_PREFIX}{name}: keras.applications.{module} has no preprocess_input")
+        raise ValueError(f"{flag}{KERAS_PREFIX + name!r}: keras.applications.{module} has no preprocess_input")
     try:
         model = constructor(weights="imagenet", classifier_activation=None)
     except Exception as error:  # Keras raises a bare Exception for a failed download
@@ -157,7 +156,7 @@ def _application(name: str, flag: str) -> tuple[keras.Model, str]:
             raise
         cache = os.path.join(os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras")), "models")
         raise ValueError(
-            f"{flag}={KERAS_PREFIX}{name}: the ImageNet weights could not be downloaded (offline?); put "
+            f"{flag}{KERAS_PREFIX + name!r}: the ImageNet weights could not be downloaded (offline?); put "
             f"{os.path.basename(match.group(0))} into {cache}/ (from {match.group(0)}) or run once with internet"
         ) from None
     return model, module
@@ -169,13 +168,13 @@ def _kerashub(preset: str, input_shape, taps, preprocess_mode: str, flag: str, n
     try:
         import keras_hub
     except ImportError:
-        raise ValueError(f"{flag}={KERASHUB_PREFIX}{preset} needs KerasHub: pip install keras-hub") from None
+        raise ValueError(f"{flag}{KERASHUB_PREFIX + preset!r} needs KerasHub: pip install keras-hub") from None
     try:
         task = keras_hub.models.ImageClassifier.from_preset(preset)
     except Exception as error:
         cache = os.environ.get("KAGGLEHUB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
         raise ValueError(
-            f"{flag}={KERASHUB_PREFIX}{preset}: the preset could not be loaded "
+            f"{flag}{KERASHUB_PREFIX + preset!r}: the preset could not be loaded "
             f"({error.__class__.__name__}: {str(error).splitlines()[0][:160]}); offline, give a local preset "
             f"folder (kerashub:/path/to/preset) or fill the KaggleHub cache {cache}"
         ) from None
@@ -214,7 +213,7 @@ def _saved_model(path: str, input_shape, taps, preprocess: TeacherInput, flag: s
     endpoints = [e for e in ("serving_default", *signatures) if e in signatures]
     endpoint = "serve" if callable(getattr(reloaded, "serve", None)) else next(iter(endpoints), None)
     if endpoint is None:
-        raise ValueError(f"{flag} {path!r}: the SavedModel has no callable endpoint (expected 'serve')")
+        raise ValueError(f"{flag}{path!r}: the SavedModel has no callable endpoint (expected 'serve')")
     loaded = keras.layers.TFSMLayer(path, call_endpoint=endpoint, name=f"{name}_saved_model")
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     outputs = loaded(preprocess(inputs))
@@ -223,11 +222,11 @@ def _saved_model(path: str, input_shape, taps, preprocess: TeacherInput, flag: s
     two_d = [k for k, v in outputs.items() if len(v.shape) == 2]
     logits_key = "logits" if "logits" in outputs else (two_d[0] if len(two_d) == 1 else None)
     if logits_key is None:
-        raise ValueError(f"{flag} {path!r}: none of its outputs {sorted(outputs)} is 'logits' (or the only 2-D one)")
+        raise ValueError(f"{flag}{path!r}: none of its outputs {sorted(outputs)} is 'logits' (or the only 2-D one)")
     maps = [k for k, v in outputs.items() if len(v.shape) == 4]
     unknown = [t for t in taps or () if t not in outputs]
     if unknown:
-        raise ValueError(f"--teacher_taps {unknown} are not outputs of the SavedModel {path!r}; it has {sorted(maps)}")
+        raise ValueError(f"taps={unknown} are not outputs of the SavedModel {path!r}; it has {sorted(maps)}")
     names = list(taps) if taps else sorted(maps)
     return TappedNetwork(
         f"saved_model:{os.path.basename(os.path.normpath(path))}",
@@ -244,13 +243,13 @@ def load_outside_teacher(
     input_shape: Sequence[int],
     taps: Sequence[str] | None = None,
     preprocess: str = "auto",
-    flag: str = "--teacher",
+    flag: str = "teacher=",
     name: str = "teacher",
 ) -> TappedNetwork:
     """`spec`: `keras:<ApplicationName>`, `kerashub:<preset or folder>`, a `.keras` file or a SavedModel
     folder. Frozen, taking raw [0, 255] pixels of `input_shape`."""
     if preprocess not in PREPROCESS:
-        raise ValueError(f"--teacher_preprocess must be one of {PREPROCESS}, got {preprocess!r}")
+        raise ValueError(f"preprocess={preprocess!r}: must be one of {PREPROCESS}")
     mode = "raw" if preprocess == "auto" else preprocess
     if spec.startswith(KERASHUB_PREFIX):
         teacher = _kerashub(spec[len(KERASHUB_PREFIX) :], input_shape, taps, preprocess, flag, name)
@@ -261,14 +260,14 @@ def load_outside_teacher(
         teacher = _from_keras_model(model, spec, input_shape, taps, layer, flag, name)
     elif spec.endswith(".keras"):
         if not os.path.isfile(spec):
-            raise ValueError(f"{flag} {spec!r} does not exist")
+            raise ValueError(f"{flag}{spec!r} does not exist")
         if not zipfile.is_zipfile(spec):  # Keras would say "File not found" of a file that is there
-            raise ValueError(f"{flag} {spec!r} is not a .keras archive (not a zip file): damaged, or another format")
+            raise ValueError(f"{flag}{spec!r} is not a .keras archive (not a zip file): damaged, or another format")
         try:
             model = keras.saving.load_model(spec, compile=False)
         except Exception as error:  # a damaged zip, unknown custom objects, ...
             first = str(error).splitlines()[0][:200] if str(error) else ""
-            raise ValueError(f"{flag} {spec!r} could not be loaded ({error.__class__.__name__}: {first})") from None
+            raise ValueError(f"{flag}{spec!r} could not be loaded ({error.__class__.__name__}: {first})") from None
         layer = TeacherInput(_fixed_size(model), mode, name=f"{name}_input")
         teacher = _from_keras_model(model, spec, input_shape, taps, layer, flag, name)
     else:
@@ -312,7 +311,7 @@ def tap_model(
             raise ValueError(f"tap_model: {name!r} has no fixed input size; give input_shape=(H, W, C)")
         input_shape = tuple(int(d) for d in shape)
     layer = TeacherInput(_fixed_size(model), preprocess, name=f"{name}_input")
-    network = _from_keras_model(model, name, input_shape, taps, layer, "tap_model", name)
+    network = _from_keras_model(model, name, input_shape, taps, layer, "tap_model: ", name)
     if trainable:
         network.model.trainable = True
     else:

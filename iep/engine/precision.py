@@ -20,7 +20,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 @contextlib.contextmanager

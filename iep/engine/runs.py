@@ -120,11 +120,11 @@ def run_data_config(run_config: dict[str, Any], **overrides: Any):
 
 
 def load_run_config(run_dir: str, flag: str | None = None) -> dict[str, Any]:
-    """A run directory's config.json; `flag` (e.g. "--students") names the flag that gave `run_dir` in errors.
+    """A run directory's config.json; `flag` (e.g. "students=") names the argument that gave `run_dir` in errors.
     Every reader rebuilds the run's network (and eval its data) from NETWORK_KEYS, so a file without one is
     refused here, naming it, rather than as a KeyError deep in a reader."""
     path = os.path.join(run_dir, CONFIG_FILE)
-    given = f"{flag} {run_dir!r}" if flag else repr(run_dir)
+    given = (f"{flag}{run_dir!r}" if flag.endswith("=") else f"{flag} {run_dir!r}") if flag else repr(run_dir)
     if not os.path.exists(path):
         raise ValueError(f"{given} is not a run directory of ours (no {CONFIG_FILE}): give the folder train.py wrote")
     config = read_json(path)
@@ -178,8 +178,8 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
             print(f"--noresume: the previous run in {run_dir} was moved to {moved}")
     elif not os.path.exists(path) and os.path.exists(os.path.join(run_dir, CHECKPOINT_SUBDIR)):
         raise ValueError(
-            f"--run_dir {run_dir!r} holds checkpoints but no {CONFIG_FILE}, so which experiment they belong to "
-            "is unknown; use a new --run_dir, or --noresume to move them aside and start over"
+            f"run_dir={run_dir!r} holds checkpoints but no {CONFIG_FILE}, so which experiment they belong to "
+            "is unknown; use a new run_dir=, or Trainer.fit(resume=False) to move them aside and start over"
         )
     if resume and os.path.exists(path):
         saved = read_json(path)
@@ -197,8 +197,8 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
         if changed:
             details = ", ".join(f"--{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in changed)
             raise ValueError(
-                f"--run_dir {run_dir!r} holds a run started with other settings ({details}); "
-                "use a new --run_dir, or --noresume to start over"
+                f"run_dir={run_dir!r} holds a run started with other settings ({details}); "
+                "use a new run_dir=, or Trainer.fit(resume=False) to start over"
             )
         return
     write_json_atomic(path, config)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from iep.core.distiller import Distiller
 from iep.core.errors import TrainingDiverged
 from iep.core.files import write_json_atomic
+from iep.core.tracing import traced
 from iep.datasets import ImagePipeline
 from iep.datasets.user_data import UserData, as_loop_data
 from iep.engine.assembly import check_eval_split, check_student_fits_data, distiller_for_run
@@ -84,7 +85,7 @@ class Trainer:
         self.replicas = self.strategy.num_replicas_in_sync
         self.chief = is_chief(self.strategy)
         if config.jit_compile is True and self.replicas > 1:
-            raise ValueError("--jit_compile with several replicas is not supported; drop one of them")
+            raise ValueError("TrainConfig.jit_compile with several replicas is not supported; drop one of them")
         self.jit_compile = config.uses_xla(self.replicas)
         with self.strategy.scope():
             self._build(student, data, config, run_dir, distiller)
@@ -120,13 +121,13 @@ class Trainer:
         self._epoch_var = tf.Variable(0.0, trainable=False, dtype=tf.float32)
         self._stop_requested: list[int] = []  # signal numbers of SIGTERM / Ctrl-C received during `fit`
         self._train_step = self._compiled(self._step)
-        self._predict = tf.function(lambda x: student.model(x, training=False)["logits"], jit_compile=self.jit_compile)
+        self._predict = traced(lambda x: student.model(x, training=False)["logits"], jit_compile=self.jit_compile)
 
     def _compiled(self, step):
         """One replica: the step as a (maybe XLA) tf.function; several: each replica runs it on its slice."""
         if self.replicas == 1:
-            return tf.function(step, jit_compile=self.jit_compile)
-        return tf.function(lambda *batch: self.strategy.run(step, args=batch))
+            return traced(step, jit_compile=self.jit_compile)
+        return traced(lambda *batch: self.strategy.run(step, args=batch))
 
     # -- the step -----------------------------------------------------------
     def _step(self, images: tf.Tensor, labels: tf.Tensor, *extras: tf.Tensor) -> None:
@@ -232,7 +233,7 @@ class Trainer:
                 if not math.isfinite(record["train_loss"]):  # before the save: a diverged state is not kept
                     raise TrainingDiverged(
                         f"training loss is {record['train_loss']} after epoch {epoch + 1}. "
-                        f"{self.checkpoints.last_checkpoint_sentence()} Lower --lr or check the data."
+                        f"{self.checkpoints.last_checkpoint_sentence()} Lower TrainConfig.lr or check the data."
                     )
                 history.append(record)
                 # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.

@@ -22,7 +22,7 @@ def check_embeddings(methods: Sequence[str]) -> list[str]:
     methods = list(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in EMBEDDINGS]
     if unknown or not methods:
-        raise ValueError(f"--embedding must be a non-empty subset of {EMBEDDINGS}, got {list(methods)}")
+        raise ValueError(f"embedding={list(methods)}: must be a non-empty subset of {EMBEDDINGS}")
     return methods
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from iep.core.tracing import traced
 from iep.nets import TappedNetwork
 from iep.procedure.spca import StackedPCA
 
@@ -26,7 +27,7 @@ def fit_spca(network: TappedNetwork, batches: tf.data.Dataset) -> list[StackedPC
     for layer, spec in zip(spca, network.tap_specs, strict=True):
         layer.build((None, *spec.shape))
 
-    @tf.function
+    @traced
     def update(images):
         for layer, tap in zip(spca, network(images, training=False)["taps"], strict=True):
             layer(tap, update=True)
@@ -37,7 +38,7 @@ def fit_spca(network: TappedNetwork, batches: tf.data.Dataset) -> list[StackedPC
 
 
 def collect(network: TappedNetwork, batches: tf.data.Dataset, spca: list[StackedPCA]) -> SplitFeatures:
-    @tf.function
+    @traced
     def step(images):
         taps = network(images, training=False)["taps"]
         pooled = [tf.reduce_mean(t, axis=[1, 2]) for t in taps]
@@ -63,7 +64,7 @@ def collect(network: TappedNetwork, batches: tf.data.Dataset, spca: list[Stacked
 def collect_pooled(network: TappedNetwork, batches: tf.data.Dataset) -> list[np.ndarray]:
     """Per point [N, C] global-average-pooled features only (what IVIS is fitted on)."""
 
-    @tf.function
+    @traced
     def step(images):
         return [tf.reduce_mean(t, axis=[1, 2]) for t in network(images, training=False)["taps"]]
 

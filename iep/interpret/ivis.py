@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.neighbors import NearestNeighbors
 
+from iep.core.tracing import traced
+
 
 @dataclasses.dataclass
 class IvisConfig:
@@ -145,7 +147,7 @@ class Ivis:
         label_tensor = tf.constant(labels if labels is not None else np.zeros(len(x)), tf.int32)
         weight = c.supervision_weight if self.classifier else 0.0
 
-        @tf.function(reduce_retracing=True)
+        @traced(reduce_retracing=True)
         def step(anchors, positives, negatives):
             with tf.GradientTape() as tape:
                 a, p, n = (self.model(tf.gather(features, i), training=True) for i in (anchors, positives, negatives))

@@ -39,7 +39,7 @@ def cluster_metrics(x: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, 
     if classes >= len(labels):  # every image its own class: the silhouette score is undefined
         raise ValueError(
             f"cluster metrics need more images than classes: {len(labels)} images hold {classes} classes "
-            "(visualize.py: a larger --limit)"
+            "(a larger limit=)"
         )
     return {
         "knn_accuracy": knn_accuracy(x, labels, k),

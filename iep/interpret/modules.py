@@ -20,9 +20,9 @@ def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
 
     config = load_run_config(run_dir)
     if config.get("distill") not in ("iep", "iep_bb"):
-        raise ValueError(f"--iep_run {run_dir!r} trained --distill={config.get('distill')}; it needs an iep/iep_bb run")
+        raise ValueError(f"iep_run={run_dir!r} trained {config.get('distill')}; it needs an iep/iep_bb run")
     if os.path.normpath(os.path.abspath(config["teacher"])) != os.path.normpath(os.path.abspath(teacher_run)):
-        raise ValueError(f"--iep_run {run_dir!r} distilled from {config['teacher']!r}, not --teacher {teacher_run!r}")
+        raise ValueError(f"iep_run={run_dir!r} distilled from {config['teacher']!r}, not teacher={teacher_run!r}")
     teacher = load_teacher(
         config["teacher"],
         config.get("teacher_arch"),
@@ -43,13 +43,13 @@ def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
     )
     prefix = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_SUBDIR))
     if prefix is None:
-        raise ValueError(f"--iep_run {run_dir!r} holds no checkpoint")
+        raise ValueError(f"iep_run={run_dir!r} holds no checkpoint")
     try:
         restore_part(prefix, **distiller.checkpointables())
     except ValueError as error:
-        raise ValueError(f"--iep_run {prefix!r} lacks the IEP modules: {error}") from None
+        raise ValueError(f"iep_run={prefix!r} lacks the IEP modules: {error}") from None
     if not all(np.any(s.state_basis.numpy()) for s in distiller.spca):
-        raise ValueError(f"--iep_run {run_dir!r} has no trained IPCA state (did its phase 1 run?)")
+        raise ValueError(f"iep_run={run_dir!r} has no trained IPCA state (did its phase 1 run?)")
     return distiller
 
 

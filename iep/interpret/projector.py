@@ -18,7 +18,7 @@ def sprite(images: np.ndarray) -> np.ndarray:
     count, h, w = images.shape[:3]
     side = math.ceil(math.sqrt(count))
     if side * max(h, w) > MAX_SPRITE_SIDE:
-        raise ValueError(f"{count} images of {h}×{w} exceed the projector's {MAX_SPRITE_SIDE}px sprite; use --limit")
+        raise ValueError(f"{count} images of {h}×{w} exceed the projector's {MAX_SPRITE_SIDE}px sprite; lower limit=")
     grid = np.zeros((side * h, side * w, 3), np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, side)

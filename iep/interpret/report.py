@@ -30,7 +30,7 @@ def _select_points(network, points: list[int] | None, label: str) -> list[int]:
     bad = [p for p in wanted if not 0 <= p < count]
     if bad:
         names = [f"{t.name} {t.shape}" for t in network.tap_specs]
-        raise ValueError(f"--points {bad}: {label} ({network.arch}) has {count} sensing points: {names}")
+        raise ValueError(f"points={bad}: {label} ({network.arch}) has {count} sensing points: {names}")
     return wanted
 
 
@@ -76,17 +76,17 @@ def visualize(
     points = list(points) if points else None
     embeddings = check_embeddings(embeddings)
     if limit is not None and limit < 2:
-        raise ValueError(f"--limit must be >= 2, got {limit}")
+        raise ValueError(f"limit={limit}: must be >= 2")
     if ivis_fit_limit < 3:
-        raise ValueError(f"--ivis_fit_limit must be >= 3, got {ivis_fit_limit}")
+        raise ValueError(f"ivis_fit_limit={ivis_fit_limit}: must be >= 3")
     try:  # before any compute: an --out that cannot be written used to fail after the features were extracted
         for sub in ("spca", "embeddings", "graphs"):
             os.makedirs(os.path.join(out, sub), exist_ok=True)
     except OSError as error:
-        raise ValueError(f"--out {out!r} cannot be created ({error.strerror})") from None
-    config = load_run_config(teacher, "--teacher")
+        raise ValueError(f"out={out!r} cannot be created ({error.strerror})") from None
+    config = load_run_config(teacher, "teacher=")
     for run_dir in students:  # before any image is decoded
-        load_run_config(run_dir, "--students")
+        load_run_config(run_dir, "students=")
     if dataset and dataset != config["dataset"]:  # another data set: none of the run's data settings apply
         config = {"dataset": dataset, "input_shape": config["input_shape"]}
     data = build_pipeline(run_data_config(config, data_dir=data_dir or config.get("data_dir"), cache_dir=cache_dir))
@@ -94,7 +94,7 @@ def visualize(
     teacher_name = _network_name(teacher)
     networks = {teacher_name: load_teacher(teacher, None, data.num_classes, shape, arch_flag=None)}
     for run_dir in students:
-        net = load_teacher(run_dir, None, data.num_classes, shape, flag="--students", name="student", arch_flag=None)
+        net = load_teacher(run_dir, None, data.num_classes, shape, flag="students=", name="student", arch_flag=None)
         networks[_network_name(run_dir)] = net
     selected = {name: _select_points(net, points, name) for name, net in networks.items()}
     iep = load_iep_modules(iep_run, data, teacher) if iep_run else None

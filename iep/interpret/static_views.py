@@ -27,7 +27,7 @@ def top_images(pooled: np.ndarray, k: int) -> np.ndarray:
 def check_matches(knowledge: StaticKnowledge, channels: list[int], what: str) -> None:
     if knowledge.channels != channels:
         raise ValueError(
-            f"--static_knowledge holds {knowledge.describe()}; {what} has {channels} channels: "
+            f"the static knowledge (static_knowledge=) holds {knowledge.describe()}; {what} has {channels} channels: "
             "draw it with the network it was learned on"
         )
 

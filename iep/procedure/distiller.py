@@ -54,9 +54,9 @@ class IEPDistiller(ClippedDistiller):
         super().__init__(teacher, clip=clip, clip_terms=clip_terms)
         unknown = sorted(set(knowledge) - set(KNOWLEDGE))
         if unknown or not knowledge:
-            raise ValueError(f"--iep_knowledge must be a non-empty subset of {KNOWLEDGE}, got {list(knowledge)}")
+            raise ValueError(f"knowledge={list(knowledge)}: must be a non-empty subset of {KNOWLEDGE}")
         if module_steps < 0:
-            raise ValueError(f"--iep_module_steps must be >= 0, got {module_steps}")
+            raise ValueError(f"module_steps={module_steps}: must be >= 0")
         self.knowledge = tuple(k for k in KNOWLEDGE if k in knowledge)
         self.black_box = "black_box" in self.knowledge
         self.name = "iep_bb" if self.black_box else "iep"

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from iep.core.distiller import Distiller
+from iep.core.tracing import traced
 from iep.nets import TappedNetwork
 from iep.static.knowledge_file import StaticKnowledge
 from iep.static.semantic import alignment_loss, channel_similarity, init_vectors, vector_similarity
@@ -32,7 +33,7 @@ class SemanticVectorLearner(Distiller):
     def __init__(self, network: TappedNetwork, dim: int, seed: int = 0):
         super().__init__(None)
         if dim < 1:
-            raise ValueError(f"--semantic_vectors must be >= 1 (the vector dimension), got {dim}")
+            raise ValueError(f"dim={dim}: the semantic vectors' dimension must be >= 1")
         self.network, self.dim = network, dim
         self.vectors = [
             init_vectors(spec.shape[-1], dim, (seed or 0) + i, f"semantic_vectors_{i}")
@@ -70,11 +71,12 @@ class StaticKD(Distiller):
     ):
         super().__init__(None)
         if teacher is not None:
-            raise ValueError("--distill=static_kd learns from --static_knowledge only; drop --teacher")
+            raise ValueError("static_kd learns from its static knowledge (static_knowledge=) only; drop teacher=")
         student_channels = [spec.shape[-1] for spec in student.tap_specs]
         if len(student_channels) != len(static_knowledge.vectors):
             raise ValueError(
-                f"--static_knowledge holds {static_knowledge.describe()}, but student {student.arch} has "
+                f"the static knowledge (static_knowledge=) holds {static_knowledge.describe()}, but student "
+                f"{student.arch} has "
                 f"{len(student_channels)} sensing points; use knowledge of a network with as many points"
             )
         self.weight = weight
@@ -116,7 +118,7 @@ class StaticKD(Distiller):
 def average_activation_similarity(network: TappedNetwork, batches) -> list[np.ndarray]:
     """Per point, S_act averaged over the batches of a split (what the alignment score compares with)."""
 
-    @tf.function
+    @traced
     def step(images):
         return [channel_similarity(t) for t in network(images, training=False)["taps"]]
 

@@ -45,12 +45,12 @@ def save_static_knowledge(path: str, knowledge: StaticKnowledge) -> str:
     return path
 
 
-def load_static_knowledge(path: str, flag: str = "--static_knowledge") -> StaticKnowledge:
+def load_static_knowledge(path: str, flag: str = "static_knowledge=") -> StaticKnowledge:
     """Reads and checks the file; anything else is one error naming it."""
     if os.path.isdir(path):
         path = os.path.join(path, DEFAULT_NAME)
     if not os.path.exists(path):
-        raise ValueError(f"{flag} {path!r} does not exist (write one with python -m iep.static.learn)")
+        raise ValueError(f"{flag}{path!r} does not exist (write one with python -m iep.static.learn)")
     try:
         with np.load(path, allow_pickle=False) as data:
             metadata = json.loads(str(data["metadata"]))
@@ -58,16 +58,16 @@ def load_static_knowledge(path: str, flag: str = "--static_knowledge") -> Static
             vectors = [np.asarray(data[f"point{i}_vectors"], np.float32) for i in range(count)]
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as error:
         raise ValueError(
-            f"{flag} {path!r} is not a static-knowledge file ({error.__class__.__name__}: {error})"
+            f"{flag}{path!r} is not a static-knowledge file ({error.__class__.__name__}: {error})"
         ) from None
     if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
         raise ValueError(
-            f"{flag} {path!r}: format {metadata.get('format')!r} v{metadata.get('version')}, "
+            f"{flag}{path!r}: format {metadata.get('format')!r} v{metadata.get('version')}, "
             f"expected {FORMAT!r} v{VERSION}"
         )
     for i, (v, point) in enumerate(zip(vectors, metadata["points"], strict=True)):
         if v.ndim != 2 or v.shape[0] != point["shape"][-1] or not np.isfinite(v).all():
             raise ValueError(
-                f"{flag} {path!r}: point{i}_vectors has shape {v.shape} (finite [{point['shape'][-1]}, d] expected)"
+                f"{flag}{path!r}: point{i}_vectors has shape {v.shape} (finite [{point['shape'][-1]}, d] expected)"
             )
     return StaticKnowledge(vectors, {k: v for k, v in metadata.items() if k not in ("format", "version")})

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from iep.core.tracing import traced  # noqa: E402
 from iep.nets import TappedNetwork  # noqa: E402
 from iep.static.distillers import SemanticVectorLearner, average_activation_similarity  # noqa: E402
 from iep.static.knowledge_file import DEFAULT_NAME, StaticKnowledge, save_static_knowledge  # noqa: E402
@@ -76,7 +77,8 @@ def learn_post_hoc(
 
     if dim < 1 or epochs < 1 or batch_size < 2 or not lr > 0:
         raise ValueError(
-            f"need --dim >= 1, --epochs >= 1, --batch_size >= 2, --lr > 0; got {dim}, {epochs}, {batch_size}, {lr}"
+            f"need dim >= 1, epochs >= 1, batch_size >= 2, lr > 0; got dim={dim}, epochs={epochs}, "
+            f"batch_size={batch_size}, lr={lr}"
         )
     data = build_pipeline(run_data_config(load_run_config(teacher_run)))  # the run's own training images
     teacher = load_teacher(teacher_run, None, data.num_classes, data.input_shape, class_names=data.class_names)
@@ -84,7 +86,7 @@ def learn_post_hoc(
     learner = SemanticVectorLearner(teacher, dim, seed)
     optimizer = keras.optimizers.Adam(lr)
 
-    @tf.function
+    @traced
     def step(images):
         with tf.GradientTape() as tape:
             taps = teacher(images, training=False)["taps"]
