@@ -49,6 +49,9 @@ _PUBLIC = {
     "UserData": ("iep.datasets.user_data", "UserData"),
     "DistillationModel": ("iep.keras_fit", "DistillationModel"),
     "Distiller": ("iep.core.distiller", "Distiller"),
+    "RunSpec": ("iep.engine.run_spec", "RunSpec"),
+    "TeacherSpec": ("iep.engine.run_spec", "TeacherSpec"),
+    "train_run": ("iep.engine.run_spec", "train_run"),
 }
 __all__ = ["__version__", *_PUBLIC, "methods"]
 

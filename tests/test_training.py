@@ -581,3 +581,23 @@ def test_resuming_without_metrics_json_rebuilds_the_earlier_epochs_from_tensorbo
                                [h["eval_accuracy"] for h in first["history"]], rtol=1e-6)  # fmt: skip
     assert summary["best_accuracy"] == max(h["eval_accuracy"] for h in history)
     assert "epochs 1 to 2 were rebuilt from its TensorBoard events (2 of 2 found" in capsys.readouterr().out
+
+
+def test_the_command_is_a_shell_over_a_run_spec_a_python_user_can_build(tmp_path):
+    """train.py's flags become one RunSpec; the same spec built in Python trains the same run."""
+    import iep
+    from iep.datasets import DataConfig
+
+    flags_run = _run_train(
+        f"--run_dir={tmp_path / 'cli'}", "--dataset=digits", "--rate=0.2", "--arch=resnet8", "--batch_size=32"
+    )
+    spec = iep.RunSpec(
+        data=DataConfig("digits", rate=0.2),
+        train=iep.TrainConfig(epochs=1, batch_size=32, progress=False, export=False),
+        arch="resnet8",
+        run_dir=str(tmp_path / "python"),
+    )
+    python_run = iep.train_run(spec)
+    assert python_run["last_accuracy"] == pytest.approx(flags_run["last_accuracy"], abs=1e-6)
+    history = [json.load(open(tmp_path / d / "metrics.json"))["history"][0]["train_loss"] for d in ("cli", "python")]
+    assert history[0] == pytest.approx(history[1], rel=1e-6)

@@ -180,7 +180,6 @@ def _load_plugins(plugins: list[str]) -> None:
     """Imports each --plugins entry (a .py path or a module name), so what it registers is known."""
     import importlib
     import importlib.util
-    import os
 
     for plugin in plugins:
         try:
@@ -295,48 +294,18 @@ def _static_flags():
     return None
 
 
-def _points(network) -> list[list]:
-    """[[layer name, [H, W, C]], ...]: a network's sensing points as config.json records them."""
-    return [[t.name, list(t.shape)] for t in network.tap_specs]
-
-
-def _teacher_accuracy(teacher, data, run_dir: str) -> float:
-    """The teacher's accuracy on --eval_split (its first --eval_limit images), measured once per run directory:
-    a resumed or re-run command reads it from teacher_eval.json instead of scoring the split again."""
-    from iep.core.files import read_json, write_json_atomic
-    from iep.core.tracing import traced
-    from iep.engine.evaluation import collect_logits, first_images, top1_accuracy
-
-    path = os.path.join(run_dir, "teacher_eval.json")
-    key = {"teacher": os.path.abspath(FLAGS.teacher), "split": FLAGS.eval_split, "limit": FLAGS.eval_limit}
-    if os.path.exists(path) and {k: v for k, v in read_json(path).items() if k in key} == key:
-        return read_json(path)["top1"]
-    predict = traced(lambda images: teacher.classifier(images, training=False))
-    batches = first_images(data.eval_dataset(FLAGS.eval_split, 500), FLAGS.eval_limit)
-    accuracy = top1_accuracy(*collect_logits(predict, batches))
-    write_json_atomic(path, {**key, "top1": accuracy})
-    return accuracy
-
-
-def _train() -> dict:
-    import keras
-
-    from iep.core.files import check_writable
-    from iep.core.registry import STATIC_METHODS, build_distiller, needs_teacher, parse_distill_args
-    from iep.datasets import DataConfig, build_pipeline
+def _run_spec():
+    """The flags as one run specification: checked here in the flags' words, then run by the library."""
+    from iep.core.registry import STATIC_METHODS, needs_teacher, parse_distill_args
+    from iep.datasets import DataConfig
     from iep.engine.checkpointing import checkpoint_exists
     from iep.engine.cli import default_run_dir, number_list
-    from iep.engine.distribute import build_strategy, is_chief, split_cpu
     from iep.engine.outside_teacher import is_outside_teacher
-    from iep.engine.precision import precision_policy
-    from iep.engine.runs import RESUME_KEYS, save_or_check_run_config
-    from iep.engine.teacher import load_teacher
-    from iep.engine.trainer import TrainConfig, Trainer
-    from iep.nets import build_network, default_dropout, parse_arch
+    from iep.engine.run_spec import RunSpec, TeacherSpec
+    from iep.engine.runs import RESUME_KEYS
+    from iep.engine.trainer import TrainConfig
+    from iep.nets import parse_arch
 
-    _check_flags()
-    split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
-    strategy = build_strategy(FLAGS.distribute, FLAGS.connect_timeout)  # multi-worker: also before any other op
     # Cheap checks first: a typo must not cost a data-set decode.
     for flag in ("arch", "teacher_arch"):
         if value := getattr(FLAGS, flag):
@@ -382,131 +351,59 @@ def _train() -> dict:
         precision=FLAGS.precision,
     )
     train_config.validate()
-    data_config = DataConfig(
-        FLAGS.dataset,
-        FLAGS.data_dir,
-        FLAGS.download,
-        FLAGS.rate,
-        FLAGS.sample_seed,
-        FLAGS.image_size,
-        FLAGS.cache_dir,
-        FLAGS.crop_to_bbox,
-        FLAGS.validation_fraction,
+    if FLAGS.iep_module_epochs is not None and FLAGS.distill in ("iep", "iep_bb"):
+        distill_args["module_epochs"] = FLAGS.iep_module_epochs  # the alias: one rule sizes it (methods.py)
+    teacher = None
+    if FLAGS.teacher:
+        teacher = TeacherSpec(FLAGS.teacher, FLAGS.teacher_arch, FLAGS.teacher_taps, FLAGS.teacher_preprocess)
+    transfer = FLAGS.protocol == "transfer"
+    return RunSpec(
+        data=DataConfig(
+            FLAGS.dataset,
+            FLAGS.data_dir,
+            FLAGS.download,
+            FLAGS.rate,
+            FLAGS.sample_seed,
+            FLAGS.image_size,
+            FLAGS.cache_dir,
+            FLAGS.crop_to_bbox,
+            FLAGS.validation_fraction,
+        ),
+        train=train_config,
+        arch=FLAGS.arch,
+        run_dir=FLAGS.run_dir
+        or default_run_dir(FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed),
+        distill=FLAGS.distill,
+        distill_options={
+            "second_pca": FLAGS.iep_second_pca,
+            "iterations": FLAGS.iep_iterations,
+            "knowledge": FLAGS.iep_knowledge,
+            "module_steps": FLAGS.iep_module_steps,
+            "module_lr": FLAGS.iep_module_lr,
+            "clip": FLAGS.iep_clip,
+            "overrides": distill_args,
+        },
+        teacher=teacher,
+        dropout=FLAGS.dropout,
+        knowledge_epochs=(FLAGS.knowledge_epochs or FLAGS.epochs) if transfer else None,
+        semantic_vectors=FLAGS.semantic_vectors,
+        static_knowledge=static_knowledge,
+        resume=FLAGS.resume,
+        distribute=FLAGS.distribute,
+        connect_timeout=FLAGS.connect_timeout,
+        recorded={name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
     )
-    run_dir = FLAGS.run_dir or default_run_dir(
-        FLAGS.dataset, FLAGS.data_dir, FLAGS.arch, FLAGS.distill, FLAGS.rate, FLAGS.seed
-    )
 
-    if is_chief(strategy):  # the only writer; other workers keep private copies (and may race the probe)
-        check_writable(run_dir, "--run_dir")  # a read-only or missing location fails before the data is read
-    data = build_pipeline(data_config)
-    data.split(FLAGS.eval_split)  # fail now, not after the first epoch
-    dropout = FLAGS.dropout if FLAGS.dropout is not None else default_dropout(FLAGS.arch, data.image_size)
-    keras.utils.set_random_seed(FLAGS.seed)
-    with strategy.scope():  # every variable (networks, modules, optimizer) is created under the strategy
-        with precision_policy(FLAGS.precision):  # networks only: the distiller's modules are built in float32
-            student = build_network(
-                FLAGS.arch, data.num_classes, data.input_shape, data.mean, data.std, dropout=dropout, name="student"
-            )
-            teacher = None
-            if FLAGS.teacher:  # static methods refuse --teacher (_static_flags)
-                teacher = load_teacher(
-                    FLAGS.teacher,
-                    FLAGS.teacher_arch,
-                    data.num_classes,
-                    data.input_shape,
-                    class_names=data.class_names,
-                    taps=FLAGS.teacher_taps,
-                    preprocess=FLAGS.teacher_preprocess,
-                    arch_flag="teacher_arch=",
-                )
 
-        if FLAGS.iep_module_epochs is not None and FLAGS.distill in ("iep", "iep_bb"):
-            distill_args["module_epochs"] = FLAGS.iep_module_epochs  # the alias: one rule sizes it (methods.py)
-        distiller = build_distiller(
-            FLAGS.distill,
-            teacher,
-            student,
-            second_pca=FLAGS.iep_second_pca,
-            iterations=FLAGS.iep_iterations,
-            knowledge=FLAGS.iep_knowledge,
-            module_steps=FLAGS.iep_module_steps,
-            module_lr=FLAGS.iep_module_lr,
-            clip=FLAGS.iep_clip,
-            seed=FLAGS.seed,
-            main_steps=FLAGS.epochs * data.steps_per_epoch(FLAGS.batch_size),
-            epochs=FLAGS.epochs,
-            overrides=distill_args,
-            static_knowledge=static_knowledge,
-            data=data,
-        )
-        if FLAGS.protocol == "transfer":
-            from iep.transfer import transfer_protocol
+def _train() -> dict:
+    """Flags → one checked run specification → the library's run (iep.engine.run_spec.train_run)."""
+    from iep.engine.distribute import build_strategy, split_cpu
+    from iep.engine.run_spec import train_run
 
-            knowledge_epochs = FLAGS.knowledge_epochs or FLAGS.epochs
-            distiller = transfer_protocol(
-                distiller,
-                student,
-                knowledge_steps=knowledge_epochs * data.steps_per_epoch(FLAGS.batch_size),
-                lr=FLAGS.lr,
-                lr_decay_points=train_config.lr_decay_points,
-                lr_decay_factor=FLAGS.lr_decay_factor,
-                lr_schedule=FLAGS.lr_schedule,
-                weight_decay=FLAGS.weight_decay,
-                epochs=FLAGS.epochs,
-            )
-        if FLAGS.semantic_vectors:
-            from iep.static.distillers import SemanticVectorLearner
-
-            distiller = SemanticVectorLearner(student, FLAGS.semantic_vectors, FLAGS.seed)
-        distiller.check_batch_size(FLAGS.batch_size // strategy.num_replicas_in_sync)
-        os.makedirs(run_dir, exist_ok=True)
-        if is_chief(strategy):  # one writer per run directory
-            save_or_check_run_config(
-                run_dir,
-                {
-                    **{name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
-                    "lr_decay_points": list(train_config.lr_decay_points),
-                    "dropout_rate": dropout,
-                    "num_classes": data.num_classes,
-                    "class_names": list(data.class_names),
-                    "input_shape": list(data.input_shape),
-                    "mean": data.mean,
-                    "std": data.std,
-                    "train_images": data.num_train,
-                    # The layers the method reads, as resolved (the --teacher_taps default included).
-                    "student_points": _points(student),
-                    "teacher_points": _points(teacher) if teacher is not None else None,
-                },
-                resume=FLAGS.resume,
-            )
-        print(
-            f"{FLAGS.arch}: {student.model.count_params():,} weights; {data.num_train} training images "
-            f"({data.num_classes} classes, {data.image_size}px); run dir {run_dir}"
-        )
-        trainer = Trainer(student, data, train_config, run_dir, distiller, strategy)
-    if strategy.num_replicas_in_sync > 1:
-        print(f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replicas, global batch {FLAGS.batch_size}")
-    if teacher is not None:
-        if teacher.num_classes == data.num_classes:
-            accuracy = _teacher_accuracy(teacher, data, run_dir)
-            print(f"teacher {FLAGS.teacher}: {FLAGS.eval_split} accuracy {accuracy:.4f}")
-        else:
-            print(f"teacher {FLAGS.teacher}: {teacher.num_classes} classes (the data has {data.num_classes})")
-        for who, network in (("teacher", teacher), ("student", student)):
-            print(f"{who} points: " + ", ".join(f"{name} {tuple(shape)}" for name, shape in _points(network)))
-    summary = trainer.fit(resume=FLAGS.resume)
-    if FLAGS.semantic_vectors and is_chief(strategy):
-        from iep.static.knowledge_file import DEFAULT_NAME
-        from iep.static.learn import export_static_knowledge
-
-        path = os.path.join(run_dir, DEFAULT_NAME)
-        export_static_knowledge(student, distiller.vectors, data, FLAGS.eval_split, path, "joint", run_dir)
-    print(
-        f"done: last {summary['eval_split']} accuracy {summary['last_accuracy']:.4f}, "
-        f"best {summary['best_accuracy']:.4f} (epoch {summary['best_epoch']}); metrics in {run_dir}/metrics.json"
-    )
-    return summary
+    _check_flags()
+    split_cpu(FLAGS.logical_cpus)  # before any TensorFlow op initializes the devices
+    strategy = build_strategy(FLAGS.distribute, FLAGS.connect_timeout)  # multi-worker: also before any other op
+    return train_run(_run_spec(), strategy)
 
 
 def main(argv: list[str]) -> None:

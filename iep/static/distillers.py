@@ -22,8 +22,8 @@ import tensorflow as tf
 from iep.core.distiller import Distiller
 from iep.core.tracing import traced
 from iep.nets import TappedNetwork
-from iep.static.knowledge_file import StaticKnowledge
-from iep.static.semantic import alignment_loss, channel_similarity, init_vectors, vector_similarity
+from iep.static.knowledge_file import StaticKnowledge, save_static_knowledge
+from iep.static.semantic import alignment_loss, alignment_score, channel_similarity, init_vectors, vector_similarity
 
 
 class SemanticVectorLearner(Distiller):
@@ -132,3 +132,36 @@ def average_activation_similarity(network: TappedNetwork, batches) -> list[np.nd
     if not count:
         raise ValueError("the alignment score needs at least one batch of 2 or more images")
     return [t / count for t in total]
+
+
+def export_static_knowledge(
+    network: TappedNetwork,
+    vectors: list[tf.Variable],
+    data,
+    split: str,
+    path: str,
+    learned: str,
+    source: str,
+    batch_size: int = 500,
+) -> StaticKnowledge:
+    """Scores the vectors against the network's neuron relations averaged over `split` and writes the file."""
+    activation = average_activation_similarity(network, data.eval_dataset(split, batch_size))
+    semantic = [vector_similarity(v).numpy() for v in vectors]
+    scores = [round(alignment_score(s, a), 4) for s, a in zip(semantic, activation, strict=True)]
+    config = data.config
+    knowledge = StaticKnowledge(
+        [np.asarray(v.numpy(), np.float32) for v in vectors],
+        {
+            "arch": network.arch,
+            "points": [{"name": spec.name, "shape": list(spec.shape)} for spec in network.tap_specs],
+            "dim": int(vectors[0].shape[1]),
+            "data": {"dataset": config.dataset, "data_dir": config.data_dir, "class_names": list(data.class_names)},
+            "alignment_score": scores,
+            "alignment_split": split,
+            "learned": learned,
+            "source": source,
+        },
+    )
+    save_static_knowledge(path, knowledge)
+    print(f"static knowledge: {path} ({knowledge.describe()}, d={knowledge.metadata['dim']}; alignment {scores})")
+    return knowledge
