@@ -14,7 +14,7 @@ Two blocks (Mermaid charts and Markdown tables: text that GitHub renders; no ima
   --results_name=scarce_data`, and the 10 % table as its rightmost point): test top-1 against images per class,
   one line per method, then the gains over the vanilla student in the paper's layout beside the paper's own
   CIFAR-100 gains.
-* `short-chart` (docs/reproduction.md): the short budget, 15 epochs (`reproduce_small_fidelity2.json`: mean
+* `short-chart` (docs/history.md): the short budget, 15 epochs (`reproduce_small_fidelity2.json`: mean
   top-1 on the test split after the last epoch).
 
 `tests/test_docs.py` fails when a block differs from what this script would write now.
@@ -37,9 +37,10 @@ PAPER = os.path.join(RESULTS_DIR, "paper_schedule.json")
 SHORT = os.path.join(RESULTS_DIR, "reproduce_small_fidelity2.json")
 SCARCE = os.path.join(RESULTS_DIR, "scarce_data.json")
 README, REPRODUCTION = os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "reproduction.md")
+HISTORY = os.path.join(ROOT, "docs", "history.md")
 BLOCKS = {  # marker → the files that hold it
     "results-chart": (README, REPRODUCTION),
-    "short-chart": (REPRODUCTION,),
+    "short-chart": (HISTORY,),
     "scarce-chart": (README, REPRODUCTION),
     "results-summary": (README,),
 }
