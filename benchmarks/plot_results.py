@@ -43,6 +43,7 @@ BLOCKS = {  # marker → the files that hold it
     "short-chart": (HISTORY,),
     "scarce-chart": (README, REPRODUCTION),
     "results-summary": (README,),
+    "paper-runs": (REPRODUCTION,),
 }
 RATE = 0.1
 FACTOR = "paper_schedule"
@@ -380,12 +381,54 @@ def results_summary(paper: dict, short: dict, rate: float = RATE) -> str:
     return "\n".join([begin, *(f"- {s}" for s in sentences), end])
 
 
+def _seed_cell(run: dict) -> str:
+    return f"{100 * run['validation']:.2f} / {100 * run['test']:.2f}"
+
+
+def _last_cross_entropy(run: dict) -> float | None:
+    """The last epoch's training cross-entropy: recorded since the scarce-data study, else its loss trajectory's."""
+    if run.get("final_cross_entropy") is not None:
+        return run["final_cross_entropy"]
+    return (run.get("losses") or {}).get("loss/cross_entropy", [None, None])[1]
+
+
+def paper_runs(paper: dict) -> str:
+    """Every run of the paper-budget table, per seed: validation / test %, the teacher it learnt from, the last
+    epoch's training cross-entropy (what was left to fit) and, for IEP, the kept fraction of its distillation
+    gradient (the clip ratio), so the analysis reads its figures from here rather than typing them."""
+    begin, end = markers("paper-runs")
+    rows = sorted((r for r in paper["results"] if r["factor"] == "paper_schedule"), key=lambda r: -r["validation"])
+    seeds = sorted({run["seed"] for r in rows for run in r["runs"]})
+    head = " | ".join(f"seed {s}: val / test %" for s in seeds)
+    lines = [
+        begin,
+        f"| method | {head} | teacher test % | last-epoch cross-entropy | clip ratio |",
+        "|---|" + "---|" * (len(seeds) + 3),
+    ]
+    for row in rows:
+        by_seed = {run["seed"]: run for run in row["runs"]}
+        cells = [_seed_cell(by_seed[s]) if s in by_seed else "—" for s in seeds]
+        runs = [by_seed[s] for s in seeds if s in by_seed]
+        teachers = " / ".join(f"{100 * r['teacher_test']:.2f}" if r.get("teacher_test") else "—" for r in runs)
+        entropy = " / ".join(f"{v:.3f}" if (v := _last_cross_entropy(r)) is not None else "—" for r in runs)
+        clip = " / ".join(f"{r['clip_ratio']:.3f}" for r in runs if r.get("clip_ratio") is not None) or "—"
+        lines.append(f"| {row['method']} | " + " | ".join([*cells, teachers, entropy, clip]) + " |")
+    lines += [
+        "",
+        "Per seed, in the order of the seeds' columns; `—`: not run yet, or not recorded by the runs of that time "
+        "(the vanilla student has no teacher; only IEP clips). From `benchmarks/results/paper_schedule.json`.",
+        end,
+    ]
+    return "\n".join(lines)
+
+
 def blocks() -> dict[str, str]:
     paper, short = json.load(open(PAPER)), json.load(open(SHORT))
     out = {
         "results-chart": results_chart(paper, short),
         "results-summary": results_summary(paper, short),
         "short-chart": short_chart(short),
+        "paper-runs": paper_runs(paper),
     }
     scarce = json.load(open(SCARCE)) if os.path.exists(SCARCE) else {"results": []}
     out["scarce-chart"] = scarce_chart(scarce, paper)
