@@ -220,8 +220,10 @@ def ivis_speed(results: dict) -> list[str]:
 
 
 # name → (results file, renderer, the doc that holds it)
-def _percent(mean: float, std: float, seeds: int) -> str:
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if seeds > 1 else f"{100 * mean:.2f}"
+def mean_spread(mean: float, std: float, seeds: int) -> str:
+    """Mean ± spread over seeds in %; one seed has no spread, so none is printed (not "± 0.00"). Also the
+    results charts' and the protocol study's tables."""
+    return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def static_kd_accuracy(results: dict) -> list[str]:
@@ -237,7 +239,7 @@ def static_kd_accuracy(results: dict) -> list[str]:
     for r in rows:
         name = "vanilla" if r["method"] == "none" else f"`{r['method']}`"
         gain = "—" if r["method"] == "none" else f"{100 * r['gain_over_vanilla']:+.2f}"
-        accuracy = _percent(r["last_mean"], r["last_std"], r["seeds"])
+        accuracy = mean_spread(r["last_mean"], r["last_std"], r["seeds"])
         bold = r["method"] == "static_kd"
         lines.append(f"| {name} | {r['seeds']} | {f'**{accuracy}**' if bold else accuracy} | {gain} |")
     static, vanilla = by_method["static_kd"], by_method["none"]

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # benchmarks.*, when run as a script
 
 from benchmarks import docs_blocks  # noqa: E402
+from benchmarks.docs_blocks import mean_spread  # noqa: E402
 from benchmarks.recorded import teachers_sentence  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
@@ -107,12 +108,6 @@ def paper_rows(results: dict) -> list[dict]:
 
 def _seeds(counts: list[int]) -> str:
     return f"{'/'.join(map(str, counts))} seed{'' if counts == [1] else 's'}"
-
-
-def mean_spread(mean: float, std: float, seeds: int) -> str:
-    """Mean ± spread over seeds in %; one seed has no spread, so none is printed (not "± 0.00"). Also the
-    protocol study's tables."""
-    return f"{100 * mean:.2f}" if seeds < 2 else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:

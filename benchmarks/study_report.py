@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.plot_results import mean_spread
+from benchmarks.docs_blocks import mean_spread
 from benchmarks.recorded import teachers_sentence
 from benchmarks.study_design import (
     DECAY_KERNELS_ONLY,

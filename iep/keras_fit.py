@@ -204,13 +204,14 @@ class DistillationModel(keras.Model):
         x, y = self._checked(x, y, "fit")
         if isinstance(x, tf.data.Dataset):  # shuffled by its own pipeline: Keras would warn it ignores shuffle=True
             kwargs.setdefault("shuffle", False)
-        source = pre_phase_data if pre_phase_data is not None else x
-        if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
-            source = UserData((x, y), augment_images=False)
 
         def pre_phases():
-            if not self.pre_phases_done:
-                self.fit_pre_phases(source, batch_size=kwargs.get("batch_size") or 32, verbose=kwargs.get("verbose", 1))
+            if self.pre_phases_done:  # none, run before, or restored by a BackupAndRestore
+                return
+            source = pre_phase_data if pre_phase_data is not None else x
+            if y is not None and pre_phase_data is None:  # arrays: the loop's seeded order over them
+                source = UserData((x, y), augment_images=False)
+            self.fit_pre_phases(source, batch_size=kwargs.get("batch_size") or 32, verbose=kwargs.get("verbose", 1))
 
         callbacks = [_EpochCounter(self._epoch), *(callbacks or []), _PrePhases(pre_phases)]
         return super().fit(x, y, *args, callbacks=callbacks, **kwargs)

@@ -76,8 +76,8 @@ def test_the_measured_blocks_are_up_to_date_and_from_quiet_runs():
 
 
 def test_the_table_prints_a_spread_only_over_two_or_more_seeds():
-    assert plot_results.mean_spread(0.8068, 0.0, 1) == "80.68"
-    assert plot_results.mean_spread(0.8078, 0.002, 2) == "80.78 ± 0.20"
+    assert docs_blocks.mean_spread(0.8068, 0.0, 1) == "80.68"
+    assert docs_blocks.mean_spread(0.8078, 0.002, 2) == "80.78 ± 0.20"
 
 
 def test_kendall_tau_of_two_rankings():

@@ -36,11 +36,12 @@ def load_teacher(
     `arch_flag` names the caller's architecture argument in errors (`arch=`); None: it has none (run dirs only).
     For a run directory of ours, `num_classes` and `input_shape` default to the run's own.
     """
+    arch_word = arch_flag or "arch="  # how errors name the architecture argument
     if is_outside_teacher(path):
         if input_shape is None or num_classes is None:
             raise ValueError(f"{flag}{path!r} is not a run of ours: give num_classes and input_shape (the data's)")
         if arch:
-            raise ValueError(f"{arch_flag or 'arch='} is for teachers of ours; {flag}{path!r} carries its own network")
+            raise ValueError(f"{arch_word} is for teachers of ours; {flag}{path!r} carries its own network")
         return load_outside_teacher(path, input_shape, taps, preprocess, flag, name)
     if preprocess != "auto":
         raise ValueError(f"preprocess= is for outside teachers; {flag}{path!r} standardizes inside")
@@ -50,7 +51,7 @@ def load_teacher(
     if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
         saved = load_run_config(path, flag)
         if arch and arch != saved["arch"]:
-            raise ValueError(f"{arch_flag or 'arch='}{arch!r}, but the run {flag}{path!r} trained {saved['arch']!r}")
+            raise ValueError(f"{arch_word}{arch!r}, but the run {flag}{path!r} trained {saved['arch']!r}")
         arch, mean, std = saved["arch"], saved["mean"], saved["std"]
         num_classes = saved["num_classes"] if num_classes is None else num_classes
         input_shape = tuple(saved["input_shape"]) if input_shape is None else tuple(input_shape)
@@ -76,7 +77,7 @@ def load_teacher(
     try:
         restore_model_weights(teacher.model, path)
     except ValueError as error:
-        raise ValueError(f"{flag}{path!r} with {arch_flag or 'arch='}{arch!r}: {error}") from None
+        raise ValueError(f"{flag}{path!r} with {arch_word}{arch!r}: {error}") from None
     if taps:
         known = [layer.name for layer in teacher.model.layers]
         unknown = [t for t in taps if t not in known]
