@@ -220,6 +220,12 @@ def scarce_chart(scarce: dict, paper: dict) -> str:
     begin, end = markers("scarce-chart")
     if len(sizes) < 2:  # only the 10 % table: nothing of the study has finished yet
         return "\n".join([begin, "No run of the scarce-data study has finished yet (docs/reproduction.md).", end])
+    # A column half-way through its runs would leave most lines undrawn: the chart keeps to the columns every
+    # method has reached (while at least two are), the table below shows every column.
+    complete = [n for n in sizes if all(m in by_size[n] for m in SCARCE_METHODS)]
+    pending = [n for n in sizes if n not in complete] if len(complete) >= 2 else []
+    if pending:
+        sizes = complete
     drawn = [m for m in SCARCE_METHODS if all(m in by_size[n] for n in sizes)]
     colours = {m: LINE_COLOURS[SCARCE_METHODS.index(m)] for m in drawn}  # a method keeps its colour
     values = [100 * by_size[n][m]["test"] for m in drawn for n in sizes]
@@ -239,7 +245,12 @@ def scarce_chart(scarce: dict, paper: dict) -> str:
     missing = [m for m in SCARCE_METHODS if m not in drawn]
     if missing:
         legend += f" Not drawn until every point has a run: {', '.join(missing)}."
-    seeds = {n: sorted({r["seeds"] for r in rows.values()}) for n, rows in by_size.items()}
+    if pending:
+        legend += (
+            f" Not on the chart until every method has a run there: {', '.join(map(str, pending))} images per class"
+            " (in the table)."
+        )
+    seeds = {n: sorted({r["seeds"] for r in rows.values()}) for n, rows in by_size.items()}  # every column
     header = "| images per class | seeds | " + " | ".join(SCARCE_METHODS[1:]) + " |"
     table = [header, "|" + "---|" * (len(SCARCE_METHODS) + 1)]
     for n, rows in by_size.items():

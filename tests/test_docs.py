@@ -217,6 +217,14 @@ def test_the_scarce_data_chart_draws_each_method_by_images_per_class_beside_the_
         "(the paper's +0.15) at 50 per class." in block
     )
 
+    # Once every method has two columns, a column still in progress stays off the chart and in the table.
+    complete = [row(m, 0.40 + i / 100) for i, m in enumerate(plot_results.SCARCE_METHODS)]
+    partial = {**row("none", 0.50, seeds=1), "factor": "rate_0.025", "rate": 0.025}
+    block = plot_results.scarce_chart({"results": [*complete, partial]}, paper)
+    assert "x-axis [45, 450]" in block and block.count("    line [") == len(plot_results.SCARCE_METHODS)
+    assert "Not on the chart until every method has a run there: 112 images per class" in block
+    assert "| 112 (vanilla 50.00) | 1 |" in block
+
 
 # Pages whose figures from results files are still typed by hand (analysis written run by run); each is to become
 # generated blocks or lose the figures. Every other page is checked.
