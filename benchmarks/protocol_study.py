@@ -8,7 +8,7 @@
   python benchmarks/protocol_study.py --factors=paper_schedule --results_name=paper_schedule --methods=all \
       --parallel=2                                                     # the table: every method, 100 epochs
   python benchmarks/protocol_study.py --factors=rate_0.01,rate_0.025,rate_0.05,rate_0.01_main_steps,\
-      rate_0.01_pre_phase_steps --results_name=scarce_data --parallel=2 \
+      rate_0.01_pre_phase_steps,rate_0.01_no_clip --results_name=scarce_data --parallel=2 \
       --methods=none,iep_bb,iep,co,rkd,at,ft,ab,mhgd,fitnet,dkd,iep_termclip,iep_bb_termclip  # scarce data
   python benchmarks/protocol_study.py --quick                          # plumbing only (minutes)
 

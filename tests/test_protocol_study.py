@@ -527,7 +527,7 @@ def test_the_scarce_data_factors_and_their_step_matched_controls():
         assert ps.steps_per_epoch(rate) == len(stratified_indices(labels, rate)) // design.BATCH_SIZE
     seeds = {name: ps.FACTORS[name].seeds for name in design.SCARCE_DATA_FACTORS}
     assert seeds == {"rate_0.01": 3, "rate_0.025": 3, "rate_0.05": 2, "rate_0.01_main_steps": 1,
-                     "rate_0.01_pre_phase_steps": 1}  # fmt: skip
+                     "rate_0.01_pre_phase_steps": 1, "rate_0.01_no_clip": 2}  # fmt: skip
     for name, rate in (("rate_0.01", "0.01"), ("rate_0.025", "0.025"), ("rate_0.05", "0.05")):
         command, run_dir = ps.student_run(STUDY, name, ps.FACTORS[name], "iep_bb", 2)
         got = _flags(command)
@@ -551,6 +551,12 @@ def test_the_scarce_data_factors_and_their_step_matched_controls():
     main_steps = ps.FACTORS["rate_0.01_main_steps"]
     trained = [m for m, *_ in ps.factor_students(STUDY, "rate_0.01_main_steps", main_steps, design.SCARCE_DATA_METHODS)]
     assert trained == ["none", "iep_bb", "co", "dkd", "iep_bb_termclip"]
+    no_clip = ps.FACTORS["rate_0.01_no_clip"]
+    trained = [m for m, *_ in ps.factor_students(STUDY, "rate_0.01_no_clip", no_clip, design.SCARCE_DATA_METHODS)]
+    assert trained == ["iep_bb", "iep"] * 2  # two seeds; the diagnostic's vanilla is rate_0.01's own run
+    assert ps.run_source("rate_0.01_no_clip", no_clip, "none") == "rate_0.01"
+    uncapped = _flags(ps.student_run(STUDY, "rate_0.01_no_clip", no_clip, "iep", 0)[0])
+    assert "noiep_clip" in uncapped and uncapped["rate"] == "0.01"
     assert set(design.SCARCE_DATA_FACTORS) <= set(design.NOT_COMBINED)  # destinations, never combined
 
 
