@@ -325,9 +325,9 @@ def update(name: str) -> None:
     """Rewrites block `name` in its doc from its results file."""
     path = doc_path(name)
     with open(path) as f:
-        text = f.read()
+        text = rewrite(f.read(), name, render(name))  # fails before the page is touched
     with open(path, "w") as f:
-        f.write(rewrite(text, name, render(name)))
+        f.write(text)
     print(f"wrote {name} into {os.path.relpath(path, ROOT)}")
 
 

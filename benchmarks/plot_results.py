@@ -2,7 +2,7 @@
 
   python benchmarks/plot_results.py        # rewrites the marked blocks in README.md and docs/reproduction.md
 
-Two blocks (Mermaid charts and Markdown tables: text that GitHub renders; no image file is committed):
+The blocks (Mermaid charts and Markdown tables: text that GitHub renders; no image file is committed):
 
 * `results-chart` (README and docs/reproduction.md): the comparison at the paper's budget, 100 epochs
   (`benchmarks/results/paper_schedule.json`, written by `benchmarks/protocol_study.py --factors=paper_schedule
@@ -16,6 +16,11 @@ Two blocks (Mermaid charts and Markdown tables: text that GitHub renders; no ima
   CIFAR-100 gains.
 * `short-chart` (docs/history.md): the short budget, 15 epochs (`reproduce_small_fidelity2.json`: mean
   top-1 on the test split after the last epoch).
+* `results-summary` (README and docs/reproduction.md): the paper-budget table in a few sentences.
+* `paper-runs`, `paper-analysis`, `scarce-analysis`, `short-since-2021` (docs/reproduction.md): every run per
+  seed, and the measurements the analysis rests on (`benchmarks/run_analysis.py`): the two clips seed by seed,
+  the loss terms of the methods below the vanilla student, at few images per class what each method leaves of
+  the training cross-entropy and of IEP's distillation gradient; the short-budget table of the methods since 2021.
 
 `tests/test_docs.py` fails when a block differs from what this script would write now.
 """
@@ -29,22 +34,27 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # benchmarks.*, when run as a script
 
-from benchmarks import docs_blocks  # noqa: E402
+from benchmarks import docs_blocks, run_analysis, study_report  # noqa: E402
 from benchmarks.docs_blocks import mean_spread  # noqa: E402
 from benchmarks.recorded import teachers_sentence  # noqa: E402
+from benchmarks.run_analysis import last_cross_entropy  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 PAPER = os.path.join(RESULTS_DIR, "paper_schedule.json")
 SHORT = os.path.join(RESULTS_DIR, "reproduce_small_fidelity2.json")
 SCARCE = os.path.join(RESULTS_DIR, "scarce_data.json")
+SHORT_SINCE_2021 = os.path.join(RESULTS_DIR, "short_budget_since_2021.json")
 README, REPRODUCTION = os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "reproduction.md")
 HISTORY = os.path.join(ROOT, "docs", "history.md")
 BLOCKS = {  # marker → the files that hold it
     "results-chart": (README, REPRODUCTION),
     "short-chart": (HISTORY,),
     "scarce-chart": (README, REPRODUCTION),
-    "results-summary": (README,),
+    "results-summary": (README, REPRODUCTION),
     "paper-runs": (REPRODUCTION,),
+    "paper-analysis": (REPRODUCTION,),
+    "scarce-analysis": (REPRODUCTION,),
+    "short-since-2021": (REPRODUCTION,),
 }
 RATE = 0.1
 FACTOR = "paper_schedule"
@@ -391,13 +401,6 @@ def _seed_cell(run: dict) -> str:
     return f"{100 * run['validation']:.2f} / {100 * run['test']:.2f}"
 
 
-def _last_cross_entropy(run: dict) -> float | None:
-    """The last epoch's training cross-entropy: recorded since the scarce-data study, else its loss trajectory's."""
-    if run.get("final_cross_entropy") is not None:
-        return run["final_cross_entropy"]
-    return (run.get("losses") or {}).get("loss/cross_entropy", [None, None])[1]
-
-
 def paper_runs(paper: dict) -> str:
     """Every run of the paper-budget table, per seed: validation / test %, the teacher it learnt from, the last
     epoch's training cross-entropy (what was left to fit) and, for IEP, the kept fraction of its distillation
@@ -416,7 +419,7 @@ def paper_runs(paper: dict) -> str:
         cells = [_seed_cell(by_seed[s]) if s in by_seed else "—" for s in seeds]
         runs = [by_seed[s] for s in seeds if s in by_seed]
         teachers = " / ".join(f"{100 * r['teacher_test']:.2f}" if r.get("teacher_test") else "—" for r in runs)
-        entropy = " / ".join(f"{v:.3f}" if (v := _last_cross_entropy(r)) is not None else "—" for r in runs)
+        entropy = " / ".join(f"{v:.3f}" if (v := last_cross_entropy(r)) is not None else "—" for r in runs)
         clip = " / ".join(f"{r['clip_ratio']:.3f}" for r in runs if r.get("clip_ratio") is not None) or "—"
         lines.append(f"| {row['method']} | " + " | ".join([*cells, teachers, entropy, clip]) + " |")
     lines += [
@@ -428,6 +431,48 @@ def paper_runs(paper: dict) -> str:
     return "\n".join(lines)
 
 
+def paper_analysis(paper: dict) -> str:
+    """The paper-budget table's analysis, run by run: the two clips seed by seed, and the loss terms of the
+    methods below the vanilla student beside the vanilla run of the same seed."""
+    rows = paper_rows(paper)
+    begin, end = markers("paper-analysis")
+    return "\n".join(
+        [begin, "**The summed against the per-term clip.**", "", *run_analysis.clip_pairs_table(rows), "",
+         "**Below the vanilla student on validation.**", "", *run_analysis.below_vanilla_table(rows), end]
+    )  # fmt: skip
+
+
+def scarce_analysis(scarce: dict) -> str:
+    """Per rate of the scarce-data study: what each method leaves of the training cross-entropy and of IEP's
+    distillation gradient, its pre-phase's steps and loss, and the two clips seed by seed; the uncapped-IEP
+    diagnostic beside the rate it runs at."""
+    begin, end = markers("scarce-analysis")
+    lines = [begin]
+    for rate in sorted({r["rate"] for r in scarce["results"]}):
+        rows = [r for r in scarce["results"] if r["factor"] == f"rate_{rate:g}"]
+        diagnostic = [{**r, "method": f"{r['method']} (uncapped)"} for r in scarce["results"]
+                      if r["factor"] == f"rate_{rate:g}_no_clip"]  # fmt: skip
+        if not rows:
+            continue
+        lines += [f"**{images_per_class(rate)} images per class** (rate {rate:g}).", ""]
+        lines += [*run_analysis.fit_and_clip_table(rows + diagnostic), ""]
+        lines += [*run_analysis.clip_pairs_table(rows), ""]
+    lines += [
+        "Means over seeds; the last cross-entropy and kept fraction are epoch means at the last epoch. The kept "
+        "fraction is Σ‖clipped‖ / Σ‖raw‖ of the distillation gradient (1: nothing clipped). `(uncapped)`: the "
+        "`rate_0.01_no_clip` diagnostic, measured against the same vanilla student.",
+        end,
+    ]
+    return "\n".join(lines)
+
+
+def short_since_2021(results: dict) -> str:
+    """The short-budget table of the methods since 2021, as the study tool writes it."""
+    begin, end = markers("short-since-2021")
+    table = study_report.markdown(results["results"], [], results.get("teachers", [])).rstrip("\n")
+    return "\n".join([begin, table, end])
+
+
 def blocks() -> dict[str, str]:
     paper, short = json.load(open(PAPER)), json.load(open(SHORT))
     out = {
@@ -435,18 +480,21 @@ def blocks() -> dict[str, str]:
         "results-summary": results_summary(paper, short),
         "short-chart": short_chart(short),
         "paper-runs": paper_runs(paper),
+        "paper-analysis": paper_analysis(paper),
+        "short-since-2021": short_since_2021(json.load(open(SHORT_SINCE_2021))),
     }
     scarce = json.load(open(SCARCE)) if os.path.exists(SCARCE) else {"results": []}
     out["scarce-chart"] = scarce_chart(scarce, paper)
+    out["scarce-analysis"] = scarce_analysis(scarce)
     return out
 
 
 def main() -> None:
     for name, block in blocks().items():
         for path in BLOCKS[name]:
-            text = open(path).read()
+            text = docs_blocks.rewrite(open(path).read(), name, block)  # fails before the page is touched
             with open(path, "w") as f:
-                f.write(docs_blocks.rewrite(text, name, block))
+                f.write(text)
             print(f"wrote {name} into {os.path.relpath(path, ROOT)}")
 
 

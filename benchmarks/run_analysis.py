@@ -1,0 +1,162 @@
+"""The measurements behind the studies' conclusions, per run, as tables generated from the results files.
+
+`benchmarks/plot_results.py` writes them between markers in docs/reproduction.md (and the one sentence of the
+README's scarce-data block that rests on them), so that an analysis reads its figures from the runs rather than
+typing them: the summed against the per-term clip seed by seed, the loss terms of the methods below the vanilla
+student, and at few images per class what each method leaves of the training cross-entropy and of IEP's
+distillation gradient.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from benchmarks.docs_blocks import mean_spread
+from benchmarks.study_report import vanilla_of, vanilla_rows
+
+# IEP and IEP+BB, each as the summed clip runs it and with every distillation term's gradient clipped on its own.
+CLIP_PAIRS = (("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip"))
+# The methods that add a teacher-feature gradient without a cap, against which IEP's clip is read.
+UNCAPPED_FEATURE_METHODS = ("co", "fitnet")
+
+
+def _last(run: dict, key: str) -> float | None:
+    """A history key's epoch mean at the last epoch (`losses` holds [first, last] per key)."""
+    pair = (run.get("losses") or {}).get(key)
+    return None if pair is None else pair[1]
+
+
+def last_cross_entropy(run: dict) -> float | None:
+    """The last epoch's training cross-entropy: recorded since the scarce-data study, else its loss trajectory's."""
+    if run.get("final_cross_entropy") is not None:
+        return run["final_cross_entropy"]
+    return _last(run, "loss/cross_entropy")
+
+
+def distillation_terms(run: dict) -> dict[str, tuple[float, float]]:
+    """term → (first, last) epoch mean of every loss term but the cross-entropy, the weight decay and the total."""
+    skip = ("loss/cross_entropy", "loss/weight_decay", "loss/total")
+    return {k.removeprefix("loss/"): tuple(v) for k, v in (run.get("losses") or {}).items()
+            if k.startswith("loss/") and k not in skip}  # fmt: skip
+
+
+def _f(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _arrow(first: float | None, last: float | None, digits: int = 3) -> str:
+    return f"{_f(first, digits)} → {_f(last, digits)}"
+
+
+def same_seed_clip_pairs(rows: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(summed method, summed run, per-term run) for every seed both clips of a method have run."""
+    by_method = {r["method"]: r for r in rows}
+    pairs = []
+    for summed, per_term in CLIP_PAIRS:
+        if summed not in by_method or per_term not in by_method:
+            continue
+        per_term_runs = {run["seed"]: run for run in by_method[per_term]["runs"]}
+        pairs += [(summed, run, per_term_runs[run["seed"]]) for run in by_method[summed]["runs"]
+                  if run["seed"] in per_term_runs]  # fmt: skip
+    return pairs
+
+
+def clip_pairs_table(rows: list[dict]) -> list[str]:
+    """Seed by seed, the summed clip → the per-term clip: accuracy, the kept fraction of the distillation gradient
+    and the share of its (variable, term) gradients clipped at the last epoch, the training cross-entropy left and
+    each distillation term at the last epoch."""
+    pairs = same_seed_clip_pairs(rows)
+    if not pairs:
+        return ["No seed has run with both clips yet."]
+    lines = [
+        "| method | seed | val % | test % | kept fraction | clipped share | last cross-entropy | "
+        "last distillation terms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, summed, per_term in pairs:
+        terms = ", ".join(
+            f"{name} {_arrow(value[1], distillation_terms(per_term).get(name, (None, None))[1])}"
+            for name, value in distillation_terms(summed).items()
+        )
+        cells = [
+            method,
+            str(summed["seed"]),
+            _arrow(100 * summed["validation"], 100 * per_term["validation"], 2),
+            _arrow(100 * summed["test"], 100 * per_term["test"], 2),
+            _arrow(_last(summed, "distill/clip_ratio"), _last(per_term, "distill/clip_ratio")),
+            _arrow(_last(summed, "distill/clipped_fraction"), _last(per_term, "distill/clipped_fraction"), 2),
+            _arrow(last_cross_entropy(summed), last_cross_entropy(per_term)),
+            terms or "—",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    differences = [100 * (q["validation"] - p["validation"]) for _, p, q in pairs]
+    ahead = sum(d > 0 for d in differences)
+    lines += [
+        "",
+        f"Summed clip → per-term clip, same seed, at the last epoch. The per-term clip is ahead on validation in "
+        f"{ahead} of {len(pairs)} pairs (mean {statistics.mean(differences):+.2f} points).",
+    ]
+    return lines
+
+
+def below_vanilla_table(rows: list[dict]) -> list[str]:
+    """Each method below its vanilla student on validation, run by run, beside the vanilla run of the same seed:
+    the training cross-entropy and every distillation term at the first → the last epoch."""
+    vanillas = vanilla_rows(rows)
+    below = [(r, base) for r in rows if (base := vanilla_of(r, vanillas)) is not None and r is not base
+             and r["validation"] < base["validation"]]  # fmt: skip
+    if not below:
+        return ["Every method is above its vanilla student on validation."]
+    lines = [
+        "| method | seed | val / test % | vanilla's same seed, val / test % | cross-entropy (vanilla's) | "
+        "distillation terms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row, base in sorted(below, key=lambda pair: -pair[0]["validation"]):
+        base_runs = {run["seed"]: run for run in base["runs"]}
+        for run in row["runs"]:
+            twin = base_runs.get(run["seed"])
+            ce = run.get("losses", {}).get("loss/cross_entropy", (None, None))
+            twin_ce = (twin or {}).get("losses", {}).get("loss/cross_entropy", (None, None))
+            terms = ", ".join(f"{name} {_arrow(*value)}" for name, value in distillation_terms(run).items())
+            lines.append(
+                f"| {row['method']} | {run['seed']} | {100 * run['validation']:.2f} / {100 * run['test']:.2f} | "
+                + ("—" if twin is None else f"{100 * twin['validation']:.2f} / {100 * twin['test']:.2f}")
+                + f" | {_arrow(*ce)} ({_arrow(*twin_ce)}) | {terms or '—'} |"
+            )
+    lines += ["", "Epoch means of the training losses at the first → the last epoch of the main phase."]
+    return lines
+
+
+def _pre_phase_steps(row: dict) -> str:
+    steps = sorted({sum(run["pre_phase_steps"].values()) for run in row["runs"] if run.get("pre_phase_steps")})
+    return "/".join(map(str, steps)) or "—"
+
+
+def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[str]:
+    """Per method at one data size: test gain over the vanilla student, the training cross-entropy left at the
+    last epoch (how tightly the student fits its few labels), for the clipped methods the kept fraction of the
+    distillation gradient, and the pre-phase's steps and final loss (whether its module trained); means over
+    seeds."""
+    by_method = {r["method"]: r for r in rows}
+    vanilla = by_method.get(vanilla_method)
+    lines = [
+        "| method | seeds | test % | − vanilla | last cross-entropy | kept fraction | pre-phase steps | phase-1 loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: -r["test"]):
+        entropies = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
+        kept = [v for run in row["runs"] if (v := _last(run, "distill/clip_ratio")) is not None]
+        gain = "—" if vanilla is None or row is vanilla else f"{100 * (row['test'] - vanilla['test']):+.2f}"
+        cells = [
+            row["method"],
+            str(row["seeds"]),
+            mean_spread(row["test"], row["test_std"], row["seeds"]),
+            gain,
+            _f(statistics.mean(entropies) if entropies else None),
+            _f(statistics.mean(kept) if kept else None),
+            _pre_phase_steps(row),
+            _f(row.get("phase1_loss"), 2),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
