@@ -282,30 +282,84 @@ def scarce_chart(scarce: dict, paper: dict) -> str:
         f"holdout, so {images_per_class(RATE)} per class is the 10 % table. The paper's CIFAR-100 gains for its "
         "columns (its Table 1, WRN-40-4 to WRN-16-4):"
     )
-    clip = clip_pairs_sentence(by_size)
-    trend = trend_sentence(by_size)
-    return "\n".join([begin, *chart, "", legend, "", *table, "", note, "", *paper_table, "", trend, clip, end])
+    sentences = [agreement_sentence(by_size), departure_sentence(by_size, scarce), clip_pairs_sentence(by_size)]
+    return "\n".join([begin, *chart, "", legend, "", *table, "", note, "", *paper_table, "", *sentences, end])
 
 
-def trend_sentence(by_size: dict[int, dict[str, dict]]) -> str:
-    """At the fewest images per class measured: the method with the largest test gain over the vanilla student,
-    and CO's and RKD's gains there beside the paper's at its fewest (50 per class), where they fall to or below
-    its vanilla student."""
+def _seed_count(seeds: int) -> str:
+    return f"{seeds} seed{'s' if seeds > 1 else ''}"
+
+
+def _mean_last_ce(row: dict) -> float | None:
+    values = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def agreement_sentence(by_size: dict[int, dict[str, dict]]) -> str:
+    """What agrees with the paper: gains grow as the data shrinks (methods that gain more at the fewest images
+    per class than at the most), and RKD below its vanilla student at the fewest."""
+    fewest, most = min(by_size), max(by_size)
+    both = [m for m in SCARCE_METHODS[1:] if None not in (_gain(by_size[fewest], m), _gain(by_size[most], m))]
+    if not both:
+        return f"No method has run at both {fewest} and {most} images per class yet."
+    more = sum(_gain(by_size[fewest], m) > _gain(by_size[most], m) for m in both)
+    sentence = (
+        f"As in the paper, distillation pays most where data is scarcest: {more} of {len(both)} methods gain more "
+        f"over the vanilla student at {fewest} images per class than at {most}"
+    )
+    rkd, paper = _gain(by_size[fewest], "rkd"), PAPER_TABLE1[min(PAPER_TABLE1)]
+    if rkd is not None and rkd < 0:
+        paper_rkd = paper["rkd"] - paper["none"]
+        sentence += f", and RKD falls below it ({rkd:+.2f} test points; the paper's {paper_rkd:+.2f})"
+    return sentence + "."
+
+
+def departure_sentence(by_size: dict[int, dict[str, dict]], scarce: dict) -> str:
+    """What does not agree, at the fewest images per class, and what the runs measure about it: the leader's and
+    the vanilla student's fit to their labels, IEP's kept fraction under its clip, and IEP without the cap (the
+    `_no_clip` diagnostic) against IEP with it."""
     fewest = min(by_size)
-    gains = {m: g for m in SCARCE_METHODS[1:] if (g := _gain(by_size[fewest], m)) is not None}
+    rows = by_size[fewest]
+    gains = {m: g for m in SCARCE_METHODS[1:] if (g := _gain(rows, m)) is not None}
     if not gains:
         return f"No method besides the vanilla student has a run at {fewest} images per class yet."
-    best = max(gains, key=gains.get)
     paper = PAPER_TABLE1[min(PAPER_TABLE1)]
-    others = "; ".join(
-        f"{m} {gains[m]:+.2f} (the paper's {paper[m] - paper['none']:+.2f})" for m in ("co", "rkd") if m in gains
+    paper_best = max((m for m in paper if m != "none"), key=paper.get)
+    leader = max(gains, key=gains.get)
+    ieps = [m for m in gains if m.startswith("iep")]
+    sentence = (
+        f"Unlike the paper, where {paper_best} leads at {round(min(PAPER_TABLE1) * PAPER_IMAGES_PER_CLASS)} images "
+        f"per class ({paper[paper_best] - paper['none']:+.2f}) and CO is level with its vanilla student "
+        f"({paper['co'] - paper['none']:+.2f}), here {leader} leads "
+        f"({gains[leader]:+.2f} ± {100 * rows[leader]['test_std']:.2f}, {_seed_count(rows[leader]['seeds'])})"
     )
-    return (
-        f"At {fewest} images per class the largest gain over the vanilla student is {best}'s, {gains[best]:+.2f} test "
-        f"points"
-        + (f"; {others} at {round(min(PAPER_TABLE1) * PAPER_IMAGES_PER_CLASS)} per class" if others else "")
-        + "."
+    if ieps and leader not in ieps:
+        best_iep = max(ieps, key=gains.get)
+        sentence += f" and the best IEP, {best_iep}, gains {gains[best_iep]:+.2f}"
+    sentence += "."
+    leader_ce, vanilla_ce = _mean_last_ce(rows[leader]), _mean_last_ce(rows["none"])
+    kept = [v for run in rows.get("iep", {"runs": []})["runs"] if (v := (run.get("losses") or {}).get(
+        "distill/clip_ratio")) is not None]  # fmt: skip
+    if leader_ce is None or vanilla_ce is None or not kept:
+        return sentence
+    how = "adds its feature gradient uncapped" if leader in run_analysis.UNCAPPED_FEATURE_METHODS else "trains"
+    sentence += (
+        f" Measured: {leader} {how} and its students end less fitted to their few labels (last-epoch training "
+        f"cross-entropy {leader_ce:.2f} against the vanilla student's {vanilla_ce:.2f}), while IEP's clip keeps "
+        f"{100 * sum(v[1] for v in kept) / len(kept):.0f} % of its distillation gradient's norm"
     )
+    diagnostic = f"rate_{rows['none']['rate']:g}_no_clip"
+    uncapped = {r["method"]: r for r in scarce["results"] if r["factor"] == diagnostic}
+    pairs = [(m, 100 * (uncapped[m]["test"] - rows["none"]["test"])) for m in ("iep", "iep_bb")
+             if m in uncapped and m in gains]  # fmt: skip
+    if pairs:
+        held_back = any(g > gains[m] for m, g in pairs)
+        listed = " and ".join(f"{m} {g:+.2f} (capped {gains[m]:+.2f})" for m, g in pairs)
+        sentence += (
+            f"; without the cap {listed}: the cap {'holds IEP back' if held_back else 'is not what keeps IEP below'}"
+            f"{'' if held_back else ' ' + leader}"
+        )
+    return sentence + "."
 
 
 def clip_pairs_sentence(by_size: dict[int, dict[str, dict]]) -> str:
@@ -334,8 +388,8 @@ def clip_pairs_sentence(by_size: dict[int, dict[str, dict]]) -> str:
 
 
 def _label(r: dict) -> str:
-    seeds = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
-    return f"{r['method']} ({mean_spread(r['validation'], r['validation_std'], r['seeds'])} %, {seeds})"
+    accuracy = mean_spread(r["validation"], r["validation_std"], r["seeds"])
+    return f"{r['method']} ({accuracy} %, {_seed_count(r['seeds'])})"
 
 
 def results_summary(paper: dict, short: dict, rate: float = RATE) -> str:
