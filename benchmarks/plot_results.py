@@ -50,7 +50,8 @@ BLOCKS = {  # marker → the files that hold it
     "results-chart": (README, REPRODUCTION),
     "short-chart": (HISTORY,),
     "scarce-chart": (README, REPRODUCTION),
-    "results-summary": (README, REPRODUCTION),
+    "results-summary": (README,),
+    "paper-findings": (REPRODUCTION,),
     "paper-runs": (REPRODUCTION,),
     "paper-analysis": (REPRODUCTION,),
     "scarce-analysis": (REPRODUCTION,),
@@ -282,7 +283,7 @@ def scarce_chart(scarce: dict, paper: dict) -> str:
         f"holdout, so {images_per_class(RATE)} per class is the 10 % table. The paper's CIFAR-100 gains for its "
         "columns (its Table 1, WRN-40-4 to WRN-16-4):"
     )
-    sentences = [agreement_sentence(by_size), departure_sentence(by_size, scarce), clip_pairs_sentence(by_size)]
+    sentences = [agreement_sentence(by_size), departure_sentence(by_size, scarce)]
     return "\n".join([begin, *chart, "", legend, "", *table, "", note, "", *paper_table, "", *sentences, end])
 
 
@@ -392,8 +393,8 @@ def _label(r: dict) -> str:
     return f"{r['method']} ({accuracy} %, {_seed_count(r['seeds'])})"
 
 
-def results_summary(paper: dict, short: dict, rate: float = RATE) -> str:
-    """The README's plain sentences on the paper-budget table, each computed from the results file: who leads
+def summary_sentences(paper: dict, short: dict, rate: float = RATE) -> list[str]:
+    """Plain sentences on the paper-budget table, each computed from the results file: who leads
     and whether the lead exceeds a seed-to-seed spread, where IEP ranks under each clip and how the two clips
     compare seed by seed, who does not beat the vanilla student, and whether a 15-epoch pilot predicts it."""
     rows = list(reversed(paper_rows(paper)))  # best first, on validation
@@ -412,16 +413,9 @@ def results_summary(paper: dict, short: dict, rate: float = RATE) -> str:
         )
         + "."
     ]
-    clips = [("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip")]
-    if all(a in by_method and b in by_method for a, b in clips):
-        pairs = [
-            (p, q)
-            for a, b in clips
-            for p in by_method[a]["runs"]
-            for q in by_method[b]["runs"]
-            if p["seed"] == q["seed"]
-        ]
-        ahead = sum(q["validation"] > p["validation"] for p, q in pairs)
+    if all(a in by_method and b in by_method for a, b in run_analysis.CLIP_PAIRS):
+        pairs = run_analysis.same_seed_clip_pairs(rows)
+        ahead = sum(q["validation"] > p["validation"] for _, p, q in pairs)
         sentences.append(
             f"IEP and IEP+BB rank {rank['iep']} and {rank['iep_bb']} of {len(rows)} with the paper's clip of the "
             f"summed distillation gradient, {rank['iep_termclip']} and {rank['iep_bb_termclip']} with each term "
@@ -447,8 +441,15 @@ def results_summary(paper: dict, short: dict, rate: float = RATE) -> str:
         if tau < 0.5
         else f"A 15-epoch pilot ranks the methods much as the full budget does (Kendall's τ = {tau:.2f})."
     )
-    begin, end = markers("results-summary")
-    return "\n".join([begin, *(f"- {s}" for s in sentences), end])
+    return sentences
+
+
+def results_summary(paper: dict, short: dict, name: str = "results-summary", count: int | None = 2) -> str:
+    """The summary's first `count` sentences (the README's: who leads, and how IEP ranks under each clip), or all
+    of them (None: docs/reproduction.md's, with who does not beat the vanilla student and the pilot's rank
+    agreement)."""
+    begin, end = markers(name)
+    return "\n".join([begin, *(f"- {s}" for s in summary_sentences(paper, short)[:count]), end])
 
 
 def _seed_cell(run: dict) -> str:
@@ -496,12 +497,12 @@ def paper_analysis(paper: dict) -> str:
     )  # fmt: skip
 
 
-def scarce_analysis(scarce: dict) -> str:
+def scarce_analysis(scarce: dict, paper: dict) -> str:
     """Per rate of the scarce-data study: what each method leaves of the training cross-entropy and of IEP's
     distillation gradient, its pre-phase's steps and loss, and the two clips seed by seed; the uncapped-IEP
     diagnostic beside the rate it runs at."""
     begin, end = markers("scarce-analysis")
-    lines = [begin]
+    lines = [begin, clip_pairs_sentence(scarce_rows(scarce, paper)), ""]
     for rate in sorted({r["rate"] for r in scarce["results"]}):
         rows = [r for r in scarce["results"] if r["factor"] == f"rate_{rate:g}"]
         diagnostic = [{**r, "method": f"{r['method']} (uncapped)"} for r in scarce["results"]
@@ -532,6 +533,7 @@ def blocks() -> dict[str, str]:
     out = {
         "results-chart": results_chart(paper, short),
         "results-summary": results_summary(paper, short),
+        "paper-findings": results_summary(paper, short, "paper-findings", count=None),
         "short-chart": short_chart(short),
         "paper-runs": paper_runs(paper),
         "paper-analysis": paper_analysis(paper),
@@ -539,7 +541,7 @@ def blocks() -> dict[str, str]:
     }
     scarce = json.load(open(SCARCE)) if os.path.exists(SCARCE) else {"results": []}
     out["scarce-chart"] = scarce_chart(scarce, paper)
-    out["scarce-analysis"] = scarce_analysis(scarce)
+    out["scarce-analysis"] = scarce_analysis(scarce, paper)
     return out
 
 
