@@ -16,7 +16,8 @@ The blocks (Mermaid charts and Markdown tables: text that GitHub renders; no ima
   CIFAR-100 gains.
 * `short-chart` (docs/history.md): the short budget, 15 epochs (`reproduce_small_fidelity2.json`: mean
   top-1 on the test split after the last epoch).
-* `results-summary` (README and docs/reproduction.md): the paper-budget table in a few sentences.
+* `results-summary` (README): the paper-budget table in two sentences; `paper-findings` (docs/reproduction.md):
+  all of them.
 * `paper-runs`, `paper-analysis`, `scarce-analysis`, `short-since-2021` (docs/reproduction.md): every run per
   seed, and the measurements the analysis rests on (`benchmarks/run_analysis.py`): the two clips seed by seed,
   the loss terms of the methods below the vanilla student, at few images per class what each method leaves of
@@ -328,8 +329,9 @@ def departure_sentence(by_size: dict[int, dict[str, dict]], scarce: dict) -> str
     paper_best = max((m for m in paper if m != "none"), key=paper.get)
     leader = max(gains, key=gains.get)
     ieps = [m for m in gains if m.startswith("iep")]
+    fewest_paper = round(min(PAPER_TABLE1) * PAPER_IMAGES_PER_CLASS)
     sentence = (
-        f"Unlike the paper, where {paper_best} leads at {round(min(PAPER_TABLE1) * PAPER_IMAGES_PER_CLASS)} images "
+        f"{'As in' if leader == paper_best else 'Unlike'} the paper, where {paper_best} leads at {fewest_paper} images "
         f"per class ({paper[paper_best] - paper['none']:+.2f}) and CO is level with its vanilla student "
         f"({paper['co'] - paper['none']:+.2f}), here {leader} leads "
         f"({gains[leader]:+.2f} ± {100 * rows[leader]['test_std']:.2f}, {_seed_count(rows[leader]['seeds'])})"
@@ -339,15 +341,15 @@ def departure_sentence(by_size: dict[int, dict[str, dict]], scarce: dict) -> str
         sentence += f" and the best IEP, {best_iep}, gains {gains[best_iep]:+.2f}"
     sentence += "."
     leader_ce, vanilla_ce = _mean_last_ce(rows[leader]), _mean_last_ce(rows["none"])
-    kept = [v for run in rows.get("iep", {"runs": []})["runs"] if (v := (run.get("losses") or {}).get(
-        "distill/clip_ratio")) is not None]  # fmt: skip
+    iep_runs = rows["iep"]["runs"] if "iep" in rows else []
+    kept = [v for run in iep_runs if (v := run_analysis.last_value(run, "distill/clip_ratio")) is not None]
     if leader_ce is None or vanilla_ce is None or not kept:
         return sentence
     how = "adds its feature gradient uncapped" if leader in run_analysis.UNCAPPED_FEATURE_METHODS else "trains"
     sentence += (
         f" Measured: {leader} {how} and its students end less fitted to their few labels (last-epoch training "
         f"cross-entropy {leader_ce:.2f} against the vanilla student's {vanilla_ce:.2f}), while IEP's clip keeps "
-        f"{100 * sum(v[1] for v in kept) / len(kept):.0f} % of its distillation gradient's norm"
+        f"{100 * sum(kept) / len(kept):.0f} % of its distillation gradient's norm"
     )
     diagnostic = f"rate_{rows['none']['rate']:g}_no_clip"
     uncapped = {r["method"]: r for r in scarce["results"] if r["factor"] == diagnostic}
@@ -369,12 +371,7 @@ def clip_pairs_sentence(by_size: dict[int, dict[str, dict]]) -> str:
     parts = []
     for n, rows in by_size.items():
         diffs = [
-            q["validation"] - p["validation"]
-            for summed, per_term in (("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip"))
-            if summed in rows and per_term in rows
-            for p in rows[summed]["runs"]
-            for q in rows[per_term]["runs"]
-            if p["seed"] == q["seed"]
+            q["validation"] - p["validation"] for _, p, q in run_analysis.same_seed_clip_pairs(list(rows.values()))
         ]
         if diffs:
             ahead = sum(d > 0 for d in diffs)

@@ -20,7 +20,7 @@ CLIP_PAIRS = (("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip"))
 UNCAPPED_FEATURE_METHODS = ("co", "fitnet")
 
 
-def _last(run: dict, key: str) -> float | None:
+def last_value(run: dict, key: str) -> float | None:
     """A history key's epoch mean at the last epoch (`losses` holds [first, last] per key)."""
     pair = (run.get("losses") or {}).get(key)
     return None if pair is None else pair[1]
@@ -30,7 +30,7 @@ def last_cross_entropy(run: dict) -> float | None:
     """The last epoch's training cross-entropy: recorded since the scarce-data study, else its loss trajectory's."""
     if run.get("final_cross_entropy") is not None:
         return run["final_cross_entropy"]
-    return _last(run, "loss/cross_entropy")
+    return last_value(run, "loss/cross_entropy")
 
 
 def distillation_terms(run: dict) -> dict[str, tuple[float, float]]:
@@ -83,8 +83,8 @@ def clip_pairs_table(rows: list[dict]) -> list[str]:
             str(summed["seed"]),
             _arrow(100 * summed["validation"], 100 * per_term["validation"], 2),
             _arrow(100 * summed["test"], 100 * per_term["test"], 2),
-            _arrow(_last(summed, "distill/clip_ratio"), _last(per_term, "distill/clip_ratio")),
-            _arrow(_last(summed, "distill/clipped_fraction"), _last(per_term, "distill/clipped_fraction"), 2),
+            _arrow(last_value(summed, "distill/clip_ratio"), last_value(per_term, "distill/clip_ratio")),
+            _arrow(last_value(summed, "distill/clipped_fraction"), last_value(per_term, "distill/clipped_fraction"), 2),
             _arrow(last_cross_entropy(summed), last_cross_entropy(per_term)),
             terms or "—",
         ]
@@ -146,7 +146,7 @@ def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[s
     ]
     for row in sorted(rows, key=lambda r: -r["test"]):
         entropies = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
-        kept = [v for run in row["runs"] if (v := _last(run, "distill/clip_ratio")) is not None]
+        kept = [v for run in row["runs"] if (v := last_value(run, "distill/clip_ratio")) is not None]
         gain = "—" if vanilla is None or row is vanilla else f"{100 * (row['test'] - vanilla['test']):+.2f}"
         cells = [
             row["method"],

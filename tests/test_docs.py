@@ -217,7 +217,7 @@ def test_the_scarce_data_chart_draws_each_method_by_images_per_class_beside_the_
         "student at 45 images per class than at 450." in block
     )
     assert (
-        "Unlike the paper, where iep_bb leads at 50 images per class (+18.39) and CO is level with its vanilla "
+        "As in the paper, where iep_bb leads at 50 images per class (+18.39) and CO is level with its vanilla "
         "student (+0.15), here iep_bb leads (+7.00 ± 1.00, 3 seeds)." in block
     )
 
