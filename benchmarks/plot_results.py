@@ -292,11 +292,6 @@ def _seed_count(seeds: int) -> str:
     return f"{seeds} seed{'s' if seeds > 1 else ''}"
 
 
-def _mean_last_ce(row: dict) -> float | None:
-    values = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
-    return sum(values) / len(values) if values else None
-
-
 def agreement_sentence(by_size: dict[int, dict[str, dict]]) -> str:
     """What agrees with the paper: gains grow as the data shrinks (methods that gain more at the fewest images
     per class than at the most), and RKD below its vanilla student at the fewest."""
@@ -340,7 +335,8 @@ def departure_sentence(by_size: dict[int, dict[str, dict]], scarce: dict) -> str
         best_iep = max(ieps, key=gains.get)
         sentence += f" and the best IEP, {best_iep}, gains {gains[best_iep]:+.2f}"
     sentence += "."
-    leader_ce, vanilla_ce = _mean_last_ce(rows[leader]), _mean_last_ce(rows["none"])
+    leader_ce = run_analysis.mean_last_cross_entropy(rows[leader])
+    vanilla_ce = run_analysis.mean_last_cross_entropy(rows["none"])
     iep_runs = rows["iep"]["runs"] if "iep" in rows else []
     kept = [v for run in iep_runs if (v := run_analysis.last_value(run, "distill/clip_ratio")) is not None]
     if leader_ce is None or vanilla_ce is None or not kept:
@@ -370,12 +366,9 @@ def clip_pairs_sentence(by_size: dict[int, dict[str, dict]]) -> str:
     validation (IEP and IEP+BB together), with the mean difference in points."""
     parts = []
     for n, rows in by_size.items():
-        diffs = [
-            q["validation"] - p["validation"] for _, p, q in run_analysis.same_seed_clip_pairs(list(rows.values()))
-        ]
-        if diffs:
-            ahead = sum(d > 0 for d in diffs)
-            parts.append(f"{n} per class: {ahead} of {len(diffs)} (mean {100 * sum(diffs) / len(diffs):+.2f})")
+        if leads := run_analysis.per_term_leads(list(rows.values())):
+            ahead = sum(d > 0 for d in leads)
+            parts.append(f"{n} per class: {ahead} of {len(leads)} (mean {sum(leads) / len(leads):+.2f})")
     if not parts:
         return "No same-seed pair of the two clips yet."
     return (
@@ -411,12 +404,12 @@ def summary_sentences(paper: dict, short: dict, rate: float = RATE) -> list[str]
         + "."
     ]
     if all(a in by_method and b in by_method for a, b in run_analysis.CLIP_PAIRS):
-        pairs = run_analysis.same_seed_clip_pairs(rows)
-        ahead = sum(q["validation"] > p["validation"] for _, p, q in pairs)
+        leads = run_analysis.per_term_leads(rows)
+        ahead = sum(d > 0 for d in leads)
         sentences.append(
             f"IEP and IEP+BB rank {rank['iep']} and {rank['iep_bb']} of {len(rows)} with the paper's clip of the "
             f"summed distillation gradient, {rank['iep_termclip']} and {rank['iep_bb_termclip']} with each term "
-            f"clipped on its own, which is ahead on validation in {ahead} of {len(pairs)} same-seed pairs."
+            f"clipped on its own, which is ahead on validation in {ahead} of {len(leads)} same-seed pairs."
         )
     if "none" in by_method:
         below = []

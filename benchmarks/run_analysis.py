@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 
 from benchmarks.docs_blocks import mean_spread
-from benchmarks.study_report import vanilla_of, vanilla_rows
+from benchmarks.study_report import below_vanilla, vanilla_rows
 
 # IEP and IEP+BB, each as the summed clip runs it and with every distillation term's gradient clipped on its own.
 CLIP_PAIRS = (("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip"))
@@ -20,10 +20,13 @@ CLIP_PAIRS = (("iep", "iep_termclip"), ("iep_bb", "iep_bb_termclip"))
 UNCAPPED_FEATURE_METHODS = ("co", "fitnet")
 
 
+def first_and_last(run: dict, key: str) -> tuple[float | None, float | None]:
+    """A history key's epoch means at the first and the last epoch (`losses` holds [first, last] per key)."""
+    return tuple((run.get("losses") or {}).get(key) or (None, None))
+
+
 def last_value(run: dict, key: str) -> float | None:
-    """A history key's epoch mean at the last epoch (`losses` holds [first, last] per key)."""
-    pair = (run.get("losses") or {}).get(key)
-    return None if pair is None else pair[1]
+    return first_and_last(run, key)[1]
 
 
 def last_cross_entropy(run: dict) -> float | None:
@@ -38,6 +41,12 @@ def distillation_terms(run: dict) -> dict[str, tuple[float, float]]:
     skip = ("loss/cross_entropy", "loss/weight_decay", "loss/total")
     return {k.removeprefix("loss/"): tuple(v) for k, v in (run.get("losses") or {}).items()
             if k.startswith("loss/") and k not in skip}  # fmt: skip
+
+
+def mean_last_cross_entropy(row: dict) -> float | None:
+    """The last epoch's training cross-entropy, mean over the row's runs that recorded it."""
+    values = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
+    return statistics.mean(values) if values else None
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -75,7 +84,7 @@ def clip_pairs_table(rows: list[dict]) -> list[str]:
     ]
     for method, summed, per_term in pairs:
         terms = ", ".join(
-            f"{name} {_arrow(value[1], distillation_terms(per_term).get(name, (None, None))[1])}"
+            f"{name} {_arrow(value[1], last_value(per_term, f'loss/{name}'))}"
             for name, value in distillation_terms(summed).items()
         )
         cells = [
@@ -89,7 +98,7 @@ def clip_pairs_table(rows: list[dict]) -> list[str]:
             terms or "—",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    differences = [100 * (q["validation"] - p["validation"]) for _, p, q in pairs]
+    differences = per_term_leads(rows)
     ahead = sum(d > 0 for d in differences)
     lines += [
         "",
@@ -99,12 +108,15 @@ def clip_pairs_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def per_term_leads(rows: list[dict]) -> list[float]:
+    """Validation points the per-term clip is ahead of the summed clip, per same-seed pair."""
+    return [100 * (q["validation"] - p["validation"]) for _, p, q in same_seed_clip_pairs(rows)]
+
+
 def below_vanilla_table(rows: list[dict]) -> list[str]:
     """Each method below its vanilla student on validation, run by run, beside the vanilla run of the same seed:
     the training cross-entropy and every distillation term at the first → the last epoch."""
-    vanillas = vanilla_rows(rows)
-    below = [(r, base) for r in rows if (base := vanilla_of(r, vanillas)) is not None and r is not base
-             and r["validation"] < base["validation"]]  # fmt: skip
+    below = below_vanilla(rows, vanilla_rows(rows))
     if not below:
         return ["Every method is above its vanilla student on validation."]
     lines = [
@@ -116,8 +128,8 @@ def below_vanilla_table(rows: list[dict]) -> list[str]:
         base_runs = {run["seed"]: run for run in base["runs"]}
         for run in row["runs"]:
             twin = base_runs.get(run["seed"])
-            ce = run.get("losses", {}).get("loss/cross_entropy", (None, None))
-            twin_ce = (twin or {}).get("losses", {}).get("loss/cross_entropy", (None, None))
+            ce = first_and_last(run, "loss/cross_entropy")
+            twin_ce = first_and_last(twin or {}, "loss/cross_entropy")
             terms = ", ".join(f"{name} {_arrow(*value)}" for name, value in distillation_terms(run).items())
             lines.append(
                 f"| {row['method']} | {run['seed']} | {100 * run['validation']:.2f} / {100 * run['test']:.2f} | "
@@ -145,7 +157,6 @@ def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[s
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: -r["test"]):
-        entropies = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
         kept = [v for run in row["runs"] if (v := last_value(run, "distill/clip_ratio")) is not None]
         gain = "—" if vanilla is None or row is vanilla else f"{100 * (row['test'] - vanilla['test']):+.2f}"
         cells = [
@@ -153,7 +164,7 @@ def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[s
             str(row["seeds"]),
             mean_spread(row["test"], row["test_std"], row["seeds"]),
             gain,
-            _f(statistics.mean(entropies) if entropies else None),
+            _f(mean_last_cross_entropy(row)),
             _f(statistics.mean(kept) if kept else None),
             _pre_phase_steps(row),
             _f(row.get("phase1_loss"), 2),

@@ -114,14 +114,19 @@ def loss_curve(row: dict) -> dict[str, tuple[float, float]]:
     }
 
 
-def below_vanilla_losses(rows: list[dict], vanillas: dict[tuple[str, str], dict]) -> list[str]:
-    """For each method below its factor's vanilla student on validation, its loss terms at the first and the last
-    epoch: the measurements a "why is it below" sentence rests on (which term dominates, which one never fell)."""
-    below = [
-        r
+def below_vanilla(rows: list[dict], vanillas: dict[tuple[str, str], dict]) -> list[tuple[dict, dict]]:
+    """(row, its vanilla row) for each method below its vanilla student on validation."""
+    return [
+        (r, base)
         for r in rows
         if r["method"] != VANILLA and (base := vanilla_of(r, vanillas)) and r["validation"] < base["validation"]
     ]
+
+
+def below_vanilla_losses(rows: list[dict], vanillas: dict[tuple[str, str], dict]) -> list[str]:
+    """For each method below its factor's vanilla student on validation, its loss terms at the first and the last
+    epoch: the measurements a "why is it below" sentence rests on (which term dominates, which one never fell)."""
+    below = [r for r, _ in below_vanilla(rows, vanillas)]
     if not below:
         return []
     lines = ["", "Below the vanilla student on validation; loss terms, epoch means at the first → last epoch:", ""]
