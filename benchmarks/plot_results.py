@@ -337,15 +337,14 @@ def departure_sentence(by_size: dict[int, dict[str, dict]], scarce: dict) -> str
     sentence += "."
     leader_ce = run_analysis.mean_last_cross_entropy(rows[leader])
     vanilla_ce = run_analysis.mean_last_cross_entropy(rows["none"])
-    iep_runs = rows["iep"]["runs"] if "iep" in rows else []
-    kept = [v for run in iep_runs if (v := run_analysis.last_value(run, "distill/clip_ratio")) is not None]
-    if leader_ce is None or vanilla_ce is None or not kept:
+    kept = run_analysis.mean_kept_fraction(rows["iep"]) if "iep" in rows else None
+    if leader_ce is None or vanilla_ce is None or kept is None:
         return sentence
     how = "adds its feature gradient uncapped" if leader in run_analysis.UNCAPPED_FEATURE_METHODS else "trains"
     sentence += (
         f" Measured: {leader} {how} and its students end less fitted to their few labels (last-epoch training "
         f"cross-entropy {leader_ce:.2f} against the vanilla student's {vanilla_ce:.2f}), while IEP's clip keeps "
-        f"{100 * sum(kept) / len(kept):.0f} % of its distillation gradient's norm"
+        f"{100 * kept:.0f} % of its distillation gradient's norm"
     )
     diagnostic = f"rate_{rows['none']['rate']:g}_no_clip"
     uncapped = {r["method"]: r for r in scarce["results"] if r["factor"] == diagnostic}

@@ -10,6 +10,7 @@ distillation gradient.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Iterable
 
 from benchmarks.docs_blocks import mean_spread
 from benchmarks.study_report import below_vanilla, vanilla_rows
@@ -26,6 +27,7 @@ def first_and_last(run: dict, key: str) -> tuple[float | None, float | None]:
 
 
 def last_value(run: dict, key: str) -> float | None:
+    """A history key's epoch mean at the last epoch."""
     return first_and_last(run, key)[1]
 
 
@@ -43,10 +45,19 @@ def distillation_terms(run: dict) -> dict[str, tuple[float, float]]:
             if k.startswith("loss/") and k not in skip}  # fmt: skip
 
 
+def _mean_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.mean(known) if known else None
+
+
 def mean_last_cross_entropy(row: dict) -> float | None:
     """The last epoch's training cross-entropy, mean over the row's runs that recorded it."""
-    values = [v for run in row["runs"] if (v := last_cross_entropy(run)) is not None]
-    return statistics.mean(values) if values else None
+    return _mean_known(last_cross_entropy(run) for run in row["runs"])
+
+
+def mean_kept_fraction(row: dict) -> float | None:
+    """The last epoch's kept fraction of the distillation gradient's norm, mean over the row's runs that clip it."""
+    return _mean_known(last_value(run, "distill/clip_ratio") for run in row["runs"])
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -157,7 +168,6 @@ def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[s
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: -r["test"]):
-        kept = [v for run in row["runs"] if (v := last_value(run, "distill/clip_ratio")) is not None]
         gain = "—" if vanilla is None or row is vanilla else f"{100 * (row['test'] - vanilla['test']):+.2f}"
         cells = [
             row["method"],
@@ -165,7 +175,7 @@ def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[s
             mean_spread(row["test"], row["test_std"], row["seeds"]),
             gain,
             _f(mean_last_cross_entropy(row)),
-            _f(statistics.mean(kept) if kept else None),
+            _f(mean_kept_fraction(row)),
             _pre_phase_steps(row),
             _f(row.get("phase1_loss"), 2),
         ]
