@@ -392,12 +392,11 @@ def test_table7_methods_refuse_unequal_widths():
             build_distiller(method, teacher, student, main_steps=10, epochs=1)
 
 
-def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(tmp_path):
+def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(tmp_path, capsys):
     """Dictionary = checkpoint 1, initialization = checkpoints 2-3, epochs = 4-5: kill after 2, resume."""
     import json
-    import subprocess
 
-    from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command, train_in_process
+    from tests.helpers import checkpoint_values, kill_after_checkpoint, train_command, train_in_process
 
     teacher = tmp_path / "teacher"
     train_in_process(teacher, "--epochs=1", "--arch=wrn-10-1")
@@ -409,13 +408,13 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
         "--distill_args=dictionary_epochs=1",
     )
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
     kill_after_checkpoint(train_command(killed, *flags_), killed, 2)
-    resumed = subprocess.run(
-        train_command(killed, *flags_), env=subprocess_env(), check=True, capture_output=True, text=True, timeout=600
-    )
-    assert "pre-phase passes done: 2/3" in resumed.stdout and "srm_init 2/2" in resumed.stdout
-    assert "srm_dictionary" not in resumed.stdout  # the finished stage is not run again
+    capsys.readouterr()
+    train_in_process(killed, *flags_)
+    resumed = capsys.readouterr()
+    assert "pre-phase passes done: 2/3" in resumed.out and "srm_init 2/2" in resumed.out
+    assert "srm_dictionary" not in resumed.out  # the finished stage is not run again
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
     assert prefix_a.endswith("epoch-5") and prefix_b.endswith("epoch-5")

@@ -1,8 +1,6 @@
 """CRD against a NumPy transcription of RepDistiller's ContrastMemory and ContrastLoss (the loss given the
 sample), its sampler, a short run in which it learns, and a resumed run bit-identical to an uninterrupted one."""
 
-import subprocess
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +8,7 @@ import tensorflow as tf
 from iep.baselines.crd import CRDDistiller, contrast_scores, nce_loss, updated_rows
 from iep.methods import build_distiller
 from iep.nets import build_network
-from tests.helpers import IndexedLabels, checkpoint_values, kill_after_checkpoint, subprocess_env, train_command
+from tests.helpers import IndexedLabels, checkpoint_values, kill_after_checkpoint, train_command
 
 RNG = np.random.default_rng(20)
 
@@ -165,9 +163,9 @@ def test_a_resumed_crd_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     train_in_process(teacher, "--epochs=1", "--arch=resnet8")
     flags_ = ("--epochs=2", "--arch=resnet8", "--distill=crd", f"--teacher={teacher}", "--distill_args=negatives=64")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
     kill_after_checkpoint(train_command(killed, *flags_), killed, 1)
-    subprocess.run(train_command(killed, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    train_in_process(killed, *flags_)
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
     assert prefix_a.endswith("epoch-2") and prefix_b.endswith("epoch-2") and a.keys() == b.keys()

@@ -17,7 +17,7 @@ from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
 from iep.nets import build_network
 from iep.op_utils import build_schedule, decayed_variables, l2_penalty
 from tests.conftest import ROOT
-from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command
+from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command, train_in_process
 
 QUICK = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
 
@@ -72,15 +72,15 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
         _train(tmp_path / "nan", epochs=1, distiller=_ExplodingDistiller())
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     flags_ = ("--epochs=3", "--lr_schedule=step")
-    subprocess.run(train_command(straight, *flags_), env=subprocess_env(), check=True, capture_output=True, timeout=600)
+    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
     kill_after_checkpoint(train_command(killed, *flags_), killed, 2)
-    resumed = subprocess.run(
-        train_command(killed, *flags_), env=subprocess_env(), check=True, capture_output=True, text=True, timeout=600
-    )
-    assert "Resuming" in resumed.stdout and "after epoch 2" in resumed.stdout
+    capsys.readouterr()
+    train_in_process(killed, *flags_)
+    resumed = capsys.readouterr()
+    assert "Resuming" in resumed.out and "after epoch 2" in resumed.out
 
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
@@ -534,8 +534,6 @@ def test_a_tilde_in_any_path_flag_is_the_home_folder(monkeypatch):
 def test_quick_runs_evaluate_a_subset_and_a_rerun_redoes_nothing(tmp_path, capsys):
     """--eval_limit scores the split's first N images; the teacher is scored once per run dir; re-running a
     finished command neither retrains nor re-exports."""
-    from tests.helpers import train_in_process
-
     teacher = tmp_path / "teacher"
     summary = train_in_process(teacher, "--epochs=1", "--arch=resnet8", "--export=true", "--eval_limit=7")
     assert summary["eval_limit"] == 7 and round(summary["last_accuracy"] * 7, 6) == round(summary["last_accuracy"] * 7)
