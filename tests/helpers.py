@@ -115,6 +115,17 @@ def kill_after_checkpoint(command: list[str], run_dir, number: int) -> None:
     assert marker in open(state).read(), f"killed too late: the run had gone past checkpoint {number}"
 
 
+def kill_and_resume(tmp_path, flags: tuple[str, ...], kill_after: int, capsys) -> str:
+    """The run of `flags` twice: uninterrupted in `tmp_path/straight`, and in `tmp_path/killed` by a child
+    SIGKILLed right after checkpoint `kill_after`, then resumed. Only the killed run needs a child process; the
+    other two run here. Returns what the resumed run printed."""
+    train_in_process(tmp_path / "straight", *flags)
+    kill_after_checkpoint(train_command(tmp_path / "killed", *flags), tmp_path / "killed", kill_after)
+    capsys.readouterr()
+    train_in_process(tmp_path / "killed", *flags)
+    return capsys.readouterr().out
+
+
 def checkpoint_values(run_dir) -> tuple[str, dict[str, np.ndarray]]:
     """The newest checkpoint's prefix and every saved value (bookkeeping entries excluded)."""
     prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))

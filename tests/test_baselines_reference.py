@@ -396,7 +396,7 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
     """Dictionary = checkpoint 1, initialization = checkpoints 2-3, epochs = 4-5: kill after 2, resume."""
     import json
 
-    from tests.helpers import checkpoint_values, kill_after_checkpoint, train_command, train_in_process
+    from tests.helpers import checkpoint_values, kill_and_resume, train_in_process
 
     teacher = tmp_path / "teacher"
     train_in_process(teacher, "--epochs=1", "--arch=wrn-10-1")
@@ -408,13 +408,9 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
         "--distill_args=dictionary_epochs=1",
     )
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
-    kill_after_checkpoint(train_command(killed, *flags_), killed, 2)
-    capsys.readouterr()
-    train_in_process(killed, *flags_)
-    resumed = capsys.readouterr()
-    assert "pre-phase passes done: 2/3" in resumed.out and "srm_init 2/2" in resumed.out
-    assert "srm_dictionary" not in resumed.out  # the finished stage is not run again
+    resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
+    assert "pre-phase passes done: 2/3" in resumed and "srm_init 2/2" in resumed
+    assert "srm_dictionary" not in resumed  # the finished stage is not run again
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
     assert prefix_a.endswith("epoch-5") and prefix_b.endswith("epoch-5")

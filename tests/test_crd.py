@@ -8,7 +8,7 @@ import tensorflow as tf
 from iep.baselines.crd import CRDDistiller, contrast_scores, nce_loss, updated_rows
 from iep.methods import build_distiller
 from iep.nets import build_network
-from tests.helpers import IndexedLabels, checkpoint_values, kill_after_checkpoint, train_command
+from tests.helpers import IndexedLabels, checkpoint_values, kill_and_resume
 
 RNG = np.random.default_rng(20)
 
@@ -154,7 +154,7 @@ def test_crd_trains_on_real_cifar10(cifar10_subset, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(crd.memory_s.numpy()[changed], axis=1), 1.0, rtol=1e-5)
 
 
-def test_a_resumed_crd_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
+def test_a_resumed_crd_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, capsys):
     """Killed after epoch 1 of 2 and resumed: every checkpointed value (the memory, Z and the sampler's counter
     included) equals the uninterrupted run's."""
     from tests.helpers import train_in_process
@@ -163,9 +163,7 @@ def test_a_resumed_crd_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     train_in_process(teacher, "--epochs=1", "--arch=resnet8")
     flags_ = ("--epochs=2", "--arch=resnet8", "--distill=crd", f"--teacher={teacher}", "--distill_args=negatives=64")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
-    kill_after_checkpoint(train_command(killed, *flags_), killed, 1)
-    train_in_process(killed, *flags_)
+    kill_and_resume(tmp_path, flags_, 1, capsys)
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
     assert prefix_a.endswith("epoch-2") and prefix_b.endswith("epoch-2") and a.keys() == b.keys()

@@ -147,19 +147,14 @@ def test_short_iep_runs_on_real_cifar10(cifar10_dir, tmp_path):
 
 
 def test_kill_during_phase_one_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
-
-    from tests.helpers import checkpoint_values, kill_after_checkpoint, train_command, train_in_process
+    from tests.helpers import checkpoint_values, kill_and_resume
 
     teacher = tmp_path / "teacher"
     _train("--arch=resnet8", "--rate=0.5", "--epochs=1", f"--run_dir={teacher}")
     flags_ = ("--epochs=2", "--arch=resnet8", "--distill=iep", f"--teacher={teacher}", "--iep_module_steps=30")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
-    kill_after_checkpoint(train_command(killed, *flags_), killed, 1)  # after pre-phase pass 1 of 3
-    capsys.readouterr()
-    train_in_process(killed, *flags_)
-    resumed = capsys.readouterr()
-    assert "pre-phase passes done: 1/3" in resumed.out
+    resumed = kill_and_resume(tmp_path, flags_, 1, capsys)  # after pre-phase pass 1 of 3
+    assert "pre-phase passes done: 1/3" in resumed
 
     (_, a), (_, b) = checkpoint_values(straight), checkpoint_values(killed)
     assert a.keys() == b.keys()

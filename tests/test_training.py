@@ -17,7 +17,7 @@ from iep.engine.trainer import TrainConfig, Trainer, TrainingDiverged
 from iep.nets import build_network
 from iep.op_utils import build_schedule, decayed_variables, l2_penalty
 from tests.conftest import ROOT
-from tests.helpers import checkpoint_values, kill_after_checkpoint, subprocess_env, train_command, train_in_process
+from tests.helpers import checkpoint_values, kill_and_resume, subprocess_env, train_command, train_in_process
 
 QUICK = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
 
@@ -75,12 +75,8 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     flags_ = ("--epochs=3", "--lr_schedule=step")
-    train_in_process(straight, *flags_)  # killing needs a child process; the uninterrupted run does not
-    kill_after_checkpoint(train_command(killed, *flags_), killed, 2)
-    capsys.readouterr()
-    train_in_process(killed, *flags_)
-    resumed = capsys.readouterr()
-    assert "Resuming" in resumed.out and "after epoch 2" in resumed.out
+    resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
+    assert "Resuming" in resumed and "after epoch 2" in resumed
 
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
