@@ -1,3 +1,4 @@
+import json
 import os
 
 import keras
@@ -155,6 +156,7 @@ def test_kill_during_phase_one_and_resume_reproduces_the_uninterrupted_run(tmp_p
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     resumed = kill_and_resume(tmp_path, flags_, 1, capsys)  # after pre-phase pass 1 of 3
     assert "pre-phase passes done: 1/3" in resumed
+    assert json.load(open(killed / "config.json"))["clip_terms"] == "sum"  # as resolved, for a later resume
 
     (_, a), (_, b) = checkpoint_values(straight), checkpoint_values(killed)
     assert a.keys() == b.keys()

@@ -77,6 +77,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     flags_ = ("--epochs=3", "--lr_schedule=step")
     resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
     assert "Resuming" in resumed and "after epoch 2" in resumed
+    assert "clip_terms" not in json.load(open(killed / "config.json"))  # vanilla has no clip to record
 
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
@@ -293,6 +294,18 @@ def test_resume_treats_relative_and_absolute_paths_as_the_same(tmp_path, monkeyp
     (tmp_path / "checkpoints" / "epoch-1.index").write_text("a checkpoint of the first settings")
     with pytest.raises(ValueError, match=r"--teacher: was '.*teacher', now 'other'"):
         save_or_check_run_config(str(tmp_path), {**config, "teacher": "other"}, resume=True)
+
+
+def test_a_clipped_run_resumes_only_with_the_clip_it_started_with(tmp_path):
+    """config.json records the clip a clipped method resolved (a default may change between releases); a
+    config.json from before that record clipped the summed gradient, the only clip there was."""
+    before = {k: "x" for k in RESUME_KEYS if k != "clip_terms"}
+    save_or_check_run_config(str(tmp_path), before, resume=False)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch-1.index").write_text("a checkpoint of the first settings")
+    save_or_check_run_config(str(tmp_path), {**before, "clip_terms": "sum"}, resume=True)
+    with pytest.raises(ValueError, match=r"--distill_args clip_terms: was 'sum', now 'per_term'"):
+        save_or_check_run_config(str(tmp_path), {**before, "clip_terms": "per_term"}, resume=True)
 
 
 def test_new_settings_in_a_run_directory_without_a_checkpoint_start_anew(tmp_path, capsys):

@@ -302,7 +302,7 @@ def _run_spec():
     from iep.engine.cli import default_run_dir, number_list
     from iep.engine.outside_teacher import is_outside_teacher
     from iep.engine.run_spec import RunSpec, TeacherSpec
-    from iep.engine.runs import RESUME_KEYS
+    from iep.engine.runs import RESOLVED_KEYS, RESUME_KEYS
     from iep.engine.trainer import TrainConfig
     from iep.nets import parse_arch
 
@@ -391,7 +391,7 @@ def _run_spec():
         resume=FLAGS.resume,
         distribute=FLAGS.distribute,
         connect_timeout=FLAGS.connect_timeout,
-        recorded={name: FLAGS[name].value for name in RESUME_KEYS if name != "lr_decay_points"},
+        recorded={name: FLAGS[name].value for name in RESUME_KEYS if name not in ("lr_decay_points", *RESOLVED_KEYS)},
     )
 
 

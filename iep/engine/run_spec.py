@@ -195,6 +195,9 @@ def train_run(spec: RunSpec, strategy=None) -> dict:
                     "train_images": data.num_train,
                     # The layers the method reads, as resolved (the teacher's default taps included).
                     "student_points": sensing_points(student),
+                    # How a clipped method (IEP, MHGD) clips, as resolved: a default that changes between
+                    # releases must not change a run half-way through (docs/methods.md, how the terms are clipped).
+                    **({"clip_terms": distiller.clip_terms} if hasattr(distiller, "clip_terms") else {}),
                     "teacher_points": sensing_points(teacher) if teacher is not None else None,
                 },
                 resume=spec.resume,

@@ -51,7 +51,10 @@ RESUME_KEYS = (
     "precision",
     "semantic_vectors",
     "static_knowledge",
+    "clip_terms",
 )
+# Resume keys that are no flag: the library records them as it resolved them (train.py records the rest as given).
+RESOLVED_KEYS = {"clip_terms": "--distill_args clip_terms"}
 # Keys added after runs existed: a config.json without them was made with these values.
 RESUME_DEFAULTS = {
     "distill_args": None,
@@ -66,6 +69,7 @@ RESUME_DEFAULTS = {
     "knowledge_epochs": None,
     "iep_clip": True,
     "iep_module_epochs": None,
+    "clip_terms": "sum",  # the only clip before clip_terms existed; methods without a clip record none
 }
 # What both writers of config.json (train.py, iep.Trainer) record, and every reader needs to rebuild the network.
 NETWORK_KEYS = ("arch", "dataset", "num_classes", "input_shape", "mean", "std")
@@ -195,7 +199,11 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
             write_json_atomic(path, config)
             return
         if changed:
-            details = ", ".join(f"--{k}: was {saved.get(k)!r}, now {config.get(k)!r}" for k in changed)
+            details = ", ".join(
+                f"{RESOLVED_KEYS.get(k, '--' + k)}: was {saved.get(k, RESUME_DEFAULTS.get(k))!r}, "
+                f"now {config.get(k, RESUME_DEFAULTS.get(k))!r}"
+                for k in changed
+            )
             raise ValueError(
                 f"run_dir={run_dir!r} holds a run started with other settings ({details}); "
                 "use a new run_dir=, or Trainer.fit(resume=False) to start over"
