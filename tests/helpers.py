@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -115,15 +116,16 @@ def kill_after_checkpoint(command: list[str], run_dir, number: int) -> None:
     assert marker in open(state).read(), f"killed too late: the run had gone past checkpoint {number}"
 
 
-def kill_and_resume(tmp_path, flags: tuple[str, ...], kill_after: int, capsys) -> str:
-    """The run of `flags` twice: uninterrupted in `tmp_path/straight`, and in `tmp_path/killed` by a child
-    SIGKILLed right after checkpoint `kill_after`, then resumed. Only the killed run needs a child process; the
-    other two run here. Returns what the resumed run printed."""
-    train_in_process(tmp_path / "straight", *flags)
-    kill_after_checkpoint(train_command(tmp_path / "killed", *flags), tmp_path / "killed", kill_after)
+def kill_and_resume(tmp_path, flags: tuple[str, ...], kill_after: int, capsys) -> tuple[Path, Path, str]:
+    """The run of `flags` twice: uninterrupted, and by a child SIGKILLed right after checkpoint `kill_after`,
+    then resumed. Only the killed run needs a child process; the other two run here. Returns both run
+    directories (uninterrupted, killed) and what the resumed run printed."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train_in_process(straight, *flags)
+    kill_after_checkpoint(train_command(killed, *flags), killed, kill_after)
     capsys.readouterr()
-    train_in_process(tmp_path / "killed", *flags)
-    return capsys.readouterr().out
+    train_in_process(killed, *flags)
+    return straight, killed, capsys.readouterr().out
 
 
 def checkpoint_values(run_dir) -> tuple[str, dict[str, np.ndarray]]:

@@ -407,8 +407,7 @@ def test_srm_killed_inside_its_second_stage_resumes_to_the_uninterrupted_state(t
         f"--teacher={teacher}",
         "--distill_args=dictionary_epochs=1",
     )
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
+    straight, killed, resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
     assert "pre-phase passes done: 2/3" in resumed and "srm_init 2/2" in resumed
     assert "srm_dictionary" not in resumed  # the finished stage is not run again
     prefix_a, a = checkpoint_values(straight)

@@ -162,8 +162,7 @@ def test_a_resumed_crd_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, ca
     teacher = tmp_path / "teacher"
     train_in_process(teacher, "--epochs=1", "--arch=resnet8")
     flags_ = ("--epochs=2", "--arch=resnet8", "--distill=crd", f"--teacher={teacher}", "--distill_args=negatives=64")
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    kill_and_resume(tmp_path, flags_, 1, capsys)
+    straight, killed, _ = kill_and_resume(tmp_path, flags_, 1, capsys)
     prefix_a, a = checkpoint_values(straight)
     prefix_b, b = checkpoint_values(killed)
     assert prefix_a.endswith("epoch-2") and prefix_b.endswith("epoch-2") and a.keys() == b.keys()

@@ -153,8 +153,7 @@ def test_kill_during_phase_one_and_resume_reproduces_the_uninterrupted_run(tmp_p
     teacher = tmp_path / "teacher"
     _train("--arch=resnet8", "--rate=0.5", "--epochs=1", f"--run_dir={teacher}")
     flags_ = ("--epochs=2", "--arch=resnet8", "--distill=iep", f"--teacher={teacher}", "--iep_module_steps=30")
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    resumed = kill_and_resume(tmp_path, flags_, 1, capsys)  # after pre-phase pass 1 of 3
+    straight, killed, resumed = kill_and_resume(tmp_path, flags_, 1, capsys)  # after pre-phase pass 1 of 3
     assert "pre-phase passes done: 1/3" in resumed
     assert json.load(open(killed / "config.json"))["clip_terms"] == "sum"  # as resolved, for a later resume
 

@@ -73,9 +73,8 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
     flags_ = ("--epochs=3", "--lr_schedule=step")
-    resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
+    straight, killed, resumed = kill_and_resume(tmp_path, flags_, 2, capsys)
     assert "Resuming" in resumed and "after epoch 2" in resumed
     assert "clip_terms" not in json.load(open(killed / "config.json"))  # vanilla has no clip to record
 

@@ -80,6 +80,11 @@ REPLACED_SUBDIR = "replaced"
 PATH_KEYS = ("data_dir", "teacher", "static_knowledge")
 
 
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A resume key's value in `config`, or the value a config.json written before the key existed implies."""
+    return config.get(key, RESUME_DEFAULTS.get(key))
+
+
 def _comparable(key: str, value: Any) -> Any:
     if key in PATH_KEYS and isinstance(value, str):
         return os.path.realpath(value)
@@ -187,12 +192,7 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
         )
     if resume and os.path.exists(path):
         saved = read_json(path)
-        changed = [
-            k
-            for k in RESUME_KEYS
-            if _comparable(k, saved.get(k, RESUME_DEFAULTS.get(k)))
-            != _comparable(k, config.get(k, RESUME_DEFAULTS.get(k)))
-        ]
+        changed = [k for k in RESUME_KEYS if _comparable(k, _setting(saved, k)) != _comparable(k, _setting(config, k))]
         if changed and not _has_checkpoint(run_dir):  # nothing to resume (a run that diverged before saving)
             moved = move_previous_run_aside(run_dir)
             print(f"{run_dir} held no checkpoint of its earlier settings: they were moved to {moved}; starting anew")
@@ -200,8 +200,7 @@ def save_or_check_run_config(run_dir: str, config: dict[str, Any], resume: bool)
             return
         if changed:
             details = ", ".join(
-                f"{RESOLVED_KEYS.get(k, '--' + k)}: was {saved.get(k, RESUME_DEFAULTS.get(k))!r}, "
-                f"now {config.get(k, RESUME_DEFAULTS.get(k))!r}"
+                f"{RESOLVED_KEYS.get(k, '--' + k)}: was {_setting(saved, k)!r}, now {_setting(config, k)!r}"
                 for k in changed
             )
             raise ValueError(
