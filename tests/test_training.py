@@ -307,6 +307,30 @@ def test_a_clipped_run_resumes_only_with_the_clip_it_started_with(tmp_path):
         save_or_check_run_config(str(tmp_path), {**before, "clip_terms": "per_term"}, resume=True)
 
 
+def test_a_clip_given_in_distill_args_is_compared_as_resolved(tmp_path):
+    """A run from before the record that was given clip_terms=per_term clipped per term; `clip_terms=sum`
+    given is the same run as the default sum, whichever way the default goes."""
+    given = {k: "x" for k in RESUME_KEYS if k != "clip_terms"}
+    per_term = {**given, "distill_args": ["clip_terms=per_term", "beta=2"]}
+    save_or_check_run_config(str(tmp_path / "a"), per_term, resume=False)
+    (tmp_path / "a" / "checkpoints").mkdir()
+    (tmp_path / "a" / "checkpoints" / "epoch-1.index").write_text("a checkpoint")
+    save_or_check_run_config(str(tmp_path / "a"), {**per_term, "clip_terms": "per_term"}, resume=True)
+    with pytest.raises(ValueError, match=r"--distill_args clip_terms: was 'per_term', now 'sum'"):
+        save_or_check_run_config(str(tmp_path / "a"), {**per_term, "clip_terms": "sum"}, resume=True)
+    with pytest.raises(ValueError, match=r"--distill_args: was \['clip_terms=per_term', 'beta=2'\], now \['beta=3'\]"):
+        save_or_check_run_config(
+            str(tmp_path / "a"), {**given, "distill_args": ["beta=3"], "clip_terms": "per_term"}, resume=True
+        )
+
+    save_or_check_run_config(str(tmp_path / "b"), {**given, "distill_args": None, "clip_terms": "sum"}, resume=False)
+    (tmp_path / "b" / "checkpoints").mkdir()
+    (tmp_path / "b" / "checkpoints" / "epoch-1.index").write_text("a checkpoint")
+    save_or_check_run_config(
+        str(tmp_path / "b"), {**given, "distill_args": ["clip_terms=sum"], "clip_terms": "sum"}, resume=True
+    )
+
+
 def test_new_settings_in_a_run_directory_without_a_checkpoint_start_anew(tmp_path, capsys):
     """A run that diverged before its first checkpoint ("lower --lr") is retried with another --lr in place:
     nothing of it can be resumed, so its files move aside instead of asking for --noresume."""

@@ -80,14 +80,30 @@ REPLACED_SUBDIR = "replaced"
 PATH_KEYS = ("data_dir", "teacher", "static_knowledge")
 
 
+def _given_options(distill_args: Any) -> dict[str, str]:
+    """--distill_args as config.json records it (["clip_terms=per_term", ...] or None), as a dict."""
+    if not isinstance(distill_args, (list, tuple)):
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (str(item).partition("=") for item in distill_args)}
+
+
 def _setting(config: dict[str, Any], key: str) -> Any:
-    """A resume key's value in `config`, or the value a config.json written before the key existed implies."""
-    return config.get(key, RESUME_DEFAULTS.get(key))
+    """A resume key's value in `config`, or the value a config.json written before the key existed implies: for a
+    resolved key, what its --distill_args gave, else the only value there was."""
+    if key in config:
+        return config[key]
+    if key in RESOLVED_KEYS and key in _given_options(config.get("distill_args")):
+        return _given_options(config.get("distill_args"))[key]
+    return RESUME_DEFAULTS.get(key)
 
 
 def _comparable(key: str, value: Any) -> Any:
     if key in PATH_KEYS and isinstance(value, str):
         return os.path.realpath(value)
+    if key == "distill_args" and isinstance(value, (list, tuple)):
+        # A resolved key is compared as resolved: `clip_terms=sum` given is the same run as the default `sum`.
+        kept = [item for item in value if str(item).partition("=")[0].strip() not in RESOLVED_KEYS]
+        return kept or None
     return value
 
 
