@@ -29,6 +29,7 @@ from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from benchmarks.synthetic import synthetic_batch, synthetic_data  # noqa: E402
 from benchmarks.timing import MachineWatch, clocks, per_call, ratio  # noqa: E402
+from iep.core.clipped import CLIP_TERMS  # noqa: E402
 from iep.core.distiller import Distiller  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
 from iep.methods import build_distiller  # noqa: E402
@@ -40,6 +41,9 @@ flags.DEFINE_integer("classes", 100, "Number of classes (CIFAR-100 shapes).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing).")
 flags.DEFINE_integer("steps", 5, "Timed steps per row.")
 flags.DEFINE_boolean("jit_compile", False, "Compile steps with XLA.")
+flags.DEFINE_enum(
+    "iep_clip_terms", "sum", list(CLIP_TERMS), "IEP's clip (docs/methods.md); the recorded figures are of sum."
+)
 flags.DEFINE_string("output", os.path.join(docs_blocks.RESULTS_DIR, "iep_step_time.json"), "Result JSON.")
 flags.DEFINE_boolean("docs", True, "Rewrite the table in docs/benchmarks.md from the results.")
 FLAGS = flags.FLAGS
@@ -94,7 +98,16 @@ def _measure_pair(teacher_arch: str, student_arch: str, data, images, labels) ->
         elif label == "plain+teacher":
             distiller = _TeacherForward(teacher)
         else:
-            distiller = build_distiller(label, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
+            distiller = build_distiller(
+                label,
+                teacher,
+                student,
+                module_steps=0,
+                seed=0,
+                main_steps=1000,
+                epochs=100,
+                clip_terms=FLAGS.iep_clip_terms,
+            )
         trainer = Trainer(student, data, config, os.path.join("runs", "benchmark_iep", label), distiller)
         rows[label] = _per_call(trainer._train_step, images, labels)
         print(f"  {teacher_arch}->{student_arch} {label}: {rows[label]['cpu']['median']:.3f} CPU s/step", flush=True)
@@ -123,7 +136,7 @@ def main(argv):
             f"{r['iep_bb_over_plain_cpu']['ratio']:.2f}x ({r['iep_bb_over_plain_plus_teacher_cpu']['ratio']:.2f}x)"
         )
     settings = {"batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "jit_compile": FLAGS.jit_compile,
-                "steps": FLAGS.steps}  # fmt: skip
+                "steps": FLAGS.steps, "iep_clip_terms": FLAGS.iep_clip_terms}  # fmt: skip
     write_results(FLAGS.output, settings, results, watch.finish())
     if FLAGS.docs:
         docs_blocks.update_for(FLAGS.output)

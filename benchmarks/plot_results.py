@@ -408,7 +408,8 @@ def summary_sentences(paper: dict, short: dict, rate: float = RATE) -> list[str]
         sentences.append(
             f"IEP and IEP+BB rank {rank['iep']} and {rank['iep_bb']} of {len(rows)} with the paper's clip of the "
             f"summed distillation gradient, {rank['iep_termclip']} and {rank['iep_bb_termclip']} with each term "
-            f"clipped on its own, which is ahead on validation in {ahead} of {len(leads)} same-seed pairs."
+            f"clipped on its own (IEP's default), which is ahead on validation in {ahead} "
+            f"of {len(leads)} same-seed pairs."
         )
     if "none" in by_method:
         below = []

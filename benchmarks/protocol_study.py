@@ -74,7 +74,7 @@ from benchmarks.study_report import (  # noqa: E402
     vanilla_rows,
 )
 from iep.core.files import read_json, write_json_atomic  # noqa: E402
-from iep.methods import PRE_PHASE, default_pre_phase_steps  # noqa: E402
+from iep.methods import PRE_PHASE, default_pre_phase_steps, parse_distill_args  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -133,6 +133,16 @@ def teacher_run(study: Study, factor: Factor) -> tuple[list[str], str]:
     return command, run_dir
 
 
+def one_distill_args(command: list[str]) -> list[str]:
+    """`command` with its --distill_args flags as one, a later option over an earlier one (a variant's
+    `clip_terms=per_term` over reproduce_small's `clip_terms=sum`): train.py would keep only the last flag."""
+    options: dict[str, str] = {}
+    for flag in (c for c in command if c.startswith("--distill_args=")):
+        options.update(parse_distill_args(flag.removeprefix("--distill_args=").split(",")))
+    kept = [c for c in command if not c.startswith("--distill_args=")]
+    return kept + ([f"--distill_args={','.join(f'{k}={v}' for k, v in options.items())}"] if options else [])
+
+
 def student_run(study: Study, factor_name: str, factor: Factor, method: str, seed: int) -> tuple[list[str], str]:
     """(train.py command, run dir) of one student of one factor: reproduce_small's command, changed."""
     p = study.protocol
@@ -164,7 +174,7 @@ def student_run(study: Study, factor_name: str, factor: Factor, method: str, see
         command.append(f"{flag}={steps}")
     if not factor.clip and distill in IEP_METHODS:
         command.append("--noiep_clip")
-    return command, run_dir
+    return one_distill_args(command), run_dir
 
 
 # The loss each method's phase 1 minimizes, read at its last TensorBoard write (a mean over the last

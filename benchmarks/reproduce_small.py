@@ -135,7 +135,8 @@ def student_command(p: Protocol, root: str, data_dir: str, method: str, rate: fl
     if distill != "none":
         command.append(f"--teacher={root}/teacher")
     if method.startswith("iep"):
-        command.append(f"--iep_module_steps={p.module_steps}")
+        # The summed clip its records were trained with (IEP's default until per-term led every pair; methods.md).
+        command += [f"--iep_module_steps={p.module_steps}", "--distill_args=clip_terms=sum"]
     if method == "static_kd":  # the teacher's semantic vectors, never the teacher network
         command[command.index(f"--teacher={root}/teacher")] = f"--static_knowledge={static_knowledge_path(root)}"
     if method == "mhgd":  # the other pre-phases default to their reference share (iep.methods.PRE_PHASE)

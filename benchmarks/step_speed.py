@@ -29,6 +29,7 @@ from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
 from benchmarks.synthetic import synthetic_batch, synthetic_data  # noqa: E402
 from benchmarks.timing import MachineWatch, clocks, per_call  # noqa: E402
+from iep.core.clipped import CLIP_TERMS  # noqa: E402
 from iep.core.distiller import Distiller  # noqa: E402
 from iep.datasets import DataConfig, build_pipeline  # noqa: E402
 from iep.engine.precision import precision_policy  # noqa: E402
@@ -47,6 +48,9 @@ flags.DEFINE_boolean("pipeline_rows", True, "Also time the real input pipeline."
 flags.DEFINE_integer("steps", 3, "Timed steps per row.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps per row (tracing, compilation).")
 flags.DEFINE_string("data_dir", "../shared/data/cifar10", "Real CIFAR-10 TFRecords for the input-pipeline rows.")
+flags.DEFINE_enum(
+    "iep_clip_terms", "sum", list(CLIP_TERMS), "IEP's clip (docs/methods.md); the recorded figures are of sum."
+)
 flags.DEFINE_string("output", os.path.join(docs_blocks.RESULTS_DIR, "step_speed.json"), "Result JSON.")
 flags.DEFINE_boolean("docs", True, "Rewrite the table in the docs from the results (the documented files only).")
 FLAGS = flags.FLAGS
@@ -82,7 +86,16 @@ def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
         knowledge = StaticKnowledge(vectors, {"arch": teacher_arch, "points": points, "dim": 16})
         distiller = build_distiller(method, None, student, seed=0, static_knowledge=knowledge)
     else:
-        distiller = build_distiller(method, teacher, student, module_steps=0, seed=0, main_steps=1000, epochs=100)
+        distiller = build_distiller(
+            method,
+            teacher,
+            student,
+            module_steps=0,
+            seed=0,
+            main_steps=1000,
+            epochs=100,
+            clip_terms=FLAGS.iep_clip_terms,
+        )
     config = TrainConfig(
         epochs=1, batch_size=FLAGS.batch_size, progress=False, export=False, jit_compile=jit, precision=precision
     )
@@ -120,7 +133,8 @@ def main(argv):
         for name, timing in (("real_data", real), ("in_memory", in_memory), ("pipeline_alone", _timed_pipeline(data))):
             rows.append(_row(name, "float32", "plain", "function", timing))
             print(f"plain step, {name}: {timing['cpu']['median']:.3f} CPU s/step")
-    settings = {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps}
+    settings = {"pair": FLAGS.pair, "batch_size": FLAGS.batch_size, "classes": FLAGS.classes, "steps": FLAGS.steps,
+                "iep_clip_terms": FLAGS.iep_clip_terms}  # fmt: skip
     write_results(FLAGS.output, settings, rows, watch.finish())
     if FLAGS.docs:
         docs_blocks.update_for(FLAGS.output)

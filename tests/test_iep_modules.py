@@ -193,7 +193,8 @@ def test_unclipped_ablation_adds_the_raw_distillation_gradient():
 
 
 def test_per_term_clip_caps_each_distillation_term_on_its_own():
-    """clip_terms=per_term: g = ∇CE + ∇wd + Σ_t clip(∇t, ‖∇CE‖·σ); the summed default clips ∇(Σ_t t) once."""
+    """clip_terms=per_term (IEP's default): g = ∇CE + ∇wd + Σ_t clip(∇t, ‖∇CE‖·σ); clip_terms=sum (the base
+    class's default, MHGD's) clips ∇(Σ_t t) once."""
     a, w = np.array([0.3, -0.4]), np.array([1.0, 2.0])  # ‖∇CE‖ = 0.5: cap 0.25 at σ(0) = 0.5
     b1, b2 = np.array([30.0, 40.0]), np.array([0.06, -0.08])  # ‖∇t1‖ = 50 (clipped), ‖∇t2‖ = 0.1 (kept)
     variable = tf.Variable(w.astype(np.float32))
@@ -226,13 +227,13 @@ def test_iep_takes_its_options_as_distill_args():
     from iep.nets import build_network
 
     teacher, student = build_network("wrn-10-1", 10), build_network("wrn-10-1", 10)
-    options = {"clip_terms": "per_term", "knowledge": "alteration+interim", "iterations": "3", "module_epochs": "2"}
+    options = {"clip_terms": "sum", "knowledge": "alteration+interim", "iterations": "3", "module_epochs": "2"}
     distiller = build_distiller("iep", teacher, student, overrides=options, main_steps=50, epochs=10)
-    assert distiller.clip_terms == "per_term" and distiller.gradient_reads_terms
+    assert distiller.clip_terms == "sum" and not distiller.gradient_reads_terms
     assert distiller.knowledge == ("alteration", "interim") and distiller.iterations == 3
     assert distiller.pre_phase_steps == 10  # 2 passes of 5 steps
     bb = build_distiller("iep_bb", teacher, student, overrides={"module_steps": 7, "clip": False})
-    assert bb.black_box and bb.pre_phase_steps == 7 and not bb.clip and bb.clip_terms == "sum"
+    assert bb.black_box and bb.pre_phase_steps == 7 and not bb.clip and bb.clip_terms == "per_term"
     for bad, message in (
         ({"clip_terms": "each"}, r"clip_terms for iep must be one of"),
         ({"iterations": "0"}, r"option iterations for iep must be >= 1"),

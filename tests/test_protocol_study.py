@@ -89,6 +89,9 @@ def test_the_table_runs_every_method_with_a_teacher_network_and_its_reference_mo
     got = _flags(command)
     assert run_dir == "root/paper_schedule/r0.1/iep_bb_termclip_s1" == got["run_dir"]
     assert got["distill"] == "iep_bb" and got["distill_args"] == "clip_terms=per_term"
+    assert sum(c.startswith("--distill_args=") for c in command) == 1  # the variant's clip over the table's sum
+    iep_bb = _flags(ps.student_run(STUDY, "paper_schedule", paper, "iep_bb", 1)[0])
+    assert iep_bb["distill_args"] == "clip_terms=sum"  # the clip its rows were trained with, not today's default
     assert ps.variant_of("iep_bb_termclip") == ("iep_bb", ["--distill_args=clip_terms=per_term"])
     assert got["iep_module_epochs"] == "20" and "iep_module_steps" not in got and got["epochs"] == "100"
     assert [c for c in command if c.startswith("--run_dir=")] == [f"--run_dir={run_dir}"]  # one run dir only

@@ -104,7 +104,7 @@ def test_every_method_answers_its_options_and_iep_knowledge_splits_on_commas():
 
     iep_options = method_options("iep")
     assert set(iep_options) == set(IEP_OPTIONS) and iep_options["module_epochs"] == 20.0
-    assert (iep_options["second_pca"], iep_options["clip_terms"]) == ("ipca", "sum")
+    assert (iep_options["second_pca"], iep_options["clip_terms"]) == ("ipca", "per_term")
     assert method_options("none") == {"decay": "kernels"}
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         method_options("nope")

@@ -124,7 +124,7 @@ flags.DEFINE_boolean(
 flags.DEFINE_list(
     "distill_args",
     None,
-    "The method's options, key=value,... (e.g. beta=500 for at; clip_terms=per_term for iep, whose --iep_* flags "
+    "The method's options, key=value,... (e.g. beta=500 for at; clip_terms=sum for iep, whose --iep_* flags "
     "are aliases of its options second_pca, iterations, knowledge, module_steps, module_epochs, module_lr, clip); "
     f"every method's options and defaults: docs/methods.md. {CLOCK_RULE}",
 )

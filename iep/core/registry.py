@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from iep.core.clipped import IEP_CLIP_TERMS
 from iep.core.distiller import Distiller
 from iep.nets import TappedNetwork
 
@@ -215,8 +216,8 @@ OPTION_RANGES = {
 
 # IEP's options as --distill_args (train.py's --iep_* flags are aliases of the same names): name → a sample of
 # its type. `knowledge` lists terms joined by '+' (alteration+interim+black_box); `module_epochs` sizes the module
-# phase in passes (CLOCK_RULE), `module_steps` in steps; `clip_terms` is `sum` (clip the summed distillation
-# gradient once, the default) or `per_term` (clip each term's gradient on its own; docs/methods.md).
+# phase in passes (CLOCK_RULE), `module_steps` in steps; `clip_terms` is `per_term` (clip each term's gradient on
+# its own, the default) or `sum` (clip the summed distillation gradient once; docs/methods.md).
 IEP_OPTIONS = {
     "second_pca": "",
     "iterations": 0,
@@ -334,7 +335,7 @@ def build_distiller(
     module_steps: int | None = None,
     module_lr: float = 0.1,
     clip: bool = True,
-    clip_terms: str = "sum",
+    clip_terms: str = IEP_CLIP_TERMS,
     seed: int | None = None,
     main_steps: int | None = None,
     epochs: int | None = None,

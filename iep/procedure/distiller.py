@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 
-from iep.core.clipped import ClippedDistiller
+from iep.core.clipped import IEP_CLIP_TERMS, ClippedDistiller
 from iep.core.seeds import seed_stream
 from iep.nets import TappedNetwork
 from iep.op_utils.losses import MODULE_WEIGHT_DECAY
@@ -49,7 +49,7 @@ class IEPDistiller(ClippedDistiller):
         module_lr: float = 0.1,
         seed: int | None = None,
         clip: bool = True,
-        clip_terms: str = "sum",
+        clip_terms: str = IEP_CLIP_TERMS,
     ):
         super().__init__(teacher, clip=clip, clip_terms=clip_terms)
         unknown = sorted(set(knowledge) - set(KNOWLEDGE))
