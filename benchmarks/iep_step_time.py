@@ -27,12 +27,11 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
-from benchmarks.synthetic import synthetic_batch, synthetic_data  # noqa: E402
+from benchmarks.synthetic import synthetic_batch, synthetic_data, timed_distiller  # noqa: E402
 from benchmarks.timing import MachineWatch, clocks, per_call, ratio  # noqa: E402
 from iep.core.clipped import CLIP_TERMS  # noqa: E402
 from iep.core.distiller import Distiller  # noqa: E402
 from iep.engine.trainer import TrainConfig, Trainer  # noqa: E402
-from iep.methods import build_distiller  # noqa: E402
 from iep.nets import build_network  # noqa: E402
 
 flags.DEFINE_list("pairs", ["wrn-40-4:wrn-16-4", "wrn-16-2:wrn-16-1"], "teacher:student pairs.")
@@ -98,16 +97,7 @@ def _measure_pair(teacher_arch: str, student_arch: str, data, images, labels) ->
         elif label == "plain+teacher":
             distiller = _TeacherForward(teacher)
         else:
-            distiller = build_distiller(
-                label,
-                teacher,
-                student,
-                module_steps=0,
-                seed=0,
-                main_steps=1000,
-                epochs=100,
-                clip_terms=FLAGS.iep_clip_terms,
-            )
+            distiller = timed_distiller(label, teacher, student, FLAGS.iep_clip_terms)
         trainer = Trainer(student, data, config, os.path.join("runs", "benchmark_iep", label), distiller)
         rows[label] = _per_call(trainer._train_step, images, labels)
         print(f"  {teacher_arch}->{student_arch} {label}: {rows[label]['cpu']['median']:.3f} CPU s/step", flush=True)

@@ -27,7 +27,7 @@ from absl import app, flags  # noqa: E402
 
 from benchmarks import docs_blocks  # noqa: E402
 from benchmarks.results_io import write_results  # noqa: E402
-from benchmarks.synthetic import synthetic_batch, synthetic_data  # noqa: E402
+from benchmarks.synthetic import synthetic_batch, synthetic_data, timed_distiller  # noqa: E402
 from benchmarks.timing import MachineWatch, clocks, per_call  # noqa: E402
 from iep.core.clipped import CLIP_TERMS  # noqa: E402
 from iep.core.distiller import Distiller  # noqa: E402
@@ -86,16 +86,7 @@ def _trainer(method: str, precision: str, jit: bool, data) -> Trainer:
         knowledge = StaticKnowledge(vectors, {"arch": teacher_arch, "points": points, "dim": 16})
         distiller = build_distiller(method, None, student, seed=0, static_knowledge=knowledge)
     else:
-        distiller = build_distiller(
-            method,
-            teacher,
-            student,
-            module_steps=0,
-            seed=0,
-            main_steps=1000,
-            epochs=100,
-            clip_terms=FLAGS.iep_clip_terms,
-        )
+        distiller = timed_distiller(method, teacher, student, FLAGS.iep_clip_terms)
     config = TrainConfig(
         epochs=1, batch_size=FLAGS.batch_size, progress=False, export=False, jit_compile=jit, precision=precision
     )

@@ -80,11 +80,15 @@ REPLACED_SUBDIR = "replaced"
 PATH_KEYS = ("data_dir", "teacher", "static_knowledge")
 
 
+def _option(item: Any) -> tuple[str, str]:
+    """One --distill_args item as config.json records it ("clip_terms=per_term") as (key, value)."""
+    key, _, value = str(item).partition("=")
+    return key.strip(), value.strip()
+
+
 def _given_options(distill_args: Any) -> dict[str, str]:
-    """--distill_args as config.json records it (["clip_terms=per_term", ...] or None), as a dict."""
-    if not isinstance(distill_args, (list, tuple)):
-        return {}
-    return {key.strip(): value.strip() for key, _, value in (str(item).partition("=") for item in distill_args)}
+    """--distill_args as config.json records it (a list of items, or None), as a dict."""
+    return dict(map(_option, distill_args)) if isinstance(distill_args, (list, tuple)) else {}
 
 
 def _setting(config: dict[str, Any], key: str) -> Any:
@@ -92,9 +96,8 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     resolved key, what its --distill_args gave, else the only value there was."""
     if key in config:
         return config[key]
-    if key in RESOLVED_KEYS and key in _given_options(config.get("distill_args")):
-        return _given_options(config.get("distill_args"))[key]
-    return RESUME_DEFAULTS.get(key)
+    given = _given_options(config.get("distill_args")) if key in RESOLVED_KEYS else {}
+    return given.get(key, RESUME_DEFAULTS.get(key))
 
 
 def _comparable(key: str, value: Any) -> Any:
@@ -102,7 +105,7 @@ def _comparable(key: str, value: Any) -> Any:
         return os.path.realpath(value)
     if key == "distill_args" and isinstance(value, (list, tuple)):
         # A resolved key is compared as resolved: `clip_terms=sum` given is the same run as the default `sum`.
-        kept = [item for item in value if str(item).partition("=")[0].strip() not in RESOLVED_KEYS]
+        kept = [item for item in value if _option(item)[0] not in RESOLVED_KEYS]
         return kept or None
     return value
 
