@@ -153,8 +153,8 @@ def test_kill_during_phase_one_and_resume_reproduces_the_uninterrupted_run(tmp_p
 
     teacher = tmp_path / "teacher"
     _train("--arch=resnet8", "--rate=0.5", "--epochs=1", f"--run_dir={teacher}")
-    # The summed clip: the default per-term clip repeats bit for bit on CPU only under TF_DETERMINISTIC_OPS=1
-    # (docs/methods.md), so two runs of it, killed or not, differ in their last bits.
+    # The summed clip: the default per-term clip repeats bit for bit on CPU only with TF_ENABLE_ONEDNN_OPTS=0
+    # (docs/methods.md), so two runs of it, killed or not, can differ in their last bits.
     flags_ = ("--epochs=2", "--arch=resnet8", "--distill=iep", f"--teacher={teacher}", "--iep_module_steps=30")
     flags_ += ("--distill_args=clip_terms=sum",)
     straight, killed, resumed = kill_and_resume(tmp_path, flags_, 1, capsys)  # after pre-phase pass 1 of 3
