@@ -277,7 +277,7 @@ def summarize(
             if method not in RETIRED and run_source(name, factor, method) != name:  # that factor's row has these runs
                 continue
             runs = []
-            for seed in range(factor.seeds or study.seeds):
+            for seed in range(factor.seeds_of(method, study.seeds)):
                 if method in RETIRED:  # its code is gone: its record, if the results file keeps one
                     runs += [old] if (old := recorded.run(name, method, seed)) else []
                     continue
@@ -448,8 +448,10 @@ def factor_students(
 ) -> Iterator[tuple[str, int, list[str], str]]:
     """(method, seed, train.py command, run dir) of each student run that is factor `name`'s own (not one it
     reuses from another factor), seed by seed in the `methods` order: the order the study trains them."""
-    for seed in range(factor.seeds or study.seeds):
+    for seed in range(max((factor.seeds_of(m, study.seeds) for m in methods), default=0)):
         for method in methods:
+            if seed >= factor.seeds_of(method, study.seeds):
+                continue
             if run_source(name, factor, method) == name and factor.trains(method):
                 yield method, seed, *student_run(study, name, factor, method, seed)
 

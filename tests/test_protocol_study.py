@@ -1,5 +1,6 @@
 """benchmarks/protocol_study.py: each factor's commands, selection, gaps and overhead (no training here)."""
 
+import dataclasses
 import json
 import os
 import statistics
@@ -561,6 +562,17 @@ def test_the_scarce_data_factors_and_their_step_matched_controls():
     uncapped = _flags(ps.student_run(STUDY, "rate_0.01_no_clip", no_clip, "iep", 0)[0])
     assert "noiep_clip" in uncapped and uncapped["rate"] == "0.01"
     assert set(design.SCARCE_DATA_FACTORS) <= set(design.NOT_COMBINED)  # destinations, never combined
+    # rate 0.05: a third seed for the top two on validation (within a seed spread) and the vanilla student
+    rate_05 = ps.FACTORS["rate_0.05"]
+    students = ps.factor_students(STUDY, "rate_0.05", rate_05, design.SCARCE_DATA_METHODS)
+    students = [(method, seed) for method, seed, *_ in students]
+    assert [m for m, seed in students if seed == 2] == ["none", "co", "iep_bb_termclip"]
+    assert len(students) == 2 * len(design.SCARCE_DATA_METHODS) + 3 and max(seed for _, seed in students) == 2
+    two_seeds = dataclasses.replace(rate_05, more_seeds=())
+    for method in ("co", "at"):  # the seeds a factor gives are no part of a run: the runs trained stay the same
+        assert ps.student_run(STUDY, "rate_0.05", rate_05, method, 1) == ps.student_run(
+            STUDY, "rate_0.05", two_seeds, method, 1
+        )
 
 
 def test_each_method_is_measured_against_the_vanilla_with_its_weight_decay_rule():
@@ -624,8 +636,9 @@ def test_a_retired_row_is_reported_from_its_record_and_never_trained(tmp_path):
 def test_the_runs_left_of_several_factors_are_named_by_factor_in_training_order(tmp_path):
     study = ps.Study(rs.FULL, str(tmp_path), seeds=2)
     left = ps.still_to_train(study, ["rate_0.01", "rate_0.05"], ["none"])
+    # 3 seeds at 0.01; at 0.05 the vanilla student has a third (design.RATE_0_05_THIRD_SEED)
     assert [(r["factor"], r["seed"]) for r in left] == [("rate_0.01", s) for s in range(3)] + [
-        ("rate_0.05", s) for s in range(2)
+        ("rate_0.05", s) for s in range(3)
     ]
     line = ps.to_train_lines(left, ["none"])[-1]
-    assert "Still to train (5 runs" in line and line.index("rate_0.01 none seed 0") < line.index("rate_0.05 none")
+    assert "Still to train (6 runs" in line and line.index("rate_0.01 none seed 0") < line.index("rate_0.05 none")
