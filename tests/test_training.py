@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import re
@@ -540,10 +541,12 @@ def test_eval_every_skips_epochs_but_never_the_last(tmp_path):
             tags.update(event.step for value in event.summary.value if value.tag == "epoch/eval_accuracy")
     assert tags == {2, 4, 5}
     with pytest.raises(ValueError, match="TrainConfig.eval_every must be >= 1"):
-        TrainConfig(eval_every=0).validate()
+        TrainConfig(eval_every=0)  # refused where it is written, before any Trainer reads it
+    with pytest.raises(ValueError, match="TrainConfig.epochs must be >= 1, got 0"):
+        dataclasses.replace(TrainConfig(), epochs=0)
     for field, value in (("lr", "0.1"), ("epochs", True), ("eval_limit", "all")):  # from Python, untyped
         with pytest.raises(TypeError, match=f"TrainConfig.{field} must be a number, got {value!r}"):
-            TrainConfig(**{field: value}).validate()
+            TrainConfig(**{field: value})
     TrainConfig(epochs=np.int64(3), lr=np.float32(0.1), eval_limit=None).validate()  # NumPy numbers are numbers
 
 

@@ -349,8 +349,7 @@ def _run_spec():
         export=FLAGS.export,
         export_formats=tuple(FLAGS.export_formats),
         precision=FLAGS.precision,
-    )
-    train_config.validate()
+    )  # checked as it is built (TrainConfig.validate)
     if FLAGS.iep_module_epochs is not None and FLAGS.distill in ("iep", "iep_bb"):
         distill_args["module_epochs"] = FLAGS.iep_module_epochs  # the alias: one rule sizes it (methods.py)
     teacher = None

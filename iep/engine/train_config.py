@@ -51,6 +51,10 @@ class TrainConfig:
     export_formats: Sequence[str] = ("savedmodel",)  # any of iep.engine.mobile_export.EXPORT_FORMATS
     precision: str = "float32"  # the networks' policy (set when they were built); float16 adds loss scaling
 
+    def __post_init__(self) -> None:
+        # Refused where it is written (TrainConfig(epochs=0)), not later where a Trainer first reads it.
+        self.validate()
+
     def uses_xla(self, replicas: int = 1) -> bool:
         """Whether the steps compile with XLA: `jit_compile` as given, "auto" resolved like Keras's `fit` (on where
         a GPU is visible; off on CPU, where XLA's backend is slower, and with several replicas)."""

@@ -76,7 +76,6 @@ class Trainer:
         `options` (its --distill_args, typed values welcome), built here so that its phases are sized from
         this run's steps (`config.epochs` × the data's steps per epoch) and seeded by `config.seed`.
         """
-        config.validate()
         data = as_loop_data(data, eval_data)
         check_student_fits_data(student, data)
         distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
