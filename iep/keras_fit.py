@@ -35,7 +35,7 @@ from iep.datasets.sources import DataError
 from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
 from iep.engine.step import distillation_gradients, logged_names
-from iep.nets import TappedNetwork
+from iep.nets import TappedNetwork, check_tapped
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -69,8 +69,7 @@ class DistillationModel(keras.Model):
     student's logits. `weight_decay` is the loop's (`--weight_decay`), on what the method decays."""
 
     def __init__(self, student: TappedNetwork, distiller: Distiller | None = None, weight_decay: float = 5e-4):
-        if not isinstance(student, TappedNetwork):
-            raise TypeError(f"student must be a TappedNetwork (iep.build_network, iep.tap_model); got {student!r}")
+        check_tapped(student, "student")
         if distiller is not None and not isinstance(distiller, Distiller):  # a name needs its teacher and steps
             raise TypeError(
                 f"distiller must be a Distiller, e.g. iep.build_distiller({distiller!r}, teacher, student); "

@@ -1,6 +1,6 @@
 """Image classifiers that expose their sensing points (docs/methods.md §1)."""
 
-from iep.nets.base import TappedNetwork, TapSpec
+from iep.nets.base import TappedNetwork, TapSpec, check_tapped
 from iep.nets.factory import ARCH_HELP, build_network, default_dropout, parse_arch
 
-__all__ = ["ARCH_HELP", "TapSpec", "TappedNetwork", "build_network", "default_dropout", "parse_arch"]
+__all__ = ["ARCH_HELP", "TapSpec", "TappedNetwork", "build_network", "check_tapped", "default_dropout", "parse_arch"]

@@ -181,3 +181,13 @@ class TappedNetwork:
         """The outputs in float32 whatever the compute dtype (mixed precision): KD math stays in float32."""
         outputs = self.model(images, training=training)
         return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), outputs)
+
+
+def check_tapped(network: object, role: str) -> None:
+    """Refuses what is no `TappedNetwork` (a bare `keras.Model` has no sensing points for a method to read),
+    naming the argument and the calls that make one, instead of an AttributeError deep inside."""
+    if not isinstance(network, TappedNetwork):
+        raise TypeError(
+            f"{role} must be a TappedNetwork: iep.build_network(...) or iep.tap_model(your_keras_model); "
+            f"got {type(network).__name__}"
+        )

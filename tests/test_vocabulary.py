@@ -8,15 +8,25 @@ from iep.apps.vocabulary import in_flags
 
 def test_python_callers_read_the_names_they_passed():
     from iep.datasets import DataConfig, DataError, build_pipeline
-    from iep.engine.trainer import TrainConfig
+    from iep.engine.trainer import TrainConfig, Trainer
     from iep.methods import build_distiller
     from iep.nets import build_network
 
     with pytest.raises(ValueError, match=r"^TrainConfig.lr must be a finite number > 0, got -1"):
-        TrainConfig(lr=-1).validate()
+        TrainConfig(lr=-1)
     student = build_network("resnet8", 10)
     with pytest.raises(ValueError, match=r"^kd needs a teacher \(teacher=\)$"):
         build_distiller("kd", None, student)
+    # a bare keras.Model where a tapped network belongs, or a dict for the config: the argument, and what to pass
+    tapped = r"must be a TappedNetwork: iep.build_network\(...\) or iep.tap_model\(your_keras_model\); got Functional$"
+    with pytest.raises(TypeError, match="^teacher " + tapped):
+        build_distiller("kd", student.model, student)
+    with pytest.raises(TypeError, match="^student " + tapped):
+        build_distiller("kd", student, student.model)
+    with pytest.raises(TypeError, match="^student " + tapped):
+        Trainer(student.model, None, TrainConfig(), "unused")
+    with pytest.raises(TypeError, match=r"^config must be an iep.TrainConfig, e.g. iep.TrainConfig\(epochs=100\); got"):
+        Trainer(student, None, {"epochs": 1}, "unused")
     with pytest.raises(ValueError, match=r"^build_distiller: method must be one of .*, got 'kdd'"):
         build_distiller("kdd", None, student)
     data = build_pipeline(DataConfig("digits", rate=0.05))

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from iep.core.clipped import IEP_CLIP_TERMS
 from iep.core.distiller import Distiller
-from iep.nets import TappedNetwork
+from iep.nets import TappedNetwork, check_tapped
 
 __all__ = [
     "CLOCK_RULE", "IEP_OPTIONS", "METHODS", "NONE_OPTIONS", "NOT_IN_THE_PAPER", "OPTION_RANGES", "PRE_PHASE",
@@ -353,6 +353,9 @@ def build_distiller(
     """
     if method not in methods():
         raise ValueError(f"build_distiller: method must be one of {methods()}, got {method!r}")
+    check_tapped(student, "student")
+    if teacher is not None:
+        check_tapped(teacher, "teacher")
     overrides = {**dict(overrides or {}), **options}
     if method == "none":
         return _plain(teacher, overrides)

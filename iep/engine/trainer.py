@@ -45,7 +45,7 @@ from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, build_stages, stage_of_pas
 from iep.engine.step import RunningMeans, distillation_gradients, logged_names
 from iep.engine.tensorboard import purge_for_resume
 from iep.engine.train_config import TrainConfig
-from iep.nets import TappedNetwork
+from iep.nets import TappedNetwork, check_tapped
 from iep.op_utils import build_schedule
 
 __all__ = ["TrainConfig", "Trainer", "distillation_gradients"]  # the first and last live in their own modules
@@ -76,6 +76,9 @@ class Trainer:
         `options` (its --distill_args, typed values welcome), built here so that its phases are sized from
         this run's steps (`config.epochs` × the data's steps per epoch) and seeded by `config.seed`.
         """
+        check_tapped(student, "student")
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be an iep.TrainConfig, e.g. iep.TrainConfig(epochs=100); got {config!r}")
         data = as_loop_data(data, eval_data)
         check_student_fits_data(student, data)
         distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
