@@ -12,10 +12,13 @@ Both are a pure function of (seed, epoch), which is what makes resume exact.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 
 import numpy as np
 import tensorflow as tf
 
+from iep.core.fields import check_numbers
 from iep.core.stderr import native_stderr_silenced
 from iep.datasets import augment
 from iep.datasets.sampling import stratified_indices
@@ -29,6 +32,15 @@ LARGE_IMAGE_DEFAULT = 224
 _AUTOTUNE = tf.data.AUTOTUNE
 
 
+# DataConfig's numeric fields → (in range, what is expected); image_size may be None (the data set's own size).
+DATA_RANGES = {
+    "rate": (lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+    "sample_seed": (lambda v: math.isfinite(v) and v >= 0 and v == int(v), "an int >= 0"),
+    "image_size": (lambda v: math.isfinite(v) and 8 <= v <= 1024 and v == int(v), "between 8 and 1024 pixels"),
+    "validation_fraction": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     dataset: str = "digits"
@@ -40,6 +52,15 @@ class DataConfig:
     cache_dir: str | None = None
     crop_to_bbox: bool = False
     validation_fraction: float = 0.0  # > 0: carve a stratified validation split out of the training split
+
+    def __post_init__(self) -> None:
+        """Refused where it is written (DataConfig(rate=2)), before any shard is scanned."""
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise DataError(f"DataConfig.dataset must be a name such as 'cifar10' or 'tfrecord', got {self.dataset!r}")
+        for name in ("data_dir", "cache_dir"):
+            if (value := getattr(self, name)) is not None and not isinstance(value, str | os.PathLike):
+                raise TypeError(f"DataConfig.{name} must be a path, got {value!r}")
+        check_numbers("DataConfig", self, DATA_RANGES, optional=("image_size",), error=DataError)
 
 
 def _epoch_seed(seed: int, epoch: int) -> np.ndarray:
@@ -256,11 +277,5 @@ def build_pipeline(config: DataConfig, source: ImageSource | None = None) -> Ima
     """`source`: the config's data set when the caller has already loaded it (loading scans every shard)."""
     from iep.datasets.sources import load_source
 
-    if not 0.0 < config.rate <= 1.0:
-        raise DataError(f"DataConfig.rate must be in (0, 1], got {config.rate}")
-    if not 0.0 <= config.validation_fraction < 1.0:
-        raise DataError(f"DataConfig.validation_fraction must be in [0, 1), got {config.validation_fraction}")
-    if config.image_size is not None and config.image_size < 8:
-        raise DataError(f"DataConfig.image_size must be at least 8, got {config.image_size}")
     source = source or load_source(config.dataset, config.data_dir, config.download, config.crop_to_bbox)
     return ImagePipeline(source, config)

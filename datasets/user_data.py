@@ -140,6 +140,7 @@ class UserData:
     def __init__(
         self,
         train: Any,
+        labels: Any = None,
         *,
         splits: Mapping[str, Any] | None = None,
         class_names: Sequence[str] | None = None,
@@ -147,10 +148,16 @@ class UserData:
         shuffle_buffer: int = 10_000,
         cache: bool | None = None,
     ):
-        """`splits`: evaluation splits by name, e.g. {"test": (x_test, y_test)}. `augment_images`: random flips and
-        4-pixel shifts per batch (the CIFAR recipe), as our pipeline applies to small images. `cache`: keep the
-        decoded examples after the first pass; default: for arrays (always the same), not for a `tf.data`
-        pipeline (its own random ops then draw anew every epoch; see the module docstring)."""
+        """`train`: a `tf.data.Dataset` of (image, label) pairs, or images with `labels` beside them (or as one
+        (images, labels) pair). `splits`: evaluation splits by name, e.g. {"test": (x_test, y_test)}.
+        `augment_images`: random flips and 4-pixel shifts per batch (the CIFAR recipe), as our pipeline applies to
+        small images. `cache`: keep the decoded examples after the first pass; default: for arrays (always the
+        same), not for a `tf.data` pipeline (its own random ops then draw anew every epoch; see the module
+        docstring)."""
+        if labels is not None:  # UserData(x, y), as keras's fit(x, y) takes them
+            if isinstance(train, tf.data.Dataset):
+                raise DataError("train data: labels are given beside a tf.data.Dataset, whose elements hold their own")
+            train = (train, labels)
         cache = (not isinstance(train, tf.data.Dataset)) if cache is None else cache
         train_dataset, self.source_batch_size = _as_dataset(train, "train data")
         self._train = train_dataset.cache() if cache else train_dataset

@@ -71,8 +71,9 @@ class DistillationModel(keras.Model):
     def __init__(self, student: TappedNetwork, distiller: Distiller | None = None, weight_decay: float = 5e-4):
         check_tapped(student, "student")
         if distiller is not None and not isinstance(distiller, Distiller):  # a name needs its teacher and steps
+            method = repr(distiller) if isinstance(distiller, str) else "'kd'"
             raise TypeError(
-                f"distiller must be a Distiller, e.g. iep.build_distiller({distiller!r}, teacher, student); "
+                f"distiller must be a Distiller, e.g. iep.build_distiller({method}, teacher, student); "
                 f"got {type(distiller).__name__}"
             )
         super().__init__(name=f"{student.model.name}_distillation")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Sequence
 
@@ -37,6 +39,8 @@ _MODULES = {family: module for _, family, module, _ in _FAMILIES}
 def parse_arch(arch: str) -> tuple[str, tuple]:
     """Returns (family, the builder's arguments) or raises ValueError naming the accepted forms or the size at
     fault."""
+    if not isinstance(arch, str):
+        raise TypeError(f"arch must be a name such as 'wrn-16-1'; got {type(arch).__name__}")
     name = arch.strip().lower()
     for pattern, family, module, arguments in _FAMILIES:
         match = pattern.match(name)
@@ -56,24 +60,67 @@ def build_network(
     arch: str,
     num_classes: int,
     input_shape: Sequence[int] = (32, 32, 3),
-    mean: Sequence[float] = (0.0, 0.0, 0.0),
-    std: Sequence[float] = (1.0, 1.0, 1.0),
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     dropout: float | None = None,
     name: str | None = None,
 ) -> TappedNetwork:
     """Builds `arch` for raw-pixel input standardized by (mean, std) inside the network.
 
+    `mean`/`std`: one value per channel; None leaves the pixels as they are (0 and 1 on every channel).
     `dropout=None` applies the architecture's default (see `default_dropout`).
     """
     family, args = parse_arch(arch)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    num_classes = _checked_count(num_classes)
+    input_shape = _checked_shape(input_shape)
+    channels = input_shape[-1]
+    mean = _per_channel("mean", (0.0,) * channels if mean is None else mean, channels)
+    std = _per_channel("std", (1.0,) * channels if std is None else std, channels)
+    if min(std) <= 0:
+        raise ValueError(f"build_network: std must be > 0 on every channel, got {std}")
     if dropout is None:
-        dropout = default_dropout(arch, int(input_shape[0]))
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    inputs = keras.Input(shape=tuple(input_shape), name="images")
+        dropout = default_dropout(arch, input_shape[0])
+    if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    inputs = keras.Input(shape=input_shape, name="images")
     x = L.Standardize(mean, std, name="standardize")(inputs)
     wrn_dropout = (dropout,) if family == "wrn" else ()  # only the WRN blocks hold dropout
     logits, taps = _MODULES[family].build(x, num_classes, *args, *wrn_dropout)
     return TappedNetwork(arch, inputs, logits, taps, name=name or re.sub(r"[^a-z0-9_]", "_", arch.lower()))
+
+
+def _checked_count(num_classes: object) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"build_network: num_classes must be an int, got {num_classes!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return int(num_classes)
+
+
+def _checked_shape(input_shape: object) -> tuple[int, int, int]:
+    """Why here: a 2-tuple would reach the standardization layer as 'width channels' and fail there, in its
+    words."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 3 or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape
+    ):
+        raise ValueError(
+            f"build_network: input_shape must be (height, width, channels) of positive ints, got {input_shape!r}"
+        )
+    return tuple(int(d) for d in shape)
+
+
+def _per_channel(argument: str, values: object, channels: int) -> tuple[float, ...]:
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"build_network: {argument} must be numbers, one per channel; got {values!r}") from None
+    if len(floats) != channels or not all(math.isfinite(v) for v in floats):
+        raise ValueError(
+            f"build_network: {argument} must be {channels} finite numbers (one per channel of input_shape), "
+            f"got {values!r}"
+        )
+    return floats

@@ -84,6 +84,7 @@ def train_with_flags(*argv: str) -> dict:
     from iep.apps.vocabulary import in_flags
 
     with flagsaver.flagsaver():
+        absl_flags.FLAGS.unparse_flags()  # every flag not in argv at its default, whatever ran before
         absl_flags.FLAGS(["train.py", *argv])
         try:
             return train._train()

@@ -5,13 +5,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
-from absl.testing import flagsaver
 
 from iep.datasets import DataConfig, build_pipeline
 from iep.engine.trainer import TrainConfig, Trainer
 from iep.nets import build_network
 from iep.procedure.distiller import IEPDistiller
+from tests.helpers import train_with_flags
 
 CONFIG = dict(batch_size=64, log_every=5, progress=False, export=False, lr_schedule="constant", lr=0.05)
 
@@ -104,11 +103,7 @@ def test_mismatched_tap_counts_are_rejected(digits):
 
 
 def _train(*argv):
-    from iep.apps import train
-
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train.py", "--progress=false", "--batch_size=64", *argv])
-        return train._train()
+    return train_with_flags("--progress=false", "--batch_size=64", *argv)
 
 
 def _logged_steps(run_dir, tag: str) -> list[int]:

@@ -5,13 +5,12 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 from sklearn.metrics import silhouette_score
 
 from iep.interpret.metrics import cluster_metrics, intra_inter_ratio, knn_accuracy
 from iep.interpret.modules import pick_graph_images
 from iep.interpret.report import visualize
+from tests.helpers import train_with_flags
 
 RNG = np.random.default_rng(7)
 
@@ -84,12 +83,7 @@ def test_graph_images_cover_classes_first_and_are_deterministic():
 
 
 def _train(*argv):
-    from iep.apps import train
-
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train.py", *argv])
-        return train._train()
+    return train_with_flags(*argv)
 
 
 @pytest.fixture(scope="module")

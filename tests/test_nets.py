@@ -196,6 +196,35 @@ def test_unknown_architecture_is_a_clear_error(arch):
         parse_arch(arch)  # the cheap check train.py runs before any data is read
 
 
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"arch": 16}, TypeError, r"^arch must be a name such as 'wrn-16-1'; got int$"),
+        ({"num_classes": "10"}, TypeError, r"^build_network: num_classes must be an int, got '10'$"),
+        ({"num_classes": True}, TypeError, r"^build_network: num_classes must be an int, got True$"),
+        ({"input_shape": (32, 32)}, ValueError, r"^build_network: input_shape must be \(height, width, channels\)"),
+        ({"input_shape": (32, 0, 3)}, ValueError, r"^build_network: input_shape must be .* got \(32, 0, 3\)$"),
+        ({"mean": (0.0, 0.0)}, ValueError, r"^build_network: mean must be 3 finite numbers .* got \(0.0, 0.0\)$"),
+        ({"std": (1.0, 0.0, 1.0)}, ValueError, r"^build_network: std must be > 0 on every channel"),
+        ({"std": "abc"}, ValueError, r"^build_network: std must be numbers, one per channel; got 'abc'$"),
+        ({"dropout": "0.3"}, ValueError, r"^dropout must be in \[0, 1\), got '0.3'$"),
+    ],
+)
+def test_build_network_names_the_argument_at_fault(kwargs, error, message):
+    arguments = {"arch": "resnet8", "num_classes": 10, **kwargs}
+    with pytest.raises(error, match=message):
+        build_network(**arguments)
+
+
+def test_one_channel_input_needs_no_statistics():
+    """mean/std default to no standardization on however many channels input_shape has."""
+    network = build_network("resnet8", 10, input_shape=(28, 28, 1))
+    layer = network.model.get_layer("standardize")
+    np.testing.assert_array_equal(layer.mean.numpy(), [0.0])
+    np.testing.assert_array_equal(layer.std.numpy(), [1.0])
+    assert network.classifier(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
+
+
 def test_checkpoint_of_another_network_is_refused_without_burying_the_error(tmp_path, caplog):
     """The mismatch is named, and the half-done restore's hundreds of warnings do not bury the error."""
     import gc

@@ -4,20 +4,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
-from absl.testing import flagsaver
 
 from iep.engine.precision import precision_policy
 from iep.nets import build_network
+from tests.helpers import train_with_flags
 
 
 def _train(*argv):
-    from iep.apps import train
-
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train.py", "--dataset=digits", "--rate=0.5", "--progress=false", "--export=false", *argv])
-        return train._train()
+    return train_with_flags("--dataset=digits", "--rate=0.5", "--progress=false", "--export=false", *argv)
 
 
 def test_policy_applies_to_networks_only_and_outputs_are_float32():

@@ -6,19 +6,14 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
-from absl.testing import flagsaver
 
 from iep.static.knowledge_file import StaticKnowledge, load_static_knowledge, save_static_knowledge
 from iep.static.semantic import alignment_loss, alignment_score, channel_similarity, vector_similarity
+from tests.helpers import train_with_flags
 
 
 def _run_train(*argv):
-    from iep.apps import train
-
-    with flagsaver.flagsaver():
-        flags.FLAGS(["train.py", "--epochs=1", "--progress=false", "--export=false", "--arch=resnet8", *argv])
-        return train._train()
+    return train_with_flags("--epochs=1", "--progress=false", "--export=false", "--arch=resnet8", *argv)
 
 
 def test_similarities_and_loss_equal_numpy_references():

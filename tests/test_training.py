@@ -189,7 +189,7 @@ BAD_INPUTS = [
     (["--log_every=0"], r"--log_every must be >= 1"),
     (["--image_size=100000"], r"--image_size must be between 8 and 1024 pixels, got 100000"),
     (["--seed=-1"], r"--seed must be >= 0, got -1"),
-    (["--sample_seed=-3"], r"--sample_seed must be >= 0"),
+    (["--sample_seed=-3"], r"--sample_seed must be an int >= 0, got -3"),
     (["--iep_module_lr=-0.1"], r"--iep_module_lr must be a finite number > 0"),
     (["--iep_module_epochs=0"], r"--iep_module_epochs must be >= 1, got 0"),
     (["--iep_module_epochs=2", "--iep_module_steps=9"], r"--iep_module_epochs and --iep_module_steps both size"),
@@ -198,6 +198,16 @@ BAD_INPUTS = [
     (["--lr_decay_points=abc"], r"--lr_decay_points takes comma-separated numbers, got 'abc'"),
     (["--weight_decay=inf"], r"--weight_decay must be >= 0, got inf"),
     (["--dropout=1.5"], r"--dropout must be in \[0, 1\)"),
+    # checked by the library (RunSpec, build_strategy, split_cpu), said in flags
+    (["--distill=kdd"], r"--distill must be one of \[.*\], got 'kdd'"),
+    (["--protocol=transfer"], r"^--protocol=transfer trains a knowledge stage without labels; --distill=none has none"),
+    (
+        ["--protocol=transfer", "--knowledge_epochs=0", "--distill=kd", "--teacher=keras:ResNet50"],
+        r"^--knowledge_epochs must be an int >= 1, got 0$",
+    ),  # fmt: skip
+    (["--semantic_vectors=-2"], r"^--semantic_vectors must be an int >= 0 \(0 = off\), got -2$"),
+    (["--connect_timeout=-1"], r"^--connect_timeout=-1.0: must be a finite number of seconds > 0$"),
+    (["--logical_cpus=0"], r"^--logical_cpus=0: must be >= 1$"),
 ]
 
 

@@ -117,4 +117,4 @@ def test_transfer_flags_are_checked(tmp_path):
     with pytest.raises(ValueError, match="--knowledge_epochs is the first stage of --protocol=transfer"):
         train_in_process(tmp_path, "--knowledge_epochs=3")
     with pytest.raises(ValueError, match="--distill=dml has none .its peer learns from labels"):
-        train_in_process(tmp_path, "--protocol=transfer", "--distill=dml", "--teacher=x")
+        train_in_process(tmp_path, "--protocol=transfer", "--distill=dml", "--teacher=keras:ResNet50")

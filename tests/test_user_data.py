@@ -72,6 +72,17 @@ def test_bad_user_data_is_refused_naming_what_is_expected(train, message):
         UserData(train)
 
 
+def test_images_and_labels_may_come_as_two_arguments_like_keras_fit():
+    images, labels = _arrays(12)
+    apart, paired = UserData(images, labels, augment_images=False), UserData((images, labels), augment_images=False)
+    assert (apart.num_train, apart.num_classes) == (paired.num_train, paired.num_classes) == (12, 4)
+    for (x, y), (x2, y2) in zip(apart.train_dataset(0, 4, 0), paired.train_dataset(0, 4, 0), strict=True):
+        np.testing.assert_array_equal(x.numpy(), x2.numpy())
+        np.testing.assert_array_equal(y.numpy(), y2.numpy())
+    with pytest.raises(DataError, match=r"^train data: labels are given beside a tf.data.Dataset"):
+        UserData(tf.data.Dataset.from_tensor_slices((images, labels)), labels)
+
+
 def test_an_eval_split_with_labels_past_the_train_classes_is_refused():
     images, labels = _arrays(12)  # classes 0-3
     with pytest.raises(DataError, match=r"split 'test': labels must be class indices 0 to 3 .*; got 5"):

@@ -1,6 +1,8 @@
 """The library speaks Python (the argument the caller passed), the commands speak flags: one set of checks, two
 vocabularies (iep/apps/vocabulary.py translates)."""
 
+import re
+
 import pytest
 
 from iep.apps.vocabulary import in_flags
@@ -33,6 +35,63 @@ def test_python_callers_read_the_names_they_passed():
     with pytest.raises(DataError, match=r"^TrainConfig.batch_size 5000 exceeds the \d+ training images at "
                                         r"DataConfig.rate 0.05"):  # fmt: skip
         data.steps_per_epoch(5000)
+
+
+def test_a_run_spec_is_refused_where_it_is_written():
+    """RunSpec, DataConfig and TeacherSpec check themselves at construction, naming the field, before any data is
+    read; train.py builds the same objects, so its flags are checked by the same code."""
+    import iep
+    from iep.datasets import DataConfig, DataError
+    from iep.engine.run_spec import TRANSFER
+
+    data, train = DataConfig("digits"), iep.TrainConfig(epochs=1)
+
+    def spec(**kwargs):
+        return iep.RunSpec(**{"data": data, "train": train, "arch": "resnet8", "run_dir": "unused", **kwargs})
+
+    with pytest.raises(ValueError, match=r"^RunSpec.distill must be one of \[.*\], got 'kdd'$"):
+        spec(distill="kdd")
+    with pytest.raises(ValueError, match=r"^RunSpec.distill=kd needs RunSpec.teacher \(a run of ours, "):
+        spec(distill="kd")
+    with pytest.raises(ValueError, match=r"^RunSpec.teacher 't' is given but RunSpec.distill=none uses no teacher"):
+        spec(teacher=iep.TeacherSpec("t"))
+    with pytest.raises(ValueError, match=r"^RunSpec.distill=static_kd needs RunSpec.static_knowledge"):
+        spec(distill="static_kd")
+    with pytest.raises(ValueError, match="^" + re.escape(TRANSFER) + r" trains a knowledge stage without labels; "
+                                         r"RunSpec.distill=dml has none \(its peer learns from labels\)$"):  # fmt: skip
+        spec(distill="dml", teacher=iep.TeacherSpec("t"), knowledge_epochs=5)
+    with pytest.raises(ValueError, match=r"^RunSpec.semantic_vectors learns a teacher's vectors during plain "):
+        spec(distill="kd", teacher=iep.TeacherSpec("t"), semantic_vectors=8)
+    with pytest.raises(ValueError, match=r"^RunSpec.arch=resnet9: CIFAR ResNet depth must be 6n\+2"):
+        spec(arch="resnet9")
+    with pytest.raises(ValueError, match=r"^RunSpec.dropout must be in \[0, 1\), got 1.5$"):
+        spec(dropout=1.5)
+    with pytest.raises(ValueError, match=r"^RunSpec.knowledge_epochs must be an int >= 1, got 2.5$"):
+        spec(distill="kd", teacher=iep.TeacherSpec("t"), knowledge_epochs=2.5)
+    with pytest.raises(TypeError, match=r"^RunSpec.data must be a DataConfig, e.g. iep.datasets.DataConfig\('cifar10'\)"
+                                        r"; got dict$"):  # fmt: skip
+        spec(data={"dataset": "digits"})
+    with pytest.raises(TypeError, match=r"^RunSpec.teacher must be a TeacherSpec, e.g. .*; got str$"):
+        spec(distill="kd", teacher="runs/teacher")
+    with pytest.raises(ValueError, match=r"^TeacherSpec.arch=vgg7: VGG depth must be one of"):
+        iep.TeacherSpec("t", arch="vgg7")
+    with pytest.raises(DataError, match=r"^DataConfig.rate must be in \(0, 1\], got 2$"):
+        DataConfig("digits", rate=2)
+    with pytest.raises(TypeError, match=r"^DataConfig.rate must be a number, got '0.1'$"):
+        DataConfig("digits", rate="0.1")
+    with pytest.raises(DataError, match=r"^DataConfig.sample_seed must be an int >= 0, got 1.5$"):
+        DataConfig("digits", sample_seed=1.5)
+    with pytest.raises(DataError, match=r"^DataConfig.image_size must be between 8 and 1024 pixels, got inf$"):
+        DataConfig("digits", image_size=float("inf"))
+    with pytest.raises(DataError, match=r"^DataConfig.dataset must be a name such as 'cifar10'"):
+        DataConfig("")
+    # and the commands' words for the library's
+    flags = {"distill", "teacher", "teacher_arch", "knowledge_epochs", "protocol"}
+    assert in_flags(f"{TRANSFER} trains a knowledge stage; RunSpec.distill=dml has none", flags) == (
+        "--protocol=transfer trains a knowledge stage; --distill=dml has none"
+    )
+    assert in_flags("TeacherSpec.arch=vgg7: VGG depth", flags) == "--teacher_arch=vgg7: VGG depth"
+    assert in_flags("RunSpec.distill=kd needs RunSpec.teacher (a run)", flags) == "--distill=kd needs --teacher (a run)"
 
 
 def test_the_commands_say_the_flags():

@@ -207,39 +207,23 @@ def _load_plugins(plugins: list[str]) -> None:
 
 
 def _check_flags() -> None:
-    """The numeric flags TrainConfig does not hold, in range (NaN fails every check), before any compute."""
+    """The flags no library setting holds (the library checks its own: TrainConfig, DataConfig, RunSpec), in
+    range (NaN fails every check), before any compute."""
     import math
-
-    from iep.core.registry import methods
 
     if FLAGS.config:  # only a caller that parses flags itself, past iep.engine.configs.expand_configs, gets here
         raise ValueError(f"--config={FLAGS.config}: expand it first (iep.engine.configs.expand_configs)")
     _load_plugins(FLAGS.plugins)
-    if FLAGS.distill not in methods():
-        raise ValueError(f"--distill must be one of {list(methods())}, got {FLAGS.distill!r}")
 
     checks = [
-        ("image_size", FLAGS.image_size is None or 8 <= FLAGS.image_size <= 1024, "between 8 and 1024 pixels"),
-        ("dropout", FLAGS.dropout is None or 0.0 <= FLAGS.dropout < 1.0, "in [0, 1)"),
-        ("sample_seed", FLAGS.sample_seed >= 0, ">= 0"),
         ("iep_iterations", FLAGS.iep_iterations >= 1, ">= 1"),
         ("iep_module_steps", FLAGS.iep_module_steps is None or FLAGS.iep_module_steps >= 0, ">= 0"),
         ("iep_module_epochs", FLAGS.iep_module_epochs is None or FLAGS.iep_module_epochs >= 1, ">= 1"),
         ("iep_module_lr", math.isfinite(FLAGS.iep_module_lr) and FLAGS.iep_module_lr > 0, "a finite number > 0"),
-        ("logical_cpus", FLAGS.logical_cpus >= 1, ">= 1"),
-        ("semantic_vectors", FLAGS.semantic_vectors >= 0, ">= 0 (0 = off)"),
-        ("connect_timeout", math.isfinite(FLAGS.connect_timeout) and FLAGS.connect_timeout > 0, "a finite number > 0"),
-        ("knowledge_epochs", FLAGS.knowledge_epochs is None or FLAGS.knowledge_epochs >= 1, ">= 1"),
     ]
     for name, ok, expected in checks:
         if not ok:
             raise ValueError(f"--{name} must be {expected}, got {FLAGS[name].value}")
-    if FLAGS.protocol == "transfer" and FLAGS.distill in ("none", "dml", "static_kd"):
-        reason = {"none": "there is no knowledge to transfer", "dml": "its peer learns from labels"}
-        raise ValueError(
-            f"--protocol=transfer trains a knowledge stage without labels; --distill={FLAGS.distill} has none "
-            f"({reason.get(FLAGS.distill, 'it has no teacher')})"
-        )
     if FLAGS.iep_module_epochs is not None and FLAGS.iep_module_steps is not None:
         raise ValueError("--iep_module_epochs and --iep_module_steps both size IEP's phase 1: give one")
     _check_iep_aliases()
@@ -276,27 +260,22 @@ def _check_iep_aliases() -> None:
 
 
 def _static_flags():
-    """--semantic_vectors and --static_knowledge: checked (and the file read) before any data is decoded."""
+    """--static_knowledge read before any data is decoded. A static method without it, or with a --teacher, is
+    refused by RunSpec."""
     from iep.core.registry import STATIC_METHODS
 
-    if FLAGS.semantic_vectors and FLAGS.distill != "none":
-        raise ValueError(
-            f"--semantic_vectors learns a teacher's vectors during plain training; drop --distill={FLAGS.distill}"
-        )
-    if FLAGS.distill in STATIC_METHODS:  # a --teacher beside it is refused with the other methods' (_train)
-        if not FLAGS.static_knowledge:
-            raise ValueError(f"--distill={FLAGS.distill} needs --static_knowledge=<file> (python -m iep.static.learn)")
+    if FLAGS.distill in STATIC_METHODS and FLAGS.static_knowledge:
         from iep.static.knowledge_file import load_static_knowledge
 
         return load_static_knowledge(FLAGS.static_knowledge)
-    if FLAGS.static_knowledge:
+    if FLAGS.static_knowledge and FLAGS.distill not in STATIC_METHODS:
         raise ValueError(f"--static_knowledge is for --distill=static_kd, not --distill={FLAGS.distill}")
     return None
 
 
 def _run_spec():
     """The flags as one run specification: checked here in the flags' words, then run by the library."""
-    from iep.core.registry import STATIC_METHODS, needs_teacher, parse_distill_args
+    from iep.core.registry import parse_distill_args
     from iep.datasets import DataConfig
     from iep.engine.checkpointing import checkpoint_exists
     from iep.engine.cli import default_run_dir, number_list
@@ -320,15 +299,6 @@ def _run_spec():
         hint = f": train it first with `iep-train --config={trains_it}`" if trains_it else ""
         raise ValueError(f"--teacher {FLAGS.teacher!r} does not exist{hint}")
     distill_args = parse_distill_args(FLAGS.distill_args)
-    if needs_teacher(FLAGS.distill) and not FLAGS.teacher:
-        raise ValueError(
-            f"--distill={FLAGS.distill} needs --teacher (a run of ours, a .keras file, a SavedModel, keras:<name>)"
-        )
-    if FLAGS.teacher and not needs_teacher(FLAGS.distill):  # it would be loaded and ignored
-        if FLAGS.distill in STATIC_METHODS:
-            raise ValueError(f"--distill={FLAGS.distill} never loads a teacher (static knowledge only); drop --teacher")
-        # a forgotten --distill would train a plain student for hours
-        raise ValueError(f"--teacher {FLAGS.teacher!r} is given but --distill=none uses no teacher: name a method")
     static_knowledge = _static_flags()
     train_config = TrainConfig(
         epochs=FLAGS.epochs,
@@ -356,6 +326,7 @@ def _run_spec():
     if FLAGS.teacher:
         teacher = TeacherSpec(FLAGS.teacher, FLAGS.teacher_arch, FLAGS.teacher_taps, FLAGS.teacher_preprocess)
     transfer = FLAGS.protocol == "transfer"
+    knowledge_epochs = FLAGS.epochs if FLAGS.knowledge_epochs is None else FLAGS.knowledge_epochs  # 0 is refused
     return RunSpec(
         data=DataConfig(
             FLAGS.dataset,
@@ -384,7 +355,7 @@ def _run_spec():
         },
         teacher=teacher,
         dropout=FLAGS.dropout,
-        knowledge_epochs=(FLAGS.knowledge_epochs or FLAGS.epochs) if transfer else None,
+        knowledge_epochs=knowledge_epochs if transfer else None,
         semantic_vectors=FLAGS.semantic_vectors,
         static_knowledge=static_knowledge,
         resume=FLAGS.resume,

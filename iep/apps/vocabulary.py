@@ -12,8 +12,12 @@ RENAMED = {
     "Trainer.fit(resume=False)": "--noresume",
     "build_distiller: method": "--distill",
     "set DataConfig.download": "add --download",
+    "the transfer protocol (RunSpec.knowledge_epochs)": "--protocol=transfer",  # iep.engine.run_spec.TRANSFER
+    "RunSpec.distill_options": "--distill_args",
+    "TeacherSpec.path": "--teacher",
+    "TeacherSpec.arch": "--teacher_arch",
 }
-FIELD = re.compile(r"\b(?:TrainConfig|DataConfig)\.(\w+)")
+FIELD = re.compile(r"\b(?:TrainConfig|DataConfig|RunSpec)\.(\w+)")
 # A keyword argument as the library writes it: `name=value` or a bare `name=` (the argument itself).
 KEYWORD = re.compile(r"(?<![\w.\-`])([a-z]\w*)=(?=([^\s,;:).=]?))")
 ALWAYS = {"teacher"}  # keywords translated even when the caller gives no flag set

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import numbers
 import os
 import select
 import signal
@@ -49,6 +50,12 @@ def split_cpu(logical_cpus: int) -> None:
 def build_strategy(kind: str, connect_timeout: float = 120.0) -> tf.distribute.Strategy:
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"distribute={kind!r}: must be one of {DISTRIBUTIONS}")
+    if (
+        isinstance(connect_timeout, bool)
+        or not isinstance(connect_timeout, numbers.Real)
+        or not 0 < connect_timeout < float("inf")
+    ):
+        raise ValueError(f"connect_timeout={connect_timeout!r}: must be a finite number of seconds > 0")
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "mirrored":

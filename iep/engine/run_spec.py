@@ -1,9 +1,10 @@
 """One training run as data, and the library calls that carry it out.
 
-`train.py` turns its flags into a `RunSpec` (checked once, in the flags' words) and calls `train_run`; a Python
-user can build the same `RunSpec` and get the same run. `train_run` is only the calls a Python user makes —
-`build_pipeline`, `build_network`, `load_teacher`, `build_distiller`, `Trainer` — in the order that lets every
-cheap check fail before the data is decoded and every variable be created under the distribution strategy.
+`train.py` turns its flags into a `RunSpec` and calls `train_run`; a Python user can build the same `RunSpec` and
+get the same run. The spec checks itself as it is built (the command says its errors in flags). `train_run` is only
+the calls a Python user makes — `build_pipeline`, `build_network`, `load_teacher`, `build_distiller`, `Trainer` —
+in the order that lets every cheap check fail before the data is decoded and every variable be created under the
+distribution strategy.
 """
 
 from __future__ import annotations
@@ -13,8 +14,18 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from iep.core.fields import check_numbers
 from iep.datasets import DataConfig
 from iep.engine.train_config import TrainConfig
+
+# RunSpec's numeric fields → (in range, what is expected); dropout None is the architecture's default, and
+# knowledge_epochs None is no transfer protocol.
+RUN_RANGES = {
+    "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "knowledge_epochs": (lambda v: v >= 1 and v == int(v), "an int >= 1"),
+    "semantic_vectors": (lambda v: v >= 0 and v == int(v), "an int >= 0 (0 = off)"),
+}
+TRANSFER = "the transfer protocol (RunSpec.knowledge_epochs)"  # the commands say --protocol=transfer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +37,17 @@ class TeacherSpec:
     arch: str | None = None
     taps: Sequence[str] | None = None
     preprocess: str = "auto"
+
+    def __post_init__(self) -> None:
+        from iep.nets import parse_arch
+
+        if not isinstance(self.path, str | os.PathLike) or not str(self.path):
+            raise TypeError(f"TeacherSpec.path must be a path or keras:<name>, got {self.path!r}")
+        if self.arch is not None:
+            try:
+                parse_arch(self.arch)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"TeacherSpec.arch={self.arch}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +71,62 @@ class RunSpec:
     distribute: str = "none"
     connect_timeout: float = 120.0
     recorded: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refused where it is written, before any data is read: each check names the field at fault."""
+        from iep.nets import parse_arch
+
+        for name, kind, example in (
+            ("data", DataConfig, "iep.datasets.DataConfig('cifar10')"),
+            ("train", TrainConfig, "iep.TrainConfig(epochs=100)"),
+            ("teacher", TeacherSpec, "iep.TeacherSpec('runs/teacher')"),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kind) and (value is not None or name != "teacher"):
+                raise TypeError(f"RunSpec.{name} must be a {kind.__name__}, e.g. {example}; got {type(value).__name__}")
+        try:
+            parse_arch(self.arch)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"RunSpec.arch={self.arch}: {error}") from None
+        if not isinstance(self.distill_options, Mapping):
+            raise TypeError(f"RunSpec.distill_options must be a mapping of option names, got {self.distill_options!r}")
+        check_numbers("RunSpec", self, RUN_RANGES, optional=("dropout", "knowledge_epochs"))
+        _check_method(self)
+
+
+def _check_method(spec: RunSpec) -> None:
+    """The method against what the spec gives it: a teacher when it reads one, none when it would be ignored,
+    static knowledge for a static method, labels for a transfer's knowledge stage."""
+    from iep.core.registry import STATIC_METHODS, methods, needs_teacher
+
+    method = spec.distill
+    if method not in methods():
+        raise ValueError(f"RunSpec.distill must be one of {list(methods())}, got {method!r}")
+    if needs_teacher(method) and spec.teacher is None:
+        raise ValueError(
+            f"RunSpec.distill={method} needs RunSpec.teacher (a run of ours, a .keras file, a SavedModel, keras:<name>)"
+        )
+    if spec.teacher is not None and not needs_teacher(method):  # it would be loaded and ignored
+        if method in STATIC_METHODS:
+            raise ValueError(
+                f"RunSpec.distill={method} never loads a teacher (static knowledge only); drop RunSpec.teacher"
+            )
+        # a forgotten method would train a plain student for hours
+        raise ValueError(
+            f"RunSpec.teacher {spec.teacher.path!r} is given but RunSpec.distill=none uses no teacher: name a method"
+        )
+    if method in STATIC_METHODS and spec.static_knowledge is None:
+        raise ValueError(f"RunSpec.distill={method} needs RunSpec.static_knowledge (python -m iep.static.learn)")
+    if spec.semantic_vectors and method != "none":
+        raise ValueError(
+            f"RunSpec.semantic_vectors learns a teacher's vectors during plain training; drop RunSpec.distill={method}"
+        )
+    if spec.knowledge_epochs is not None and method in ("none", "dml", *STATIC_METHODS):
+        reason = {"none": "there is no knowledge to transfer", "dml": "its peer learns from labels"}
+        raise ValueError(
+            f"{TRANSFER} trains a knowledge stage without labels; RunSpec.distill={method} has none "
+            f"({reason.get(method, 'it has no teacher')})"
+        )
 
 
 def settings_record(spec: RunSpec) -> dict[str, Any]:

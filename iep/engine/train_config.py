@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Sequence
 
+from iep.core.fields import check_numbers
 from iep.engine.mobile_export import check_formats
 from iep.engine.precision import check_precision
 
@@ -22,7 +22,7 @@ RANGES = {
     "seed": (lambda v: v >= 0, ">= 0"),
     "log_every": (lambda v: v >= 1, ">= 1 (steps between TensorBoard writes)"),
     "eval_batch_size": (lambda v: v >= 1, ">= 1"),
-    "eval_limit": (lambda v: v is None or v >= 1, ">= 1 images"),
+    "eval_limit": (lambda v: v >= 1, ">= 1 images"),
     "eval_every": (lambda v: v >= 1, ">= 1 (epochs between evaluations)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
 }
@@ -69,17 +69,9 @@ class TrainConfig:
         written; from Python, lr="0.1" would otherwise fail as a bare TypeError naming no field."""
         if self.jit_compile not in ("auto", True, False):
             raise ValueError(f"TrainConfig.jit_compile must be auto, true or false, got {self.jit_compile!r}")
-        for name in RANGES:
-            value = getattr(self, name)
-            if (value is not None or name != "eval_limit") and (
-                not isinstance(value, numbers.Real) or isinstance(value, bool)
-            ):
-                raise TypeError(f"TrainConfig.{name} must be a number, got {value!r}")
+        check_numbers("TrainConfig", self, RANGES, optional=("eval_limit",))
         check_precision(self.precision)
         check_formats(self.export_formats)
-        for name, (in_range, expected) in RANGES.items():
-            if not in_range(value := getattr(self, name)):
-                raise ValueError(f"TrainConfig.{name} must be {expected}, got {value}")
         points = list(self.lr_decay_points)
         if any(not 0 < p < 1 for p in points) or points != sorted(points):
             raise ValueError(f"TrainConfig.lr_decay_points must be increasing fractions in (0, 1), got {points}")
