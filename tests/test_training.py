@@ -208,6 +208,12 @@ BAD_INPUTS = [
     (["--semantic_vectors=-2"], r"^--semantic_vectors must be an int >= 0 \(0 = off\), got -2$"),
     (["--connect_timeout=-1"], r"^--connect_timeout=-1.0: must be a finite number of seconds > 0$"),
     (["--logical_cpus=0"], r"^--logical_cpus=0: must be >= 1$"),
+    # a method's options, checked before the data is decoded or the teacher loaded
+    (["--distill_args=decay=all"], r"^--distill_args: option decay for none must be one of \('kernels', "),
+    (
+        ["--distill=kd", "--teacher=keras:ResNet50", "--distill_args=temprature=4"],
+        r"^--distill_args: options \['temprature'\] unknown for kd; it accepts \[.*'temperature'",
+    ),  # fmt: skip
 ]
 
 

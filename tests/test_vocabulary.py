@@ -62,6 +62,11 @@ def test_a_run_spec_is_refused_where_it_is_written():
         spec(distill="dml", teacher=iep.TeacherSpec("t"), knowledge_epochs=5)
     with pytest.raises(ValueError, match=r"^RunSpec.semantic_vectors learns a teacher's vectors during plain "):
         spec(distill="kd", teacher=iep.TeacherSpec("t"), semantic_vectors=8)
+    with pytest.raises(ValueError, match=r"^RunSpec.distill_options: option iterations for iep must be >= 1, got 0$"):
+        spec(distill="iep", teacher=iep.TeacherSpec("t"), distill_options={"overrides": {"iterations": "0"}})
+    with pytest.raises(ValueError, match=r"^RunSpec.distill_options: options \['temprature'\] unknown for kd"):
+        spec(distill="kd", teacher=iep.TeacherSpec("t"), distill_options={"temprature": 4})
+    spec(distill="kd", teacher=iep.TeacherSpec("t"), distill_options={"temperature": 4, "iterations": 2})  # named
     with pytest.raises(ValueError, match=r"^RunSpec.arch=resnet9: CIFAR ResNet depth must be 6n\+2"):
         spec(arch="resnet9")
     with pytest.raises(ValueError, match=r"^RunSpec.dropout must be in \[0, 1\), got 1.5$"):

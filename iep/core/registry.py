@@ -23,7 +23,7 @@ from iep.nets import TappedNetwork, check_tapped
 __all__ = [
     "CLOCK_RULE", "IEP_OPTIONS", "METHODS", "NONE_OPTIONS", "NOT_IN_THE_PAPER", "OPTION_RANGES", "PRE_PHASE",
     "REGISTRY", "STATIC_METHODS", "build_distiller", "default_pre_phase_steps", "iep_options", "method_class",
-    "method_options", "methods", "needs_teacher", "parse_distill_args", "register",
+    "method_options", "methods", "needs_teacher", "own_options", "parse_distill_args", "register", "typed_options",
 ]  # fmt: skip
 
 # name → (module, class); "none" is plain training.
@@ -312,16 +312,36 @@ def _check_classes(distiller: Distiller, teacher: TappedNetwork | None, student:
     return distiller
 
 
-def _plain(teacher: TappedNetwork | None, overrides: Mapping[str, object]) -> Distiller:
+def _plain(teacher: TappedNetwork | None, options: Mapping[str, object]) -> Distiller:
     """Plain training (`none`), its weight decay on kernels or on every variable (NONE_OPTIONS)."""
-    if unknown := sorted(set(overrides) - set(NONE_OPTIONS)):
-        raise ValueError(f"options {unknown} unknown for none (plain training); it accepts {sorted(NONE_OPTIONS)}")
-    decay = str(overrides.get("decay", NONE_OPTIONS["decay"]))
-    if decay not in DECAY_CHOICES:
-        raise ValueError(f"option decay for none must be one of {DECAY_CHOICES}, got {decay!r}")
     distiller = Distiller(teacher)
-    distiller.decay_every_variable = decay == "every_variable"
+    distiller.decay_every_variable = options.get("decay", NONE_OPTIONS["decay"]) == "every_variable"
     return distiller
+
+
+def own_options(keywords: Mapping[str, object]) -> dict[str, object]:
+    """The method's own options among `build_distiller`'s keywords (its **options, and `overrides` under them)."""
+    named = inspect.signature(build_distiller).parameters
+    return {**dict(keywords.get("overrides") or {}), **{k: v for k, v in keywords.items() if k not in named}}
+
+
+def typed_options(method: str, overrides: Mapping[str, object]) -> dict[str, object]:
+    """`method`'s own options (`build_distiller`'s **options and `overrides`), typed and range-checked, or a
+    ValueError naming the option and what the method accepts. Needs no network: a RunSpec checks its options
+    with it before any data is read."""
+    if method == "none":
+        if unknown := sorted(set(overrides) - set(NONE_OPTIONS)):
+            raise ValueError(f"options {unknown} unknown for none (plain training); it accepts {sorted(NONE_OPTIONS)}")
+        decay = str(overrides.get("decay", NONE_OPTIONS["decay"]))
+        if decay not in DECAY_CHOICES:
+            raise ValueError(f"option decay for none must be one of {DECAY_CHOICES}, got {decay!r}")
+        return {"decay": decay}
+    if method in REGISTRY or method in _REGISTERED:
+        options = method_options(method)
+        if unknown := sorted(set(overrides) - set(options)):
+            raise ValueError(f"options {unknown} unknown for {method}; it accepts {sorted(options)}")
+        return {k: _check_range(method, k, _convert(method, k, v, options[k])) for k, v in overrides.items()}
+    return iep_options(overrides, method)
 
 
 def build_distiller(
@@ -356,20 +376,16 @@ def build_distiller(
     check_tapped(student, "student")
     if teacher is not None:
         check_tapped(teacher, "teacher")
-    overrides = {**dict(overrides or {}), **options}
+    typed = typed_options(method, {**dict(overrides or {}), **options})
     if method == "none":
-        return _plain(teacher, overrides)
+        return _plain(teacher, typed)
     if method in STATIC_METHODS:
         if static_knowledge is None:
             raise ValueError(f"{method} needs static_knowledge= (a file of python -m iep.static.learn)")
     elif teacher is None:
         raise ValueError(f"{method} needs a teacher (teacher=)")
     if method in REGISTRY or method in _REGISTERED:
-        options = method_options(method)
-        unknown = sorted(set(overrides) - set(options))
-        if unknown:
-            raise ValueError(f"options {unknown} unknown for {method}; it accepts {sorted(options)}")
-        kwargs = {k: _check_range(method, k, _convert(method, k, v, options[k])) for k, v in overrides.items()}
+        kwargs = typed
         if method in PRE_PHASE and "pre_phase_steps" not in kwargs:
             kwargs["pre_phase_steps"] = default_pre_phase_steps(method, main_steps, epochs)
         parameters = _parameters(method)
@@ -392,7 +408,7 @@ def build_distiller(
     iep_module = importlib.import_module(IEP_CLASS[0])  # on first use: the registry imports no method
     IEPDistiller = getattr(iep_module, IEP_CLASS[1])  # noqa: N806 (a class)
 
-    options = iep_options(overrides, method)
+    options = typed
     second_pca = options.get("second_pca", second_pca)
     iterations = options.get("iterations", iterations)
     knowledge = options.get("knowledge", knowledge)

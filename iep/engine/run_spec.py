@@ -97,11 +97,15 @@ class RunSpec:
 def _check_method(spec: RunSpec) -> None:
     """The method against what the spec gives it: a teacher when it reads one, none when it would be ignored,
     static knowledge for a static method, labels for a transfer's knowledge stage."""
-    from iep.core.registry import STATIC_METHODS, methods, needs_teacher
+    from iep.core.registry import STATIC_METHODS, methods, needs_teacher, own_options, typed_options
 
     method = spec.distill
     if method not in methods():
         raise ValueError(f"RunSpec.distill must be one of {list(methods())}, got {method!r}")
+    try:
+        typed_options(method, own_options(spec.distill_options))
+    except ValueError as error:
+        raise ValueError(f"RunSpec.distill_options: {error}") from None
     if needs_teacher(method) and spec.teacher is None:
         raise ValueError(
             f"RunSpec.distill={method} needs RunSpec.teacher (a run of ours, a .keras file, a SavedModel, keras:<name>)"
