@@ -25,6 +25,9 @@ SavedModel export. Here, checkpoints and logs are whatever callbacks you pass.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -76,6 +79,9 @@ class DistillationModel(keras.Model):
                 f"distiller must be a Distiller, e.g. iep.build_distiller({method}, teacher, student); "
                 f"got {type(distiller).__name__}"
             )
+        decay = weight_decay
+        if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < math.inf:
+            raise ValueError(f"weight_decay must be a finite number >= 0 (e.g. 5e-4), got {weight_decay!r}")
         super().__init__(name=f"{student.model.name}_distillation")
         self.distiller = distiller or Distiller()
         self._stages = [(phase, stage_optimizer(phase)) for phase in self.distiller.pre_phases()]

@@ -95,6 +95,10 @@ def test_a_method_name_or_a_bare_keras_model_is_refused_with_what_to_pass():
         DistillationModel(student, "kd")  # was an AttributeError on 'str'
     with pytest.raises(TypeError, match=r"^student must be a TappedNetwork: iep.build_network\(...\) or iep.tap_model"):
         DistillationModel(student.model)
+    with pytest.raises(ValueError, match=r"^weight_decay must be a finite number >= 0 \(e.g. 5e-4\), got '5e-4'$"):
+        DistillationModel(student, weight_decay="5e-4")
+    with pytest.raises(ValueError, match=r"^weight_decay must be a finite number >= 0 \(e.g. 5e-4\), got -1$"):
+        DistillationModel(student, weight_decay=-1)
 
 
 def test_pre_phases_need_a_sized_source():

@@ -29,6 +29,10 @@ def test_python_callers_read_the_names_they_passed():
         Trainer(student.model, None, TrainConfig(), "unused")
     with pytest.raises(TypeError, match=r"^config must be an iep.TrainConfig, e.g. iep.TrainConfig\(epochs=100\); got"):
         Trainer(student, None, {"epochs": 1}, "unused")
+    with pytest.raises(
+        TypeError, match=r"^run_dir must be a folder path \(checkpoints, logs and exports go there\), got None"
+    ):
+        Trainer(student, None, TrainConfig(), None)
     with pytest.raises(ValueError, match=r"^build_distiller: method must be one of .*, got 'kdd'"):
         build_distiller("kdd", None, student)
     data = build_pipeline(DataConfig("digits", rate=0.05))

@@ -95,6 +95,11 @@ def _logits_of(model: keras.Model, flag: str, spec: str):
     return output
 
 
+def _tap_names(taps: Sequence[str] | str | None) -> list[str] | None:
+    """`taps` as a list of layer names: one name given alone is one tap, not its letters."""
+    return [taps] if isinstance(taps, str) else (list(taps) if taps is not None else None)
+
+
 def _taps_of(model: keras.Model, taps: Sequence[str] | None, flag: str, spec: str) -> list:
     """The named layers, checked against the model's, or by default its stage outputs."""
     if not taps:
@@ -248,6 +253,7 @@ def load_outside_teacher(
 ) -> TappedNetwork:
     """`spec`: `keras:<ApplicationName>`, `kerashub:<preset or folder>`, a `.keras` file or a SavedModel
     folder. Frozen, taking raw [0, 255] pixels of `input_shape`."""
+    taps = _tap_names(taps)
     if preprocess not in PREPROCESS:
         raise ValueError(f"preprocess={preprocess!r}: must be one of {PREPROCESS}")
     mode = "raw" if preprocess == "auto" else preprocess
@@ -291,6 +297,7 @@ def tap_model(
     `preprocess` maps those pixels to what the model expects (see --teacher_preprocess: raw, unit, symmetric,
     caffe, torch). A teacher is frozen; `trainable=True` keeps the weights trainable, for a student.
     """
+    taps = _tap_names(taps)
     if preprocess not in PREPROCESS or preprocess == "auto":
         raise ValueError(f"tap_model: preprocess must be one of {[p for p in PREPROCESS if p != 'auto']}")
     if not isinstance(model, keras.Model):

@@ -79,6 +79,8 @@ class Trainer:
         check_tapped(student, "student")
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be an iep.TrainConfig, e.g. iep.TrainConfig(epochs=100); got {config!r}")
+        if not isinstance(run_dir, str | os.PathLike):
+            raise TypeError(f"run_dir must be a folder path (checkpoints, logs and exports go there), got {run_dir!r}")
         data = as_loop_data(data, eval_data)
         check_student_fits_data(student, data)
         distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
