@@ -77,6 +77,8 @@ def test_a_run_spec_is_refused_where_it_is_written():
         spec(dropout=1.5)
     with pytest.raises(ValueError, match=r"^RunSpec.knowledge_epochs must be an int >= 1, got 2.5$"):
         spec(distill="kd", teacher=iep.TeacherSpec("t"), knowledge_epochs=2.5)
+    with pytest.raises(ValueError, match=r"^RunSpec.semantic_vectors must be an int >= 0 \(0 = off\), got inf$"):
+        spec(semantic_vectors=float("inf"))  # was an OverflowError from int(inf)
     with pytest.raises(TypeError, match=r"^RunSpec.data must be a DataConfig, e.g. iep.datasets.DataConfig\('cifar10'\)"
                                         r"; got dict$"):  # fmt: skip
         spec(data={"dataset": "digits"})

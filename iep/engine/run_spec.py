@@ -10,6 +10,7 @@ distribution strategy.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,8 +23,8 @@ from iep.engine.train_config import TrainConfig
 # knowledge_epochs None is no transfer protocol.
 RUN_RANGES = {
     "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "knowledge_epochs": (lambda v: v >= 1 and v == int(v), "an int >= 1"),
-    "semantic_vectors": (lambda v: v >= 0 and v == int(v), "an int >= 0 (0 = off)"),
+    "knowledge_epochs": (lambda v: math.isfinite(v) and v >= 1 and v == int(v), "an int >= 1"),
+    "semantic_vectors": (lambda v: math.isfinite(v) and v >= 0 and v == int(v), "an int >= 0 (0 = off)"),
 }
 TRANSFER = "the transfer protocol (RunSpec.knowledge_epochs)"  # the commands say --protocol=transfer
 
