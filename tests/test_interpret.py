@@ -82,18 +82,14 @@ def test_graph_images_cover_classes_first_and_are_deterministic():
     assert list(labels[chosen]) == sorted(labels[chosen])
 
 
-def _train(*argv):
-    return train_with_flags(*argv)
-
-
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory):
     """A 2-epoch resnet8 teacher and an IEP student on the real (scikit-learn) digits: enough state to draw."""
     root = tmp_path_factory.mktemp("interpret_runs")
     data = ["--dataset=digits", "--rate=0.5", "--arch=resnet8", "--epochs=2"]
     common = [*data, "--progress=false", "--export=false", "--batch_size=64"]
-    _train(*common, f"--run_dir={root / 'teacher'}")
-    _train(
+    train_with_flags(*common, f"--run_dir={root / 'teacher'}")
+    train_with_flags(
         *common,
         "--distill=iep",
         f"--teacher={root / 'teacher'}",
