@@ -75,9 +75,7 @@ def build_network(
     input_shape = _checked_shape(input_shape)
     channels = input_shape[-1]
     mean = _per_channel("mean", (0.0,) * channels if mean is None else mean, channels)
-    std = _per_channel("std", (1.0,) * channels if std is None else std, channels)
-    if min(std) <= 0:
-        raise ValueError(f"build_network: std must be > 0 on every channel, got {std}")
+    std = L.positive_std(_per_channel("std", (1.0,) * channels if std is None else std, channels), "build_network")
     if dropout is None:
         dropout = default_dropout(arch, input_shape[0])
     if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:

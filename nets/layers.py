@@ -59,6 +59,14 @@ def classifier(num_classes: int, name: str = "logits") -> keras.layers.Dense:
 
 
 @keras.saving.register_keras_serializable(package="iep")
+def positive_std(std: Sequence[float], owner: str) -> list[float]:
+    """The per-channel std as floats; a zero or negative one would divide every pixel by it, so `owner` refuses it."""
+    values = [float(v) for v in std]
+    if min(values) <= 0:
+        raise ValueError(f"{owner}: std must be > 0 on every channel, got {values}")
+    return values
+
+
 class Standardize(keras.layers.Layer):
     """Per-channel (x - mean) / std inside the network.
 
@@ -71,9 +79,7 @@ class Standardize(keras.layers.Layer):
     def __init__(self, mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0), **kwargs):
         super().__init__(**kwargs)
         self._init_mean = [float(v) for v in mean]
-        self._init_std = [float(v) for v in std]
-        if min(self._init_std) <= 0:
-            raise ValueError(f"Standardize: std must be positive per channel, got {self._init_std}")
+        self._init_std = positive_std(std, "Standardize")
 
     def build(self, input_shape):
         channels = input_shape[-1]

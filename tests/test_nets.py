@@ -216,6 +216,14 @@ def test_build_network_names_the_argument_at_fault(kwargs, error, message):
         build_network(**arguments)
 
 
+def test_standardize_layer_refuses_a_std_of_zero():
+    """The layer and build_network share one check (nets.layers.positive_std); each names itself."""
+    from nets.layers import Standardize
+
+    with pytest.raises(ValueError, match=r"^Standardize: std must be > 0 on every channel, got \[1.0, 0.0, -2.0\]$"):
+        Standardize(std=(1, 0, -2))
+
+
 def test_one_channel_input_needs_no_statistics():
     """mean/std default to no standardization on however many channels input_shape has."""
     network = build_network("resnet8", 10, input_shape=(28, 28, 1))
