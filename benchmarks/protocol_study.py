@@ -8,7 +8,7 @@
   python benchmarks/protocol_study.py --factors=paper_schedule --results_name=paper_schedule --methods=all \
       --parallel=2                                                     # the table: every method, 100 epochs
   python benchmarks/protocol_study.py --factors=rate_0.01,rate_0.025,rate_0.05,rate_0.01_main_steps,\
-      rate_0.01_pre_phase_steps,rate_0.01_no_clip --results_name=scarce_data --parallel=2 \
+      rate_0.01_pre_phase_steps,rate_0.01_no_clip --results_name=scarce_data --parallel=2 --teacher_tolerance=0.005 \
       --methods=none,iep,iep_termclip,iep_bb,iep_bb_termclip,co,fitnet,dkd,at,ab,mhgd,rkd,ft  # scarce data
   python benchmarks/protocol_study.py --quick                          # plumbing only (minutes)
 
