@@ -288,6 +288,8 @@ def test_tap_model_wraps_a_users_own_keras_model():
         iep.tap_model(keras.Model(dynamic, keras.layers.Dense(2)(pooled)))
     with pytest.raises(ValueError, match=r"taps=\['block9'\] are not layers of tap_model: 'mine'"):
         iep.tap_model(users_model(), taps=["block9"])
+    with pytest.raises(TypeError, match=r"^tap_model: model must be a keras.Model, got str$"):
+        iep.tap_model("resnet50")
     # one name alone is one tap, not its letters ("block2" was read as taps b, l, o, ...)
     assert [t.name for t in iep.tap_model(users_model(), taps="block2").tap_specs] == ["block2"]
 

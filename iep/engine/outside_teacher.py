@@ -301,7 +301,7 @@ def tap_model(
     if preprocess not in PREPROCESS or preprocess == "auto":
         raise ValueError(f"tap_model: preprocess must be one of {[p for p in PREPROCESS if p != 'auto']}")
     if not isinstance(model, keras.Model):
-        raise ValueError(f"tap_model takes a keras.Model, got {type(model).__name__}")
+        raise TypeError(f"tap_model: model must be a keras.Model, got {type(model).__name__}")
     name = name or model.name
     try:  # a subclassed model has no graph of layers to read intermediate outputs from
         functional = bool(model.inputs) and bool(model.outputs)
