@@ -506,9 +506,36 @@ def scarce_analysis(scarce: dict, paper: dict) -> str:
         "Means over seeds; the last cross-entropy and kept fraction are epoch means at the last epoch. The kept "
         "fraction is Σ‖clipped‖ / Σ‖raw‖ of the distillation gradient (1: nothing clipped). `(uncapped)`: the "
         "`rate_0.01_no_clip` diagnostic, measured against the same vanilla student.",
+        "",
+        *control_sections(scarce),
         end,
     ]
     return "\n".join(lines)
+
+
+# The scarce-data study's step-matched controls (benchmarks/study_design.py), each beside its rate's 100-epoch runs.
+CONTROLS = {
+    "rate_0.01_main_steps": "the main phase as many steps as at 10 % (more epochs over the same images)",
+    "rate_0.01_pre_phase_steps": "every pre-phase as many steps as at 10 %, the main phase at 100 epochs",
+}
+
+
+def control_sections(scarce: dict) -> list[str]:
+    """Each control beside the same seeds at 100 epochs, with the runs it still has to train."""
+    lines = []
+    for factor, what in CONTROLS.items():
+        rows = [r for r in scarce["results"] if r["factor"] == factor]
+        waiting = [w["method"] for w in scarce.get("still_to_train", []) if w["factor"] == factor]
+        if not rows and not waiting:
+            continue
+        rate = next((r["rate"] for r in rows), None) or float(factor.split("_")[1])
+        base = [r for r in scarce["results"] if r["factor"] == f"rate_{rate:g}"]
+        lines += [f"**Control `{factor}`** ({images_per_class(rate)} images per class): {what}.", ""]
+        lines += run_analysis.control_table(base, rows)
+        if waiting:
+            lines += ["", f"Still to train: {', '.join(waiting)}."]
+        lines.append("")
+    return lines
 
 
 def short_since_2021(results: dict) -> str:

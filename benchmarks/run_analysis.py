@@ -3,8 +3,8 @@
 `benchmarks/plot_results.py` writes them between markers in docs/reproduction.md (and the one sentence of the
 README's scarce-data block that rests on them), so that an analysis reads its figures from the runs rather than
 typing them: the summed against the per-term clip seed by seed, the loss terms of the methods below the vanilla
-student, and at few images per class what each method leaves of the training cross-entropy and of IEP's
-distillation gradient.
+student, at few images per class what each method leaves of the training cross-entropy and of IEP's
+distillation gradient, and each step-matched control beside the same seed at 100 epochs.
 """
 
 from __future__ import annotations
@@ -180,4 +180,53 @@ def fit_and_clip_table(rows: list[dict], vanilla_method: str = "none") -> list[s
             _f(row.get("phase1_loss"), 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _seed_run(row: dict | None, seed: int) -> dict | None:
+    return next((run for run in row["runs"] if run["seed"] == seed), None) if row else None
+
+
+def _moved(before: float | None, after: float | None, show) -> str:
+    """`before → after`, or one dash where neither run has the figure."""
+    if before is None and after is None:
+        return "—"
+    return " → ".join("—" if v is None else show(v) for v in (before, after))
+
+
+def _steps(run: dict | None) -> int | None:
+    return sum(run["pre_phase_steps"].values()) if run and run.get("pre_phase_steps") else None
+
+
+def control_table(base_rows: list[dict], control_rows: list[dict], vanilla_method: str = "none") -> list[str]:
+    """A control factor's runs beside the same seed's run at 100 epochs: how much of each method's accuracy, of its
+    gain over the vanilla student (each against the vanilla of its own length; a control without a vanilla run
+    uses the 100-epoch one), of its fit to the labels and of its pre-phase moved when the steps were restored."""
+    if not control_rows:
+        return ["No run of this control has finished yet."]
+    base = {r["method"]: r for r in base_rows}
+    control = {r["method"]: r for r in control_rows}
+    lines = [
+        "| method | seed | test %: 100 epochs → control | − vanilla | last cross-entropy | pre-phase steps "
+        "| phase-1 loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, row in sorted(control.items(), key=lambda item: -item[1]["test"]):
+        for run in sorted(row["runs"], key=lambda r: r["seed"]):
+            seed = run["seed"]
+            before = _seed_run(base.get(method), seed)
+            vanillas = (_seed_run(base.get(vanilla_method), seed),
+                        _seed_run(control.get(vanilla_method) or base.get(vanilla_method), seed))  # fmt: skip
+            gains = [None if v is None or r is None or method == vanilla_method else 100 * (r["test"] - v["test"])
+                     for r, v in zip((before, run), vanillas, strict=True)]  # fmt: skip
+            cells = [
+                method,
+                str(seed),
+                _arrow(before and 100 * before["test"], 100 * run["test"], 2),
+                _moved(*gains, lambda g: f"{g:+.2f}"),
+                _arrow(before and last_cross_entropy(before), last_cross_entropy(run)),
+                _moved(_steps(before), _steps(run), str),
+                _moved(before and before.get("phase1_loss"), run.get("phase1_loss"), lambda v: f"{v:.2f}"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -62,3 +62,26 @@ def test_the_fit_table_gives_each_gain_and_what_is_left_of_the_fit():
     assert table[2].startswith("| co | 2 | 62.00 ± 0.00 | +22.00 | 0.320 | — | — |")
     assert table[3].startswith("| iep | 1 | 50.00 | +10.00 | 0.200 | 0.050 | 60 |")
     assert table[4].startswith("| none | 1 | 40.00 | — | 0.120 |")
+
+
+def test_a_control_sits_beside_the_same_seed_at_100_epochs_against_the_vanilla_of_its_length():
+    base = [
+        _row("none", [_run(0, 0.40, 0.40, ce=(2.7, 0.138)), _run(1, 0.41, 0.41)], "rate_0.01"),
+        _row("co", [_run(1, 0.60, 0.60), _run(0, 0.62, 0.61, ce=(2.6, 0.31))], "rate_0.01"),
+        _row("iep", [_run(0, 0.50, 0.50, pre_phase_steps={"pre_phase": 60}, phase1_loss=2.59)], "rate_0.01"),
+    ]
+    main_steps = [
+        _row("co", [_run(0, 0.66, 0.66, ce=(2.6, 0.2))], "rate_0.01_main_steps"),
+        _row("none", [_run(0, 0.42, 0.42, ce=(2.7, 0.001))], "rate_0.01_main_steps"),
+    ]
+    table = run_analysis.control_table(base, main_steps)
+    assert table[2:] == [  # best first; co's gains against the vanilla of 100 epochs, then of 1,167
+        "| co | 0 | 61.00 → 66.00 | +21.00 → +24.00 | 0.310 → 0.200 | — | — |",
+        "| none | 0 | 40.00 → 42.00 | — | 0.138 → 0.001 | — | — |",
+    ]
+    pre_phase = [_row("iep", [_run(0, 0.55, 0.55, pre_phase_steps={"pre_phase": 700}, phase1_loss=1.5)])]
+    # no vanilla run of its own: both gains against the 100-epoch vanilla of the same seed
+    assert run_analysis.control_table(base, pre_phase)[2] == (
+        "| iep | 0 | 50.00 → 55.00 | +10.00 → +15.00 | 0.200 → 0.200 | 60 → 700 | 2.59 → 1.50 |"
+    )
+    assert run_analysis.control_table(base, []) == ["No run of this control has finished yet."]
