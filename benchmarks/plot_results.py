@@ -170,6 +170,14 @@ def results_chart(paper: dict, short: dict, rate: float = RATE) -> str:
         "10 % held out of the training split (the ranking), test = the 10,000 test images, once per run after its "
         "last epoch."
     )
+    decay_all = next((r["vanilla"] for r in rows if r.get("vanilla", "none") not in ("none", None)), None)
+    if decay_all in by_method:
+        note += (
+            " Test − vanilla is against the vanilla student with the method's own weight-decay rule: `none` decays "
+            f"kernels only; `(vs {decay_all})` marks a method that decays every variable, as its reference does, "
+            f"against the vanilla that does too; {decay_all}'s own figure, against `none`, is what that rule does "
+            "alone."
+        )
     if teachers := teachers_sentence(rows, paper.get("teachers", [])):
         note += f" {teachers} (docs/reproduction.md says why)."
     begin, end = markers("results-chart")

@@ -298,3 +298,20 @@ def test_no_figure_from_a_results_file_is_typed_by_hand_outside_generated_blocks
             typed[page] = found
     assert "81.73" not in _published_figures() and re.findall(gain, "IEP +8.76, RKD −3.56") == ["8.76", "3.56"]
     assert not typed, f"figures typed from results files (generate them, or cut them): {typed}"
+
+
+def test_each_gain_in_the_table_is_against_the_vanilla_with_the_methods_decay_rule():
+    def row(method, validation, test, vanilla=None):
+        return {"factor": plot_results.FACTOR, "method": method, "seeds": 1, "runs": [{}], "validation": validation,
+                "test": test, "validation_std": 0.0, "test_std": 0.0, "vanilla": vanilla}  # fmt: skip
+
+    rows = [row("none", 0.73, 0.715), row("none_decay_all", 0.72, 0.721, "none"), row("pkt", 0.79, 0.772, "none")]
+    protocol = {"teacher_arch": "wrn-28-1", "student_arch": "wrn-16-1"}
+    short = {"results": []}
+    alone = plot_results.results_chart({"results": rows, "protocol": protocol}, short)
+    assert "| 1 | pkt | 1 | 79.00 | 77.20 | +5.70 |" in alone and "weight-decay rule" not in alone
+    rows[2]["vanilla"] = "none_decay_all"  # what the study writes once that vanilla has a run
+    chart = plot_results.results_chart({"results": rows, "protocol": protocol}, short)
+    assert "| 1 | pkt | 1 | 79.00 | 77.20 | +5.10 (vs none_decay_all) |" in chart
+    assert "| 3 | none_decay_all | 1 | 72.00 | 72.10 | +0.60 |" in chart
+    assert "none_decay_all's own figure, against `none`, is what that rule does alone." in chart
