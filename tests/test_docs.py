@@ -315,3 +315,14 @@ def test_each_gain_in_the_table_is_against_the_vanilla_with_the_methods_decay_ru
     assert "| 1 | pkt | 1 | 79.00 | 77.20 | +5.10 (vs none_decay_all) |" in chart
     assert "| 3 | none_decay_all | 1 | 72.00 | 72.10 | +0.60 |" in chart
     assert "none_decay_all's own figure, against `none`, is what that rule does alone." in chart
+
+
+def test_each_fidelity_fix_sits_beside_the_row_it_replaced():
+    def row(method, validation, test, seeds=1):
+        return {"factor": plot_results.FACTOR, "method": method, "seeds": seeds, "validation": validation,
+                "test": test, "validation_std": 0.001 * (seeds > 1), "test_std": 0.002 * (seeds > 1)}  # fmt: skip
+
+    rows = [row("dist", 0.7789, 0.7742, 2), row("dist_imagenet", 0.7558, 0.7451), row("vid", 0.78, 0.7732)]
+    block = plot_results.fidelity_pass_3({"results": rows})
+    assert "| 77.89 ± 0.10 / 77.42 ± 0.20 (2 seeds) | 75.58 / 74.51 (1 seed) | +2.31 / +2.91 |" in block
+    assert "(`vid` against `vid_shared_init`) | 78.00 / 77.32 (1 seed) | not yet run | — |" in block
