@@ -58,7 +58,6 @@ def classifier(num_classes: int, name: str = "logits") -> keras.layers.Dense:
     )
 
 
-@keras.saving.register_keras_serializable(package="iep")
 def positive_std(std: Sequence[float], owner: str) -> list[float]:
     """The per-channel std as floats; a zero or negative one would divide every pixel by it, so `owner` refuses it."""
     values = [float(v) for v in std]
@@ -67,6 +66,7 @@ def positive_std(std: Sequence[float], owner: str) -> list[float]:
     return values
 
 
+@keras.saving.register_keras_serializable(package="iep")
 class Standardize(keras.layers.Layer):
     """Per-channel (x - mean) / std inside the network.
 

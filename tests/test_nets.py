@@ -222,6 +222,9 @@ def test_standardize_layer_refuses_a_std_of_zero():
 
     with pytest.raises(ValueError, match=r"^Standardize: std must be > 0 on every channel, got \[1.0, 0.0, -2.0\]$"):
         Standardize(std=(1, 0, -2))
+    # registered for .keras files under its own name (the check's function beside it is not a Keras object)
+    assert keras.saving.get_registered_object("iep>Standardize") is Standardize
+    assert keras.saving.get_registered_object("iep>positive_std") is None
 
 
 def test_one_channel_input_needs_no_statistics():
