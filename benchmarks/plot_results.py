@@ -40,6 +40,7 @@ from benchmarks import docs_blocks, run_analysis, study_report  # noqa: E402
 from benchmarks.docs_blocks import mean_spread  # noqa: E402
 from benchmarks.recorded import teachers_sentence  # noqa: E402
 from benchmarks.run_analysis import last_cross_entropy  # noqa: E402
+from benchmarks.study_design import FACTORS  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 PAPER = os.path.join(RESULTS_DIR, "paper_schedule.json")
@@ -538,7 +539,7 @@ def control_sections(scarce: dict) -> list[str]:
         waiting = [w["method"] for w in scarce.get("still_to_train", []) if w["factor"] == factor]
         if not rows and not waiting:
             continue
-        rate = next((r["rate"] for r in rows), None) or float(factor.split("_")[1])
+        rate = FACTORS[factor].rate
         base = [r for r in scarce["results"] if r["factor"] == f"rate_{rate:g}"]
         lines += [f"**Control `{factor}`** ({images_per_class(rate)} images per class): {what}.", ""]
         lines += run_analysis.control_table(base, rows)
