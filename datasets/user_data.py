@@ -16,7 +16,7 @@ What happens to a user's `tf.data` pipeline:
   (`drop_remainder`, the remainder differs every epoch); a batch size other than the pipeline's own is
   said once;
 * labels are class indices (integers from 0), [N] or [N, 1], or one-hot [N, K] rows (read by argmax); a
-  fractional or negative label is refused, not cast.
+  fractional or negative label is refused, not cast; so is an image with a NaN or infinite pixel.
 """
 
 from __future__ import annotations
@@ -115,23 +115,38 @@ def _as_dataset(value: Any, name: str) -> tuple[tf.data.Dataset, int | None]:
     raise DataError(f"{name}: expected {EXPECTED}; got {type(value).__name__}")
 
 
-def _count_classes_and_range(dataset: tf.data.Dataset) -> tuple[int, int, int, float]:
-    """(number of examples, smallest label, largest label + 1, largest pixel value) in one pass."""
-    count, bottom, top, brightest = dataset.reduce(
+def _count_classes_and_range(dataset: tf.data.Dataset) -> tuple[int, int, int, float, int]:
+    """(number of examples, smallest label, largest label + 1, largest finite pixel value, number of images with
+    a NaN or infinite pixel) in one pass."""
+    count, bottom, top, brightest, damaged = dataset.reduce(
         (
             tf.constant(0, tf.int64),
             tf.constant(0, tf.int32),
             tf.constant(-1, tf.int32),
             tf.constant(-np.inf, tf.float64),
+            tf.constant(0, tf.int64),
         ),
-        lambda state, example: (
-            state[0] + 1,
-            tf.minimum(state[1], example[1]),
-            tf.maximum(state[2], example[1]),
-            tf.maximum(state[3], tf.reduce_max(tf.cast(example[0], tf.float64))),
-        ),
+        lambda state, example: _add_example(state, tf.cast(example[0], tf.float64), example[1]),
     )
-    return int(count), int(bottom), int(top) + 1, float(brightest)
+    return int(count), int(bottom), int(top) + 1, float(brightest), int(damaged)
+
+
+def _add_example(state: tuple, pixels: tf.Tensor, label: tf.Tensor) -> tuple:
+    finite = tf.math.is_finite(pixels)
+    return (
+        state[0] + 1,
+        tf.minimum(state[1], label),
+        tf.maximum(state[2], label),
+        tf.maximum(state[3], tf.reduce_max(tf.where(finite, pixels, -np.inf))),
+        state[4] + tf.cast(tf.logical_not(tf.reduce_all(finite)), tf.int64),
+    )
+
+
+def refuse_non_finite(damaged: int, count: int, name: str) -> None:
+    """A DataError if `damaged` of `count` images hold a NaN or infinite pixel: one would reach the loss as a NaN
+    and stop training epochs later, far from its cause."""
+    if damaged:
+        raise DataError(f"{name}: {damaged} of {count} images hold a NaN or infinite pixel; expected finite pixels")
 
 
 class UserData:
@@ -168,9 +183,10 @@ class UserData:
         if not images.shape.is_fully_defined():
             raise DataError(f"train data: every image must have one known shape [H, W, C]; got {images.shape}")
         self.input_shape: tuple[int, int, int] = tuple(int(d) for d in images.shape)
-        self.num_train, lowest, labelled, brightest = _count_classes_and_range(self._train)
+        self.num_train, lowest, labelled, brightest, damaged = _count_classes_and_range(self._train)
         if self.num_train == 0:
             raise DataError("train data: it is empty")
+        refuse_non_finite(damaged, self.num_train, "train data")
         if lowest < 0:
             raise DataError(f"train data: labels must be class indices 0, 1, ...; got {lowest}")
         if images.dtype.is_floating and brightest <= 1.0:
@@ -183,9 +199,10 @@ class UserData:
             raise DataError(f"train data: label {labelled - 1} has no name among the {len(class_names)} class_names")
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(labelled))
         for name, split in self._splits.items():  # a label past the classes would be scored wrong in silence
-            count, lowest, labelled, _ = _count_classes_and_range(split)
+            count, lowest, labelled, _, damaged = _count_classes_and_range(split)
             if count == 0:
                 raise DataError(f"split {name!r}: it is empty")
+            refuse_non_finite(damaged, count, f"split {name!r}")
             if lowest < 0 or labelled > len(self.class_names):
                 raise DataError(
                     f"split {name!r}: labels must be class indices 0 to {len(self.class_names) - 1} (the train "

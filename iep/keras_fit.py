@@ -35,7 +35,7 @@ import tensorflow as tf
 from iep.core.distiller import Distiller
 from iep.core.tracing import traced
 from iep.datasets.sources import DataError
-from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem
+from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem, refuse_non_finite
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
 from iep.engine.step import distillation_gradients, logged_names
 from iep.nets import TappedNetwork, check_tapped
@@ -176,7 +176,7 @@ class DistillationModel(keras.Model):
 
     def _checked(self, x, y, where: str, labelled: bool = True):
         """(x, y) as the step reads them, or a DataError naming `where` and what was expected: pixels on the
-        student's scale, labels that are class indices below the class count; one-hot rows become indices.
+        student's scale and finite, labels that are class indices below the class count; one-hot rows become indices.
         Arrays are checked whole; a `tf.data.Dataset` by its element spec only, since reading a batch ahead
         would advance its random augmentation (fit would then see other batches than it was given)."""
         classes = self.student.num_classes
@@ -191,6 +191,9 @@ class DistillationModel(keras.Model):
             return x, y
         if x is not None and (problem := pixel_scale_problem(np.asarray(x)[:256], self._student_mean())):
             raise DataError(f"{where} x: {problem}")
+        if x is not None and np.asarray(x).dtype.kind == "f":
+            images = np.asarray(x).reshape(len(x), -1)
+            refuse_non_finite(int((~np.isfinite(images).all(1)).sum()), len(images), f"{where} x")
         if labelled and y is not None:
             y = class_indices(y, f"{where} y", classes)
         return x, y

@@ -186,6 +186,11 @@ def test_images_on_the_wrong_scale_and_bad_labels_are_refused_before_the_first_s
         model.fit(x, np.full(16, 2.5), verbose=0)
     with pytest.raises(DataError, match="label 12 is past the student's 10 classes"):
         model.fit(x, np.full(16, 12), verbose=0)
+    damaged = x.copy()
+    damaged[[3, 7], 5, 5, 0] = (np.nan, np.inf)
+    for call, args in ((model.fit, (damaged, y)), (model.evaluate, (damaged, y)), (model.predict, (damaged,))):
+        with pytest.raises(DataError, match=r"x: 2 of 16 images hold a NaN or infinite pixel"):
+            call(*args, verbose=0)
     one_hot_of_five = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y % 5, 5))).batch(8)
     with pytest.raises(DataError, match="fit labels: one-hot rows of 5 classes, but the student has 10"):
         model.fit(one_hot_of_five, verbose=0)

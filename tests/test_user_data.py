@@ -65,6 +65,15 @@ def test_epochs_are_seeded_and_cover_the_data():
         ((np.zeros((4, 8, 8, 3)), np.array([0, -1, 2, -3])), r"labels must be class indices 0, 1, ...; got \[-1, -3\]"),
         ((np.zeros((4, 8, 8, 3)), np.array(["cat", "dog", "cat", "dog"])), r"class indices 0, 1, ...; got \['cat'"),
         (tf.data.Dataset.from_tensor_slices((np.zeros((4, 8, 8, 3)), [0, 1, -2, 1])), r"class indices .*; got -2"),
+        # a NaN pixel reached the loss and stopped training epochs later, far from its cause
+        (
+            (np.where(np.arange(4)[:, None, None, None] == 2, np.nan, np.zeros((4, 8, 8, 3))), np.zeros(4)),
+            r"^train data: 1 of 4 images hold a NaN or infinite pixel",
+        ),
+        (
+            tf.data.Dataset.from_tensor_slices((np.full((4, 8, 8, 3), np.inf, np.float32), np.zeros(4))),
+            r"^train data: 4 of 4 images hold a NaN",
+        ),
     ],
 )
 def test_bad_user_data_is_refused_naming_what_is_expected(train, message):
@@ -89,6 +98,10 @@ def test_an_eval_split_with_labels_past_the_train_classes_is_refused():
         UserData((images, labels), splits={"test": (images, labels + 2)})
     with pytest.raises(DataError, match=r"split 'test': it is empty"):
         UserData((images, labels), splits={"test": (images[:0], labels[:0])})
+    bad = images.astype(np.float32)
+    bad[1, 0, 0, 0] = np.nan
+    with pytest.raises(DataError, match=r"split 'test': 1 of 12 images hold a NaN or infinite pixel"):
+        UserData((images, labels), splits={"test": (bad, labels)})
     UserData((images, labels), splits={"test": (images[:3], labels[:3])})  # a split may miss classes
 
 
