@@ -8,7 +8,7 @@ import pytest
 from iep.apps.vocabulary import in_flags
 
 
-def test_python_callers_read_the_names_they_passed():
+def test_python_callers_read_the_names_they_passed(tmp_path):
     from iep.datasets import DataConfig, DataError, build_pipeline
     from iep.engine.trainer import TrainConfig, Trainer
     from iep.methods import build_distiller
@@ -35,7 +35,27 @@ def test_python_callers_read_the_names_they_passed():
         Trainer(student, None, TrainConfig(), None)
     with pytest.raises(ValueError, match=r"^build_distiller: method must be one of .*, got 'kdd'"):
         build_distiller("kdd", None, student)
+    # were Python's or TF's own words (a dict update, an attribute error) or a traceback in the first traced step
+    with pytest.raises(TypeError, match=r"^overrides must be a mapping of kd's options, e.g. \{'temperature': 4\}"):
+        build_distiller("kd", student, student, overrides=["temperature=4"])
+    other_images = r"^the teacher takes images \(16, 16, 3\), but the student \(32, 32, 3\): both read the same batch"
+    with pytest.raises(ValueError, match=other_images + r" \(iep.load_teacher\(run_dir, input_shape=\.\.\.\) builds"):
+        build_distiller("kd", build_network("resnet8", 10, (16, 16, 3)), student)
     data = build_pipeline(DataConfig("digits", rate=0.05))
+    digits_student = build_network("resnet8", data.num_classes, data.input_shape)
+    with pytest.raises(TypeError, match=r"^distiller must be a method's name \(iep.methods.methods\(\), e.g. 'iep'\), "
+                                        r"a Distiller or None; got 42$"):  # fmt: skip
+        Trainer(digits_student, data, TrainConfig(), str(tmp_path / "run"), 42)
+    with pytest.raises(TypeError, match=r"^options must be a mapping of the method's options, e.g. "):
+        Trainer(
+            digits_student, data, TrainConfig(), str(tmp_path / "run"), "kd", teacher=digits_student, options=["T=4"]
+        )
+    with pytest.raises(TypeError, match=r"^strategy must be a tf.distribute.Strategy, e.g. "):
+        Trainer(digits_student, data, TrainConfig(), str(tmp_path / "run"), None, "mirrored")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match=r"^run_dir '.*a_file' is a file; expected a directory$"):
+        Trainer(digits_student, data, TrainConfig(), str(tmp_path / "a_file"))
+    assert not (tmp_path / "run").exists()  # the checks made no folder
     with pytest.raises(DataError, match=r"^TrainConfig.batch_size 5000 exceeds the \d+ training images at "
                                         r"DataConfig.rate 0.05"):  # fmt: skip
         data.steps_per_epoch(5000)

@@ -312,6 +312,20 @@ def _check_classes(distiller: Distiller, teacher: TappedNetwork | None, student:
     return distiller
 
 
+def _check_same_images(teacher: TappedNetwork, student: TappedNetwork) -> None:
+    """Teacher and student read the same batch: a teacher built for other images would fail deep in the first
+    traced step. Refused here, with the way to build ours at the student's size."""
+    taught, learning = tuple(teacher.model.input_shape[1:]), tuple(student.model.input_shape[1:])
+    differ = len(taught) != len(learning) or any(
+        t is not None and s is not None and t != s for t, s in zip(taught, learning, strict=True)
+    )  # None: a size the network takes any value of
+    if differ:
+        raise ValueError(
+            f"the teacher takes images {taught}, but the student {learning}: both read the same batch "
+            "(iep.load_teacher(run_dir, input_shape=...) builds a teacher of ours for other images)"
+        )
+
+
 def _plain(teacher: TappedNetwork | None, options: Mapping[str, object]) -> Distiller:
     """Plain training (`none`), its weight decay on kernels or on every variable (NONE_OPTIONS)."""
     distiller = Distiller(teacher)
@@ -376,6 +390,11 @@ def build_distiller(
     check_tapped(student, "student")
     if teacher is not None:
         check_tapped(teacher, "teacher")
+        _check_same_images(teacher, student)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(
+            f"overrides must be a mapping of {method}'s options, e.g. {{'temperature': 4}}; got {overrides!r}"
+        )
     typed = typed_options(method, {**dict(overrides or {}), **options})
     if method == "none":
         return _plain(teacher, typed)

@@ -3,6 +3,8 @@ student, a data set and an evaluation split fit together, made before any step i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import tensorflow as tf
 
 from iep.core.distiller import Distiller
@@ -12,6 +14,15 @@ from iep.core.registry import build_distiller
 def distiller_for_run(distiller, teacher, options, student, data, config, strategy=None) -> Distiller | None:
     """`Trainer`'s distiller: one given, or a method's name built with its teacher and options, its phases
     sized from the run (`config.epochs` × the data's steps per epoch) and seeded by `config.seed`."""
+    if not (distiller is None or isinstance(distiller, str | Distiller)):
+        raise TypeError(
+            f"distiller must be a method's name (iep.methods.methods(), e.g. 'iep'), a Distiller or None; got "
+            f"{distiller!r}"
+        )
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"options must be a mapping of the method's options, e.g. {{'temperature': 4}}; got {options!r}"
+        )
     if not isinstance(distiller, str):
         if teacher is not None or options:
             raise ValueError(

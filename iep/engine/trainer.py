@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from iep.core.distiller import Distiller
 from iep.core.errors import TrainingDiverged
-from iep.core.files import write_json_atomic
+from iep.core.files import check_writable, write_json_atomic
 from iep.core.tracing import traced
 from iep.datasets import ImagePipeline
 from iep.datasets.user_data import UserData, as_loop_data
@@ -81,6 +81,11 @@ class Trainer:
             raise TypeError(f"config must be an iep.TrainConfig, e.g. iep.TrainConfig(epochs=100); got {config!r}")
         if not isinstance(run_dir, str | os.PathLike):
             raise TypeError(f"run_dir must be a folder path (checkpoints, logs and exports go there), got {run_dir!r}")
+        check_writable(os.fspath(run_dir), "run_dir")
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError(
+                f"strategy must be a tf.distribute.Strategy, e.g. tf.distribute.MirroredStrategy(); got {strategy!r}"
+            )
         data = as_loop_data(data, eval_data)
         check_student_fits_data(student, data)
         distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
