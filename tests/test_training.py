@@ -556,14 +556,34 @@ def test_eval_every_skips_epochs_but_never_the_last(tmp_path):
             event = tf.compat.v1.Event.FromString(record)
             tags.update(event.step for value in event.summary.value if value.tag == "epoch/eval_accuracy")
     assert tags == {2, 4, 5}
+
+
+def test_a_train_config_is_refused_where_it_is_written():
+    """Before any Trainer reads it: each field's type and range, named as the caller wrote it."""
     with pytest.raises(ValueError, match="TrainConfig.eval_every must be >= 1"):
         TrainConfig(eval_every=0)  # refused where it is written, before any Trainer reads it
     with pytest.raises(ValueError, match="TrainConfig.epochs must be >= 1, got 0"):
         dataclasses.replace(TrainConfig(), epochs=0)
-    for field, value in (("lr", "0.1"), ("epochs", True), ("eval_limit", "all")):  # from Python, untyped
-        with pytest.raises(TypeError, match=f"TrainConfig.{field} must be a number, got {value!r}"):
+    for field, value, expected in (
+        ("lr", "0.1", "a number"),  # from Python, untyped
+        ("epochs", True, "an int"),
+        ("eval_limit", "all", "an int"),
+        ("epochs", 2.5, "an int"),  # a count: was taken, and reached the step count as a float
+        ("batch_size", 128.0, "an int"),
+    ):
+        with pytest.raises(TypeError, match=f"^TrainConfig.{field} must be {expected}, got {value!r}$"):
             TrainConfig(**{field: value})
     TrainConfig(epochs=np.int64(3), lr=np.float32(0.1), eval_limit=None).validate()  # NumPy numbers are numbers
+    # refused where written, not when a Trainer first builds the schedule; a string is not a list of formats
+    for kwargs, error, message in (
+        ({"lr_schedule": "cos"}, ValueError, r"^TrainConfig.lr_schedule must be one of \('step', 'cosine', "),
+        ({"lr_decay_points": ("0.3",)}, TypeError, r"^TrainConfig.lr_decay_points must be a sequence of numbers"),
+        ({"lr_decay_points": (0.6, 0.3)}, ValueError, r"^TrainConfig.lr_decay_points must be increasing fractions"),
+        ({"export_formats": "tflite"}, TypeError, r"^TrainConfig.export_formats must be a sequence of format names"),
+        ({"eval_split": None}, TypeError, r"^TrainConfig.eval_split must be a split's name, e.g. 'test'; got None$"),
+    ):
+        with pytest.raises(error, match=message):
+            TrainConfig(**kwargs)
 
 
 def test_a_tilde_in_any_path_flag_is_the_home_folder(monkeypatch):

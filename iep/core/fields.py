@@ -13,16 +13,21 @@ Ranges = Mapping[str, tuple[Callable[[Any], bool], str]]
 
 
 def check_numbers(
-    owner: str, settings: object, ranges: Ranges, optional: Collection[str] = (), error: type[ValueError] = ValueError
+    owner: str,
+    settings: object,
+    ranges: Ranges,
+    optional: Collection[str] = (),
+    error: type[ValueError] = ValueError,
+    integers: Collection[str] = (),
 ) -> None:
-    """Every field of `ranges` a number (bools are not) and in range, None allowed for `optional` ones. Why the
-    type first: from Python, rate="0.1" would otherwise fail as a bare TypeError naming no field."""
+    """Every field of `ranges` a number (bools are not; an int for `integers`) and in range, None allowed for
+    `optional` ones. Why the type first: from Python, rate="0.1" would otherwise fail as a bare TypeError naming
+    no field."""
     for name in ranges:
         value = getattr(settings, name)
-        if (value is not None or name not in optional) and (
-            not isinstance(value, numbers.Real) or isinstance(value, bool)
-        ):
-            raise TypeError(f"{owner}.{name} must be a number, got {value!r}")
+        kind, expected = (numbers.Integral, "an int") if name in integers else (numbers.Real, "a number")
+        if (value is not None or name not in optional) and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise TypeError(f"{owner}.{name} must be {expected}, got {value!r}")
     for name, (in_range, expected) in ranges.items():
         value = getattr(settings, name)
         if (value is not None or name not in optional) and not in_range(value):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from iep.core.fields import check_numbers
 from iep.engine.mobile_export import check_formats
 from iep.engine.precision import check_precision
+from iep.op_utils.schedules import check_schedule
 
 # Each numeric field → (whether a value is in range, what is expected); errors name the field (TrainConfig.lr),
 # and the commands say the flag (iep/apps/vocabulary.py). eval_limit may be None: all images.
@@ -26,6 +27,18 @@ RANGES = {
     "eval_every": (lambda v: v >= 1, ">= 1 (epochs between evaluations)"),
     "keep_checkpoints": (lambda v: v >= 1, ">= 1"),
 }
+
+# counts: a fractional value (epochs=2.5) has no meaning, and would reach range() or a step count as a float
+INTEGERS = (
+    "epochs",
+    "batch_size",
+    "seed",
+    "log_every",
+    "eval_batch_size",
+    "eval_limit",
+    "eval_every",
+    "keep_checkpoints",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +82,14 @@ class TrainConfig:
         written; from Python, lr="0.1" would otherwise fail as a bare TypeError naming no field."""
         if self.jit_compile not in ("auto", True, False):
             raise ValueError(f"TrainConfig.jit_compile must be auto, true or false, got {self.jit_compile!r}")
-        check_numbers("TrainConfig", self, RANGES, optional=("eval_limit",))
+        check_numbers("TrainConfig", self, RANGES, optional=("eval_limit",), integers=INTEGERS)
+        check_schedule(self.lr_schedule, self.lr_decay_points)
         check_precision(self.precision)
+        if isinstance(self.export_formats, str) or not isinstance(self.export_formats, Sequence):
+            raise TypeError(
+                f"TrainConfig.export_formats must be a sequence of format names, e.g. ('savedmodel', 'tflite'); got "
+                f"{self.export_formats!r}"
+            )
         check_formats(self.export_formats)
-        points = list(self.lr_decay_points)
-        if any(not 0 < p < 1 for p in points) or points != sorted(points):
-            raise ValueError(f"TrainConfig.lr_decay_points must be increasing fractions in (0, 1), got {points}")
+        if not isinstance(self.eval_split, str):
+            raise TypeError(f"TrainConfig.eval_split must be a split's name, e.g. 'test'; got {self.eval_split!r}")
