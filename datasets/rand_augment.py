@@ -70,7 +70,7 @@ def _histograms(images: tf.Tensor) -> tf.Tensor:
     return tf.reshape(counts, [batch, channels, 256])
 
 
-def auto_contrast(images, _):
+def auto_contrast(images: tf.Tensor, _: tf.Tensor) -> tf.Tensor:
     """`ImageOps.autocontrast`: each channel's [lo, hi] stretched to [0, 255], lut entries truncated."""
     lo = tf.reduce_min(images, axis=[1, 2])[:, :, None]  # [B, C, 1]
     hi = tf.reduce_max(images, axis=[1, 2])[:, :, None]
@@ -81,21 +81,21 @@ def auto_contrast(images, _):
     return _lut(images, table)
 
 
-def brightness(images, v):
+def brightness(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return _blend(tf.zeros_like(images), images, v)
 
 
-def color(images, v):
+def color(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return _blend(tf.broadcast_to(_grayscale(images), tf.shape(images)), images, v)
 
 
-def contrast(images, v):
+def contrast(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """Blend with a flat image at the grayscale mean, `int(mean + 0.5)`."""
     mean = tf.floor(tf.reduce_mean(_grayscale(images), axis=[1, 2, 3], keepdims=True) + 0.5)
     return _blend(tf.broadcast_to(mean, tf.shape(images)), images, v)
 
 
-def equalize(images, _):
+def equalize(images: tf.Tensor, _: tf.Tensor) -> tf.Tensor:
     """`ImageOps.equalize`: step = (pixels − count of the last used value) // 255; lut[i] = (step // 2 + Σ_{j<i}
     h[j]) // step."""
     histogram = _histograms(images)
@@ -111,11 +111,11 @@ def equalize(images, _):
     return _lut(images, tf.clip_by_value(tf.where(keep, ramp, table), 0.0, 255.0))
 
 
-def identity(images, _):
+def identity(images: tf.Tensor, _: tf.Tensor) -> tf.Tensor:
     return images
 
 
-def posterize(images, v):
+def posterize(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """Keep the top int(v) bits."""
     drop = tf.pow(2.0, 8.0 - tf.maximum(tf.floor(v), 1.0))
     return tf.floor(images / _per_image(drop)) * _per_image(drop)
@@ -149,7 +149,7 @@ def _affine(images: tf.Tensor, matrix: tf.Tensor, fixed_point: bool) -> tf.Tenso
     return tf.where(inside[..., None], picked, 0.0)
 
 
-def rotate(images, v):
+def rotate(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     """`Image.rotate(v)`: counter-clockwise by v degrees about the centre, NEAREST, black corners."""
     width, height = float(images.shape[2]), float(images.shape[1])
     angle = -tf.cast(v, tf.float64) * (math.pi / 180.0)
@@ -172,30 +172,30 @@ def _sharpen_degenerate(images: tf.Tensor) -> tf.Tensor:
     return tf.where(interior[None, :, :, None], tf.clip_by_value(smooth, 0.0, 255.0), images)
 
 
-def sharpness(images, v):
+def sharpness(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return _blend(_sharpen_degenerate(images), images, v)
 
 
-def shear_x(images, v):
+def shear_x(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     zeros, ones = tf.zeros_like(v), tf.ones_like(v)
     return _affine(images, tf.stack([ones, v, zeros, zeros, ones, zeros], axis=1), fixed_point=True)
 
 
-def shear_y(images, v):
+def shear_y(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     zeros, ones = tf.zeros_like(v), tf.ones_like(v)
     return _affine(images, tf.stack([ones, zeros, zeros, v, ones, zeros], axis=1), fixed_point=True)
 
 
-def solarize(images, v):
+def solarize(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     return tf.where(images < _per_image(v), images, 255.0 - images)
 
 
-def translate_x(images, v):
+def translate_x(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     zeros, ones = tf.zeros_like(v), tf.ones_like(v)
     return _affine(images, tf.stack([ones, zeros, v * images.shape[2], zeros, ones, zeros], axis=1), False)
 
 
-def translate_y(images, v):
+def translate_y(images: tf.Tensor, v: tf.Tensor) -> tf.Tensor:
     zeros, ones = tf.zeros_like(v), tf.ones_like(v)
     return _affine(images, tf.stack([ones, zeros, zeros, zeros, ones, v * images.shape[1]], axis=1), False)
 

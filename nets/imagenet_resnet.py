@@ -37,7 +37,7 @@ def check_arguments(depth: int) -> None:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(BLOCKS)}; got {depth}")
 
 
-def build(x, num_classes: int, depth: int):
+def build(x: keras.KerasTensor, num_classes: int, depth: int) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     check_arguments(depth)
     x = L.conv(64, 7, 2, name="stem_conv")(x)
     x = keras.layers.ReLU(name="stem_relu")(L.batch_norm("stem_bn")(x))

@@ -51,7 +51,9 @@ def check_arguments(alpha: float) -> None:
         raise ValueError(f"MobileNetV2 width multiplier must be > 0 (e.g. 0.5, 1.0); got {alpha:g}")
 
 
-def build(x, num_classes: int, alpha: float = 1.0):
+def build(
+    x: keras.KerasTensor, num_classes: int, alpha: float = 1.0
+) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     check_arguments(alpha)
     large_input = x.shape[1] is not None and x.shape[1] > 64
     strides = _IMAGENET_STRIDES if large_input else [s for *_, s in _CIFAR_SETTINGS]

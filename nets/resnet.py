@@ -27,7 +27,7 @@ def check_arguments(depth: int) -> None:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (e.g. 8, 14, 20, 32, 56); got {depth}")
 
 
-def build(x, num_classes: int, depth: int):
+def build(x: keras.KerasTensor, num_classes: int, depth: int) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     check_arguments(depth)
     blocks_per_stage = (depth - 2) // 6
     x = L.conv(16, 3, 1, name="stem_conv")(x)

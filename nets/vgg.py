@@ -26,7 +26,7 @@ def check_arguments(depth: int) -> None:
         raise ValueError(f"VGG depth must be one of {sorted(CONFIGS)}; got {depth}")
 
 
-def build(x, num_classes: int, depth: int):
+def build(x: keras.KerasTensor, num_classes: int, depth: int) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     check_arguments(depth)
     taps = []
     for block, widths in enumerate(CONFIGS[depth]):

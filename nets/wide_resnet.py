@@ -34,7 +34,9 @@ def check_arguments(depth: int, width: int) -> None:
         raise ValueError(f"WRN width must be >= 1 (e.g. 1, 4, 10); got {width}")
 
 
-def build(x, num_classes: int, depth: int, width: int, dropout: float):
+def build(
+    x: keras.KerasTensor, num_classes: int, depth: int, width: int, dropout: float
+) -> tuple[keras.KerasTensor, list[keras.KerasTensor]]:
     """Returns (logits, taps). `x` is the standardized image tensor."""
     check_arguments(depth, width)
     blocks_per_stage = (depth - 4) // 6

@@ -58,7 +58,12 @@ def batch_consistency(student_logits, teacher_logits_, temperature: float) -> tf
 
 
 def mlkd_terms(
-    student_weak, student_strong, teacher_weak, teacher_strong, temperature: float, weight: float
+    student_weak: tf.Tensor,
+    student_strong: tf.Tensor,
+    teacher_weak: tf.Tensor,
+    teacher_strong: tf.Tensor,
+    temperature: float,
+    weight: float,
 ) -> dict[str, tf.Tensor]:
     """The code's `loss_kd`, `loss_cc` and `loss_bc` from the four logits (the CE terms aside)."""
     confidence = tf.reduce_max(tf.nn.softmax(teacher_weak), axis=1)

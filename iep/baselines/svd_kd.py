@@ -46,6 +46,8 @@ at every point (the alignment compares D-vectors).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
 from iep.baselines.hints import _require_equal_points
@@ -135,8 +137,8 @@ def rbf_relation(later: tf.Tensor, earlier: tf.Tensor) -> tf.Tensor:
 
 
 def svd_kd_loss(
-    student_maps,
-    teacher_maps,
+    student_maps: Sequence[tf.Tensor],
+    teacher_maps: Sequence[tf.Tensor],
     k: int,
     decomposition: str,
     k_student: int | None = None,

@@ -14,7 +14,7 @@ import importlib
 import inspect
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from iep.core.clipped import IEP_CLIP_TERMS
 from iep.core.distiller import Distiller
@@ -65,7 +65,7 @@ METHODS = ("none", *REGISTRY, "iep", "iep_bb")  # the built-in methods; `methods
 _REGISTERED: dict[str, type[Distiller]] = {}
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[Distiller]], type[Distiller]]:
     """Class decorator: a `Distiller` subclass becomes `--distill=<name>` and `build_distiller(name, ...)`.
 
     Its keyword arguments with defaults become its `--distill_args` options (each numeric one needs a range in

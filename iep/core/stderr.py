@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 VERBOSE_ENV = "IEP_VERBOSE"
 
@@ -15,7 +16,7 @@ def verbose() -> bool:
 
 
 @contextlib.contextmanager
-def native_stderr_silenced():
+def native_stderr_silenced() -> Iterator[None]:
     """File descriptor 2 on /dev/null for the block (unless IEP_VERBOSE is set): C libraries that print
     straight to it (libjpeg's "Improper call to JPEG library" per corrupt image) stay quiet; the Python error
     raised afterwards says what was wrong. Process-wide, so only around single-threaded scans."""

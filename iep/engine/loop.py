@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from iep.core.errors import TrainingDiverged, TrainingInterrupted, op_message
 from iep.engine.step import RunningMeans
+from iep.engine.train_config import TrainConfig
 
 
 def run_steps(
@@ -20,10 +21,10 @@ def run_steps(
     means: RunningMeans,
     global_step: tf.Variable,
     learning_rate: Callable[[], float],
-    writer,
+    writer: tf.summary.SummaryWriter,
     where: str,
     *,
-    config,
+    config: TrainConfig,
     distribute: Callable | None,
     stop_requested: list[int],
     last_checkpoint: Callable[[], str],

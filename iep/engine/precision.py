@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import keras
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -44,7 +48,9 @@ def with_loss_scaling(optimizer: keras.optimizers.Optimizer, precision: str) -> 
     return keras.optimizers.LossScaleOptimizer(optimizer) if needs_loss_scaling(precision) else optimizer
 
 
-def loss_for_gradients(optimizer, loss, precision: str, replicas: int):
+def loss_for_gradients(
+    optimizer: keras.optimizers.Optimizer, loss: tf.Tensor, precision: str, replicas: int
+) -> tf.Tensor:
     """The loss the gradients are taken of: over the replicas (their gradients are summed), and times the
     dynamic loss scale under float16."""
     loss = loss / float(replicas) if replicas > 1 else loss

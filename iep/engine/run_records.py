@@ -12,6 +12,7 @@ import tensorflow as tf
 from iep.core.files import read_json, write_json_atomic
 from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
 from iep.engine.tensorboard import scalars
+from iep.engine.train_config import TrainConfig
 
 
 def load_history(run_dir: str, epochs_completed: int) -> list[dict]:
@@ -47,7 +48,7 @@ def recovered_history(run_dir: str, epochs_completed: int) -> list[dict]:
 def metrics_summary(
     history: list[dict],
     finished: bool,
-    config,
+    config: TrainConfig,
     arch: str,
     distill: str,
     num_train: int,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iep.core.files import read_json, write_json_atomic
 from iep.engine.checkpointing import CHECKPOINT_SUBDIR, checkpoint_candidates
 from iep.engine.export import EXPORT_SUBDIR
 from iep.engine.layout import CONFIG_FILE, METRICS_FILE, TENSORBOARD_SUBDIR
+
+if TYPE_CHECKING:
+    from iep.datasets import DataConfig
 
 # Changing any of these mid-run would silently train a different experiment.
 RESUME_KEYS = (
@@ -125,7 +128,7 @@ def check_class_names(model_names, data_names, what: str) -> None:
     raise ValueError(f"{what} was trained on other classes than the data's ({detail})")
 
 
-def run_data_config(run_config: dict[str, Any], **overrides: Any):
+def run_data_config(run_config: dict[str, Any], **overrides: Any) -> DataConfig:
     """The `DataConfig` a run trained on, from its config.json: data set, folder, bbox crop, the held-out
     validation fraction, the --rate subset and its seed, the image size. Each caller overrides only what it
     means to change (another folder, the cache), so the training images a reader sees are the run's own —

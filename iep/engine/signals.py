@@ -28,7 +28,7 @@ def stop_signals_handled_by(handler: Callable[[int, object], None]) -> Iterator[
 
 
 @contextlib.contextmanager
-def stop_on_signals(requested: list[int]):
+def stop_on_signals(requested: list[int]) -> Iterator[None]:
     """SIGTERM and SIGINT only record the request; the loop checks it after every step. A second signal
     stops at once (a step that never returns must not make the process unkillable)."""
 

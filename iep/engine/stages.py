@@ -116,7 +116,13 @@ def stage_of_pass(stages: Sequence[LoopStage], index: int, steps_per_pass: int) 
     return stage, local, steps_in_pass(stage.phase, local, steps_per_pass), label
 
 
-def build_stages(phases, steps_per_pass: int, compile_step, scaled_optimizer, scaled_loss):
+def build_stages(
+    phases: Sequence[PrePhase],
+    steps_per_pass: int,
+    compile_step: Callable[[Callable], Callable],
+    scaled_optimizer: Callable[[keras.optimizers.Optimizer], keras.optimizers.Optimizer],
+    scaled_loss: Callable[[keras.optimizers.Optimizer, tf.Tensor], tf.Tensor],
+) -> tuple[list[LoopStage], dict[str, keras.optimizers.Optimizer]]:
     """Every pre-phase stage in order, its passes numbered across stages (one counter, one checkpoint each), and
     the checkpoint keys of their optimizers: the first stage's is `pre_phase_optimizer` whatever its name (every
     single-stage method and every existing run uses that key), later stages' `<name>_optimizer`."""

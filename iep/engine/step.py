@@ -3,7 +3,7 @@ means the loop logs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -21,7 +21,7 @@ def distillation_gradients(
     decayed: Sequence[tf.Variable],
     weight_decay: float,
     epoch: tf.Variable,
-    scale=None,
+    scale: Callable[[tf.Tensor], tf.Tensor] | None = None,
     extras: Mapping[str, tf.Tensor] | None = None,
 ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor]]:
     """One step's gradient per variable and its logged values: the student's cross-entropy (times the method's

@@ -54,7 +54,7 @@ def purge_for_resume(log_dir: str, main_step: int, stages: dict[str, int], epoch
         purge_events_after(log_dir, logged_step_limit(main_step, stages, epochs_completed))
 
 
-def logged_step_limit(main_step: int, stages: dict[str, int], epochs_completed: int):
+def logged_step_limit(main_step: int, stages: dict[str, int], epochs_completed: int) -> Callable[[str], int]:
     """tag → the last step a restored state had logged (each family counts steps its own way: `epoch/*` by
     epoch, a pre-phase stage's `<name>/*` by its optimizer's steps, the rest by the main optimizer's)."""
 

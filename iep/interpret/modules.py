@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
@@ -13,8 +14,11 @@ from iep.engine.runs import load_run_config
 from iep.engine.teacher import load_teacher
 from iep.nets import TappedNetwork, build_network
 
+if TYPE_CHECKING:
+    from iep.procedure.distiller import IEPDistiller
 
-def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str):
+
+def load_iep_modules(run_dir: str, data: ImagePipeline, teacher_run: str) -> IEPDistiller:
     """The IEPDistiller of an iep/iep_bb run with its trained modules restored; its teacher must be `teacher_run`."""
     from iep.core.registry import build_distiller
 

@@ -21,6 +21,8 @@ import tensorflow as tf
 
 from iep.core.distiller import Distiller
 from iep.core.tracing import traced
+from iep.datasets import ImagePipeline
+from iep.datasets.user_data import UserData
 from iep.nets import TappedNetwork
 from iep.static.knowledge_file import StaticKnowledge, save_static_knowledge
 from iep.static.semantic import alignment_loss, alignment_score, channel_similarity, init_vectors, vector_similarity
@@ -137,7 +139,7 @@ def average_activation_similarity(network: TappedNetwork, batches) -> list[np.nd
 def export_static_knowledge(
     network: TappedNetwork,
     vectors: list[tf.Variable],
-    data,
+    data: ImagePipeline | UserData,
     split: str,
     path: str,
     learned: str,
