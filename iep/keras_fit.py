@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from typing import Any
 
 import keras
 import numpy as np
@@ -116,7 +118,7 @@ class DistillationModel(keras.Model):
         self._pre_phases_ran.assign(bool(done))
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return [*self._train_means.values(), *self._test_means.values()]
 
     @property
@@ -158,10 +160,10 @@ class DistillationModel(keras.Model):
                 )
             variable.assign(value)
 
-    def call(self, images, training: bool = False):
+    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.student.model(images, training=training)["logits"]
 
-    def save(self, filepath, *args, **kwargs):
+    def save(self, filepath: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
         """Saves the student's classifier (raw pixels → logits, with Keras's own layers only: loads with a plain
         `keras.saving.load_model`), the model one deploys; the teacher and the method's modules are training
         state (`save_weights` / `keras.callbacks.ModelCheckpoint(save_weights_only=True)` keep them)."""
@@ -198,15 +200,23 @@ class DistillationModel(keras.Model):
             y = class_indices(y, f"{where} y", classes)
         return x, y
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
+    def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         x, y = self._checked(x, y, "evaluate")
         return super().evaluate(x, y, *args, **kwargs)
 
-    def predict(self, x, *args, **kwargs):
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         x, _ = self._checked(x, None, "predict", labelled=False)
         return super().predict(x, *args, **kwargs)
 
-    def fit(self, x=None, y=None, *args, callbacks=None, pre_phase_data=None, **kwargs):
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        *args: Any,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        pre_phase_data: Any = None,
+        **kwargs: Any,
+    ) -> keras.callbacks.History:
         """`keras.Model.fit`, with the epoch counter the clip schedule reads; the method's pre-phases first, once
         (on `pre_phase_data`, default the data given to fit: see `fit_pre_phases`)."""
         self._check_extras(x, y)
@@ -283,7 +293,7 @@ class DistillationModel(keras.Model):
             f"extras={extras}) of a UserData"
         )
 
-    def train_step(self, data):
+    def train_step(self, data: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
         images, labels = data[0], tf.reshape(tf.cast(data[1], tf.int32), [-1])  # [B] or [B, 1] labels
         extras = self.distiller.batch_extras  # (images, labels, *extras): Keras passes the tuple through
         if extras and (not isinstance(data, (tuple, list)) or len(data) != 2 + len(extras)):
@@ -302,7 +312,7 @@ class DistillationModel(keras.Model):
         self.optimizer.apply_gradients(zip(grads, self._distill_variables, strict=True))
         return self._update(self._train_means, values, tf.shape(labels)[0])
 
-    def test_step(self, data):
+    def test_step(self, data: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
         images, labels = data[0], tf.reshape(tf.cast(data[1], tf.int32), [-1])  # [B] or [B, 1] labels
         logits = self(images, training=False)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
