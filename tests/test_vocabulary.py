@@ -41,6 +41,8 @@ def test_python_callers_read_the_names_they_passed(tmp_path):
     other_images = r"^the teacher takes images \(16, 16, 3\), but the student \(32, 32, 3\): both read the same batch"
     with pytest.raises(ValueError, match=other_images + r" \(iep.load_teacher\(run_dir, input_shape=\.\.\.\) builds"):
         build_distiller("kd", build_network("resnet8", 10, (16, 16, 3)), student)
+    with pytest.raises(ValueError, match=r"^teacher= is given but none uses no teacher: name a method, or drop"):
+        build_distiller("none", student, student)  # as RunSpec refuses it: a plain student trained for hours
     data = build_pipeline(DataConfig("digits", rate=0.05))
     digits_student = build_network("resnet8", data.num_classes, data.input_shape)
     with pytest.raises(TypeError, match=r"^distiller must be a method's name \(iep.methods.methods\(\), e.g. 'iep'\), "

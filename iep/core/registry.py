@@ -390,6 +390,8 @@ def build_distiller(
     check_tapped(student, "student")
     if teacher is not None:
         check_tapped(teacher, "teacher")
+        if not needs_teacher(method):  # it would be ignored: a forgotten method name would train a plain student
+            raise ValueError(f"teacher= is given but {method} uses no teacher: name a method, or drop teacher=")
         _check_same_images(teacher, student)
     if overrides is not None and not isinstance(overrides, Mapping):
         raise TypeError(
