@@ -326,3 +326,13 @@ def test_each_fidelity_fix_sits_beside_the_row_it_replaced():
     block = plot_results.fidelity_pass_3({"results": rows})
     assert "| 77.89 ± 0.10 / 77.42 ± 0.20 (2 seeds) | 75.58 / 74.51 (1 seed) | +2.31 / +2.91 |" in block
     assert "(`vid` against `vid_shared_init`) | 78.00 / 77.32 (1 seed) | not yet run | — |" in block
+
+
+def test_the_readme_counts_the_baselines_the_registry_has():
+    """The README's count of baselines is typed; it must be the registry's (every built-in method but the vanilla
+    student, IEP, IEP+BB and the static methods that need no teacher)."""
+    from iep.core.registry import METHODS, STATIC_METHODS
+
+    baselines = [m for m in METHODS if m not in ("none", "iep", "iep_bb", *STATIC_METHODS)]
+    (count,) = re.findall(r"\b(\d+) baselines\b", open(os.path.join(ROOT, "README.md")).read())
+    assert int(count) == len(baselines), baselines
