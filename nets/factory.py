@@ -72,7 +72,7 @@ def build_network(
     """
     family, args = parse_arch(arch)
     num_classes = _checked_count(num_classes)
-    input_shape = _checked_shape(input_shape)
+    input_shape = checked_input_shape(input_shape, "build_network")
     channels = input_shape[-1]
     mean = _per_channel("mean", (0.0,) * channels if mean is None else mean, channels)
     std = L.positive_std(_per_channel("std", (1.0,) * channels if std is None else std, channels), "build_network")
@@ -95,9 +95,9 @@ def _checked_count(num_classes: object) -> int:
     return int(num_classes)
 
 
-def _checked_shape(input_shape: object) -> tuple[int, int, int]:
-    """Why here: a 2-tuple would reach the standardization layer as 'width channels' and fail there, in its
-    words."""
+def checked_input_shape(input_shape: object, caller: str) -> tuple[int, int, int]:
+    """`input_shape` as (height, width, channels), or a ValueError naming `caller`. Why: a 2-tuple would reach a
+    layer as 'width channels' and fail there, in its words (or be read as a model without feature maps)."""
     try:
         shape = tuple(input_shape)
     except TypeError:
@@ -106,7 +106,7 @@ def _checked_shape(input_shape: object) -> tuple[int, int, int]:
         isinstance(d, numbers.Integral) and not isinstance(d, bool) and d >= 1 for d in shape
     ):
         raise ValueError(
-            f"build_network: input_shape must be (height, width, channels) of positive ints, got {input_shape!r}"
+            f"{caller}: input_shape must be (height, width, channels) of positive ints, got {input_shape!r}"
         )
     return tuple(int(d) for d in shape)
 

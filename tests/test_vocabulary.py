@@ -41,6 +41,18 @@ def test_python_callers_read_the_names_they_passed(tmp_path):
     other_images = r"^the teacher takes images \(16, 16, 3\), but the student \(32, 32, 3\): both read the same batch"
     with pytest.raises(ValueError, match=other_images + r" \(iep.load_teacher\(run_dir, input_shape=\.\.\.\) builds"):
         build_distiller("kd", build_network("resnet8", 10, (16, 16, 3)), student)
+    import keras
+
+    from iep.engine.outside_teacher import tap_model
+    from iep.engine.teacher import load_teacher
+
+    with pytest.raises(TypeError, match=r"^teacher must be a path \(a run directory, .keras file or SavedModel\)"):
+        load_teacher(3)
+    two_d = r"input_shape must be \(height, width, channels\) of positive ints, got \(32, 32\)$"
+    with pytest.raises(ValueError, match="^load_teacher: " + two_d):  # before the weights' download is tried
+        load_teacher("keras:MobileNetV2", num_classes=10, input_shape=(32, 32))
+    with pytest.raises(ValueError, match="^tap_model: " + two_d):  # was "no 4-D feature maps found to tap"
+        tap_model(keras.Sequential([keras.layers.Input((32, 32, 3)), keras.layers.Flatten()]), input_shape=(32, 32))
     with pytest.raises(ValueError, match=r"^teacher= is given but none uses no teacher: name a method, or drop"):
         build_distiller("none", student, student)  # as RunSpec refuses it: a plain student trained for hours
     data = build_pipeline(DataConfig("digits", rate=0.05))

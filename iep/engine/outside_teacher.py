@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from iep.nets import TappedNetwork
+from iep.nets import TappedNetwork, checked_input_shape
 from iep.nets.base import stage_output_layers
 
 KERAS_PREFIX = "keras:"
@@ -312,6 +312,8 @@ def tap_model(
             f"tap_model: {name!r} is a subclassed (or unbuilt) keras.Model; tap_model reads its layers' outputs "
             "from a functional graph: build it as keras.Model(inputs, outputs) or keras.Sequential with an Input"
         )
+    if input_shape is not None:
+        input_shape = checked_input_shape(input_shape, "tap_model")
     if input_shape is None:
         shape = model.inputs[0].shape[1:] if getattr(model, "inputs", None) else None
         if shape is None or None in tuple(shape):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from iep.engine.checkpointing import checkpoint_exists, restore_model_weights
 from iep.engine.outside_teacher import is_outside_teacher, load_outside_teacher
 from iep.engine.runs import CONFIG_FILE, check_class_names, load_run_config
-from iep.nets import TappedNetwork, build_network
+from iep.nets import TappedNetwork, build_network, checked_input_shape
 
 
 def load_teacher(
@@ -37,6 +37,12 @@ def load_teacher(
     For a run directory of ours, `num_classes` and `input_shape` default to the run's own.
     """
     arch_word = arch_flag or "arch="  # how errors name the architecture argument
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{flag.rstrip('=')} must be a path (a run directory, .keras file or SavedModel) or a "
+                        f"keras:/kerashub: name; got {path!r}")  # fmt: skip
+    path = os.fspath(path)
+    if input_shape is not None:  # before any download or load
+        input_shape = checked_input_shape(input_shape, "load_teacher")
     if is_outside_teacher(path):
         if input_shape is None or num_classes is None:
             raise ValueError(f"{flag}{path!r} is not a run of ours: give num_classes and input_shape (the data's)")
