@@ -93,6 +93,14 @@ def test_a_run_spec_is_refused_where_it_is_written():
         spec(distill="kd")
     with pytest.raises(ValueError, match=r"^RunSpec.teacher 't' is given but RunSpec.distill=none uses no teacher"):
         spec(teacher=iep.TeacherSpec("t"))
+    with pytest.raises(
+        TypeError, match=r"^RunSpec.run_dir must be a folder path \(checkpoints, logs, exports\), got None"
+    ):
+        spec(run_dir=None)
+    with pytest.raises(ValueError, match=r"^TeacherSpec.preprocess must be one of \('auto', 'raw', .*got 'imagenet'$"):
+        iep.TeacherSpec("keras:ResNet50", preprocess="imagenet")  # was taken, and refused only when loaded
+    with pytest.raises(TypeError, match=r"^spec must be an iep.RunSpec \(train.py's flags as one object\); got dict$"):
+        iep.train_run({"arch": "resnet8"})
     with pytest.raises(ValueError, match=r"^RunSpec.distill=static_kd needs RunSpec.static_knowledge"):
         spec(distill="static_kd")
     with pytest.raises(ValueError, match="^" + re.escape(TRANSFER) + r" trains a knowledge stage without labels; "

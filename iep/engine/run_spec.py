@@ -49,6 +49,10 @@ class TeacherSpec:
                 parse_arch(self.arch)
             except (TypeError, ValueError) as error:
                 raise type(error)(f"TeacherSpec.arch={self.arch}: {error}") from None
+        from iep.engine.outside_teacher import PREPROCESS
+
+        if self.preprocess not in PREPROCESS:
+            raise ValueError(f"TeacherSpec.preprocess must be one of {PREPROCESS}, got {self.preprocess!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +93,8 @@ class RunSpec:
             parse_arch(self.arch)
         except (TypeError, ValueError) as error:
             raise type(error)(f"RunSpec.arch={self.arch}: {error}") from None
+        if not isinstance(self.run_dir, str | os.PathLike) or not str(self.run_dir):
+            raise TypeError(f"RunSpec.run_dir must be a folder path (checkpoints, logs, exports), got {self.run_dir!r}")
         if not isinstance(self.distill_options, Mapping):
             raise TypeError(f"RunSpec.distill_options must be a mapping of option names, got {self.distill_options!r}")
         check_numbers("RunSpec", self, RUN_RANGES, optional=("dropout", "knowledge_epochs"))
@@ -193,6 +199,8 @@ def teacher_accuracy(teacher, data, run_dir: str, path: str, split: str, limit: 
 def train_run(spec: RunSpec, strategy=None) -> dict:
     """Trains the run `spec` describes (resuming its run directory unless `spec.resume` is False) and returns
     the trainer's summary. `strategy`: one already built (multi-worker start-up must precede any other op)."""
+    if not isinstance(spec, RunSpec):
+        raise TypeError(f"spec must be an iep.RunSpec (train.py's flags as one object); got {type(spec).__name__}")
     import keras
 
     from iep.core.files import check_writable
