@@ -81,11 +81,12 @@ class Trainer:
             raise TypeError(f"config must be an iep.TrainConfig, e.g. iep.TrainConfig(epochs=100); got {config!r}")
         if not isinstance(run_dir, str | os.PathLike):
             raise TypeError(f"run_dir must be a folder path (checkpoints, logs and exports go there), got {run_dir!r}")
-        check_writable(os.fspath(run_dir), "run_dir")
         if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
             raise TypeError(
                 f"strategy must be a tf.distribute.Strategy, e.g. tf.distribute.MirroredStrategy(); got {strategy!r}"
             )
+        if is_chief(strategy or tf.distribute.get_strategy()):  # the only writer (other workers race the probe)
+            check_writable(os.fspath(run_dir), "run_dir")
         data = as_loop_data(data, eval_data)
         check_student_fits_data(student, data)
         distiller = distiller_for_run(distiller, teacher, options, student, data, config, strategy)
