@@ -100,8 +100,14 @@ def test_dkd_warms_up_linearly():
 
 
 def test_at_rejects_mismatched_resolutions():
-    with pytest.raises(ValueError, match="equal H×W"):
-        build_distiller("at", build_network("resnet8", 10), build_network("resnet8", 10, input_shape=(64, 64, 3)))
+    from iep.engine.outside_teacher import tap_model
+
+    # the same images, read at other depths: 32×32, 32×32, 16×16 against the student's 32, 16, 8
+    shallow = tap_model(
+        build_network("resnet8", 10).classifier, ["stem_relu", "stage1_block0_out", "stage2_block0_out"]
+    )
+    with pytest.raises(ValueError, match=r"AT needs equal H×W at every sensing point; student \(16, 16, 32\)"):
+        build_distiller("at", shallow, build_network("resnet8", 10))
 
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "at", "rkd"])
