@@ -191,11 +191,12 @@ class DistillationModel(keras.Model):
                                     f"has {classes}")  # fmt: skip
                 x = x.map(lambda *b: (b[0], tf.argmax(b[1], -1, output_type=tf.int32), *b[2:]))  # indices
             return x, y
-        if x is not None and (problem := pixel_scale_problem(np.asarray(x)[:256], self._student_mean())):
+        images = None if x is None else np.asarray(x)  # converted once (x may be a list)
+        if images is not None and (problem := pixel_scale_problem(images[:256], self._student_mean())):
             raise DataError(f"{where} x: {problem}")
-        if x is not None and np.asarray(x).dtype.kind == "f":
-            images = np.asarray(x).reshape(len(x), -1)
-            refuse_non_finite(int((~np.isfinite(images).all(1)).sum()), len(images), f"{where} x")
+        if images is not None and images.dtype.kind == "f":
+            finite = np.isfinite(images.reshape(len(images), -1)).all(1)
+            refuse_non_finite(int((~finite).sum()), len(images), f"{where} x")
         if labelled and y is not None:
             y = class_indices(y, f"{where} y", classes)
         return x, y
