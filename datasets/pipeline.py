@@ -18,7 +18,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from iep.core.fields import check_numbers
+from iep.core.fields import check_bools, check_numbers
 from iep.core.stderr import native_stderr_silenced
 from iep.datasets import augment
 from iep.datasets.sampling import stratified_indices
@@ -61,6 +61,7 @@ class DataConfig:
             if (value := getattr(self, name)) is not None and not isinstance(value, str | os.PathLike):
                 raise TypeError(f"DataConfig.{name} must be a path, got {value!r}")
         check_numbers("DataConfig", self, DATA_RANGES, optional=("image_size",), error=DataError)
+        check_bools("DataConfig", self, ("download", "crop_to_bbox"))
 
 
 def _epoch_seed(seed: int, epoch: int) -> np.ndarray:

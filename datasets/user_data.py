@@ -22,16 +22,19 @@ What happens to a user's `tf.data` pipeline:
 from __future__ import annotations
 
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from iep.core.fields import check_bools, check_numbers
 from iep.datasets import augment
 from iep.datasets.sources import DataError, dataset_labels
 
 _AUTOTUNE = tf.data.AUTOTUNE
+SHUFFLE_BUFFER_RANGE = {"shuffle_buffer": (lambda v: v >= 1, ">= 1 (examples held for shuffling)")}
 EXPECTED = "a tf.data.Dataset of (image, label) pairs (batched or not) or an (images, labels) pair of arrays"
 
 
@@ -173,6 +176,16 @@ class UserData:
             if isinstance(train, tf.data.Dataset):
                 raise DataError("train data: labels are given beside a tf.data.Dataset, whose elements hold their own")
             train = (train, labels)
+        settings = types.SimpleNamespace(augment_images=augment_images, shuffle_buffer=shuffle_buffer, cache=cache)
+        check_bools("UserData", settings, ("augment_images",) if cache is None else ("augment_images", "cache"))
+        check_numbers("UserData", settings, SHUFFLE_BUFFER_RANGE, integers=("shuffle_buffer",))
+        if isinstance(class_names, str):  # a sequence of letters, one per class
+            raise TypeError(f"UserData.class_names must be a sequence of names, one per class; got {class_names!r}")
+        if splits is not None and not isinstance(splits, Mapping):
+            raise DataError(
+                "splits: expected evaluation splits by name, e.g. {'test': (x_test, y_test)}; got "
+                f"{type(splits).__name__}"
+            )
         cache = (not isinstance(train, tf.data.Dataset)) if cache is None else cache
         train_dataset, self.source_batch_size = _as_dataset(train, "train data")
         self._train = train_dataset.cache() if cache else train_dataset
@@ -199,6 +212,9 @@ class UserData:
             raise DataError(f"train data: label {labelled - 1} has no name among the {len(class_names)} class_names")
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(labelled))
         for name, split in self._splits.items():  # a label past the classes would be scored wrong in silence
+            shape = tuple(split.element_spec[0].shape)
+            if shape != self.input_shape:  # the network reads one image shape: the train data's
+                raise DataError(f"split {name!r}: images {shape}, but the train data's are {self.input_shape}")
             count, lowest, labelled, _, damaged = _count_classes_and_range(split)
             if count == 0:
                 raise DataError(f"split {name!r}: it is empty")

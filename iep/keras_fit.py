@@ -40,7 +40,7 @@ from iep.datasets.sources import DataError
 from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem, refuse_non_finite
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
 from iep.engine.step import distillation_gradients, logged_names
-from iep.nets import TappedNetwork, check_tapped
+from iep.nets import TappedNetwork, check_tapped, image_shape_problem
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -184,6 +184,9 @@ class DistillationModel(keras.Model):
         classes = self.student.num_classes
         if isinstance(x, tf.data.Dataset):
             spec = x.element_spec
+            images = spec[0] if isinstance(spec, (tuple, list)) else spec
+            if isinstance(images, tf.TensorSpec) and images.shape.rank == 4:
+                self._check_image_shape(images.shape[1:], where)
             labels = spec[1] if isinstance(spec, (tuple, list)) and len(spec) > 1 else None
             if labelled and isinstance(labels, tf.TensorSpec) and labels.shape.rank == 2 and labels.shape[-1] != 1:
                 if labels.shape[-1] != classes:
@@ -192,6 +195,8 @@ class DistillationModel(keras.Model):
                 x = x.map(lambda *b: (b[0], tf.argmax(b[1], -1, output_type=tf.int32), *b[2:]))  # indices
             return x, y
         images = None if x is None else np.asarray(x)  # converted once (x may be a list)
+        if images is not None:
+            self._check_image_shape(images.shape[1:], where)
         if images is not None and (problem := pixel_scale_problem(images[:256], self._student_mean())):
             raise DataError(f"{where} x: {problem}")
         if images is not None and images.dtype.kind == "f":
@@ -199,7 +204,13 @@ class DistillationModel(keras.Model):
             refuse_non_finite(int((~finite).sum()), len(images), f"{where} x")
         if labelled and y is not None:
             y = class_indices(y, f"{where} y", classes)
+            if images is not None and len(y) != len(images):
+                raise DataError(f"{where}: x holds {len(images)} images but y {len(y)} labels; expected one label each")
         return x, y
+
+    def _check_image_shape(self, shape, where: str) -> None:
+        if problem := image_shape_problem(self.student, shape):
+            raise DataError(f"{where} x: {problem}")
 
     def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
         x, y = self._checked(x, y, "evaluate")

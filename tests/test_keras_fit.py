@@ -194,6 +194,16 @@ def test_images_on_the_wrong_scale_and_bad_labels_are_refused_before_the_first_s
     one_hot_of_five = tf.data.Dataset.from_tensor_slices((x, keras.utils.to_categorical(y % 5, 5))).batch(8)
     with pytest.raises(DataError, match="fit labels: one-hot rows of 5 classes, but the student has 10"):
         model.fit(one_hot_of_five, verbose=0)
+    # one channel passed predict in silence (the standardization broadcast it over three); another size and
+    # unequal lengths failed in Keras's words
+    one_channel = r"x: the student takes images \(32, 32, 3\) \[H, W, C\], got \(32, 32, 1\)"
+    for call, args in ((model.fit, (x[..., :1], y)), (model.evaluate, (x[..., :1], y)), (model.predict, (x[..., :1],))):
+        with pytest.raises(DataError, match=one_channel):
+            call(*args, verbose=0)
+    with pytest.raises(DataError, match=r"^fit x: the student takes images \(32, 32, 3\) .*, got \(16, 32, 3\)"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x[:, :16], y)).batch(8), verbose=0)
+    with pytest.raises(DataError, match=r"^fit: x holds 16 images but y 5 labels; expected one label each"):
+        model.fit(x, y[:5], verbose=0)
     assert model.optimizer.iterations.numpy() == 0  # nothing trained
 
 

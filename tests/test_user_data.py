@@ -81,6 +81,21 @@ def test_bad_user_data_is_refused_naming_what_is_expected(train, message):
         UserData(train)
 
 
+def test_bad_user_data_settings_are_refused_naming_the_argument():
+    images, labels = _arrays(8)
+    # were taken: "no" switched augmentation on, a buffer of 0 failed in TF's words at the first epoch, a string
+    # of class names gave one class per letter
+    for kwargs, error, message in (
+        ({"augment_images": "no"}, TypeError, r"^UserData.augment_images must be True or False, got 'no'$"),
+        ({"cache": 1}, TypeError, r"^UserData.cache must be True or False, got 1$"),
+        ({"shuffle_buffer": 0}, ValueError, r"^UserData.shuffle_buffer must be >= 1 \(examples held for shuffling\)"),
+        ({"shuffle_buffer": 2.5}, TypeError, r"^UserData.shuffle_buffer must be an int, got 2.5$"),
+        ({"class_names": "abcd"}, TypeError, r"^UserData.class_names must be a sequence of names, one per class"),
+    ):
+        with pytest.raises(error, match=message):
+            UserData((images, labels), **kwargs)
+
+
 def test_images_and_labels_may_come_as_two_arguments_like_keras_fit():
     images, labels = _arrays(12)
     apart, paired = UserData(images, labels, augment_images=False), UserData((images, labels), augment_images=False)
@@ -105,10 +120,22 @@ def test_an_eval_split_with_labels_past_the_train_classes_is_refused():
     UserData((images, labels), splits={"test": (images[:3], labels[:3])})  # a split may miss classes
 
 
+def test_splits_that_the_network_cannot_read_are_refused_naming_the_split():
+    images, labels = _arrays(12)  # 16 x 16 px
+    # were taken: another image size failed at the first evaluation, after a training epoch
+    with pytest.raises(DataError, match=r"^split 'test': images \(8, 16, 3\), but the train data's are \(16, 16, 3\)"):
+        UserData((images, labels), splits={"test": (images[:, :8], labels)})
+    with pytest.raises(DataError, match=r"^split 'test': images \(16, 16, 1\), but the train data's are"):
+        UserData((images, labels), splits={"test": tf.data.Dataset.from_tensor_slices((images[..., :1], labels))})
+    # was an AttributeError ('list' object has no attribute 'items')
+    with pytest.raises(DataError, match=r"^splits: expected evaluation splits by name, .*; got list"):
+        UserData((images, labels), splits=[(images, labels)])
+
+
 def test_a_student_built_for_other_images_or_classes_is_refused_by_the_trainer(tmp_path):
     images, labels = _arrays(16)
     data = UserData((images, labels), splits={"test": (images, labels)})
-    wrong_size = r"the student takes images \(32, 32, 3\), but the data's are \(16, 16, 3\)"
+    wrong_size = r"train data: the student takes images \(32, 32, 3\) \[H, W, C\], got \(16, 16, 3\)"
     for student, message in (
         (build_network("resnet8", 4, (32, 32, 3)), wrong_size),
         (build_network("resnet8", 10, (16, 16, 3)), "the student has 10 outputs, but the data has 4 classes"),

@@ -64,6 +64,8 @@ def test_python_callers_read_the_names_they_passed(tmp_path):
         Trainer(
             digits_student, data, TrainConfig(), str(tmp_path / "run"), "kd", teacher=digits_student, options=["T=4"]
         )
+    with pytest.raises(ValueError, match=r"^distiller must be one of .*, got 'kdd'$"):  # said first, not the size
+        Trainer(digits_student, data, TrainConfig(batch_size=5000), str(tmp_path / "run"), "kdd")
     with pytest.raises(TypeError, match=r"^strategy must be a tf.distribute.Strategy, e.g. "):
         Trainer(digits_student, data, TrainConfig(), str(tmp_path / "run"), None, "mirrored")
     (tmp_path / "a_file").write_text("")
@@ -130,6 +132,13 @@ def test_a_run_spec_is_refused_where_it_is_written():
         iep.TeacherSpec("t", arch="vgg7")
     with pytest.raises(DataError, match=r"^DataConfig.rate must be in \(0, 1\], got 2$"):
         DataConfig("digits", rate=2)
+    # a string is truthy: these were taken, and "no" switched the setting on
+    with pytest.raises(TypeError, match=r"^DataConfig.download must be True or False, got 'no'$"):
+        DataConfig("digits", download="no")
+    with pytest.raises(TypeError, match=r"^TrainConfig.progress must be True or False, got 'false'$"):
+        iep.TrainConfig(progress="false")
+    with pytest.raises(TypeError, match=r"^RunSpec.resume must be True or False, got 0$"):
+        spec(resume=0)
     with pytest.raises(TypeError, match=r"^DataConfig.rate must be a number, got '0.1'$"):
         DataConfig("digits", rate="0.1")
     with pytest.raises(DataError, match=r"^DataConfig.sample_seed must be an int >= 0, got 1.5$"):

@@ -1,4 +1,4 @@
-"""Range checks of a settings dataclass's numeric fields, made where the settings are written (TrainConfig,
+"""Type and range checks of a settings dataclass's fields, made where the settings are written (TrainConfig,
 DataConfig, RunSpec): one loop, each error naming the field as a Python caller wrote it (`TrainConfig.lr`); the
 commands say the flag instead (iep/apps/vocabulary.py)."""
 
@@ -32,3 +32,12 @@ def check_numbers(
         value = getattr(settings, name)
         if (value is not None or name not in optional) and not in_range(value):
             raise error(f"{owner}.{name} must be {expected}, got {value}")
+
+
+def check_bools(owner: str, settings: object, names: Collection[str]) -> None:
+    """Each field of `names` True or False. Why: any string is truthy, so from Python progress="no" would switch
+    the progress lines on without a word."""
+    for name in names:
+        value = getattr(settings, name)
+        if not isinstance(value, bool):
+            raise TypeError(f"{owner}.{name} must be True or False, got {value!r}")

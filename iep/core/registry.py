@@ -358,6 +358,12 @@ def typed_options(method: str, overrides: Mapping[str, object]) -> dict[str, obj
     return iep_options(overrides, method)
 
 
+def check_method(method: object, what: str) -> None:
+    """Refuses a name no registered method has, naming `what` was given and the names there are."""
+    if method not in methods():
+        raise ValueError(f"{what} must be one of {methods()}, got {method!r}")
+
+
 def build_distiller(
     method: str,
     teacher: TappedNetwork | None,
@@ -385,8 +391,7 @@ def build_distiller(
     what the method accepts. `main_steps` and `epochs` (the run's size) size the phases a reference times
     (CLOCK_RULE); `iep.Trainer(..., "iep", teacher=...)` passes them for you.
     """
-    if method not in methods():
-        raise ValueError(f"build_distiller: method must be one of {methods()}, got {method!r}")
+    check_method(method, "build_distiller: method")
     check_tapped(student, "student")
     if teacher is not None:
         check_tapped(teacher, "teacher")

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import tensorflow as tf
 
 from iep.core.distiller import Distiller
-from iep.core.registry import build_distiller
+from iep.core.registry import build_distiller, check_method
+from iep.nets import image_shape_problem
 
 
 def distiller_for_run(distiller, teacher, options, student, data, config, strategy=None) -> Distiller | None:
@@ -29,6 +30,7 @@ def distiller_for_run(distiller, teacher, options, student, data, config, strate
                 "teacher= and options= go with a method's name (distiller='iep'); this distiller has its own"
             )
         return distiller
+    check_method(distiller, "distiller")  # before the data's size is read: a typo is the first thing to say
     steps = data.steps_per_epoch(config.batch_size) * config.epochs
     with (strategy or tf.distribute.get_strategy()).scope():
         return build_distiller(
@@ -40,9 +42,8 @@ def distiller_for_run(distiller, teacher, options, student, data, config, strate
 def check_student_fits_data(student, data) -> None:
     """A student built for other images or another class count would fail deep in a traced step (the shape)
     or train in silence on outputs no label reaches (the classes): refused when the Trainer is made."""
-    expected = tuple(student.model.input_shape[1:])  # None: a size the student takes any value of
-    if any(want is not None and want != got for want, got in zip(expected, data.input_shape, strict=True)):
-        raise ValueError(f"the student takes images {expected}, but the data's are {tuple(data.input_shape)}")
+    if problem := image_shape_problem(student, data.input_shape):
+        raise ValueError(f"train data: {problem}")
     if student.num_classes != data.num_classes:
         raise ValueError(
             f"the student has {student.num_classes} outputs, but the data has {data.num_classes} classes "

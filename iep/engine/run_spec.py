@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from iep.core.fields import check_numbers
+from iep.core.fields import check_bools, check_numbers
 from iep.datasets import DataConfig
 from iep.engine.train_config import TrainConfig
 
@@ -98,6 +98,7 @@ class RunSpec:
         if not isinstance(self.distill_options, Mapping):
             raise TypeError(f"RunSpec.distill_options must be a mapping of option names, got {self.distill_options!r}")
         check_numbers("RunSpec", self, RUN_RANGES, optional=("dropout", "knowledge_epochs"))
+        check_bools("RunSpec", self, ("resume",))
         _check_method(self)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from iep.core.fields import check_numbers
+from iep.core.fields import check_bools, check_numbers
 from iep.engine.mobile_export import check_formats
 from iep.engine.precision import check_precision
 from iep.op_utils.schedules import check_schedule
@@ -83,6 +83,7 @@ class TrainConfig:
         if self.jit_compile not in ("auto", True, False):
             raise ValueError(f"TrainConfig.jit_compile must be auto, true or false, got {self.jit_compile!r}")
         check_numbers("TrainConfig", self, RANGES, optional=("eval_limit",), integers=INTEGERS)
+        check_bools("TrainConfig", self, ("progress", "export"))
         check_schedule(self.lr_schedule, self.lr_decay_points)
         check_precision(self.precision)
         if isinstance(self.export_formats, str) or not isinstance(self.export_formats, Sequence):
