@@ -47,6 +47,8 @@ def test_register_refuses_a_taken_name_and_a_non_distiller():
         register("not_a_distiller")(object)
     with pytest.raises(ValueError, match="letters, digits and '_'"):
         register("bad name")
+    with pytest.raises(ValueError, match=r"letters, digits and '_', got 3$"):  # was an AttributeError
+        register(3)
 
 
 def test_train_py_runs_a_plugin_method_and_records_its_points(tmp_path, capsys):

@@ -72,6 +72,9 @@ def test_python_callers_read_the_names_they_passed(tmp_path):
     with pytest.raises(ValueError, match=r"^run_dir '.*a_file' is a file; expected a directory$"):
         Trainer(digits_student, data, TrainConfig(), str(tmp_path / "a_file"))
     assert not (tmp_path / "run").exists()  # the checks made no folder
+    trainer = Trainer(digits_student, data, TrainConfig(epochs=1, batch_size=8, export=False), str(tmp_path / "run"))
+    with pytest.raises(TypeError, match=r"^Trainer.fit: resume must be True or False, got 'no'$"):  # was resumed
+        trainer.fit(resume="no")
     with pytest.raises(DataError, match=r"^TrainConfig.batch_size 5000 exceeds the \d+ training images at "
                                         r"DataConfig.rate 0.05"):  # fmt: skip
         data.steps_per_epoch(5000)

@@ -72,7 +72,7 @@ def register(name: str) -> Callable[[type[Distiller]], type[Distiller]]:
     `OPTION_RANGES`); `student`, `seed`, `main_steps` and `epochs` are passed when its constructor names them.
     From train.py, name the file or module with `--plugins` so it is imported before the flags are checked.
     """
-    if not name or not name.replace("_", "").isalnum():
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
         raise ValueError(f"a method name is letters, digits and '_', got {name!r}")
 
     def decorate(cls: type[Distiller]) -> type[Distiller]:

@@ -216,6 +216,8 @@ class Trainer:
 
     def fit(self, resume: bool = True) -> dict:
         """Runs the remaining pre-phase passes and epochs; returns the metrics summary (also in metrics.json)."""
+        if not isinstance(resume, bool):  # "no" is truthy: it would resume the run it was meant to restart
+            raise TypeError(f"Trainer.fit: resume must be True or False, got {resume!r}")
         os.makedirs(self.run_dir, exist_ok=True)
         if hasattr(self.data, "prepare_eval"):  # an undecodable evaluation image is named now, not after an epoch
             self.data.prepare_eval(self.config.eval_split)
