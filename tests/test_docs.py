@@ -317,6 +317,20 @@ def test_each_gain_in_the_table_is_against_the_vanilla_with_the_methods_decay_ru
     assert "none_decay_all's own figure, against `none`, is what that rule does alone." in chart
 
 
+def test_the_readme_table_keeps_the_first_ranks_and_the_vanilla_students():
+    def row(method, validation, vanilla="none"):
+        return {"factor": plot_results.FACTOR, "method": method, "seeds": 1, "runs": [{}], "validation": validation,
+                "test": validation - 0.01, "validation_std": 0.0, "test_std": 0.0, "vanilla": vanilla}  # fmt: skip
+
+    rows = [row("none", 0.70, None), row("a", 0.71), row("b", 0.80), row("c", 0.75), row("d", 0.78)]
+    protocol = {"teacher_arch": "wrn-28-1", "student_arch": "wrn-16-1"}
+    block = plot_results.results_chart({"results": rows, "protocol": protocol}, {"results": []}, top=2)
+    table = [line for line in block.splitlines() if re.match(r"\| \d", line)]
+    assert [line.split(" | ")[1] for line in table] == ["b", "d", "none"]  # ranks 1, 2 and the vanilla (5)
+    assert table[-1].startswith("| 5 | none |") and "bar [70.0, 71.0, 75.0, 78.0, 80.0]" in block  # all charted
+    assert "The first 2 of 5 methods" in block and "docs/reproduction.md#every-method-at-the-papers-budget" in block
+
+
 def test_each_fidelity_fix_sits_beside_the_row_it_replaced():
     def row(method, validation, test, seeds=1):
         return {"factor": plot_results.FACTOR, "method": method, "seeds": seeds, "validation": validation,
