@@ -3,6 +3,9 @@
 Per variable: g = ∇CE + ∇wd + clip_by_norm(∇dist, ‖∇CE‖ · σ(e − e₀)). The
 distillation gradient can never outweigh the target task's, and its cap
 starts at half the target-gradient norm in the first student epoch.
+Reference: the author's published optimizers, KD_methods_with_TF `op_util.py` at 9fb5414 (`Optimizer_w_MHGD`
+lines 182-194, the 'KD-' branch of `Optimizer_w_Distillation` lines 46-53, `sigmoid` lines 216-220); IEPKT's own
+`Optimizer_w_IEP` is not published.
 """
 
 from __future__ import annotations

@@ -21,14 +21,13 @@ triplets. Entries made non-finite by repeated or zero singular values are
 zeroed, as in the original code, so nothing non-finite reaches training.
 
 `gradient="reference"` is instead the gradient the IEP author's benchmark
-registers for its SVDs, KD_methods_with_TF `nets/SVP.py` `gradient_svd`
-('Svd_', used by `SVD` and, through `SVD_grad_map`, by `SVD_eid`; the
-version with `SVD_eid` that `nets/Relation.py` calls, lines 89-124). It reads
+registers for its SVDs, KD_methods_with_TF `nets/SVP.py` at 9fb5414, `gradient_svd`
+('Svd_', used by `SVD` and, through `SVD_grad_map`, by `SVD_eid`; lines 92-128). It reads
 only V̄ (the s̄ and Ū of the triplets are dropped), after the benchmark's
 `tf.nn.l2_normalize` of the sliced V (which removes V̄'s radial part):
 
-    m ≥ n (`right_grad`, lines 119-122):  Ā = 2·U S msym(K ∘ VᵀV̄) Vᵀ,
-    m < n (`left_grad`, lines 108-117):   the same formula on Aᵀ with V in U's place,
+    m ≥ n (`right_grad`, lines 121-123):  Ā = 2·U S msym(K ∘ VᵀV̄) Vᵀ,
+    m < n (`left_grad`, lines 111-119):   the same formula on Aᵀ with V in U's place,
 
 msym(X) = X + Xᵀ, K_ij = 1/(s_j² − s_i²) (0 on the diagonal). For m ≥ n this
 is exactly twice the exact formula's V̄ term (msym(K∘X) = K∘(X − Xᵀ)), so the

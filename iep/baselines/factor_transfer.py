@@ -1,7 +1,9 @@
 """FT — factor transfer (Kim, Park & Kwak, NeurIPS 2018), as the IEP author's TF2 benchmark executes it.
 
-Reference: `sseung0703/Knowledge_distillation_via_TF2.0`, `distiller/FT.py`
-with the layers of `nets/tcl.py`. There, `tcl.arg_scope` *overwrites* the
+Reference: `sseung0703/Knowledge_distillation_via_TF2.0` at 6015e47, `distiller/FT.py`
+(the layers' overrides lines 21-23, paraphraser and translator 25-45, β line 52, transfer 59-64,
+paraphraser training 66-91) with the layers of `nets/tcl.py` (the override, lines 6-8).
+There, `tcl.arg_scope` *overwrites* the
 explicit keyword arguments with the class's `pre_defined` ones, and FT.py sets
 `Conv2d` and `Conv2d_transpose` to `use_biases=False` and `BatchNorm` to
 `activation_fn=tf.nn.leaky_relu`. So, as executed (not as the constructor

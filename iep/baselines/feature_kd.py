@@ -1,8 +1,9 @@
 """Feature and relation distillation: AT (Zagoruyko & Komodakis, ICLR 2017) and RKD (Park et al., CVPR 2019).
 
-AT — the official code, `szagoruyko/attention-transfer` `cifar.py`
-(`at`, `at_loss`, and `opt.beta * sum(loss_groups)` in `h`), β = 1000 as its
-README sets for CIFAR: per WRN group output (the raw residual stream before
+AT — the official code, `szagoruyko/attention-transfer` at 893df54: `utils.py`
+(`at`, `at_loss`, lines 18-23) and `cifar.py` (the group outputs, lines 129-138;
+`at_loss` per group, line 180; `opt.beta * sum(loss_groups)` in `h`, lines 219-223),
+β = 1000 as its README sets for CIFAR (line 68): per WRN group output (the raw residual stream before
 any BN-ReLU: our `stage_outputs`), the attention map is the channel mean of
 F², flattened and L2-normalized per sample; loss β · Σ_points mean((Q_s − Q_t)²)
 (no ½: the IEP author's TF1 benchmark, `KD_methods_with_TF/nets/Distillation.py`,
@@ -16,12 +17,12 @@ plus the student's cross-entropy (β = 1). Two references, and which part
 follows which:
 * weights w_d = 25, w_a = 50 and the distance mean over the off-diagonal
   entries (`distance_mean=off_diagonal`, the default): RepDistiller
-  `distiller_zoo/RKD.py` (`t_d[t_d > 0].mean()` on a matrix whose diagonal
-  it zeroes; also mdistiller's CIFAR setting);
+  `distiller_zoo/RKD.py` at b84f547 (lines 10-58; `t_d[t_d > 0].mean()`, line 22,
+  on a matrix whose diagonal `pdist` zeroes, line 57; also mdistiller's CIFAR setting);
 * `normalize=True` (default), the L2 normalization of both embeddings
   before the potentials: the IEP author's TF1 benchmark,
-  KD_methods_with_TF `nets/Relation.py` (`source = tf.nn.l2_normalize(source,
-  1)`, likewise the target; already at commit 5654178, the version whose
+  KD_methods_with_TF `nets/Relation.py` at 9fb5414 (lines 32-33: `source =
+  tf.nn.l2_normalize(source, 1)`, likewise the target; already at commit 5654178, the version whose
   MHGD aligns a single student vector, so it is older than the README's
   "RKD fixed" note); `normalize=False` is RepDistiller's own RKD;
 * `distance_mean=all`: that TF1 file's mean as it executes (lines 22-23:

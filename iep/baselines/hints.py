@@ -3,8 +3,13 @@
 FitNet, AB and CO read each sensing point *before* its last ReLU (the
 network's `preact_taps`) and bring the student's point to the teacher's
 width with a connector (1×1 conv + BN, resized first when H×W differ), as the
-IEP author's TF2 benchmarks (`distiller/{FitNet,AB,CO}.py`) do for
-WRN-40-4→WRN-16-4.
+IEP author's TF2 benchmarks (`sseung0703/Knowledge_distillation_via_TF2.0` at
+6015e47, `distiller/{FitNet,AB,CO}.py`) do for WRN-40-4→WRN-16-4. Lines:
+FitNet.py connectors 21-25, points 27-32, hint 45-52, initialization 34-65
+(`int(train_epoch*.3)` epochs, line 61); AB.py connectors 21-26, loss 35-41,
+weights line 54, initialization 43-68; CO.py margins 28-33, partial L2 42-45,
+weighting 47-50. FSP: KD_methods_with_TF at 9fb5414, `nets/Shared.py` lines
+4-31, `train_w_distill.py` lines 33-34 and 77-78.
 
 * FitNet (Romero et al., ICLR 2015) — student initialization: a pre-phase of
   30 % of the main steps trains student + connectors on

@@ -5,7 +5,7 @@ MPNN message: per pair of consecutive sensing points, 8 learned attention
 heads relate the samples of a batch (G_h = K_h Q_hᵀ, B×B). Pre-phase: the
 heads and an estimator learn to rebuild the later point's compressed vectors
 from the earlier one (random head drop; loss mean(1 − cos)) at LR 0.1, for
-40 epochs by default: KD_methods_with_TF `train_w_distill.py` sets
+40 epochs by default: KD_methods_with_TF (at 9fb5414) `train_w_distill.py` line 34 sets
 `init_epoch = 40` for MHGD (`iep.methods.PRE_PHASE`; `pre_phase_steps`
 overrides). Main phase: the student matches
 KL(softmax(tanh G_S) ‖ softmax(tanh G_T)) with the module frozen, combined by
@@ -14,7 +14,9 @@ the author's norm-clipped multi-task gradient.
 What the heads read (`inputs`):
 
 * `svd` (default), MHGD's own code (KD_methods_with_TF `nets/Relation.py`,
-  `MHGD`): each point compressed by KD-SVD's decomposition, the teacher's
+  `MHGD` lines 39-79, `Attention_head` 81-101, `Estimator` 103-125, `drop_head`
+  127-131, `kld_loss` 133-135; its optimizer `op_util.py` `Optimizer_w_MHGD` lines 168-214):
+  each point compressed by KD-SVD's decomposition, the teacher's
   first right singular vector (`SVP.SVD_eid(tfm, 1)`: the eigendecomposition
   path) and the student's best-aligned of 4 (`SVP.SVD_eid(sfm, 4)`,
   `SVP.Align_rsv`), both [B, D]: `iep.baselines.svd_kd.aligned_vectors`.

@@ -1,7 +1,7 @@
 """DML — deep mutual learning (Zhang, Xiang, Hospedales & Lu, CVPR 2018), as in the IEP author's TF1 benchmark.
 
-Reference: `sseung0703/KD_methods_with_TF`: `nets/Response.py` (`DML`: the
-symmetric KL at T = 1, halved), `op_util.py` (`Optimizer_w_DML`: each network
+Reference: `sseung0703/KD_methods_with_TF` at 9fb5414: `nets/Response.py` (`DML`, lines 12-20: the
+symmetric KL at T = 1, halved), `op_util.py` (`Optimizer_w_DML`, lines 102-131: each network
 minimizes its own cross-entropy + its own weight decay + that shared term,
 SGD Nesterov at the student's learning-rate schedule) and
 `train_w_distill.py` (the peer has the teacher's architecture and is *not*

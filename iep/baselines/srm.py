@@ -1,9 +1,10 @@
 """SRM — sparse representation matching (Tran, Gabbouj & Iosifidis, arXiv 2103.17012, 2021).
 
-Follows the authors' code, GitHub `viebboy/SRM`, `cifar100/code`: `Layers.py`
-(SparseRep, GlobalLocalLabel, GlobalLocalPred), `Utility.py`
-(codeword_epoch_trainer, srm_init_epoch_trainer, KD_loss), `Runners.py`
-(train_codeword → initialize_student → SRMKD) and `exp_configurations.py`.
+Follows the authors' code, GitHub `viebboy/SRM` at 77a12ba, `cifar100/code`: `Layers.py`
+(SparseRep lines 332-409, GlobalLocalLabel 59-128, GlobalLocalPred 5-57), `Utility.py`
+(codeword_epoch_trainer lines 934-989, srm_init_epoch_trainer 990-1085, KD_loss 15-24), `Runners.py`
+(train_codeword → initialize_student → SRMKD, lines 112-233) and `exp_configurations.py` (the stages' LRs
+and epochs, lines 54-61; the setting, lines 183-187).
 Three stages, the first two as pre-phases of our loop:
 
 1. **Dictionary** (`srm_dictionary`), per sensing point of the teacher, only

@@ -1,8 +1,8 @@
 """KD-SVD and KD-EID (Lee, Kim & Song, ECCV 2018), as in the IEP author's TF1 benchmark.
 
-Reference: `sseung0703/KD_methods_with_TF`, `nets/Shared.py` (`KD_SVD`, its
-`dist_type` 'SVD' or 'EID'), `nets/SVP.py` (`SVD`, `SVD_eid`, `Align_rsv`)
-and `op_util.py` (`Optimizer_w_Distillation`: for 'KD-*' the distillation
+Reference: `sseung0703/KD_methods_with_TF` at 9fb5414, `nets/Shared.py` (`KD_SVD` lines 33-74, its
+`dist_type` 'SVD' or 'EID'), `nets/SVP.py` (`SVD` lines 7-33, `SVD_eid` 35-82, `Align_rsv` 84-90)
+and `op_util.py` (`Optimizer_w_Distillation` lines 33-53: for 'KD-*' the distillation
 gradient is clipped by the norm of the cross-entropy gradient times
 σ(epoch), our `ClippedDistiller`). On the activated stage outputs (`taps`,
 the benchmark's `feat` collection), per sensing point:
@@ -23,15 +23,14 @@ KD-SVD and KD-EID differ only in how the decomposition is computed:
 `tf.linalg.svd` (KD-SVD) or the eigendecomposition of the smaller Gram
 matrix (KD-EID). The gradient through the student's decomposition
 (`svd_gradient`) is, by default, the benchmark's own, as it executes
-(KD_methods_with_TF `nets/SVP.py`, the version with `SVD_eid` that
-`nets/Relation.py` calls):
+(KD_methods_with_TF `nets/SVP.py`):
 
-* `reference` (default): `gradient_svd` ('Svd_', lines 89-124), which both
+* `reference` (default): `gradient_svd` ('Svd_', lines 92-128), which both
   paths use (`SVD` by `gradient_override_map`, `SVD_eid` by
   `SVD_grad_map`): on our tall maps (H·W ≥ D) exactly twice the exact
   thin-SVD gradient (`op_utils.svd`, `gradient="reference"`). And
   `SVD_eid` (KD-EID, MHGD) decomposes `tf.stop_gradient(x)` by `tf.svd`
-  where 2/3 < H·W/D < 3/2 (lines 44-49): such a point (8×8×64 in a CIFAR
+  where 2/3 < H·W/D < 3/2 (lines 47-53): such a point (8×8×64 in a CIFAR
   WRN-16-1) passes no gradient to the student at all.
 * `exact`: the exact thin-SVD gradient at every point (what this module
   computed before the reference's was transcribed).
@@ -56,7 +55,7 @@ from iep.nets import TappedNetwork
 from iep.op_utils.svd import GRADIENTS, finite_or_zero, truncated_svd
 
 RBF_WIDTH = 8.0
-# SVD_eid's band of H·W / D where it decomposes a stop-gradient copy (KD_methods_with_TF nets/SVP.py line 45).
+# SVD_eid's band of H·W / D where it decomposes a stop-gradient copy (KD_methods_with_TF nets/SVP.py line 49).
 EID_NO_GRADIENT_BAND = (2 / 3, 3 / 2)
 
 

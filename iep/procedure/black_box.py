@@ -5,6 +5,8 @@ points (G_h = K_h Q_hᵀ). In module training an estimator must rebuild the
 later point's compressed PCs from the earlier one through those heads plus
 the teacher's MPNN message (8th head), with random head drop; in transfer
 the student matches softmax(tanh G) of the teacher by KL divergence.
+Reference: IEPKT `nets/Distillation.py` at 746415b: lines 68-70, `Attention_knowledge` 159-171,
+`Attention_head` 173-188, `Estimator` 190-213, `drop_head` 215-219.
 """
 
 from __future__ import annotations

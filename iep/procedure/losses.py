@@ -1,4 +1,8 @@
-"""IEP loss terms (docs/methods.md §6). The ones MHGD shares live in `iep.op_utils.losses`."""
+"""IEP loss terms (docs/methods.md §6). The ones MHGD shares live in `iep.op_utils.losses`.
+
+Reference: IEPKT `nets/Distillation.py` at 746415b: `kld_loss` lines 221-223; the message L1 line 65, the
+readouts' KLD line 66, phase 1's KLD line 59 and estimator loss line 167.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ point and X_B at the later one (width D): node term H_ij = X_B,i − X_B,j;
 initial edges E⁰_ij = e_i ⊙ e_j · D with e = normalize(BN(Dense(X_F))); each
 iteration adds a gated message M = BN(Dense(Z)) ⊙ σ(BN(Dense(Z))),
 Z = [H, mean_k E]; weights are shared across iterations. Readout R = mean_k E.
+Reference: IEPKT `nets/Distillation.py` at 746415b, `MPNN` lines 78-117 (called at lines 53-63).
 """
 
 from __future__ import annotations

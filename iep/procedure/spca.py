@@ -6,6 +6,8 @@ and a second PCA over the batch — incremental (IPCA, the default) with an EMA
 mean kept as non-trainable state, or plain per-batch PCA (`mode="pca"`, the
 ablation of the paper's Table 4). The student reuses the teacher's spatial
 vectors and second-PCA basis (§3), so its compressed PCs live in the same space.
+Reference: IEPKT `nets/Distillation.py` at 746415b: the teacher side lines 35-43 (`Plane_mapping` 7-12,
+`PCA_Graph` 150-157, `Incremental_PCA` 119-148, `inter_cosine_sim` 14-17), the student side lines 45-51.
 
 Our choice where the code is silent: in IPCA training steps the compressed PCs
 use the state *after* this batch's update (the TF1 graph reads the variables
