@@ -183,7 +183,7 @@ def results_chart(paper: dict, short: dict, rate: float = RATE, top: int | None 
         "10 % held out of the training split (the ranking), test = the 10,000 test images, once per run after its "
         "last epoch."
     )
-    decay_all = next((r["vanilla"] for r in rows if r.get("vanilla", "none") not in ("none", None)), None)
+    decay_all = _decay_all_vanilla(rows)
     if decay_all in by_method:
         note += (
             " Test − vanilla is against the vanilla student with the method's own weight-decay rule: `none` decays "
@@ -197,9 +197,14 @@ def results_chart(paper: dict, short: dict, rate: float = RATE, top: int | None 
     return "\n".join([begin, *chart, "", *table, "", note, agreement, end])
 
 
+def _decay_all_vanilla(rows: list[dict]) -> str | None:
+    """The vanilla student that methods decaying every variable are measured against, if any is."""
+    return next((r["vanilla"] for r in rows if r.get("vanilla", "none") not in ("none", None)), None)
+
+
 def _top_note(rows: list[dict], paper: dict, top: int) -> str:
     """What the README's short table leaves out, and where the rest is."""
-    decay_all = next((r["vanilla"] for r in rows if r.get("vanilla", "none") not in ("none", None)), None)
+    decay_all = _decay_all_vanilla(rows)
     note = (
         f"The first {top} of {len(rows)} methods and the vanilla students; mean ± std over seeds. Validation (the "
         "ranking) is a stratified 10 % held out of the training split; test is the 10,000 test images, scored once "
