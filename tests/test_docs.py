@@ -365,4 +365,3 @@ def test_every_method_cites_its_reference_file_and_line():
     uncited = [m for m in METHODS if m != "static_kd" and not re.search(r"\blines? \d", rows.get(m, ""))]
     assert not uncited, f"rows of docs/methods.md without a reference line: {uncited}"
     assert "**Line numbers** name each reference at one commit" in text
-
