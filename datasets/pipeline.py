@@ -22,7 +22,14 @@ from iep.core.fields import check_bools, check_numbers
 from iep.core.stderr import native_stderr_silenced
 from iep.datasets import augment
 from iep.datasets.sampling import stratified_indices
-from iep.datasets.sources import DataError, ImageSource, SplitRecords, raise_if_undecodable, split_labels
+from iep.datasets.sources import (
+    DataError,
+    ImageSource,
+    SplitRecords,
+    raise_if_undecodable,
+    split_labels,
+    steps_per_epoch,
+)
 from iep.datasets.stats import channel_stats
 
 SMALL_IMAGE_MAX = 64
@@ -158,13 +165,7 @@ class ImagePipeline:
         return (self.image_size, self.image_size, 3)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        steps = self.num_train // batch_size
-        if steps == 0:
-            raise DataError(
-                f"TrainConfig.batch_size {batch_size} exceeds the {self.num_train} training images at DataConfig.rate "
-                f"{self.config.rate}"
-            )
-        return steps
+        return steps_per_epoch(self.num_train, batch_size, f" at DataConfig.rate {self.config.rate}")
 
     # -- datasets ---------------------------------------------------------
     def _decode_all(self, records: tf.data.Dataset, split: SplitRecords, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -47,6 +47,18 @@ class SplitRecords:
     labels: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
+def steps_per_epoch(num_train: int, batch_size: int, where: str = "") -> int:
+    """Full batches of `batch_size` in `num_train` images (the loop drops the remainder). Refused: a batch size
+    that is no int >= 1 (0 divided by zero, a negative count ran no step and called the phase done), and one past
+    the images (`where` says which data)."""
+    if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    steps = num_train // batch_size
+    if steps == 0:
+        raise DataError(f"TrainConfig.batch_size {batch_size} exceeds the {num_train} training images{where}")
+    return int(steps)
+
+
 def dataset_labels(records: tf.data.Dataset) -> np.ndarray:
     """Every label of a `(payload, label)` dataset in order, read in batches.
 

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from iep.core.fields import check_bools, check_numbers
 from iep.datasets import augment
-from iep.datasets.sources import DataError, dataset_labels
+from iep.datasets.sources import DataError, dataset_labels, steps_per_epoch
 
 _AUTOTUNE = tf.data.AUTOTUNE
 SHUFFLE_BUFFER_RANGE = {"shuffle_buffer": (lambda v: v >= 1, ">= 1 (examples held for shuffling)")}
@@ -262,10 +262,7 @@ class UserData:
         return self._stats
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        steps = self.num_train // batch_size
-        if steps == 0:
-            raise DataError(f"TrainConfig.batch_size {batch_size} exceeds the {self.num_train} training images")
-        return steps
+        return steps_per_epoch(self.num_train, batch_size)
 
     def split(self, name: str) -> tf.data.Dataset:
         if name == "train":

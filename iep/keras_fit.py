@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import types
 from typing import Any
 
 import keras
@@ -35,12 +36,15 @@ import numpy as np
 import tensorflow as tf
 
 from iep.core.distiller import Distiller
+from iep.core.fields import check_numbers
 from iep.core.tracing import traced
 from iep.datasets.sources import DataError
 from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem, refuse_non_finite
 from iep.engine.stages import PRE_PHASE_EPOCH_OFFSET, stage_optimizer, stage_passes, stage_step, steps_in_pass
 from iep.engine.step import distillation_gradients, logged_names
 from iep.nets import TappedNetwork, check_tapped, image_shape_problem
+
+BATCH_SIZE_RANGE = {"batch_size": (lambda v: v >= 1, ">= 1")}
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -258,6 +262,8 @@ class DistillationModel(keras.Model):
         if hasattr(data, "train_dataset"):
             if batch_size is None:
                 raise ValueError("fit_pre_phases: give batch_size with a UserData / ImagePipeline")
+            check_numbers("fit_pre_phases", types.SimpleNamespace(batch_size=batch_size), BATCH_SIZE_RANGE,
+                          integers=("batch_size",))  # fmt: skip
             steps_per_pass = data.steps_per_epoch(batch_size)
 
             def batches(index):

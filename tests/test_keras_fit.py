@@ -109,6 +109,12 @@ def test_pre_phases_need_a_sized_source():
         model.fit_pre_phases(data)
     with pytest.raises(ValueError, match="length is unknown or infinite"):
         model.fit_pre_phases(data.train_dataset(0, 32, 0).repeat())
+    # -1 ran no step and marked the pre-phases done; 0 divided by zero
+    with pytest.raises(ValueError, match=r"^fit_pre_phases.batch_size must be >= 1, got -1$"):
+        model.fit_pre_phases(data, batch_size=-1)
+    with pytest.raises(ValueError, match=r"^batch_size must be an int >= 1, got 0$"):
+        data.steps_per_epoch(0)
+    assert not model.pre_phases_done
 
 
 def test_the_epoch_reaches_the_clip_schedule():
