@@ -28,6 +28,7 @@ benchmarks/results/reproduce_small[_quick].{json,csv}; learning curves:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -38,7 +39,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -196,9 +203,41 @@ def run_job(
     env: dict[str, str] | None = None,
     log_path: str | None = None,
 ) -> None:
-    """Runs (or resumes) one train.py command; accumulates its wall time across interruptions."""
+    """Runs (or resumes) one train.py command; accumulates its wall time across interruptions. A run that another
+    study process is training (on the same root: a second process on an idle core) is left to it."""
     if finished(run_dir):
         return
+    with _claimed(run_dir) as mine:
+        if not mine:
+            print(f"another process is training {run_dir}: left to it", flush=True)
+        elif not finished(run_dir):  # it may have finished between the check and the claim
+            _run_claimed(command, run_dir, wall_times_path, env, log_path)
+
+
+@contextlib.contextmanager
+def _claimed(run_dir: str) -> Iterator[bool]:
+    """Whether this process holds the run: an exclusive lock on `<run_dir>.lock`, so that two study processes on
+    one root never train the same run at once (two writers would corrupt its checkpoints). The system drops the
+    lock with its process, a killed one too, so a stale file blocks nothing."""
+    if fcntl is None:  # no POSIX locks (Windows): one study process per root
+        yield True
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(run_dir)), exist_ok=True)
+    with open(os.path.normpath(run_dir) + ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_claimed(
+    command: list[str], run_dir: str, wall_times_path: str, env: dict[str, str] | None, log_path: str | None
+) -> None:
     print("\n$ python " + " ".join(command) + (f"\n  (output: {log_path})" if log_path else ""), flush=True)
     start = time.monotonic()
     log = None

@@ -114,6 +114,21 @@ def test_finished_runs_are_skipped_and_a_failure_stops_the_rest(tmp_path):
     assert not (tmp_path / "c").exists()  # sequential: nothing after the failed run
 
 
+def test_a_run_another_study_process_holds_is_left_to_it(tmp_path, capsys):
+    """Two study processes on one root (a second on an idle core) never train the same run at once."""
+    import fcntl
+
+    wall = str(tmp_path / "wall_times.json")
+    (job,) = _fake_jobs(tmp_path, ["a"], 0.0)
+    with open(str(tmp_path / "a") + ".lock", "a") as held:  # another process's claim
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        rs.run_job(*job, wall)
+        assert "another process is training" in capsys.readouterr().out and not (tmp_path / "a").exists()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    rs.run_job(*job, wall)  # released (or its process gone): trained here
+    assert _read(tmp_path, "a")["start"] > 0
+
+
 def test_a_run_another_machine_recorded_stands_in_and_is_not_trained_again(tmp_path):
     from benchmarks.recorded import Recorded
 
