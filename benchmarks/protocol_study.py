@@ -381,6 +381,7 @@ def unknown_choice(factors: list[str], methods: list[str], combine: list[str]) -
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    small.exit_on_sigterm()
     methods = list(TABLE_METHODS) if FLAGS.methods == ["all"] else FLAGS.methods
     if error := unknown_choice(FLAGS.factors, methods, FLAGS.combine):
         raise app.UsageError(error)

@@ -196,6 +196,12 @@ def thread_env(parallel: int) -> dict[str, str] | None:
     }
 
 
+def exit_on_sigterm() -> None:
+    """`kill` (SIGTERM) of a study unwinds like Ctrl-C: the runs in progress stop with it (left running, they
+    would train on beside a restarted study) and their wall time is still recorded."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def run_job(
     command: list[str],
     run_dir: str,
@@ -491,8 +497,7 @@ def markdown_table(header: dict, rows: list[dict]) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # `kill` (SIGTERM) unwinds like Ctrl-C, so the interrupted job's wall time is still recorded.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()
     base = QUICK if FLAGS.quick else FULL
     protocol = dataclasses.replace(
         base,

@@ -1,12 +1,15 @@
 """benchmarks/reproduce_small.py: job order and the aggregation of finished runs (no training here)."""
 
 import json
+import os
 import statistics
 import subprocess
+import sys
 
 import pytest
 
 from benchmarks import reproduce_small as rs
+from tests.conftest import ROOT
 
 
 def test_jobs_put_teacher_then_the_paper_claim_first():
@@ -127,6 +130,35 @@ def test_a_run_another_study_process_holds_is_left_to_it(tmp_path, capsys):
         fcntl.flock(held, fcntl.LOCK_UN)
     rs.run_job(*job, wall)  # released (or its process gone): trained here
     assert _read(tmp_path, "a")["start"] > 0
+
+
+def test_a_killed_study_stops_its_runs_with_it(tmp_path):
+    """SIGTERM to a study running students in parallel stops them too: orphaned, they would train on beside the
+    restarted study, two writers on one run."""
+    import signal
+    import time
+
+    waiting = (
+        "import os, sys, time\nos.makedirs(sys.argv[1])\n"
+        "open(sys.argv[1] + '/pid', 'w').write(str(os.getpid()))\ntime.sleep(60)"
+    )
+    jobs = [(["-c", waiting, str(tmp_path / n)], str(tmp_path / n)) for n in ("a", "b")]
+    study = (
+        "import sys; sys.path.insert(0, sys.argv[1])\nfrom benchmarks import reproduce_small as rs\n"
+        f"rs.exit_on_sigterm()\nrs.run_students({jobs!r}, {str(tmp_path / 'wall.json')!r}, parallel=2)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", study, ROOT])
+    pid_files = [tmp_path / n / "pid" for n in ("a", "b")]
+    deadline = time.time() + 60
+    while not all(f.exists() and f.read_text() for f in pid_files) and time.time() < deadline:
+        time.sleep(0.2)
+    runs = [int(f.read_text()) for f in pid_files]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    for pid in runs:
+        with pytest.raises(ProcessLookupError):  # gone, not orphaned
+            os.kill(pid, 0)
 
 
 def test_a_run_another_machine_recorded_stands_in_and_is_not_trained_again(tmp_path):
