@@ -193,14 +193,14 @@ def check_tapped(network: object, role: str) -> None:
         )
 
 
-def image_shape_problem(network: TappedNetwork, image_shape: Sequence[int | None], role: str = "student") -> str | None:
-    """Why `network` cannot read images of `image_shape` [H, W, C], or None. Checked before any step: Keras
+def image_shape_problem(student: TappedNetwork, image_shape: Sequence[int | None]) -> str | None:
+    """Why `student` cannot read images of `image_shape` [H, W, C], or None. Checked before any step: Keras
     refuses another height deep in a traced step, and another channel count can even pass in silence (the
     standardization broadcasts one channel over three)."""
-    expected = tuple(network.model.input_shape[1:])  # None: a size the network takes any value of
+    expected = tuple(student.model.input_shape[1:])  # None: a size the student takes any value of
     got = tuple(image_shape)
     if len(got) != len(expected) or any(
         want is not None and have is not None and want != have for want, have in zip(expected, got, strict=True)
     ):
-        return f"the {role} takes images {expected} [H, W, C], got {got}"
+        return f"the student takes images {expected} [H, W, C], got {got}"
     return None
