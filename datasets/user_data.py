@@ -186,6 +186,8 @@ class UserData:
                 "splits: expected evaluation splits by name, e.g. {'test': (x_test, y_test)}; got "
                 f"{type(splits).__name__}"
             )
+        if unnamed := [name for name in splits or {} if not isinstance(name, str)]:  # eval_split names one
+            raise DataError(f"splits: each split's name must be a string, e.g. 'test'; got {unnamed[0]!r}")
         cache = (not isinstance(train, tf.data.Dataset)) if cache is None else cache
         train_dataset, self.source_batch_size = _as_dataset(train, "train data")
         self._train = train_dataset.cache() if cache else train_dataset

@@ -85,6 +85,12 @@ class DistillationModel(keras.Model):
                 f"distiller must be a Distiller, e.g. iep.build_distiller({method}, teacher, student); "
                 f"got {type(distiller).__name__}"
             )
+        built_for = getattr(distiller, "built_for", None)
+        if built_for is not None and built_for() is not student:  # its adapters fit that student's points
+            raise ValueError(
+                f"the distiller ({distiller.name}) was built for another student than {student.model.name!r}: "
+                "build it for this one, iep.build_distiller(method, teacher, student), and pass both"
+            )
         decay = weight_decay
         if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < math.inf:
             raise ValueError(f"weight_decay must be a finite number >= 0 (e.g. 5e-4), got {weight_decay!r}")

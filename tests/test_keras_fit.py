@@ -101,6 +101,18 @@ def test_a_method_name_or_a_bare_keras_model_is_refused_with_what_to_pass():
         DistillationModel(student, weight_decay=-1)
 
 
+def test_a_distiller_built_for_another_student_is_refused():
+    """FitNet's connectors are sized on the student it was built for: another student failed on a shape in the
+    first traced step, or trained with modules sized for someone else."""
+    data = _data()
+    student, distiller = _pair(data, "fitnet")
+    other = build_network("wrn-10-2", 4, data.input_shape, data.mean, data.std, name="other")
+    with pytest.raises(ValueError, match=r"^the distiller \(fitnet\) was built for another student than 'other': "):
+        DistillationModel(other, distiller)
+    assert DistillationModel(student, distiller).student is student
+    assert DistillationModel(other).distiller.built_for is None  # plain training, built by hand
+
+
 def test_pre_phases_need_a_sized_source():
     data = _data()
     student, distiller = _pair(data, "fitnet")

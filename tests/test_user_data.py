@@ -130,6 +130,9 @@ def test_splits_that_the_network_cannot_read_are_refused_naming_the_split():
     # was an AttributeError ('list' object has no attribute 'items')
     with pytest.raises(DataError, match=r"^splits: expected evaluation splits by name, .*; got list"):
         UserData((images, labels), splits=[(images, labels)])
+    # was taken: no eval_split can name a split called 3
+    with pytest.raises(DataError, match=r"^splits: each split's name must be a string, e.g. 'test'; got 3$"):
+        UserData((images, labels), splits={"test": (images, labels), 3: (images, labels)})
 
 
 def test_a_student_built_for_other_images_or_classes_is_refused_by_the_trainer(tmp_path):

@@ -72,6 +72,8 @@ class Distiller:
     pre_phase_loss_names: tuple[str, ...] = ()
     pre_phase_steps: int = 0
     pre_phase_lr: float = 0.1
+    # `build_distiller` notes the student it built the method for (a weak reference; None: built by hand).
+    built_for = None
     # Relation methods compare the samples of a batch; below this many per replica their loss is identically 0.
     min_batch_size: int = 1
     # What weight decay reaches. False: conv/dense kernels of the student (`op_utils.regularizers`, our reading

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import math
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from iep.core.clipped import IEP_CLIP_TERMS
@@ -326,6 +327,13 @@ def _check_same_images(teacher: TappedNetwork, student: TappedNetwork) -> None:
         )
 
 
+def _built_for(distiller: Distiller, student: TappedNetwork) -> Distiller:
+    """Notes the student `distiller` was built for (its adapters are sized on that student's points), so that
+    `DistillationModel` can refuse another student before a step fails on a shape deep in a traced graph."""
+    distiller.built_for = weakref.ref(student)  # a weak reference: no cycle, and no checkpoint tracks it
+    return distiller
+
+
 def _plain(teacher: TappedNetwork | None, options: Mapping[str, object]) -> Distiller:
     """Plain training (`none`), its weight decay on kernels or on every variable (NONE_OPTIONS)."""
     distiller = Distiller(teacher)
@@ -404,7 +412,7 @@ def build_distiller(
         )
     typed = typed_options(method, {**dict(overrides or {}), **options})
     if method == "none":
-        return _plain(teacher, typed)
+        return _built_for(_plain(teacher, typed), student)
     if method in STATIC_METHODS:
         if static_knowledge is None:
             raise ValueError(f"{method} needs static_knowledge= (a file of python -m iep.static.learn)")
@@ -430,7 +438,7 @@ def build_distiller(
                 if value is None:
                     raise ValueError(f"{method} sizes its schedule from the run: give {name}")
                 kwargs[name] = value
-        return _check_classes(method_class(method)(teacher, **kwargs), teacher, student)
+        return _built_for(_check_classes(method_class(method)(teacher, **kwargs), teacher, student), student)
     iep_module = importlib.import_module(IEP_CLASS[0])  # on first use: the registry imports no method
     IEPDistiller = getattr(iep_module, IEP_CLASS[1])  # noqa: N806 (a class)
 
@@ -455,7 +463,7 @@ def build_distiller(
         knowledge = ("alteration", "interim") + (("black_box",) if method == "iep_bb" else ())
     elif method == "iep_bb" and "black_box" not in knowledge:
         knowledge = (*knowledge, "black_box")
-    return IEPDistiller(
+    distiller = IEPDistiller(
         teacher,
         student,
         second_pca=second_pca,
@@ -467,3 +475,4 @@ def build_distiller(
         clip=clip,
         clip_terms=clip_terms,
     )
+    return _built_for(distiller, student)
