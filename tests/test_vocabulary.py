@@ -133,6 +133,18 @@ def test_a_run_spec_is_refused_where_it_is_written():
         spec(distill="kd", teacher="runs/teacher")
     with pytest.raises(ValueError, match=r"^TeacherSpec.arch=vgg7: VGG depth must be one of"):
         iep.TeacherSpec("t", arch="vgg7")
+    # were taken: an unknown strategy and a zero timeout were refused only by train_run
+    with pytest.raises(ValueError, match=r"^RunSpec.distribute must be one of \('none', 'mirrored', 'multi_worker'\), "
+                                         r"got 'tpu'$"):  # fmt: skip
+        spec(distribute="tpu")
+    with pytest.raises(ValueError, match=r"^RunSpec.connect_timeout must be a finite number of seconds > 0, got 0$"):
+        spec(connect_timeout=0)
+    # taps: one name alone is one tap (as tap_model reads it), not its letters; other values were taken
+    assert iep.TeacherSpec("t", taps="block3_out").taps == ("block3_out",)
+    assert iep.TeacherSpec("t", taps=[]).taps is None  # an empty --teacher_taps: the stage outputs
+    for taps in ([1, 2], 3, ["a", ""]):
+        with pytest.raises(TypeError, match=r"^TeacherSpec.taps must be layer names, e.g. \['block3_out'\], or None"):
+            iep.TeacherSpec("t", taps=taps)
     with pytest.raises(DataError, match=r"^DataConfig.rate must be in \(0, 1\], got 2$"):
         DataConfig("digits", rate=2)
     # a string is truthy: these were taken, and "no" switched the setting on

@@ -25,6 +25,7 @@ RUN_RANGES = {
     "dropout": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "knowledge_epochs": (lambda v: math.isfinite(v) and v >= 1 and v == int(v), "an int >= 1"),
     "semantic_vectors": (lambda v: math.isfinite(v) and v >= 0 and v == int(v), "an int >= 0 (0 = off)"),
+    "connect_timeout": (lambda v: 0 < v < math.inf, "a finite number of seconds > 0"),
 }
 TRANSFER = "the transfer protocol (RunSpec.knowledge_epochs)"  # the commands say --protocol=transfer
 
@@ -51,6 +52,15 @@ class TeacherSpec:
                 raise type(error)(f"TeacherSpec.arch={self.arch}: {error}") from None
         from iep.engine.outside_teacher import PREPROCESS
 
+        taps = (self.taps,) if isinstance(self.taps, str) else self.taps  # one name alone is one tap, as tap_model's
+        if taps is not None and (
+            not isinstance(taps, Sequence) or not all(isinstance(name, str) and name for name in taps)
+        ):
+            raise TypeError(
+                f"TeacherSpec.taps must be layer names, e.g. ['block3_out'], or None for the teacher's stage "
+                f"outputs; got {self.taps!r}"
+            )
+        object.__setattr__(self, "taps", tuple(taps) if taps else None)  # frozen; [] (an empty --teacher_taps) is None
         if self.preprocess not in PREPROCESS:
             raise ValueError(f"TeacherSpec.preprocess must be one of {PREPROCESS}, got {self.preprocess!r}")
 
@@ -99,6 +109,10 @@ class RunSpec:
             raise TypeError(f"RunSpec.distill_options must be a mapping of option names, got {self.distill_options!r}")
         check_numbers("RunSpec", self, RUN_RANGES, optional=("dropout", "knowledge_epochs"))
         check_bools("RunSpec", self, ("resume",))
+        from iep.engine.distribute import DISTRIBUTIONS
+
+        if self.distribute not in DISTRIBUTIONS:  # where it is written, as every field (train_run's check is later)
+            raise ValueError(f"RunSpec.distribute must be one of {DISTRIBUTIONS}, got {self.distribute!r}")
         _check_method(self)
 
 
