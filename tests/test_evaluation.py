@@ -25,6 +25,13 @@ def test_report_against_hand_computed_values():
     assert top1_accuracy(logits, labels) == 0.5
 
 
+def test_no_top5_where_every_label_is_in_the_top_5():
+    """With 5 classes top-5 is 1 whatever the model does (scikit-learn warns as much): it is left out."""
+    logits = np.eye(5, dtype=np.float32)[[1, 2, 3, 4, 0]]  # every prediction wrong
+    report = classification_report(logits, np.arange(5), list("abcde"))
+    assert report["top1"] == 0.0 and "top5" not in report
+
+
 def test_class_count_mismatch():
     with pytest.raises(ValueError, match="predicts 3 classes but the data set has 2"):
         classification_report(np.zeros((1, 3)), np.zeros(1, int), ["a", "b"])

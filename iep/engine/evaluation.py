@@ -22,8 +22,8 @@ def collect_logits(predict, batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
 
 
 def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Top-1 (and top-5 from 5 classes on), per-class accuracy and the confusion matrix (rows: true class),
-    by scikit-learn's metrics."""
+    """Top-1 (and top-5 past 5 classes: with 5 or fewer every label is in the top 5), per-class accuracy and
+    the confusion matrix (rows: true class), by scikit-learn's metrics."""
     from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 
     num_classes = logits.shape[1]
@@ -41,7 +41,7 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names: S
         "confusion_matrix": confusion.astype(np.int64).tolist(),
         "class_names": list(class_names),
     }
-    if num_classes >= 5:
+    if num_classes > 5:
         report["top5"] = float(top_k_accuracy_score(labels, logits, k=5, labels=classes))
     return report
 
