@@ -154,3 +154,16 @@ def test_visualize_rejects_missing_points_and_non_iep_runs(trained_runs, tmp_pat
 
     with pytest.raises(ValueError, match=r"--points takes comma-separated integers, got 'x'"):
         number_list("points", ["1", "x"], int)
+
+
+def test_out_dir_names_the_output_folder():
+    """absl answered a mistyped --out_dir with "Did you mean: log_dir?" (its log files' folder), which left the
+    views in the default folder without a word: --out_dir is --out."""
+    import subprocess
+    import sys
+
+    from tests.helpers import subprocess_env
+
+    parse = "from absl import flags; import iep.apps.visualize; F = flags.FLAGS; F(['v', '--teacher=t', '--out_dir=/views']); print(F.out)"  # noqa: E501
+    printed = subprocess.run([sys.executable, "-c", parse], env=subprocess_env(), capture_output=True, text=True)
+    assert printed.stdout.strip().splitlines()[-1] == "/views", printed.stderr

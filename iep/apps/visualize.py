@@ -55,6 +55,9 @@ flags.DEFINE_boolean("projector", True, "Write the TensorBoard Embedding Project
 flags.DEFINE_integer("seed", 0, "Seed of t-SNE and of the graph images.", lower_bound=0)
 flags.DEFINE_integer("batch_size", 500, "Inference batch size.", lower_bound=1)
 flags.DEFINE_string("out", "runs/visualize", "Output folder.")
+# absl answers a mistyped --out_dir with "Did you mean: log_dir?", its own flag for log files, which then leaves
+# the views in the default folder without a word
+flags.DEFINE_alias("out_dir", "out")
 flags.DEFINE_string("cache_dir", None, "Cache for data statistics.")
 
 
