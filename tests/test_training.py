@@ -73,6 +73,38 @@ def test_nan_loss_stops_training_with_a_message(tmp_path):
         _train(tmp_path / "nan", epochs=1, distiller=_ExplodingDistiller())
 
 
+def test_chance_warning_needs_every_recent_epoch_at_chance():
+    from iep.engine.run_records import CHANCE_EPOCHS, chance_warning
+
+    def history(*accuracies):
+        return [{"epoch": i + 1, "train_accuracy": a} for i, a in enumerate(accuracies)]
+
+    at_chance = history(*[0.1] * CHANCE_EPOCHS)
+    assert "stayed at chance for 5 epochs (at most 0.1000 by epoch 5; chance is 0.1000 with 10 classes)" in (
+        chance_warning(at_chance, 10)
+    )
+    assert chance_warning(at_chance[1:], 10) is None  # too few epochs yet: a slow start
+    assert chance_warning(history(*[0.1] * (CHANCE_EPOCHS - 1), 0.16), 10) is None  # above 1.5 x chance
+    assert chance_warning(history(*[0.56] * CHANCE_EPOCHS), 2) is None  # above chance + 5 points
+    assert chance_warning(history(*[0.54] * CHANCE_EPOCHS), 2) is not None
+    assert chance_warning([*at_chance[:-1], {"epoch": 5, "train_accuracy": None}], 10) is None  # recovered, unknown
+
+
+def test_a_run_that_learns_nothing_is_said_once_and_goes_on(tmp_path, monkeypatch, capsys):
+    """Random labels keep training accuracy at chance with a finite loss, as a silently diverged run does."""
+    import iep.engine.run_records as run_records
+    from iep.datasets.user_data import UserData
+
+    monkeypatch.setattr(run_records, "CHANCE_EPOCHS", 2)
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, size=(512, 16, 16, 3)).astype(np.uint8)
+    data = UserData((images, rng.integers(0, 10, 512)), splits={"test": (images[:64], np.arange(64) % 10)})
+    _, summary = _train(tmp_path / "chance", epochs=3, data=data, lr=0.01)
+    assert len(summary["history"]) == 3 and max(h["train_accuracy"] for h in summary["history"]) <= 0.15
+    printed = capsys.readouterr().err
+    assert printed.count("warning: training accuracy has stayed at chance for 2 epochs") == 1, printed
+
+
 def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path, capsys):
     flags_ = ("--epochs=3", "--lr_schedule=step")
     straight, killed, resumed = kill_and_resume(tmp_path, flags_, 2, capsys)

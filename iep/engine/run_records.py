@@ -121,6 +121,28 @@ def rescored_record(evaluate, run_dir: str, config) -> dict:
     return recovered_record(config.epochs, accuracy, time.perf_counter() - started)
 
 
+CHANCE_EPOCHS = 5  # epochs in a row at chance before a run is said to learn nothing (a slow start is allowed)
+
+
+def chance_warning(history: list[dict], num_classes: int) -> str | None:
+    """A warning when the last CHANCE_EPOCHS epochs' training accuracy is all at chance: a run can diverge without
+    a NaN (MLKD at LR 0.1, batch 128 sat at 10 % on CIFAR-10 for all its 100 epochs, its loss finite). The run
+    goes on: on a hard task a slow start is possible, and the user decides."""
+    recent = history[-CHANCE_EPOCHS:]
+    chance = 1.0 / num_classes
+    ceiling = min(1.5 * chance, chance + 0.05)  # half again chance, at most 5 points above it
+    accuracies = [r.get("train_accuracy") for r in recent]  # None: an epoch recovered without it
+    if len(recent) < CHANCE_EPOCHS or any(a is None or a > ceiling for a in accuracies):
+        return None
+    return (
+        f"warning: training accuracy has stayed at chance for {CHANCE_EPOCHS} epochs (at most "
+        f"{max(accuracies):.4f} by epoch {recent[-1]['epoch']}; chance is {chance:.4f} with "
+        f"{num_classes} classes), so the student is most likely learning nothing: the loss may have diverged without "
+        "a NaN. Training goes on; a learning rate too high for this method is the usual cause (lower --lr / "
+        "TrainConfig.lr)."
+    )
+
+
 def epoch_line(record: dict, eval_split: str) -> str:
     accuracy = record["eval_accuracy"]
     return (

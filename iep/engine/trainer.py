@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 
@@ -31,6 +32,7 @@ from iep.engine.loop import run_steps
 from iep.engine.mobile_export import export_unless_done
 from iep.engine.precision import loss_for_gradients, with_loss_scaling
 from iep.engine.run_records import (
+    chance_warning,
     describe_run,
     epoch_line,
     epoch_record,
@@ -237,6 +239,7 @@ class Trainer:
             stages = {f"{s.phase.name}/": int(s.optimizer.iterations.numpy()) for s in self._stages}
             purge_for_resume(log_dir, int(self.optimizer.iterations.numpy()), stages, start_epoch)
         writer = tf.summary.create_file_writer(log_dir) if self.chief else tf.summary.create_noop_writer()
+        said_chance = False
         with stop_on_signals(self._stop_requested):
             for index in range(pre_done, self.pre_phase_epochs):
                 self._pre_phase_epoch(index, writer)
@@ -248,6 +251,9 @@ class Trainer:
                         f"{self.checkpoints.last_checkpoint_sentence()} Lower TrainConfig.lr or check the data."
                     )
                 history.append(record)
+                if not said_chance and (warning := chance_warning(history, self.student.num_classes)):
+                    print(warning, file=sys.stderr)
+                    said_chance = True  # once a run
                 # metrics first, then the checkpoint: on resume history is cut back to the checkpoint's epoch.
                 self._write_metrics(history, finished=False)
                 self.checkpoints.mark_epoch(epoch + 1)
