@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from iep.core.distiller import Distiller
 from iep.core.fields import check_numbers
+from iep.core.registry import check_built_for
 from iep.core.tracing import traced
 from iep.datasets.sources import DataError
 from iep.datasets.user_data import UserData, class_indices, pixel_scale_problem, refuse_non_finite
@@ -85,12 +86,8 @@ class DistillationModel(keras.Model):
                 f"distiller must be a Distiller, e.g. iep.build_distiller({method}, teacher, student); "
                 f"got {type(distiller).__name__}"
             )
-        built_for = getattr(distiller, "built_for", None)
-        if built_for is not None and built_for() is not student:  # its adapters fit that student's points
-            raise ValueError(
-                f"the distiller ({distiller.name}) was built for another student than {student.model.name!r}: "
-                "build it for this one, iep.build_distiller(method, teacher, student), and pass both"
-            )
+        if distiller is not None:  # its adapters fit the points of the student it was built for
+            check_built_for(distiller, student)
         decay = weight_decay
         if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < math.inf:
             raise ValueError(f"weight_decay must be a finite number >= 0 (e.g. 5e-4), got {weight_decay!r}")

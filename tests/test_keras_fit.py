@@ -109,6 +109,9 @@ def test_a_distiller_built_for_another_student_is_refused():
     other = build_network("wrn-10-2", 4, data.input_shape, data.mean, data.std, name="other")
     with pytest.raises(ValueError, match=r"^the distiller \(fitnet\) was built for another student than 'other': "):
         DistillationModel(other, distiller)
+    config = TrainConfig(epochs=1, batch_size=32, progress=False, export=False)
+    with pytest.raises(ValueError, match=r"^the distiller \(fitnet\) was built for another student than 'other': "):
+        Trainer(other, data, config, "unused", distiller)  # the trainer too, before its run directory is made
     assert DistillationModel(student, distiller).student is student
     assert DistillationModel(other).distiller.built_for is None  # plain training, built by hand
 

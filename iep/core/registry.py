@@ -334,6 +334,16 @@ def _built_for(distiller: Distiller, student: TappedNetwork) -> Distiller:
     return distiller
 
 
+def check_built_for(distiller: Distiller, student: TappedNetwork) -> None:
+    """Refuses a distiller `build_distiller` made for another student than the one it is to train with."""
+    built_for = getattr(distiller, "built_for", None)
+    if built_for is not None and built_for() is not student:
+        raise ValueError(
+            f"the distiller ({distiller.name}) was built for another student than {student.model.name!r}: "
+            "build it for this one, iep.build_distiller(method, teacher, student), and pass both"
+        )
+
+
 def _plain(teacher: TappedNetwork | None, options: Mapping[str, object]) -> Distiller:
     """Plain training (`none`), its weight decay on kernels or on every variable (NONE_OPTIONS)."""
     distiller = Distiller(teacher)

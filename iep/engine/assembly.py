@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import tensorflow as tf
 
 from iep.core.distiller import Distiller
-from iep.core.registry import build_distiller, check_method
+from iep.core.registry import build_distiller, check_built_for, check_method
 from iep.nets import image_shape_problem
 
 
@@ -29,6 +29,8 @@ def distiller_for_run(distiller, teacher, options, student, data, config, strate
             raise ValueError(
                 "teacher= and options= go with a method's name (distiller='iep'); this distiller has its own"
             )
+        if distiller is not None:
+            check_built_for(distiller, student)
         return distiller
     check_method(distiller, "distiller")  # before the data's size is read: a typo is the first thing to say
     steps = data.steps_per_epoch(config.batch_size) * config.epochs
