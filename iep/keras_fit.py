@@ -86,8 +86,7 @@ class DistillationModel(keras.Model):
                 f"distiller must be a Distiller, e.g. iep.build_distiller({method}, teacher, student); "
                 f"got {type(distiller).__name__}"
             )
-        if distiller is not None:  # its adapters fit the points of the student it was built for
-            check_built_for(distiller, student)
+        check_built_for(distiller, student)  # its adapters fit the points of the student it was built for
         decay = weight_decay
         if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 <= decay < math.inf:
             raise ValueError(f"weight_decay must be a finite number >= 0 (e.g. 5e-4), got {weight_decay!r}")

@@ -334,8 +334,9 @@ def _built_for(distiller: Distiller, student: TappedNetwork) -> Distiller:
     return distiller
 
 
-def check_built_for(distiller: Distiller, student: TappedNetwork) -> None:
-    """Refuses a distiller `build_distiller` made for another student than the one it is to train with."""
+def check_built_for(distiller: Distiller | None, student: TappedNetwork) -> None:
+    """Refuses a distiller `build_distiller` made for another student than the one it is to train with (None, or
+    one built by hand, passes)."""
     built_for = getattr(distiller, "built_for", None)
     if built_for is not None and built_for() is not student:
         raise ValueError(

@@ -29,8 +29,7 @@ def distiller_for_run(distiller, teacher, options, student, data, config, strate
             raise ValueError(
                 "teacher= and options= go with a method's name (distiller='iep'); this distiller has its own"
             )
-        if distiller is not None:
-            check_built_for(distiller, student)
+        check_built_for(distiller, student)
         return distiller
     check_method(distiller, "distiller")  # before the data's size is read: a typo is the first thing to say
     steps = data.steps_per_epoch(config.batch_size) * config.epochs
